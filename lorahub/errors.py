@@ -1,0 +1,128 @@
+"""One error hierarchy for the whole package.
+
+Every error carries a stable, kebab-case ``code`` that scripts and docs can rely on, and a ``hint`` that tells the
+user what to do next. The CLI turns these into ``error[CODE]: message`` / ``hint: …`` and an exit code, in one
+place (``lorahub.cli._errors``); the SDK only raises them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class LorahubError(Exception):
+    """Base of every error lorahub raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    default_hint: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- paths -----------------------------------------------------------------------------------------------------
+
+
+class PathNotFoundError(LorahubError, FileNotFoundError):
+    code = "path-not-found"
+    default_hint = "Check the path; relative paths are resolved from the current directory."
+
+
+class NotAFileError(LorahubError, IsADirectoryError):
+    code = "not-a-file"
+    default_hint = "Give the path of one adapter file (.safetensors, .ckpt, .pt, .bin), not a directory."
+
+
+class FileReadError(LorahubError, OSError):
+    code = "file-unreadable"
+    default_hint = "Check the file's permissions and that the disk is readable."
+
+
+# --- files that are not what they claim ------------------------------------------------------------------------
+
+
+class InvalidFileError(LorahubError):
+    """The file cannot be read safely; nothing in it is trusted."""
+
+    code = "file-invalid"
+    default_hint = "The file is damaged or not an adapter: download it again, or ask its author for a fresh copy."
+
+
+class EmptyFileError(InvalidFileError):
+    code = "file-empty"
+    default_hint = "The file has no bytes: the download or copy did not finish. Fetch it again."
+
+
+class TruncatedFileError(InvalidFileError):
+    code = "file-truncated"
+    default_hint = "The file ends early: the download or copy did not finish. Fetch it again and compare its SHA-256."
+
+
+class HeaderTooLargeError(InvalidFileError):
+    code = "header-too-large"
+
+
+class HeaderJSONError(InvalidFileError):
+    code = "header-not-json"
+
+
+class HeaderSchemaError(InvalidFileError):
+    code = "header-invalid"
+
+
+class UnknownDtypeError(InvalidFileError):
+    code = "dtype-unknown"
+    default_hint = "The file uses a tensor type lorahub does not know; it may come from a newer safetensors."
+
+
+class TensorOffsetsError(InvalidFileError):
+    code = "offsets-invalid"
+
+
+class TensorOverlapError(InvalidFileError):
+    code = "offsets-overlap"
+
+
+class TensorSizeError(InvalidFileError):
+    code = "size-mismatch"
+
+
+class MetadataError(InvalidFileError):
+    code = "metadata-invalid"
+
+
+class UnsupportedFileError(InvalidFileError):
+    code = "file-unsupported"
+    default_hint = "lorahub reads .safetensors files and scans pickled .ckpt/.pt/.pth/.bin files."
+
+
+class UnsafePickleError(InvalidFileError):
+    """A pickle that would run code outside the allow-list if it were loaded."""
+
+    code = "pickle-dangerous"
+    default_hint = (
+        "Do not load this file with torch.load or any pickle-based tool. Ask its author for a .safetensors version."
+    )
+
+    def __init__(self, message: str, *, dangerous: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.dangerous = dangerous
+
+
+# --- environment -----------------------------------------------------------------------------------------------
+
+
+class MissingExtraError(LorahubError, ImportError):
+    code = "missing-extra"
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs packages that are not installed",
+            hint=f"pip install 'lorahub[{extra}]'",
+        )
+        self.extra = extra
