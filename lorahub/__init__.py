@@ -1,5 +1,40 @@
-"""lorahub: a local registry and SDK for LoRA-family adapters of image diffusion models."""
+"""lorahub: a local registry and SDK for LoRA-family adapters of image diffusion models.
+
+The package root is the SDK. Importing it is cheap: submodules (and torch, where needed) load on first use.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from lorahub.errors import LorahubError
+
 __version__ = "0.1.0"
+
+__all__ = ["LorahubError", "Report", "__version__", "errors", "inspect"]
+
+if TYPE_CHECKING:
+    from lorahub import errors
+    from lorahub.sdk.inspect import Report, inspect
+
+_LAZY = {
+    "inspect": ("lorahub.sdk.inspect", "inspect"),
+    "Report": ("lorahub.sdk.inspect", "Report"),
+    "errors": ("lorahub.errors", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lorahub' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

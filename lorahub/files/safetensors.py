@@ -59,6 +59,9 @@ class Header:
     file_size: int
     tensors: Mapping[str, TensorInfo]
     metadata: Mapping[str, str] = field(default_factory=dict)
+    unreferenced_bytes: int = 0
+    """Bytes of the data section that no tensor covers. The safetensors library refuses such files; data can
+    hide there, so inspect reports it."""
 
     @property
     def data_start(self) -> int:
@@ -80,7 +83,9 @@ def parse_header(prefix: bytes, file_size: int, *, source: str = "file") -> Head
     if file_size == 0:
         raise errors.EmptyFileError(f"{source} is empty (0 bytes)")
     if file_size < 8 or len(prefix) < 8:
-        raise errors.TruncatedFileError(f"{source} has {file_size} bytes, fewer than the 8 of a safetensors header length")
+        raise errors.TruncatedFileError(
+            f"{source} has {file_size} bytes, fewer than the 8 of a safetensors header length"
+        )
     (header_length,) = struct.unpack("<Q", prefix[:8])
     if header_length > MAX_HEADER_BYTES:
         raise errors.HeaderTooLargeError(
@@ -93,7 +98,12 @@ def parse_header(prefix: bytes, file_size: int, *, source: str = "file") -> Head
         )
     raw = prefix[8 : 8 + header_length]
     try:
-        document = json.loads(raw.decode("utf-8"))
+        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _DuplicateKeyError as exc:
+        raise errors.HeaderSchemaError(
+            f"{source}: the header names {str(exc)[:80]!r} twice",
+            hint="Readers disagree on which entry wins; this file may be crafted to show different tensors to each.",
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise errors.HeaderJSONError(
             f"{source}: the safetensors header is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:120]})",
@@ -107,8 +117,27 @@ def parse_header(prefix: bytes, file_size: int, *, source: str = "file") -> Head
     metadata = _parse_metadata(document.pop(METADATA_KEY, None), source)
     data_length = file_size - 8 - header_length
     tensors = {name: _parse_entry(name, entry, data_length, source) for name, entry in document.items()}
-    _check_no_overlap(tensors.values(), source)
-    return Header(header_length=header_length, file_size=file_size, tensors=tensors, metadata=metadata)
+    covered = _covered_bytes(tensors.values(), source)
+    return Header(
+        header_length=header_length,
+        file_size=file_size,
+        tensors=tensors,
+        metadata=metadata,
+        unreferenced_bytes=data_length - covered,
+    )
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(key)
+        result[key] = value
+    return result
 
 
 def _parse_metadata(value: Any, source: str) -> dict[str, str]:
@@ -154,8 +183,10 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _check_no_overlap(tensors: Any, source: str) -> None:
+def _covered_bytes(tensors: Any, source: str) -> int:
+    """Refuse tensors that share bytes; return how many bytes the tensors cover."""
     previous: TensorInfo | None = None
+    covered = 0
     for tensor in sorted(tensors, key=lambda t: (t.begin, t.end)):
         if tensor.begin == tensor.end:
             continue
@@ -164,7 +195,9 @@ def _check_no_overlap(tensors: Any, source: str) -> None:
                 f"{source}: tensors {previous.name!r} and {tensor.name!r} share bytes",
                 hint="Overlapping tensors are a sign of a crafted or damaged file; do not load it elsewhere either.",
             )
+        covered += tensor.nbytes
         previous = tensor
+    return covered
 
 
 def check_path(path: str | os.PathLike[str]) -> Path:
@@ -207,22 +240,21 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = check_path(path)
         self.header = read_header(self.path)
-        self._handle = open(self.path, "rb")
-        self._map: mmap.mmap | None = None
-        if self.header.file_size > 0:
-            self._map = mmap.mmap(self._handle.fileno(), 0, access=mmap.ACCESS_READ)
+        with open(self.path, "rb") as handle:  # the map keeps its own reference to the file
+            self._map: mmap.mmap | None = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
     def __enter__(self) -> SafetensorsFile:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
             self._map = None
-        self._handle.close()
 
     @property
     def metadata(self) -> Mapping[str, str]:

@@ -1,0 +1,3 @@
+from lorahub.cli import main
+
+main()

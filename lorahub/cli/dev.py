@@ -1,0 +1,27 @@
+"""``lorahub dev``: tools for demos and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lorahub.cli import _output
+
+
+@click.group("dev")
+def dev_group() -> None:
+    """Developer tools: example files and tiny models, made offline."""
+
+
+@dev_group.command("example-lora")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--rank", default=4, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--alpha", default=2.0, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+def example_lora(out: Path, rank: int, alpha: float, seed: int) -> None:
+    """Write a kohya SD 1.5 LoRA with random weights and kohya training metadata."""
+    from lorahub.dev.example_lora import write_example_lora
+
+    write_example_lora(out, rank=rank, alpha=alpha, seed=seed, name=out.stem)
+    _output.stderr.print(f"wrote {out}")

@@ -1,0 +1,113 @@
+"""``lorahub inspect FILE``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from lorahub.cli import _output
+
+if TYPE_CHECKING:
+    from lorahub.sdk.inspect import Report, Spread
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
+CLAIM_STYLE = {"match": "green", "mismatch": "bold red", "absent": "dim"}
+METADATA_PREVIEW_CHARS = 100
+
+
+@click.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema lorahub.inspect/v1).")
+@click.option("--all-metadata", is_flag=True, help="Show every metadata value in full.")
+def inspect_command(path: Path, as_json: bool, all_metadata: bool) -> None:
+    """What is this file? Format, layers, base model, rank, hashes, metadata and problems.
+
+    Pickled files (.ckpt, .pt, .bin) are scanned, never loaded; a dangerous one exits with code 5.
+    """
+    from lorahub.sdk.inspect import inspect
+
+    report = inspect(path)
+    if as_json:
+        _output.print_json(report.as_dict())
+    else:
+        render(report, all_metadata=all_metadata)
+    report.raise_if_dangerous()
+
+
+def render(report: Report, *, all_metadata: bool = False) -> None:
+    out = _output.stdout
+    out.print(f"[bold]{escape(report.path)}[/]  {report.file_size:,} bytes  {report.container}")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold cyan", no_wrap=True)
+    facts.add_column()
+    facts.add_row("format", report.format)
+    facts.add_row("layer kinds", ", ".join(report.layer_kinds) or "-")
+    facts.add_row("base model", _family(report))
+    facts.add_row("components", ", ".join(f"{name} {count}" for name, count in report.components.items()) or "-")
+    facts.add_row("modules", f"{report.modules:,}  ({report.tensors:,} tensors, {report.parameters:,} parameters)")
+    facts.add_row("rank", _spread(report.rank, "-"))
+    facts.add_row("alpha", _spread(report.alpha, "none (scale 1)"))
+    facts.add_row("dtypes", ", ".join(f"{dtype} ×{count}" for dtype, count in report.dtypes.items()) or "-")
+    for name, value in report.hashes.as_dict().items():
+        facts.add_row(name, value or "[dim]n/a[/]")
+    for claim in report.claims:
+        note = f"  ({escape(claim.note)})" if claim.note else ""
+        facts.add_row(claim.key, f"[{CLAIM_STYLE[claim.status]}]{claim.status}[/]{note}")
+    for embedding in report.embeddings:
+        facts.add_row("embedding", f"{escape(embedding['name'])}: {embedding['vectors']} × {embedding['dim']}")
+    if report.pickle is not None:
+        facts.add_row("imports", escape(", ".join(report.pickle.globals)) or "-")
+    out.print(facts)
+    _metadata(report.metadata, all_metadata)
+    _problems(report)
+
+
+def _family(report: Report) -> str:
+    verdict = report.base_model
+    lines = [f"[bold]{verdict.family}[/]"] + [f"  {escape(e)}" for e in verdict.evidence]
+    if verdict.metadata_family:
+        lines.append(f"  metadata says {verdict.metadata_family}: {escape('; '.join(verdict.metadata_evidence))}")
+    return "\n".join(lines)
+
+
+def _spread(spread: Spread, empty: str) -> str:
+    if not spread.counts:
+        return empty
+    if len(spread.counts) == 1:
+        text = next(iter(spread.counts))
+    else:
+        text = f"{spread.min:g}–{spread.max:g}  (" + ", ".join(f"{v}: {n}" for v, n in spread.counts.items()) + ")"
+    return text + (f"; {spread.missing} module(s) without" if spread.missing else "")
+
+
+def _metadata(metadata: dict[str, dict[str, Any]], full: bool) -> None:
+    if not metadata:
+        return
+    table = Table(title="metadata", title_justify="left", show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    for group, values in metadata.items():
+        table.add_row(f"[bold]{group}[/]", "")
+        for key, value in values.items():
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if not full and len(text) > METADATA_PREVIEW_CHARS:
+                text = text[:METADATA_PREVIEW_CHARS] + f"… ({len(text):,} chars, --all-metadata)"
+            table.add_row(f"  {key}", escape(text))
+    _output.stdout.print(table)
+
+
+def _problems(report: Report) -> None:
+    if not report.problems:
+        _output.stdout.print("[green]no problems found[/]")
+        return
+    _output.stdout.print("[bold]problems[/]")
+    for problem in report.problems:
+        style = SEVERITY_STYLE.get(problem.severity, "")
+        keys = f"  e.g. {escape(problem.keys[0])}" if problem.keys else ""
+        label = escape(f"{problem.severity}[{problem.code}]")
+        _output.stdout.print(f"  [{style}]{label}[/] {escape(problem.message)}{keys}")

@@ -1,0 +1,1 @@
+"""The SDK layer that ties the domain packages together; re-exported from ``lorahub``."""

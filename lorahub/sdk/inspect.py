@@ -1,0 +1,257 @@
+"""``lorahub.inspect``: what an adapter file is, from its bytes alone.
+
+One strict header parse, one detection pass over the keys, one sequential read for every hash and value check.
+Pickled files are scanned, never unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorahub import errors
+from lorahub.files import numeric
+from lorahub.files.digests import Claim, Digest, Hashes, check_claims, digest_file
+from lorahub.files.metadata import decode_metadata
+from lorahub.files.pickles import PickleScan, looks_like_pickle, scan_pickle_file
+from lorahub.files.safetensors import Header, SafetensorsFile, check_path
+from lorahub.formats import detect
+from lorahub.formats.base import Layout, Module
+from lorahub.formats.families import FamilyVerdict, detect_family
+from lorahub.formats.layers import layer_kinds, problems_in, rank
+
+REPORT_SCHEMA = "lorahub.inspect/v1"
+UP_ROLES = ("up", "hada_w1_a", "hada_w2_a", "lokr_w1", "lokr_w1_a", "glora_b1")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a user should know before using the file. ``severity`` is ``error`` or ``warning``."""
+
+    code: str
+    severity: str
+    message: str
+    keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A per-module number (rank, alpha) that may vary: its range and how many modules have each value."""
+
+    min: float | None
+    max: float | None
+    counts: dict[str, int]
+    missing: int = 0
+
+    @classmethod
+    def of(cls, values: list[float | None]) -> Spread:
+        present = [v for v in values if v is not None]
+        missing = len(values) - len(present)
+        counts = Counter(_number_text(v) for v in present)
+        return cls(
+            min=min(present) if present else None,
+            max=max(present) if present else None,
+            counts=dict(sorted(counts.items(), key=lambda kv: float(kv[0]))),
+            missing=missing,
+        )
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class Report:
+    """The answer of ``inspect``. :meth:`as_dict` is the documented, stable ``--json`` shape."""
+
+    path: str
+    file_size: int
+    container: str
+    format: str
+    layer_kinds: list[str]
+    base_model: FamilyVerdict
+    components: dict[str, int]
+    modules: int
+    tensors: int
+    parameters: int
+    rank: Spread
+    alpha: Spread
+    dtypes: dict[str, int]
+    hashes: Hashes
+    claims: list[Claim]
+    embeddings: list[dict[str, Any]]
+    metadata: dict[str, dict[str, Any]]
+    problems: list[Problem]
+    unmatched_keys: list[str] = field(default_factory=list)
+    pickle: PickleScan | None = None
+
+    @property
+    def dangerous(self) -> bool:
+        return self.pickle is not None and bool(self.pickle.dangerous)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hashes"] = self.hashes.as_dict()
+        return {"schema": REPORT_SCHEMA, **data}
+
+    def raise_if_dangerous(self) -> None:
+        """Turn a dangerous pickle into its error, after the report has been shown."""
+        if self.pickle is not None and self.pickle.dangerous:
+            names = ", ".join(self.pickle.dangerous)
+            raise errors.UnsafePickleError(
+                f"{self.path} would import {names} when loaded", dangerous=list(self.pickle.dangerous)
+            )
+
+
+def inspect(path: str | os.PathLike[str]) -> Report:
+    """Describe an adapter file: format, layers, base family, hashes, metadata and problems."""
+    p = check_path(path)
+    with open(p, "rb") as handle:
+        prefix = handle.read(16)
+    if looks_like_pickle(prefix):
+        return _inspect_pickle(p)
+    with SafetensorsFile(p) as container:
+        header = container.header
+        layout = detect(header.tensors, header.metadata)
+        digest = digest_file(p, header)
+        alphas = {m.name: _alpha(container, m) for m in layout.modules}
+    return _safetensors_report(p, header, layout, digest, alphas)
+
+
+def _alpha(container: SafetensorsFile, module: Module) -> float | None:
+    info = module.tensors.get("alpha")
+    if info is not None:
+        return numeric.scalar(container.raw(info.name), info)
+    return module.config_alpha
+
+
+def _safetensors_report(
+    path: Path, header: Header, layout: Layout, digest: Digest, alphas: dict[str, float | None]
+) -> Report:
+    family = detect_family(layout, header.metadata)
+    claims = check_claims(header.metadata, digest.hashes.autov3)
+    tensors = header.tensors.values()
+    return Report(
+        path=str(path),
+        file_size=header.file_size,
+        container="safetensors",
+        format=layout.format,
+        layer_kinds=sorted({kind for m in layout.modules for kind in layer_kinds(m)}),
+        base_model=family,
+        components=dict(sorted(Counter(m.component for m in layout.modules).items())),
+        modules=len(layout.modules),
+        tensors=len(header.tensors),
+        parameters=sum(t.numel for t in tensors),
+        rank=Spread.of([rank(m) for m in layout.modules]),
+        alpha=Spread.of([alphas[m.name] for m in layout.modules]),
+        dtypes=dict(sorted(Counter(t.dtype for t in tensors).items())),
+        hashes=digest.hashes,
+        claims=claims,
+        embeddings=[asdict(e) for e in layout.embeddings],
+        metadata=decode_metadata(header.metadata),
+        problems=_problems(header, layout, digest, family) + _claim_problems(claims),
+        unmatched_keys=list(layout.unmatched),
+    )
+
+
+def _problems(header: Header, layout: Layout, digest: Digest, family: FamilyVerdict) -> list[Problem]:
+    found: list[Problem] = []
+    if header.unreferenced_bytes:
+        found.append(
+            Problem(
+                "unreferenced-bytes",
+                "error",
+                f"{header.unreferenced_bytes:,} byte(s) of the data section belong to no tensor: "
+                "the safetensors library refuses such files, and data can hide there",
+            )
+        )
+    for module in layout.modules:
+        found += [Problem("structure", "error", f"{module.name}: {text}") for text in problems_in(module)]
+    non_finite = sorted(name for name, check in digest.tensors.items() if check.non_finite)
+    if non_finite:
+        found.append(Problem("non-finite", "error", f"{len(non_finite)} tensor(s) hold NaN or Inf", non_finite))
+    zero_ups = sorted(
+        info.name
+        for module in layout.modules
+        for role, info in module.tensors.items()
+        if role in UP_ROLES and digest.tensors[info.name].all_zero
+    )
+    if zero_ups:
+        found.append(
+            Problem(
+                "all-zero-up",
+                "warning",
+                f"{len(zero_ups)} up weight(s) are all zero: those modules change nothing (untrained or underflowed)",
+                zero_ups,
+            )
+        )
+    if layout.unmatched:
+        found.append(
+            Problem(
+                "unknown-keys",
+                "warning",
+                f"{len(layout.unmatched)} key(s) match no known layout; loaders will ignore them",
+                list(layout.unmatched),
+            )
+        )
+    if family.disagreement:
+        found.append(Problem("family-disagreement", "warning", family.disagreement))
+    return found
+
+
+def _claim_problems(claims: list[Claim]) -> list[Problem]:
+    return [
+        Problem(
+            "hash-claim-mismatch", "warning", f"{c.key} says {c.value} but the tensors hash to {c.expected}", [c.key]
+        )
+        for c in claims
+        if c.status == "mismatch"
+    ]
+
+
+def _inspect_pickle(path: Path) -> Report:
+    scan = scan_pickle_file(path)
+    digest = digest_file(path, None)
+    problems = [
+        Problem(
+            "pickle",
+            "warning",
+            "pickled file: inspected by opcode scan only, tensors not read; convert it to .safetensors",
+        )
+    ]
+    if scan.dangerous:
+        problems.insert(
+            0,
+            Problem(
+                "pickle-dangerous",
+                "error",
+                f"loading this file would import {', '.join(scan.dangerous)}",
+                list(scan.dangerous),
+            ),
+        )
+    return Report(
+        path=str(path),
+        file_size=path.stat().st_size,
+        container=scan.kind,
+        format="unknown",
+        layer_kinds=[],
+        base_model=FamilyVerdict(
+            family="unknown", evidence=[], metadata_family=None, metadata_evidence=[], disagreement=None
+        ),
+        components={},
+        modules=0,
+        tensors=0,
+        parameters=0,
+        rank=Spread.of([]),
+        alpha=Spread.of([]),
+        dtypes={},
+        hashes=digest.hashes,
+        claims=[],
+        embeddings=[],
+        metadata={},
+        problems=problems,
+        pickle=scan,
+    )

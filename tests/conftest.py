@@ -1,0 +1,3 @@
+"""pytest configuration shared by every test."""
+
+from __future__ import annotations

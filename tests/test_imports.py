@@ -1,0 +1,52 @@
+"""`import lorahub`, `lorahub --help` and `lorahub inspect` stay free of torch and diffusers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import REAL_FILES, real_file
+
+HEAVY = ("torch", "diffusers", "peft", "transformers", "c2pa")
+
+PROBE = """
+import sys
+{body}
+heavy = sorted(m for m in {heavy!r} if m in sys.modules)
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+def _heavy_modules_after(body: str) -> list[str]:
+    code = PROBE.format(body=body, heavy=HEAVY)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("HEAVY="))
+    return [name for name in line.removeprefix("HEAVY=").split(",") if name]
+
+
+def test_import_lorahub_is_light() -> None:
+    assert _heavy_modules_after("import lorahub; lorahub.__version__") == []
+
+
+def test_help_is_light() -> None:
+    body = "from lorahub.cli import cli\ncli.main(['--help'], standalone_mode=False)"
+    assert _heavy_modules_after(body) == []
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FILES)[:1])
+def test_inspect_needs_no_torch(name: str) -> None:
+    path = real_file(name)
+    body = f"import lorahub\nreport = lorahub.inspect({str(path)!r})\nassert report.modules > 0"
+    assert _heavy_modules_after(body) == []
+
+
+def test_public_surface_is_sorted_and_resolves() -> None:
+    import lorahub
+
+    assert lorahub.__all__ == sorted(lorahub.__all__)
+    for name in lorahub.__all__:
+        assert getattr(lorahub, name) is not None
+    assert Path(lorahub.__file__).name == "__init__.py"
