@@ -8,8 +8,12 @@ from typing import Any
 
 from rich.console import Console
 
-stdout = Console(soft_wrap=False, highlight=False)
-stderr = Console(stderr=True, highlight=False)
+PIPE_WIDTH = 120
+"""Width when stdout is not a terminal: wide enough that a 64-hex hash stays on one line for copying."""
+
+# emoji=False: metadata keys such as cloneofsimo's ``unet:100:rank`` must not become pictures.
+stdout = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+stderr = Console(stderr=True, highlight=False, emoji=False)
 
 
 def print_json(data: Any) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
 CLAIM_STYLE = {"match": "green", "mismatch": "bold red", "absent": "dim"}
 METADATA_PREVIEW_CHARS = 100
+NUMBER = re.compile(r"\d+")
 
 
 @click.command("inspect")
@@ -44,7 +47,7 @@ def render(report: Report, *, all_metadata: bool = False) -> None:
     out.print(f"[bold]{escape(report.path)}[/]  {report.file_size:,} bytes  {report.container}")
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold cyan", no_wrap=True)
-    facts.add_column()
+    facts.add_column(overflow="fold")
     facts.add_row("format", report.format)
     facts.add_row("layer kinds", ", ".join(report.layer_kinds) or "-")
     facts.add_row("base model", _family(report))
@@ -93,12 +96,33 @@ def _metadata(metadata: dict[str, dict[str, Any]], full: bool) -> None:
     table.add_column(overflow="fold")
     for group, values in metadata.items():
         table.add_row(f"[bold]{group}[/]", "")
-        for key, value in values.items():
+        rows = values.items() if full else _collapse_numbered(values)
+        for key, value in rows:
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             if not full and len(text) > METADATA_PREVIEW_CHARS:
                 text = text[:METADATA_PREVIEW_CHARS] + f"… ({len(text):,} chars, --all-metadata)"
-            table.add_row(f"  {key}", escape(text))
+            table.add_row(f"  {escape(key)}", escape(text))
     _output.stdout.print(table)
+
+
+def _collapse_numbered(values: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Keys that differ only by numbers and share one value (``unet:0:rank`` … ``unet:143:rank`` = 4) become
+    one row, ``unet:{n}:rank`` = ``4 (×144)``: per-module metadata would otherwise fill the screen."""
+    families: dict[str, list[str]] = defaultdict(list)
+    for key in values:
+        families[NUMBER.sub("{n}", key)].append(key)
+    rows: list[tuple[str, Any]] = []
+    for pattern, keys in families.items():
+        distinct = {json.dumps(values[k], sort_keys=True) for k in keys}
+        if len(keys) > 2 and len(distinct) == 1:
+            rows.append((pattern, f"{_plain(values[keys[0]])} (×{len(keys)})"))
+        else:
+            rows += [(k, values[k]) for k in keys]
+    return rows
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _problems(report: Report) -> None:

@@ -14,6 +14,7 @@ manifest in name order::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -259,7 +260,7 @@ def digest_file(
         return Digest(hashes=hashes)
     checks = tensors.results
     content = content_digest((info, checks[name].sha256) for name, info in header.tensors.items())
-    return Digest(hashes=Hashes(**{**hashes.as_dict(), "content": content}), tensors=checks)
+    return Digest(hashes=dataclasses.replace(hashes, content=content), tensors=checks)
 
 
 def _autov1(fd: int, size: int) -> str | None:

@@ -1,0 +1,38 @@
+"""diffusers before PEFT: ``….to_q.lora.down.weight`` (0.2x), TE ``lora_linear_layer``, and the attention-processor
+format (``….attn1.processor.to_q_lora.down.weight``, usually without a component prefix, never with alpha).
+
+The processor format names the processor's child (``to_q_lora``), not the layer it adapts (``to_q``); the module
+keeps the file's name and converters map it (``to_out_lora`` → ``to_out.0``).
+"""
+
+from __future__ import annotations
+
+from lorahub.formats.grouping import Keys, Metadata, Scheme, SchemeFormat, mostly
+from lorahub.formats.naming import DIFFUSERS_OLD_SUFFIXES, DIFFUSERS_PREFIXES, GUESS
+
+SCHEME = Scheme(prefixes=DIFFUSERS_PREFIXES, suffixes=DIFFUSERS_OLD_SUFFIXES, bare=GUESS)
+_NEW_SPELLINGS = (
+    ".lora.down.weight",
+    ".lora.up.weight",
+    ".lora_linear_layer.down.weight",
+    ".lora_linear_layer.up.weight",
+)
+_PROCESSOR_SPELLINGS = ("_lora.down.weight", "_lora.up.weight")
+
+
+def _old_key(key: str) -> bool:
+    if key.endswith(_NEW_SPELLINGS):
+        return True
+    return ".processor." in key and key.endswith(_PROCESSOR_SPELLINGS)
+
+
+def _detect(keys: Keys, metadata: Metadata) -> bool:
+    return mostly(keys, _old_key)
+
+
+FORMAT = SchemeFormat(
+    id="diffusers-old",
+    description="diffusers before PEFT (.lora.down.weight, lora_linear_layer, processor.to_q_lora attn-procs)",
+    scheme=SCHEME,
+    detector=_detect,
+)
