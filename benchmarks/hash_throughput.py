@@ -10,6 +10,7 @@ is the median of the per-round ratios (inspect / sha256sum), which machine noise
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import statistics
@@ -38,6 +39,15 @@ def make_file(path: Path, size_mib: int) -> None:
     write(path, tensors, {"ss_network_dim": "64"})
 
 
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown cpu"
+
+
 def timed(command: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -62,8 +72,8 @@ def main() -> None:
             for name, value in round_times.items():
                 seconds[name].append(value)
             ratios.append(round_times["inspect"] / round_times["sha256sum"])
-    size = path.stat().st_size if path.exists() else args.size_mib * 1024 * 1024
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+        size = path.stat().st_size
+    print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"file: {size / 2**20:,.0f} MiB safetensors, rounds: {args.rounds}")
     for name, values in seconds.items():
         print(f"{name:>10}: median {statistics.median(values):.2f} s  ({', '.join(f'{v:.2f}' for v in values)})")
