@@ -126,3 +126,93 @@ class MissingExtraError(LorahubError, ImportError):
             hint=f"pip install 'lorahub[{extra}]'",
         )
         self.extra = extra
+
+
+# --- identities and signatures ---------------------------------------------------------------------------------
+
+
+class KeyNotFoundError(LorahubError, LookupError):
+    code = "key-not-found"
+    default_hint = 'List identities with `lorahub keys list`; create one with `lorahub keys create "Name <email>"`.'
+
+
+class KeyExistsError(LorahubError):
+    code = "key-exists"
+
+
+class AmbiguousKeyError(LorahubError, LookupError):
+    code = "key-ambiguous"
+    default_hint = "Give more of the fingerprint, or the full name."
+
+
+class PassphraseError(LorahubError):
+    code = "key-passphrase"
+    default_hint = (
+        "Set the passphrase in the environment variable named by --passphrase-env (default LORAHUB_PASSPHRASE)."
+    )
+
+
+class KeyFileError(LorahubError):
+    code = "key-invalid"
+    default_hint = "Give a PEM file holding an ECDSA P-256 public key (`lorahub keys export NAME` writes one)."
+
+
+class CardError(LorahubError):
+    code = "card-invalid"
+    default_hint = "The card does not follow schema lorahub.card/v1 (docs/reference/card.schema.json)."
+
+
+class SignatureInvalidError(LorahubError):
+    code = "signature-invalid"
+
+
+# --- the catalog -----------------------------------------------------------------------------------------------
+
+
+class AdapterNotFoundError(LorahubError, LookupError):
+    code = "adapter-not-found"
+    default_hint = "Run `lorahub list` or `lorahub search TEXT`; add files with `lorahub add FILE`."
+
+
+class VersionExistsError(LorahubError):
+    code = "version-exists"
+    default_hint = "Versions are immutable: omit --version to get the next number."
+
+
+class DuplicateContentError(LorahubError):
+    code = "duplicate-content"
+
+    def __init__(self, message: str, *, existing: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.existing = existing
+
+
+class DatabaseError(LorahubError):
+    code = "database-error"
+    default_hint = "Check LORAHUB_DATABASE_URL and that the database server is reachable."
+
+
+class AuditChainError(LorahubError):
+    code = "audit-chain-broken"
+
+
+class PolicyError(LorahubError):
+    code = "policy-invalid"
+
+
+class VerificationFailedError(LorahubError):
+    """Raised by callers that gate on ``verify``; the CLI maps it to its own exit code."""
+
+    code = "verification-failed"
+
+
+class DownloadError(LorahubError):
+    code = "download-failed"
+
+
+class HashMismatchError(LorahubError):
+    code = "hash-mismatch"
+
+
+class SettingsError(LorahubError):
+    code = "settings-invalid"

@@ -28,6 +28,9 @@ EXIT_CODES: tuple[tuple[type[errors.LorahubError], int], ...] = (
     (errors.UnsafePickleError, 5),
     (errors.InvalidFileError, 4),
     (errors.MissingExtraError, 6),
+    (errors.VerificationFailedError, 7),
+    (errors.AdapterNotFoundError, 3),
+    (errors.KeyNotFoundError, 3),
     (errors.LorahubError, EXIT_ERROR),
 )
 
