@@ -24,6 +24,48 @@ step "lorahub inspect --json: the stable machine-readable report"
 lorahub inspect --json "$work/example.safetensors" \
   | python -c 'import json,sys; r=json.load(sys.stdin); print({k: r[k] for k in ("format","layer_kinds","modules")}, r["base_model"]["family"], r["hashes"]["content"])'
 
+step "lorahub config show: the home in use (LORAHUB_HOME to choose another)"
+lorahub config show
+
+step "an identity that signs (created once; kept in the home, mode 0600)"
+if [ "$(lorahub keys list --json)" = "[]" ]; then
+  lorahub keys create "Quickstart User <quickstart@lorahub.example>"
+fi
+lorahub keys list
+
+step "lorahub add: catalogue and sign the real files and the generated one"
+lorahub add "$shared/fixtures/real/catundchat_sd15_lora__pytorch_lora_weights.safetensors" \
+  --name catundchat-sd15 --license MIT --base-model runwayml/stable-diffusion-v1-5 --tag sd15
+lorahub add "$shared/fixtures/real/cloneofsimo_lora__analog_svd_rank4.safetensors" \
+  --name analog-svd --license Apache-2.0 --base-model runwayml/stable-diffusion-v1-5 --trigger "analog style"
+cp "$work/example.safetensors" "$work/pixel-example.safetensors"
+lorahub add "$work/pixel-example.safetensors" --license LicenseRef-CreativeML-OpenRAIL-M --embed
+
+step "lorahub verify: by name, and a file carrying its own signed card"
+lorahub verify analog-svd
+lorahub verify "$work/pixel-example.safetensors"
+
+step "lorahub list / search / show"
+lorahub list
+lorahub search analog
+lorahub show catundchat-sd15
+
+step "lorahub audit: who did what, and the chain checked"
+lorahub audit
+lorahub audit --verify
+
+step "a tampered file fails verification (exit code 7)"
+python - "$work/pixel-example.safetensors" "$work/tampered.safetensors" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+data[-3] ^= 0x01
+open(sys.argv[2], "wb").write(data)
+PY
+set +e
+lorahub verify "$work/tampered.safetensors"
+echo "exit code $?"
+set -e
+
 step "a damaged file gets a clear error and exit code 4, never a traceback"
 head -c 4000 "$work/example.safetensors" > "$work/truncated.safetensors"
 set +e

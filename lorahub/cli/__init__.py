@@ -5,25 +5,65 @@ Nothing heavy is imported at start-up: ``lorahub --help`` must stay instant and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from lorahub import __version__
 from lorahub.cli import _errors
+from lorahub.cli._context import HubContext
+from lorahub.cli.adapters import (
+    add_command,
+    export_command,
+    gc_command,
+    list_command,
+    rm_command,
+    search_command,
+    show_command,
+)
 from lorahub.cli.dev import dev_group
+from lorahub.cli.home import config_group, init_command
 from lorahub.cli.inspect import inspect_command
+from lorahub.cli.keys import keys_group, trust_group
+from lorahub.cli.verify import audit_command, verify_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="lorahub")
-def cli() -> None:
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LORAHUB_HOME",
+    help="The lorahub home (catalog, blobs, keys). [env var: LORAHUB_HOME; default: a per-user data folder]",
+)
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
     """lorahub: catalog, verify, convert, merge and train LoRA adapters for diffusion models.
 
+    The catalog database is SQLite in the home unless LORAHUB_DATABASE_URL names another (e.g. PostgreSQL).
     Set LORAHUB_DEBUG=1 to see tracebacks.
     """
+    ctx.obj = HubContext(home=home)
 
 
-cli.add_command(inspect_command)
-cli.add_command(dev_group)
+for command in (
+    init_command,
+    config_group,
+    keys_group,
+    trust_group,
+    inspect_command,
+    add_command,
+    list_command,
+    search_command,
+    show_command,
+    rm_command,
+    export_command,
+    gc_command,
+    verify_command,
+    audit_command,
+    dev_group,
+):
+    cli.add_command(command)
 
 
 def main() -> None:

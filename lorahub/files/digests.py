@@ -213,9 +213,11 @@ def digest_file(
     *,
     check_values: bool = True,
     workers: int | None = None,
+    sink: Callable[[memoryview], object] | None = None,
 ) -> Digest:
     """Read ``path`` once and compute every hash; with a safetensors ``header``, also AutoV3, the content digest
-    and per-tensor checks (all-zero, NaN/Inf)."""
+    and per-tensor checks (all-zero, NaN/Inf). ``sink`` receives every chunk in order (a blob store copying the file
+    in the same read)."""
     p = check_path(path)
     full, crc, b3 = hashlib.sha256(), _Crc32(), blake3.blake3()
     data_hash = hashlib.sha256() if header is not None else None
@@ -238,6 +240,13 @@ def digest_file(
                 data_hash.update(chunk[skip:])
 
         tasks += [data_section, tensors.update]
+    if sink is not None:
+        write = sink
+
+        def copy(chunk: memoryview, _start: int) -> None:
+            write(chunk)
+
+        tasks.append(copy)
     workers = workers or min(len(tasks), os.cpu_count() or 1)
     try:
         with open(p, "rb") as handle, ThreadPoolExecutor(max_workers=workers) as pool:

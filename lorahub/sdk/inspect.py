@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ class Report:
     problems: list[Problem]
     unmatched_keys: list[str] = field(default_factory=list)
     pickle: PickleScan | None = None
+    raw_metadata: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The header's ``__metadata__`` as stored (``metadata`` is its decoded, grouped view)."""
 
     @property
     def dangerous(self) -> bool:
@@ -94,6 +97,7 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["raw_metadata"]
         data["hashes"] = self.hashes.as_dict()
         return {"schema": REPORT_SCHEMA, **data}
 
@@ -106,8 +110,12 @@ class Report:
             )
 
 
-def inspect(path: str | os.PathLike[str]) -> Report:
-    """Describe an adapter file: format, layers, base family, hashes, metadata and problems."""
+def inspect(path: str | os.PathLike[str], *, sink: Callable[[memoryview], object] | None = None) -> Report:
+    """Describe an adapter file: format, layers, base family, hashes, metadata and problems.
+
+    ``sink`` receives the file's bytes as they are read for hashing, so a caller can store the file without a
+    second read.
+    """
     p = check_path(path)
     with open(p, "rb") as handle:
         prefix = handle.read(16)
@@ -116,7 +124,7 @@ def inspect(path: str | os.PathLike[str]) -> Report:
     with SafetensorsFile(p) as container:
         header = container.header
         layout = detect(header.tensors, header.metadata)
-        digest = digest_file(p, header)
+        digest = digest_file(p, header, sink=sink)
         alphas = {m.name: _alpha(container, m) for m in layout.modules}
     return _safetensors_report(p, header, layout, digest, alphas)
 
@@ -152,6 +160,7 @@ def _safetensors_report(
         claims=claims,
         embeddings=[asdict(e) for e in layout.embeddings],
         metadata=decode_metadata(header.metadata),
+        raw_metadata=dict(header.metadata),
         problems=_problems(header, layout, digest, family) + _claim_problems(claims),
         unmatched_keys=list(layout.unmatched),
     )

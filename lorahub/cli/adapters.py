@@ -1,0 +1,187 @@
+"""The catalog commands: add, list, show, search, rm, export, gc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.table import Table
+
+from lorahub.cli import _output
+from lorahub.cli._context import HubContext, pass_hub_context
+
+if TYPE_CHECKING:
+    from lorahub.sdk.views import VersionView
+
+COMMERCIAL = click.Choice(["none", "image", "rent", "sell"])
+
+
+@click.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", help="Adapter name (default: from the file's metadata or its file name).")
+@click.option("--version", type=click.IntRange(1), help="Version number (default: the next one).")
+@click.option("--base-model", help="Base model name, e.g. stabilityai/stable-diffusion-xl-base-1.0.")
+@click.option(
+    "--license", "license_id", help="Licence id (SPDX or LicenseRef-…), e.g. LicenseRef-CreativeML-OpenRAIL-M."
+)
+@click.option("--commercial", type=COMMERCIAL, multiple=True, help="Commercial uses allowed (Civitai-style).")
+@click.option("--trigger", "triggers", multiple=True, help="A trigger word or phrase (repeatable).")
+@click.option("--consent", type=click.Path(path_type=Path), help="A JSON dataset-consent record.")
+@click.option("--description")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--sign/--no-sign", default=True, show_default=True, help="Sign the card with the default identity.")
+@click.option("--embed", is_flag=True, help="Also write the signed card into the file's own header (atomic rewrite).")
+@click.option("--sidecar", is_flag=True, help="Also write the signed card to FILE.lorahub.json beside the file.")
+@click.option("--allow-duplicate", is_flag=True, help="Catalogue content that is already catalogued.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
+def add_command(context: HubContext, /, path: Path, as_json: bool, **options: Any) -> None:
+    """Catalog (and sign) an adapter file."""
+    from lorahub.sdk.adding import AddOptions
+
+    result = context.hub.add(
+        path,
+        AddOptions(
+            name=options["name"],
+            version=options["version"],
+            base_model=options["base_model"],
+            license=options["license_id"],
+            commercial_use=list(options["commercial"]) or None,
+            triggers=list(options["triggers"]),
+            consent=options["consent"],
+            description=options["description"],
+            tags=list(options["tags"]),
+            sign=options["sign"],
+            embed=options["embed"],
+            sidecar=options["sidecar"],
+            allow_duplicate=options["allow_duplicate"],
+        ),
+    )
+    if as_json:
+        _output.print_json(result.as_dict())
+        return
+    if result.already:
+        _output.stdout.print(f"already catalogued: [bold]{result.name}@{result.version}[/] (same content)")
+        return
+    signed = "signed" if result.signed_by else "unsigned"
+    _output.stdout.print(
+        f"added [bold]{result.name}@{result.version}[/]  {result.report.format}, {result.report.base_model.family}, "
+        f"{signed}  content {result.content_digest[:16]}…"
+    )
+    for field_name, source in result.suggestions.items():
+        _output.stderr.print(f"  {field_name} from {source}")
+
+
+def _filters(**options: Any) -> Any:
+    from lorahub.sdk.views import Filters
+
+    return Filters(
+        family=options.get("family"),
+        format=options.get("format_id"),
+        license_id=options.get("license_id"),
+        commercial=options.get("commercial"),
+        signer=options.get("signer"),
+        consent_status=options.get("consent"),
+        include_removed=bool(options.get("removed")),
+    )
+
+
+def filter_options(command: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--family", help="Base family: sd1, sdxl, flux1, …"),
+            click.option("--format", "format_id", help="File format: kohya, diffusers, …"),
+            click.option("--license", "license_id", help="Licence id."),
+            click.option("--commercial/--non-commercial", default=None, help="Commercial use allowed or not."),
+            click.option("--signer", help="Signer fingerprint (prefix)."),
+            click.option("--consent", help="Dataset consent status, e.g. unknown."),
+            click.option("--removed", is_flag=True, help="Include removed versions."),
+            click.option("--json", "as_json", is_flag=True),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _table(views: list[VersionView], as_json: bool) -> None:
+    if as_json:
+        _output.print_json([v.as_dict() for v in views])
+        return
+    table = Table("name", "format", "family", "licence", "signed", "content", box=None)
+    for v in views:
+        removed = " [red](removed)[/]" if v.removed_at else ""
+        table.add_row(
+            f"{v.name}@{v.version}{removed}",
+            v.format,
+            v.family,
+            v.license_id,
+            "yes" if v.signers else "no",
+            v.content_digest[:16] + "…",
+        )
+    _output.stdout.print(table)
+    _output.stderr.print(f"{len(views)} version(s)")
+
+
+@click.command("list")
+@filter_options
+@pass_hub_context
+def list_command(context: HubContext, /, as_json: bool, **options: Any) -> None:
+    """Catalogued versions, newest first."""
+    _table(context.hub.list_versions(_filters(**options)), as_json)
+
+
+@click.command("search")
+@click.argument("text")
+@filter_options
+@pass_hub_context
+def search_command(context: HubContext, /, text: str, as_json: bool, **options: Any) -> None:
+    """Search names, descriptions, trigger words and tags (all words must match)."""
+    _table(context.hub.search(text, _filters(**options)), as_json)
+
+
+@click.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
+def show_command(context: HubContext, ref: str, as_json: bool) -> None:
+    """A version's card, signatures with their trust, hashes, lineage and audit trail."""
+    details = context.hub.show(ref)
+    if as_json:
+        _output.print_json(details)
+        return
+    card = details["card"]
+    _output.stdout.print(f"[bold]{card['name']}@{card['version']}[/]  {card['format']}, {card['base_model']['family']}")
+    for key in ("description", "trigger_words", "tags", "license", "consent", "content_digest", "created"):
+        _output.stdout.print(f"[cyan]{key:<15}[/] {card.get(key)}")
+    for signature in details["signatures"]:
+        _output.stdout.print(f"[cyan]{'signature':<15}[/] {signature['fingerprint'][:16]}… {signature['trust']}")
+    for event in details["audit"]:
+        _output.stdout.print(f"[cyan]{'audit':<15}[/] {event['time']} {event['action']} by {event['actor'][:16]}…")
+
+
+@click.command("rm")
+@click.argument("ref")
+@pass_hub_context
+def rm_command(context: HubContext, ref: str) -> None:
+    """Remove a version (or every version of a name) from the catalog; recorded, blob kept until `gc`."""
+    removed = context.hub.remove(ref)
+    _output.stdout.print("removed " + ", ".join(f"{v.name}@{v.version}" for v in removed))
+
+
+@click.command("export")
+@click.argument("ref")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@pass_hub_context
+def export_command(context: HubContext, ref: str, out: Path) -> None:
+    """Write a catalogued version to OUT with its signed card embedded in the header."""
+    view = context.hub.export(ref, out)
+    _output.stdout.print(f"exported {view.name}@{view.version} to {out}")
+
+
+@click.command("gc")
+@pass_hub_context
+def gc_command(context: HubContext) -> None:
+    """Delete blobs no catalogued version uses any more, and stale temporary files."""
+    removed, freed = context.hub.gc()
+    _output.stdout.print(f"removed {removed} blob(s), {freed:,} bytes")

@@ -1,0 +1,308 @@
+"""The append-only, tamper-evident audit log (DESIGN decision 7).
+
+Each event carries the hash of the one before it and its actor's signature over its own hash::
+
+    hash      = sha256( RFC 8785 canonical JSON of {seq, time, actor, action, subject_name, subject_version,
+                                                    subject_digest, details, prev_hash} )   (lowercase hex)
+    signature = base64( sign(bytes.fromhex(hash)) )
+
+so editing any field breaks that event's hash, deleting or re-ordering events breaks the links, and rewriting a
+hash to cover an edit breaks the signature. The newest event's (seq, hash) is also kept in the one-row
+``audit_head`` table, updated in the same transaction, because deleting the newest events leaves a chain that is
+valid on its own. Someone able to rewrite both that row and the events could still truncate the log unnoticed;
+keep a copy of the head outside the database (``head()``) and pass it to ``verify_chain`` to rule that out.
+
+Appending must happen inside :func:`lorahub.registry.db.write_transaction`, which serialises writers: the next
+seq and the previous hash are read in the same transaction that inserts the event. Signing is injected (``sign``
+and ``verify`` callables) so the registry does not depend on the signing package.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import rfc8785
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from lorahub.registry.models import AuditEvent, ChainHead
+
+GENESIS_HASH: Final = "0" * 64
+"""``prev_hash`` of the first event."""
+
+ProblemKind = Literal["edited", "deleted", "reordered", "bad-signature", "unknown-actor"]
+Sign = Callable[[bytes], bytes]
+Verify = Callable[[str, bytes, bytes], bool]
+"""``verify(public_pem, message, signature) -> bool``."""
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One way the stored chain differs from what was appended. ``seq`` is the event where it shows."""
+
+    seq: int
+    kind: ProblemKind
+    detail: str
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO-8601 UTC with microseconds, e.g. ``2025-11-22T02:56:01.123456Z``: sorts as text, parses everywhere."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: Any) -> str:
+    return rfc8785.dumps(value).decode("utf-8")
+
+
+def event_hash(event: AuditEvent, *, seq: int | None = None) -> str:
+    """The hash an event's fields call for (optionally as if it had sequence number ``seq``).
+
+    ``details`` is stored as canonical JSON; text that is not (re-spaced, unparseable) hashes as raw text, so any
+    change to the stored bytes mismatches, not only changes of meaning.
+    """
+    try:
+        details: Any = json.loads(event.details)
+        if canonical_json(details) == event.details:
+            return _hash_document(event, details, seq)
+    except (ValueError, rfc8785.CanonicalizationError):
+        pass
+    return _hash_document(event, {"non-canonical details": event.details}, seq)
+
+
+def _hash_document(event: AuditEvent, details: Any, seq: int | None) -> str:
+    document = {
+        "seq": event.seq if seq is None else seq,
+        "time": event.time,
+        "actor": event.actor,
+        "action": event.action,
+        "subject_name": event.subject_name,
+        "subject_version": event.subject_version,
+        "subject_digest": event.subject_digest,
+        "details": details,
+        "prev_hash": event.prev_hash,
+    }
+    return hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+
+
+def signed_message(event_hash_hex: str) -> bytes:
+    """The bytes an actor signs for an event: the raw 32-byte hash."""
+    return bytes.fromhex(event_hash_hex)
+
+
+def append(
+    session: Session,
+    *,
+    actor_fingerprint: str,
+    sign: Sign,
+    action: str,
+    subject_name: str | None,
+    subject_version: int | None,
+    subject_digest: str | None,
+    details: Mapping[str, Any],
+) -> AuditEvent:
+    """Add the next event to the chain; the caller's serialised write transaction commits it."""
+    head = session.get(ChainHead, 1)
+    last = _last_event(session)
+    seq = last.seq + 1 if last is not None else 1
+    event = AuditEvent(
+        seq=seq,
+        time=utc_timestamp(),
+        actor=actor_fingerprint,
+        action=action,
+        subject_name=subject_name,
+        subject_version=subject_version,
+        subject_digest=subject_digest,
+        details=canonical_json(dict(details)),
+        prev_hash=last.hash if last is not None else GENESIS_HASH,
+        hash="",
+        signature="",
+    )
+    event.hash = event_hash(event)
+    event.signature = base64.b64encode(sign(signed_message(event.hash))).decode("ascii")
+    session.add(event)
+    if head is None:
+        session.add(ChainHead(id=1, seq=seq, hash=event.hash))
+    else:
+        head.seq, head.hash = seq, event.hash
+        session.add(head)
+    session.flush()
+    return event
+
+
+def _last_event(session: Session) -> AuditEvent | None:
+    return session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
+
+
+def head(session: Session) -> tuple[int, str] | None:
+    """(seq, hash) of the newest event as the head row records it; keep a copy to detect truncation later."""
+    row = session.get(ChainHead, 1)
+    return (row.seq, row.hash) if row is not None else None
+
+
+def query(
+    session: Session,
+    *,
+    who: str | None = None,
+    adapter: str | None = None,
+    action: str | None = None,
+    since: datetime | str | None = None,
+    limit: int | None = None,
+) -> list[AuditEvent]:
+    """Events in chain order (oldest first). ``who`` is a fingerprint prefix; ``limit`` keeps the newest N."""
+    statement = select(AuditEvent)
+    if who:
+        statement = statement.where(col(AuditEvent.actor).startswith(who, autoescape=True))
+    if adapter is not None:
+        statement = statement.where(AuditEvent.subject_name == adapter)
+    if action is not None:
+        statement = statement.where(AuditEvent.action == action)
+    if since is not None:
+        statement = statement.where(AuditEvent.time >= (since if isinstance(since, str) else utc_timestamp(since)))
+    statement = statement.order_by(col(AuditEvent.seq).desc())
+    if limit is not None:
+        statement = statement.limit(limit)
+    return list(reversed(session.exec(statement).all()))
+
+
+def count(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(AuditEvent)).one()
+
+
+# --- verification ----------------------------------------------------------------------------------------------
+
+
+def verify_chain(
+    session: Session,
+    public_keys: Mapping[str, str],
+    verify: Verify,
+    *,
+    expected_head: tuple[int, str] | None = None,
+) -> list[ChainProblem]:
+    """Every problem with the stored chain, in seq order; an empty list means it is intact.
+
+    ``public_keys`` maps actor fingerprints to PEM public keys; ``expected_head`` is a (seq, hash) kept outside
+    the database, checked in addition to the ``audit_head`` row.
+    """
+    chain = _Chain(list(session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))).all()))
+    problems: list[ChainProblem] = []
+    for index, event in enumerate(chain.events):
+        problems += _check_link(chain, index)
+        problems += _check_signature(event, public_keys, verify)
+    problems += _check_head(chain.events, head(session), "the audit_head row")
+    if expected_head is not None:
+        problems += _check_head(chain.events, expected_head, "the head kept outside the database")
+    return sorted(problems, key=lambda problem: problem.seq)
+
+
+class _Chain:
+    """The stored events and the order their ``prev_hash`` links give them, whatever their ``seq`` says."""
+
+    def __init__(self, events: list[AuditEvent]) -> None:
+        self.events = events
+        self.by_hash = {event.hash: index for index, event in enumerate(events)}
+        self._origin: dict[int, int | None] = {}
+
+    def original_seq(self, index: int) -> int | None:
+        """The seq an event had when appended: one more than the event its prev_hash names, back to the start.
+        None when the links leave the stored events (a deletion) or loop (a forgery)."""
+        trail: list[int] = []
+        seen: set[int] = set()
+        current = index
+        while current not in self._origin:
+            event = self.events[current]
+            source = self.by_hash.get(event.prev_hash)
+            if event.prev_hash == GENESIS_HASH:
+                self._origin[current] = 1
+            elif source is None or source in seen or source == current:
+                self._origin[current] = None
+            else:
+                trail.append(current)
+                seen.add(current)
+                current = source
+        value = self._origin[current]
+        for step in reversed(trail):
+            value = None if value is None else value + 1
+            self._origin[step] = value
+        return self._origin[index]
+
+
+def _check_link(chain: _Chain, index: int) -> list[ChainProblem]:
+    """Compare one event with its own hash and with its stored predecessor."""
+    event = chain.events[index]
+    previous = chain.events[index - 1] if index > 0 else None
+    expected_prev = previous.hash if previous is not None else GENESIS_HASH
+    expected_seq = previous.seq + 1 if previous is not None else 1
+    intact = event_hash(event) == event.hash
+    if event.prev_hash == expected_prev and event.seq == expected_seq:
+        return [] if intact else [_edited(event)]
+    original = chain.original_seq(index)
+    if not intact and original is not None and original != event.seq and event_hash(event, seq=original) == event.hash:
+        return [ChainProblem(event.seq, "reordered", f"this event was appended as seq {original}")]
+    if intact and original == event.seq and event.prev_hash in chain.by_hash:
+        return []  # in its place; the links broke because its predecessor moved, which is reported there
+    cause = _broken_link(chain, event, previous, expected_seq, intact=intact)
+    return [problem for problem in (None if intact else _edited(event), cause) if problem is not None]
+
+
+def _broken_link(
+    chain: _Chain, event: AuditEvent, previous: AuditEvent | None, expected_seq: int, *, intact: bool
+) -> ChainProblem | None:
+    """The likeliest cause of a link that does not lead to the stored predecessor (None: the event's own edit)."""
+    if event.seq > expected_seq:
+        missing = f"{expected_seq}" if event.seq == expected_seq + 1 else f"{expected_seq}..{event.seq - 1}"
+        return ChainProblem(event.seq, "deleted", f"event(s) {missing} before it are missing")
+    if event.prev_hash in chain.by_hash:
+        source = chain.events[chain.by_hash[event.prev_hash]]
+        return ChainProblem(event.seq, "reordered", f"it links to seq {source.seq}, not to seq {expected_seq - 1}")
+    if not intact:
+        return None  # its own prev_hash was edited
+    if previous is not None:
+        detail = f"seq {event.seq} links to another hash: this event's hash was rewritten"
+        return ChainProblem(previous.seq, "edited", detail)
+    return ChainProblem(event.seq, "deleted", "the event it follows is missing")
+
+
+def _edited(event: AuditEvent) -> ChainProblem:
+    return ChainProblem(event.seq, "edited", "its fields no longer match its hash")
+
+
+def _check_signature(event: AuditEvent, public_keys: Mapping[str, str], verify: Verify) -> list[ChainProblem]:
+    pem = public_keys.get(event.actor)
+    if pem is None:
+        return [ChainProblem(event.seq, "unknown-actor", f"no public key for actor {event.actor}")]
+    try:
+        signature = base64.b64decode(event.signature, validate=True)
+    except (binascii.Error, ValueError):
+        return [ChainProblem(event.seq, "bad-signature", "the signature is not base64")]
+    try:
+        valid = len(event.hash) == 64 and verify(pem, signed_message(event.hash), signature)
+    except ValueError:
+        valid = False
+    if valid:
+        return []
+    return [ChainProblem(event.seq, "bad-signature", f"the signature does not verify with {event.actor}'s key")]
+
+
+def _check_head(events: Sequence[AuditEvent], recorded: tuple[int, str] | None, source: str) -> list[ChainProblem]:
+    last = events[-1] if events else None
+    if recorded is None:
+        if last is None:
+            return []
+        return [ChainProblem(last.seq, "deleted", f"{source} is missing although events exist")]
+    seq, hash_ = recorded
+    if last is not None and last.seq == seq and any(event.hash == hash_ for event in reversed(events)):
+        return []  # the newest event is there (if it was moved, the link checks report it)
+    if last is None or seq > last.seq:
+        newest = last.seq if last is not None else 0
+        return [ChainProblem(seq, "deleted", f"{source} names seq {seq}; the chain ends at seq {newest}")]
+    if seq < last.seq:
+        return [ChainProblem(last.seq, "edited", f"{source} names seq {seq}, but the chain goes on to seq {last.seq}")]
+    return [ChainProblem(seq, "edited", f"{source} names seq {seq} with another hash than the stored event's")]

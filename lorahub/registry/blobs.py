@@ -1,0 +1,238 @@
+"""The content-addressed blob store: every catalogued file once, named by the SHA-256 of its bytes.
+
+Layout: ``ROOT/sha256/ab/abcdef…`` (the first two hex digits shard the folders). A blob is written to a temporary
+file ``ROOT/tmp/.tmp-*`` on the same filesystem while it is hashed, fsynced, made read-only and only then linked
+to its final name, and the folder is fsynced (DESIGN decision 6). A crash at any moment therefore leaves either no
+blob or a complete one, plus possibly a stale temporary file, which :meth:`BlobStore.cleanup_temp` removes.
+
+Each writer holds an exclusive ``flock`` on its temporary file while it lives; the kernel drops the lock when the
+process dies, even by SIGKILL. That is how ``cleanup_temp`` tells a stale file from one another process is still
+writing: it deletes only the files whose lock it can take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from lorahub import errors
+
+CHUNK_BYTES: Final = 8 * 1024 * 1024
+TEMP_PREFIX: Final = ".tmp-"
+READ_ONLY: Final = 0o444
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob. ``existed`` is True when the store already held these bytes and nothing was written."""
+
+    sha256: str
+    size: int
+    path: Path
+    existed: bool
+
+
+def check_sha256(sha256: str) -> str:
+    """``sha256`` if it is 64 lowercase hex digits; anything else could escape the store's folders."""
+    if not _HEX64.fullmatch(sha256):
+        raise ValueError(f"not a lowercase SHA-256 hex digest: {sha256!r}")
+    return sha256
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobWriter:
+    """Streams one blob into a locked temporary file, hashing as it goes; see :meth:`BlobStore.writer`."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self._result: BlobInfo | None = None
+        store.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.temp_path = store.temp_dir / f"{TEMP_PREFIX}{secrets.token_hex(12)}"
+        fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file = os.fdopen(fd, "wb")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self._result is not None or self._file.closed:
+            raise ValueError("this blob writer is already committed or aborted")
+        self._file.write(chunk)
+        self._sha.update(chunk)
+        self._size += len(chunk)
+
+    def commit(self, expected_sha256: str | None = None) -> BlobInfo:
+        """Make the blob durable under its hash and return where it is. Call it once, inside the ``with``.
+
+        With ``expected_sha256``, bytes that hash otherwise raise ``HashMismatchError`` and nothing is stored.
+        """
+        if self._result is not None:
+            return self._result
+        sha256 = self._sha.hexdigest()
+        if expected_sha256 is not None and expected_sha256.lower() != sha256:
+            self.abort()
+            raise errors.HashMismatchError(
+                f"the bytes hash to sha256 {sha256}, not the expected {expected_sha256.lower()}",
+                hint="The source changed or was damaged in transit; nothing was stored.",
+            )
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        os.fchmod(self._file.fileno(), READ_ONLY)
+        final = self._store.path_for(sha256)
+        existed = self._place(final)
+        self._file.close()  # releases the lock only after the temporary name is gone
+        self._result = BlobInfo(sha256=sha256, size=self._size, path=final, existed=existed)
+        return self._result
+
+    def _place(self, final: Path) -> bool:
+        """Link the temporary file to ``final`` unless a blob is there already; False when this call placed it.
+
+        A hard link, unlike a rename, never replaces an existing blob, so concurrent writers of the same bytes
+        agree on who stored it. Filesystems without hard links fall back to a rename.
+        """
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.temp_path, final)
+        except FileExistsError:
+            self.temp_path.unlink()
+            return True
+        except OSError:
+            if final.exists():
+                self.temp_path.unlink()
+                return True
+            os.replace(self.temp_path, final)
+        else:
+            self.temp_path.unlink()
+        _fsync_dir(final.parent)
+        return False
+
+    def abort(self) -> None:
+        """Drop the temporary file; the store is as it was. Safe to call more than once."""
+        if not self._file.closed:
+            self._file.close()
+        self.temp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._result is None:
+            self.abort()
+
+
+class BlobStore:
+    """Blobs under ``root``; see the module docstring for the guarantees."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blob_dir = self.root / "sha256"
+        self.temp_dir = self.root / "tmp"
+
+    def path_for(self, sha256: str) -> Path:
+        sha256 = check_sha256(sha256)
+        return self.blob_dir / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def writer(self) -> BlobWriter:
+        """A writer to use as ``with store.writer() as w: w.write(…); info = w.commit()``.
+
+        Leaving the ``with`` without ``commit`` (or through an exception) removes the temporary file.
+        """
+        return BlobWriter(self)
+
+    def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> BlobInfo:
+        """Copy a file into the store, hashing it on the way (one read)."""
+        with self.writer() as writer, open(path, "rb") as source:
+            buffer = bytearray(CHUNK_BYTES)
+            view = memoryview(buffer)
+            while count := source.readinto(buffer):
+                writer.write(view[:count])
+            return writer.commit(expected_sha256)
+
+    def put_bytes(self, data: bytes, expected_sha256: str | None = None) -> BlobInfo:
+        with self.writer() as writer:
+            writer.write(data)
+            return writer.commit(expected_sha256)
+
+    def remove(self, sha256: str) -> bool:
+        """Delete a blob (garbage collection); False when it was not there."""
+        path = self.path_for(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+
+    def iter_blobs(self) -> Iterator[str]:
+        """The SHA-256 of every blob in the store, in no particular order; other files are ignored."""
+        if not self.blob_dir.is_dir():
+            return
+        for shard in self.blob_dir.iterdir():
+            if not shard.is_dir():
+                continue
+            for entry in shard.iterdir():
+                if _HEX64.fullmatch(entry.name) and entry.name.startswith(shard.name) and entry.is_file():
+                    yield entry.name
+
+    def verify(self, sha256: str) -> bool:
+        """Rehash the blob: True when its bytes still match its name (False when missing)."""
+        digest = hashlib.sha256()
+        try:
+            with open(self.path_for(sha256), "rb") as source:
+                while chunk := source.read(CHUNK_BYTES):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return False
+        return digest.hexdigest() == sha256
+
+    def cleanup_temp(self) -> list[Path]:
+        """Remove temporary files left by writers that died; files of live writers are locked and kept."""
+        if not self.temp_dir.is_dir():
+            return []
+        removed = []
+        for entry in self.temp_dir.iterdir():
+            if entry.name.startswith(TEMP_PREFIX) and _remove_if_unlocked(entry):
+                removed.append(entry)
+        return removed
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return True
+    finally:
+        os.close(fd)

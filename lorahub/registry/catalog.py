@@ -1,0 +1,769 @@
+"""The catalog: adapters, their immutable versions, signatures, keys and the audit log, over one engine.
+
+Every operation is one short transaction. Operations that change anything run in
+:func:`~lorahub.registry.db.write_transaction` (writers take turns) and append exactly one audit event in that same
+transaction, so the catalog and its log never disagree. Callers get frozen read types (:class:`AdapterVersion`,
+:class:`KeyRow`, …), never ORM rows: no API updates a version except :meth:`Catalog.remove`, which sets
+``removed_at``.
+
+The blob itself is written by :class:`~lorahub.registry.blobs.BlobStore` before ``add_version`` (DESIGN "How data
+flows"); a crash between the two leaves an unreferenced blob, which garbage collection removes, never a version
+without its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from sqlalchemy import ColumnElement, Engine, exists, func, literal, or_, text
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
+from sqlmodel import Session, col, select
+
+from lorahub import errors
+from lorahub.registry import audit as audit_log
+from lorahub.registry import search as search_terms
+from lorahub.registry.blobs import BlobInfo
+from lorahub.registry.db import connect, is_sqlite, migrate, read_transaction, write_transaction
+from lorahub.registry.models import Adapter, AuditEvent, Blob, FileCache, Key, SearchText, Signature, Version, utc_now
+
+COMMERCIAL_USES: Final = frozenset({"image", "rent", "rentcivit", "sell"})
+"""``commercial_use`` values (Civitai's CommercialUse, lowercased) that permit some commercial use."""
+
+HYDRATE_BATCH: Final = 500
+"""Ids per ``IN (…)`` when reading versions; SQLite allows 32,766 bound parameters, psycopg 65,535."""
+
+SearchMethod = Literal["auto", "fts", "scan"]
+_FTS = sql_table("search_fts", sql_column("rowid"))
+
+
+@dataclass(frozen=True)
+class AuditActor:
+    """Who is acting, and how they sign audit events (``sign(message) -> signature bytes``)."""
+
+    fingerprint: str
+    sign: Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """Everything ``add_version`` records. ``number=None`` takes the next free number."""
+
+    name: str
+    content_digest: str
+    blob: BlobInfo
+    file_name: str
+    format: str
+    family: str
+    license_id: str
+    number: int | None = None
+    commercial_use: Sequence[str] = ()
+    consent_status: str = ""
+    description: str = ""
+    trigger_words: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    card_json: str = ""
+    signatures: Sequence[tuple[str, str]] = ()
+    """(keyid, base64 signature) pairs over the card."""
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    keyid: str
+    sig: str
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One catalogued version as callers see it: decoded lists, the adapter's name, the blob's size."""
+
+    id: int
+    name: str
+    number: int
+    content_digest: str
+    blob_sha256: str
+    size: int
+    file_name: str
+    format: str
+    family: str
+    license_id: str
+    commercial_use: tuple[str, ...]
+    consent_status: str
+    description: str
+    trigger_words: tuple[str, ...]
+    tags: tuple[str, ...]
+    card_json: str
+    signers: tuple[str, ...]
+    signatures: tuple[SignatureInfo, ...]
+    created_at: datetime
+    removed_at: datetime | None
+
+    @property
+    def ref(self) -> str:
+        """``name@number``, the form the CLI and ``lorahub.load`` accept."""
+        return f"{self.name}@{self.number}"
+
+    @property
+    def removed(self) -> bool:
+        return self.removed_at is not None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Narrow a listing or a search. ``commercial=True`` keeps versions whose ``commercial_use`` allows image
+    sales, renting or selling; ``False`` keeps the others. ``signer`` is a key fingerprint prefix."""
+
+    name: str | None = None
+    family: str | None = None
+    format: str | None = None
+    license_id: str | None = None
+    commercial: bool | None = None
+    signer: str | None = None
+    consent_status: str | None = None
+    include_removed: bool = False
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """A known public key. It counts as trusted only while ``trusted`` and not revoked (see ``active``)."""
+
+    fingerprint: str
+    name: str
+    public_pem: str
+    own: bool = False
+    trusted: bool = False
+    added_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.trusted and self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+    content_digest: str | None
+    checked_at: datetime = field(compare=False)
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``"name@3"`` → ``("name", 3)``; ``"name"`` → ``("name", None)`` (the latest version)."""
+    name, at, number = ref.rpartition("@")
+    if not at:
+        return ref, None
+    if not number.isdigit():
+        raise errors.AdapterNotFoundError(f"{ref!r}: the part after @ must be a version number")
+    return name, int(number)
+
+
+class Catalog:
+    """The catalog over ``engine``; see the module docstring. ``Catalog.open(url)`` connects and migrates."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        engine = connect(url)
+        migrate(engine)
+        return cls(engine)
+
+    # --- versions ---------------------------------------------------------------------------------------------
+
+    def add_version(self, new: NewVersion, *, audit: AuditActor, allow_duplicate: bool = False) -> AdapterVersion:
+        """Record a new version (adapter, blob, version, signatures, search words, one ``add`` audit event).
+
+        Raises ``VersionExistsError`` for a taken number and ``DuplicateContentError`` for a content digest that an
+        active version already has, unless ``allow_duplicate``.
+        """
+        _check_name(new.name)
+        signatures = _unique_signatures(new.signatures)
+        with write_transaction(self.engine) as session:
+            if not allow_duplicate:
+                _refuse_duplicate(session, new.content_digest)
+            adapter = _adapter(session, new.name, create=True)
+            assert adapter is not None and adapter.id is not None
+            number = _next_number(session, adapter, new.number)
+            _ensure_blob(session, new.blob)
+            version = _version_row(new, adapter.id, number, signatures)
+            session.add(version)
+            session.flush()
+            assert version.id is not None
+            _add_rows(session, new, version.id, signatures)
+            _append(session, audit, "add", version, name=new.name, details=_add_details(new, signatures))
+            return _hydrate(session, [version.id])[0]
+
+    def get(self, name: str, number: int | None = None, *, include_removed: bool = False) -> AdapterVersion:
+        """A version, or with ``number=None`` the newest one not removed. Raises ``AdapterNotFoundError``."""
+        with read_transaction(self.engine) as session:
+            version = _find_version(session, name, number, include_removed=include_removed)
+            assert version.id is not None
+            return _hydrate(session, [version.id])[0]
+
+    def next_number(self, name: str) -> int:
+        """The number ``add_version`` would give ``name`` now (1 for a new name). Cards carry their version number,
+        so callers sign before adding; if another writer takes the number first, ``add_version`` raises
+        ``VersionExistsError`` and the caller retries with a fresh number."""
+        with read_transaction(self.engine) as session:
+            adapter = _adapter(session, name, create=False)
+            return 1 if adapter is None else _next_number(session, adapter, None)
+
+    def find_by_content(self, content_digest: str, *, include_removed: bool = False) -> AdapterVersion | None:
+        """The version with this content digest (the same tensors): the oldest active one, else (with
+        ``include_removed``) the newest removed one; None when there is none."""
+        found = self.find_all(content_digest=content_digest, include_removed=include_removed)
+        return _preferred(found)
+
+    def find_by_sha256(self, sha256: str, *, include_removed: bool = False) -> AdapterVersion | None:
+        """The version stored as exactly this file (full-file SHA-256), chosen as in ``find_by_content``."""
+        return _preferred(self.find_all(sha256=sha256, include_removed=include_removed))
+
+    def find_all(
+        self, *, content_digest: str | None = None, sha256: str | None = None, include_removed: bool = False
+    ) -> list[AdapterVersion]:
+        """Every version with this content digest and/or file SHA-256, oldest first."""
+        statement = select(Version.id).order_by(col(Version.id))
+        if content_digest is not None:
+            statement = statement.where(Version.content_digest == content_digest)
+        if sha256 is not None:
+            statement = statement.where(Version.blob_sha256 == sha256.lower())
+        if not include_removed:
+            statement = statement.where(col(Version.removed_at).is_(None))
+        with read_transaction(self.engine) as session:
+            return _hydrate(session, _ids(session.exec(statement).all()))
+
+    def list_versions(self, filters: Filters | None = None) -> list[AdapterVersion]:
+        """Versions matching ``filters``, by name then number."""
+        statement = (
+            select(Version.id)
+            .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+            .where(*_conditions(filters or Filters()))
+        )
+        with read_transaction(self.engine) as session:
+            versions = _hydrate(session, _ids(session.exec(statement).all()))
+        # Sorted here, not in SQL: PostgreSQL would order names by its locale, SQLite by code point.
+        return sorted(versions, key=lambda version: (version.name, version.number))
+
+    def search(
+        self, text_query: str, filters: Filters | None = None, limit: int = 50, *, method: SearchMethod = "auto"
+    ) -> list[AdapterVersion]:
+        """Versions every word of ``text_query`` matches, best first (see :mod:`lorahub.registry.search`).
+
+        ``method`` picks the engine: ``fts`` (SQLite only), ``scan`` (any backend) or ``auto``.
+        """
+        query = search_terms.query_words(text_query)
+        conditions = _conditions(filters or Filters())
+        use_fts = method == "fts" or (method == "auto" and is_sqlite(self.engine))
+        with read_transaction(self.engine) as session:
+            if not query:
+                ids = _newest(session, conditions, limit)
+            elif use_fts:
+                ids = _fts_search(session, query, conditions, limit)
+            else:
+                ids = _scan_search(session, query, conditions, limit)
+            return _hydrate(session, ids)
+
+    def remove(self, name: str, number: int | None = None, *, audit: AuditActor) -> AdapterVersion:
+        """Hide a version (the newest active one when ``number`` is None); its blob stays until gc."""
+        with write_transaction(self.engine) as session:
+            version = _find_version(session, name, number, include_removed=False)
+            version.removed_at = utc_now()
+            session.add(version)
+            _append(session, audit, "remove", version, name=name, details={"blob_sha256": version.blob_sha256})
+            assert version.id is not None
+            return _hydrate(session, [version.id])[0]
+
+    def add_signature(self, version: AdapterVersion, keyid: str, sig: str, *, audit: AuditActor) -> bool:
+        """Attach one more signature over a version's card; False (and no event) if ``keyid`` already signed it."""
+        with write_transaction(self.engine) as session:
+            row = session.get(Version, version.id)
+            if row is None:
+                raise errors.AdapterNotFoundError(f"{version.ref} is not in this catalog")
+            taken = select(Signature.id).where(Signature.version_id == version.id, Signature.keyid == keyid)
+            if session.exec(taken).first() is not None:
+                return False
+            session.add(Signature(version_id=version.id, keyid=keyid, sig=sig))
+            _append(session, audit, "sign", row, name=version.name, details={"keyid": keyid})
+            return True
+
+    def unreferenced_blobs(self) -> list[str]:
+        """SHA-256 of catalogued blobs that no active version uses: what garbage collection may delete."""
+        used = select(Version.id).where(Version.blob_sha256 == Blob.sha256, col(Version.removed_at).is_(None))
+        statement = select(Blob.sha256).where(~exists(used)).order_by(col(Blob.sha256))
+        with read_transaction(self.engine) as session:
+            return list(session.exec(statement).all())
+
+    # --- keys -------------------------------------------------------------------------------------------------
+
+    def upsert_key(self, key: KeyRow) -> KeyRow:
+        """Insert or update a key's name, PEM and flags (no audit event: creating an identity is not a trust
+        change; use ``trust_key``/``revoke_key`` for those)."""
+        with write_transaction(self.engine) as session:
+            return _key_row(_store_key(session, key))
+
+    def get_key(self, fingerprint: str) -> KeyRow | None:
+        with read_transaction(self.engine) as session:
+            row = session.get(Key, fingerprint)
+            return _key_row(row) if row is not None else None
+
+    def list_keys(self) -> list[KeyRow]:
+        with read_transaction(self.engine) as session:
+            return [_key_row(row) for row in session.exec(select(Key).order_by(col(Key.name), col(Key.fingerprint)))]
+
+    def trust_key(
+        self, fingerprint: str, name: str, public_pem: str, *, audit: AuditActor, own: bool | None = None
+    ) -> KeyRow:
+        """Trust a key (adding it if new, un-revoking it if revoked) and log ``trust``. ``own`` marks one of this
+        home's identities; None keeps what the table says (False for a new key)."""
+        with write_transaction(self.engine) as session:
+            existing = session.get(Key, fingerprint)
+            if own is None:
+                own = existing.own if existing is not None else False
+            row = _store_key(session, KeyRow(fingerprint, name, public_pem, own=own, trusted=True))
+            _append_key_event(session, audit, "trust", row)
+            return _key_row(row)
+
+    def revoke_key(self, fingerprint: str, *, audit: AuditActor) -> KeyRow:
+        """Stop trusting a key for good (``revoked_at`` set, ``trusted`` cleared) and log ``revoke``."""
+        with write_transaction(self.engine) as session:
+            row = session.get(Key, fingerprint)
+            if row is None:
+                raise errors.KeyNotFoundError(f"no key with fingerprint {fingerprint}")
+            row.trusted, row.revoked_at = False, utc_now()
+            session.add(row)
+            _append_key_event(session, audit, "revoke", row)
+            return _key_row(row)
+
+    # --- file cache -------------------------------------------------------------------------------------------
+
+    def file_cache_get(self, path: str, size: int, mtime_ns: int, inode: int) -> CachedFile | None:
+        """The digests recorded for ``path`` if its size, mtime and inode are still the recorded ones."""
+        with read_transaction(self.engine) as session:
+            row = session.get(FileCache, str(path))
+            if row is None or (row.size, row.mtime_ns, row.inode) != (size, mtime_ns, _int64(inode)):
+                return None
+            return _cached(row)
+
+    def file_cache_put(
+        self, path: str, size: int, mtime_ns: int, inode: int, *, sha256: str, content_digest: str | None = None
+    ) -> None:
+        """Record a file's digests under its current size, mtime and inode (replacing what was there)."""
+        with write_transaction(self.engine) as session:
+            row = session.get(FileCache, str(path)) or FileCache(
+                path=str(path), size=size, mtime_ns=mtime_ns, inode=0, sha256=sha256
+            )
+            row.size, row.mtime_ns, row.inode, row.sha256 = size, mtime_ns, _int64(inode), sha256
+            row.content_digest, row.checked_at = content_digest, utc_now()
+            session.add(row)
+
+    # --- audit ------------------------------------------------------------------------------------------------
+
+    def log(
+        self,
+        action: str,
+        *,
+        audit: AuditActor,
+        subject_name: str | None = None,
+        subject_version: int | None = None,
+        subject_digest: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append an event for something the catalog does not do itself (verify failure, convert, merge, …)."""
+        with write_transaction(self.engine) as session:
+            return audit_log.append(
+                session,
+                actor_fingerprint=audit.fingerprint,
+                sign=audit.sign,
+                action=action,
+                subject_name=subject_name,
+                subject_version=subject_version,
+                subject_digest=subject_digest,
+                details=details or {},
+            )
+
+    def audit_events(
+        self,
+        *,
+        who: str | None = None,
+        adapter: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        with read_transaction(self.engine) as session:
+            return audit_log.query(session, who=who, adapter=adapter, action=action, since=since, limit=limit)
+
+    def audit_head(self) -> tuple[int, str] | None:
+        with read_transaction(self.engine) as session:
+            return audit_log.head(session)
+
+    def verify_audit(
+        self,
+        public_keys: dict[str, str] | None = None,
+        verify: audit_log.Verify | None = None,
+        *,
+        expected_head: tuple[int, str] | None = None,
+    ) -> list[audit_log.ChainProblem]:
+        """Check the audit chain. ``public_keys`` defaults to every key in the key table (revoked ones too: an
+        event signed before a revocation stays valid). ``verify`` is required; the signing package supplies it."""
+        if verify is None:
+            raise ValueError("verify_audit needs a verify(public_pem, message, signature) callable")
+        with read_transaction(self.engine) as session:
+            keys = public_keys if public_keys is not None else _all_public_keys(session)
+            return audit_log.verify_chain(session, keys, verify, expected_head=expected_head)
+
+
+# --- helpers: writing -----------------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    if not name or name != name.strip() or "@" in name or "\n" in name:
+        raise ValueError(
+            f"invalid adapter name {name!r}: use a non-empty name without surrounding spaces, '@' or newlines"
+        )
+
+
+def _unique_signatures(signatures: Iterable[tuple[str, str]]) -> dict[str, str]:
+    unique: dict[str, str] = {}
+    for keyid, sig in signatures:
+        if unique.setdefault(keyid, sig) != sig:
+            raise ValueError(f"two different signatures by key {keyid}")
+    return unique
+
+
+def _refuse_duplicate(session: Session, content_digest: str) -> None:
+    statement = (
+        select(Adapter.name, Version.number)
+        .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+        .where(Version.content_digest == content_digest, col(Version.removed_at).is_(None))
+        .order_by(col(Version.id))
+        .limit(1)
+    )
+    found = session.exec(statement).first()
+    if found is not None:
+        existing = f"{found[0]}@{found[1]}"
+        raise errors.DuplicateContentError(
+            f"these tensors are already catalogued as {existing} (content digest {content_digest[:16]}…)",
+            existing=existing,
+            hint=f"Use `lorahub show {existing}`, or add it again on purpose with --allow-duplicate.",
+        )
+
+
+def _adapter(session: Session, name: str, *, create: bool) -> Adapter | None:
+    adapter = session.exec(select(Adapter).where(Adapter.name == name)).first()
+    if adapter is None and create:
+        adapter = Adapter(name=name)
+        session.add(adapter)
+        session.flush()
+    return adapter
+
+
+def _next_number(session: Session, adapter: Adapter, wanted: int | None) -> int:
+    """``wanted`` if free, else ``VersionExistsError``; with None, one more than the highest number ever used
+    (removed versions keep their numbers: a ref never comes to mean other bytes)."""
+    if wanted is not None:
+        if wanted < 1:
+            raise ValueError(f"version numbers start at 1, not {wanted}")
+        taken = select(Version.id).where(Version.adapter_id == adapter.id, Version.number == wanted)
+        if session.exec(taken).first() is not None:
+            raise errors.VersionExistsError(f"{adapter.name}@{wanted} already exists")
+        return wanted
+    highest = session.exec(select(func.max(Version.number)).where(Version.adapter_id == adapter.id)).one()
+    return (highest or 0) + 1
+
+
+def _ensure_blob(session: Session, blob: BlobInfo) -> None:
+    if session.get(Blob, blob.sha256) is None:
+        session.add(Blob(sha256=blob.sha256, size=blob.size))
+        session.flush()
+
+
+def _version_row(new: NewVersion, adapter_id: int, number: int, signatures: dict[str, str]) -> Version:
+    return Version(
+        adapter_id=adapter_id,
+        number=number,
+        content_digest=new.content_digest,
+        blob_sha256=new.blob.sha256,
+        file_name=new.file_name,
+        format=new.format,
+        family=new.family,
+        license_id=new.license_id,
+        commercial_use=",".join(_commercial(new.commercial_use)),
+        consent_status=new.consent_status,
+        description=new.description,
+        trigger_words=_json_list(new.trigger_words),
+        tags=_json_list(new.tags),
+        card_json=new.card_json,
+        signers=",".join(signatures),
+    )
+
+
+def _add_rows(session: Session, new: NewVersion, version_id: int, signatures: dict[str, str]) -> None:
+    for keyid, sig in signatures.items():
+        session.add(Signature(version_id=version_id, keyid=keyid, sig=sig))
+    doc = search_terms.document(new.name, new.description, new.trigger_words, new.tags)
+    session.add(SearchText(version_id=version_id, name_terms=doc.name_terms, terms=doc.terms))
+
+
+def _add_details(new: NewVersion, signatures: dict[str, str]) -> dict[str, Any]:
+    return {
+        "blob_sha256": new.blob.sha256,
+        "size": new.blob.size,
+        "file_name": new.file_name,
+        "format": new.format,
+        "family": new.family,
+        "license_id": new.license_id,
+        "card_sha256": hashlib.sha256(new.card_json.encode("utf-8")).hexdigest(),
+        "signers": sorted(signatures),
+    }
+
+
+def _append(
+    session: Session, actor: AuditActor, action: str, version: Version, *, name: str, details: dict[str, Any]
+) -> AuditEvent:
+    return audit_log.append(
+        session,
+        actor_fingerprint=actor.fingerprint,
+        sign=actor.sign,
+        action=action,
+        subject_name=name,
+        subject_version=version.number,
+        subject_digest=version.content_digest,
+        details=details,
+    )
+
+
+def _append_key_event(session: Session, actor: AuditActor, action: str, key: Key) -> AuditEvent:
+    return audit_log.append(
+        session,
+        actor_fingerprint=actor.fingerprint,
+        sign=actor.sign,
+        action=action,
+        subject_name=None,
+        subject_version=None,
+        subject_digest=None,
+        details={"fingerprint": key.fingerprint, "name": key.name},
+    )
+
+
+def _store_key(session: Session, key: KeyRow) -> Key:
+    row = session.get(Key, key.fingerprint) or Key(fingerprint=key.fingerprint, name=key.name, public_pem="")
+    row.name, row.public_pem, row.own, row.trusted = key.name, key.public_pem, key.own, key.trusted
+    row.revoked_at = key.revoked_at
+    if key.added_at is not None:
+        row.added_at = key.added_at
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _commercial(values: Iterable[str]) -> list[str]:
+    cleaned = (value.strip().lower() for value in values)
+    return list(dict.fromkeys(value for value in cleaned if value))
+
+
+def _json_list(values: Iterable[str]) -> str:
+    return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
+
+
+def _int64(value: int) -> int:
+    """Inode numbers are unsigned 64-bit; fold the rare ones above 2**63 into the signed BIGINT range."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+# --- helpers: reading -----------------------------------------------------------------------------------------
+
+
+def _find_version(session: Session, name: str, number: int | None, *, include_removed: bool) -> Version:
+    adapter = _adapter(session, name, create=False)
+    if adapter is None:
+        raise errors.AdapterNotFoundError(f"no adapter named {name!r}")
+    statement = select(Version).where(Version.adapter_id == adapter.id)
+    if number is not None:
+        version = session.exec(statement.where(Version.number == number)).first()
+        if version is None:
+            raise errors.AdapterNotFoundError(f"{name}@{number} does not exist")
+        if version.removed_at is not None and not include_removed:
+            raise errors.AdapterNotFoundError(
+                f"{name}@{number} was removed on {version.removed_at:%Y-%m-%d %H:%M} UTC",
+                hint="Removed versions are hidden; list them with --include-removed.",
+            )
+        return version
+    if not include_removed:
+        statement = statement.where(col(Version.removed_at).is_(None))
+    version = session.exec(statement.order_by(col(Version.number).desc()).limit(1)).first()
+    if version is None:
+        raise errors.AdapterNotFoundError(f"{name} has no versions left (all were removed)")
+    return version
+
+
+def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
+    pairs = [
+        (Adapter.name, filters.name),
+        (Version.family, filters.family),
+        (Version.format, filters.format),
+        (Version.license_id, filters.license_id),
+        (Version.consent_status, filters.consent_status),
+    ]
+    conditions: list[ColumnElement[bool]] = [col(column) == value for column, value in pairs if value is not None]
+    if not filters.include_removed:
+        conditions.append(col(Version.removed_at).is_(None))
+    if filters.commercial is not None:
+        padded = literal(",") + col(Version.commercial_use) + literal(",")
+        allows = or_(*(padded.like(f"%,{use},%") for use in sorted(COMMERCIAL_USES)))
+        conditions.append(allows if filters.commercial else ~allows)
+    if filters.signer:
+        signed = select(Signature.id).where(
+            Signature.version_id == Version.id, col(Signature.keyid).startswith(filters.signer, autoescape=True)
+        )
+        conditions.append(exists(signed))
+    return conditions
+
+
+def _newest(session: Session, conditions: list[ColumnElement[bool]], limit: int) -> list[int]:
+    statement = (
+        select(Version.id)
+        .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+        .where(*conditions)
+        .order_by(col(Version.id).desc())
+        .limit(limit)
+    )
+    return _ids(session.exec(statement).all())
+
+
+def _fts_search(session: Session, query: list[str], conditions: list[ColumnElement[bool]], limit: int) -> list[int]:
+    """One FTS5 query per tier, each stopping after the rows still needed (FTS5 walks rowids newest first)."""
+    found: list[int] = []
+    for expression in search_terms.fts_tiers(query):
+        if len(found) >= limit:
+            break
+        statement = (
+            select(Version.id)
+            .select_from(_FTS)
+            .join(Version, col(Version.id) == _FTS.c.rowid)
+            .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+            .where(text("search_fts MATCH :match").bindparams(match=expression), *conditions)
+            .order_by(_FTS.c.rowid.desc())
+            .limit(limit - len(found))
+        )
+        found += _ids(session.exec(statement).all())
+    return found
+
+
+def _scan_search(session: Session, query: list[str], conditions: list[ColumnElement[bool]], limit: int) -> list[int]:
+    tier = search_terms.scan_tier(query)
+    statement = (
+        select(Version.id)
+        .join(SearchText, col(SearchText.version_id) == col(Version.id))
+        .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+        .where(search_terms.scan_match(query), *conditions)
+        .order_by(tier, col(Version.id).desc())
+        .limit(limit)
+    )
+    return _ids(session.exec(statement).all())
+
+
+def _preferred(versions: list[AdapterVersion]) -> AdapterVersion | None:
+    active = [version for version in versions if not version.removed]
+    if active:
+        return active[0]
+    return versions[-1] if versions else None
+
+
+def _ids(values: Iterable[int | None]) -> list[int]:
+    return [value for value in values if value is not None]
+
+
+def _hydrate(session: Session, ids: Sequence[int]) -> list[AdapterVersion]:
+    """Read types for ``ids``, in that order: two queries per batch of ids (drivers cap bound parameters)."""
+    found: dict[int, AdapterVersion] = {}
+    for start in range(0, len(ids), HYDRATE_BATCH):
+        found.update(_hydrate_batch(session, ids[start : start + HYDRATE_BATCH]))
+    return [found[i] for i in ids if i in found]
+
+
+def _hydrate_batch(session: Session, ids: Sequence[int]) -> dict[int, AdapterVersion]:
+    statement = (
+        select(Version, Adapter.name, Blob.size)
+        .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+        .join(Blob, col(Blob.sha256) == col(Version.blob_sha256))
+        .where(col(Version.id).in_(ids))
+    )
+    rows = {version.id: (version, name, size) for version, name, size in session.exec(statement).all()}
+    signatures: dict[int, list[SignatureInfo]] = {}
+    signature_rows = session.exec(
+        select(Signature).where(col(Signature.version_id).in_(ids)).order_by(col(Signature.id))
+    ).all()
+    for row in signature_rows:
+        signatures.setdefault(row.version_id, []).append(SignatureInfo(row.keyid, row.sig, row.added_at))
+    return {i: _public(*row, tuple(signatures.get(i, ()))) for i, row in rows.items() if i is not None}
+
+
+def _public(version: Version, name: str, size: int, signatures: tuple[SignatureInfo, ...]) -> AdapterVersion:
+    assert version.id is not None
+    return AdapterVersion(
+        id=version.id,
+        name=name,
+        number=version.number,
+        content_digest=version.content_digest,
+        blob_sha256=version.blob_sha256,
+        size=size,
+        file_name=version.file_name,
+        format=version.format,
+        family=version.family,
+        license_id=version.license_id,
+        commercial_use=tuple(filter(None, version.commercial_use.split(","))),
+        consent_status=version.consent_status,
+        description=version.description,
+        trigger_words=tuple(json.loads(version.trigger_words)),
+        tags=tuple(json.loads(version.tags)),
+        card_json=version.card_json,
+        signers=tuple(filter(None, version.signers.split(","))),
+        signatures=signatures,
+        created_at=version.created_at,
+        removed_at=version.removed_at,
+    )
+
+
+def _key_row(row: Key) -> KeyRow:
+    return KeyRow(
+        fingerprint=row.fingerprint,
+        name=row.name,
+        public_pem=row.public_pem,
+        own=row.own,
+        trusted=row.trusted,
+        added_at=row.added_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _cached(row: FileCache) -> CachedFile:
+    return CachedFile(row.path, row.size, row.mtime_ns, row.inode, row.sha256, row.content_digest, row.checked_at)
+
+
+def _all_public_keys(session: Session) -> dict[str, str]:
+    return {row.fingerprint: row.public_pem for row in session.exec(select(Key))}
+
+
+__all__ = [
+    "AdapterVersion",
+    "AuditActor",
+    "CachedFile",
+    "Catalog",
+    "Filters",
+    "KeyRow",
+    "NewVersion",
+    "SignatureInfo",
+    "parse_ref",
+]

@@ -1,0 +1,254 @@
+"""``lorahub add``: a file becomes a signed, catalogued version.
+
+One read of the file computes every digest and copies it into the blob store; the card is built from the options,
+the detected facts and what the file's neighbours say; the version rows and the audit event commit in one
+transaction. The blob is written first (content-addressed, so a crash leaves at most an unreferenced blob for
+``gc``); nothing is written when the content is already catalogued.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorahub import errors
+from lorahub.files.safetensors import check_path
+from lorahub.sdk.card_facts import Suggestions, suggest
+from lorahub.sdk.inspect import Report, inspect
+from lorahub.sdk.refs import check_name
+
+if TYPE_CHECKING:
+    from lorahub.registry.blobs import BlobInfo
+    from lorahub.registry.catalog import NewVersion
+    from lorahub.sdk.hub import Hub
+    from lorahub.signing.card import Card
+    from lorahub.signing.keys import Signer
+    from lorahub.signing.signed import SignedCard
+
+MAX_NUMBER_RACES = 5
+
+
+@dataclass
+class AddOptions:
+    name: str | None = None
+    version: int | None = None
+    base_model: str | None = None
+    license: str | None = None
+    commercial_use: list[str] | None = None
+    triggers: list[str] = field(default_factory=list)
+    consent: Path | None = None
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+    sign: bool = True
+    embed: bool = False
+    sidecar: bool = False
+    allow_duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class AddResult:
+    name: str
+    version: int
+    content_digest: str
+    sha256: str
+    signed_by: list[str]
+    embedded: bool
+    sidecar: Path | None
+    suggestions: dict[str, str]
+    report: Report
+    already: bool = False
+    """The same content was already catalogued under this name; nothing was written."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "content_digest": self.content_digest,
+            "sha256": self.sha256,
+            "signed_by": self.signed_by,
+            "embedded": self.embedded,
+            "sidecar": str(self.sidecar) if self.sidecar else None,
+            "filled_from": self.suggestions,
+            "already_catalogued": self.already,
+            "format": self.report.format,
+            "family": self.report.base_model.family,
+        }
+
+
+def add_file(hub: Hub, path: str | os.PathLike[str], options: AddOptions) -> AddResult:
+    p = check_path(path)
+    signer = hub.signer() if options.sign else None
+    actor = hub._actor(signer) if signer else hub._actor()
+    stored = _store_blob(hub, p, options)
+    if isinstance(stored, AddResult):
+        return stored
+    report, suggestions, name, blob = stored
+    signed = _catalogue(
+        hub, p, name=name, stored=(report, blob), suggestions=suggestions, options=options, signer=signer, actor=actor
+    )
+    sidecar = None
+    if options.embed:
+        from lorahub.signing.embed import embed_card
+
+        embed_card(p, signed)
+    if options.sidecar:
+        from lorahub.signing.embed import sidecar_path, write_sidecar
+
+        write_sidecar(p, signed)
+        sidecar = sidecar_path(p)
+    return AddResult(
+        name=name,
+        version=signed.card.version,
+        content_digest=signed.card.content_digest,
+        sha256=report.hashes.sha256,
+        signed_by=[s.keyid for s in signed.envelope.signatures],
+        embedded=options.embed,
+        sidecar=sidecar,
+        suggestions=suggestions.sources,
+        report=report,
+    )
+
+
+def _store_blob(hub: Hub, path: Path, options: AddOptions) -> tuple[Report, Suggestions, str, BlobInfo] | AddResult:
+    """Hash and copy in one read; refuse content catalogued under another name, and treat the same content under
+    the same name as already done (re-running a script is not an error)."""
+    with hub.blobs.writer() as blob:
+        report = inspect(path, sink=blob.write)
+        if report.container != "safetensors":
+            raise errors.UnsupportedFileError(
+                f"{path} is a pickled {report.container} file: lorahub catalogs only .safetensors",
+                hint="Convert it to safetensors in a sandbox you trust, then add the result.",
+            )
+        suggestions = suggest(path, report.raw_metadata)
+        name = check_name(options.name or suggestions.name or "adapter")
+        content = report.hashes.content or ""
+        existing = hub.catalog.find_by_content(content)
+        if existing is not None and not options.allow_duplicate:
+            if existing.name == name:
+                return _already(hub, existing, report)
+            raise errors.DuplicateContentError(
+                f"{path.name} has the same tensors as {existing.name}@{existing.number} (content {content[:16]}…)",
+                existing=f"{existing.name}@{existing.number}",
+                hint="It is already catalogued; pass --allow-duplicate to catalogue it again under another name.",
+            )
+        info = blob.commit(report.hashes.sha256)
+    return report, suggestions, name, info
+
+
+def _already(hub: Hub, existing: Any, report: Report) -> AddResult:
+    signed = hub.signed_card(existing)
+    return AddResult(
+        name=existing.name,
+        version=existing.number,
+        content_digest=signed.card.content_digest,
+        sha256=existing.blob_sha256,
+        signed_by=[s.keyid for s in signed.envelope.signatures],
+        embedded=False,
+        sidecar=None,
+        suggestions={},
+        report=report,
+        already=True,
+    )
+
+
+def _catalogue(
+    hub: Hub,
+    path: Path,
+    *,
+    name: str,
+    stored: tuple[Report, BlobInfo],
+    suggestions: Suggestions,
+    options: AddOptions,
+    signer: Signer | None,
+    actor: Any,
+) -> SignedCard:
+    from lorahub.signing.signed import sign_card, unsigned
+
+    report, blob = stored
+    for _ in range(MAX_NUMBER_RACES):
+        number = options.version or hub.catalog.next_number(name)
+        card = build_card(name, number, report, suggestions=suggestions, options=options, signer=signer)
+        signed = sign_card(card, signer) if signer else unsigned(card)
+        new = _new_version(signed, blob, path.name)
+        try:
+            hub.catalog.add_version(new, audit=actor, allow_duplicate=options.allow_duplicate)
+        except errors.VersionExistsError:
+            if options.version is not None:
+                raise
+            continue  # another writer took the number between our read and our insert
+        return signed
+    raise errors.DatabaseError(f"could not allocate a version number for {name} after {MAX_NUMBER_RACES} tries")
+
+
+def _new_version(signed: SignedCard, blob: BlobInfo, file_name: str) -> NewVersion:
+    from lorahub.registry.catalog import NewVersion
+
+    card = signed.card
+    return NewVersion(
+        name=card.name,
+        number=card.version,
+        content_digest=card.content_digest,
+        blob=blob,
+        file_name=file_name,
+        format=card.format,
+        family=card.base_model.family,
+        license_id=card.license.id,
+        commercial_use=tuple(card.license.commercial_use),
+        consent_status=card.consent.status,
+        description=card.description,
+        trigger_words=card.trigger_words,
+        tags=card.tags,
+        card_json=signed.envelope.payload.decode("utf-8"),
+        signatures=[(s.keyid, base64.b64encode(s.sig).decode("ascii")) for s in signed.envelope.signatures],
+    )
+
+
+def build_card(
+    name: str, number: int, report: Report, *, suggestions: Suggestions, options: AddOptions, signer: Signer | None
+) -> Card:
+    from lorahub.signing.card import BaseModel, Card, Consent, Creator, License
+
+    return Card(
+        name=name,
+        version=number,
+        content_digest=report.hashes.content or "",
+        hashes={k: v for k, v in report.hashes.as_dict().items() if k != "content"},
+        format=report.format,
+        layer_kinds=tuple(report.layer_kinds),
+        base_model=BaseModel(
+            family=report.base_model.family,
+            name=options.base_model or suggestions.base_model_name,
+            weights_digest=suggestions.base_weights_digest,
+        ),
+        license=License(
+            id=options.license or suggestions.license or "unknown", commercial_use=tuple(options.commercial_use or ())
+        ),
+        trigger_words=tuple(options.triggers or suggestions.trigger_words),
+        description=options.description or suggestions.description or "",
+        tags=tuple(options.tags or suggestions.tags),
+        consent=_consent(options.consent, Consent),
+        lineage=(),
+        creator=Creator(fingerprint=signer.keyid, name=signer.identity.user_id) if signer else None,
+        created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    )
+
+
+def _consent(path: Path | None, consent_cls: Any) -> Any:
+    if path is None:
+        return consent_cls(status="unknown")
+    try:
+        record = json.loads(check_path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise errors.CardError(f"{path}: the consent record is not JSON ({exc})") from None
+    from lorahub.signing.card import CONSENT_STATUSES
+
+    if not isinstance(record, dict) or record.get("status") not in CONSENT_STATUSES:
+        raise errors.CardError(
+            f"{path}: a consent record is a JSON object whose 'status' is one of {', '.join(CONSENT_STATUSES)}"
+        )
+    return consent_cls(status=record["status"], record=record)

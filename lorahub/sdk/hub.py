@@ -1,0 +1,323 @@
+"""The Hub: one home (catalog, blob store, identities, policy) and everything done with it.
+
+The CLI calls one Hub method per command; library users do the same (``Hub.open()``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorahub import errors
+from lorahub.sdk.home import Settings, mask_url
+from lorahub.sdk.policy import Policy, ensure_default_policy
+
+if TYPE_CHECKING:
+    from lorahub.registry.blobs import BlobStore
+    from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
+    from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.verifying import VerifyReport
+    from lorahub.sdk.views import VersionView
+    from lorahub.signing.keys import Identity, KeyStore, Signer
+    from lorahub.signing.signed import SignedCard
+    from lorahub.signing.trust import KeyRecord
+
+PASSPHRASE_ENV = "LORAHUB_PASSPHRASE"
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    identity: Identity
+    default: bool
+
+
+class Hub:
+    """A lorahub home. Cheap to open: folders and the schema are created on first use."""
+
+    def __init__(
+        self, settings: Settings, *, catalog: Catalog, blobs: BlobStore, keys: KeyStore, passphrase_env: str
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.blobs = blobs
+        self.keys = keys
+        self.passphrase_env = passphrase_env
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | None = None, *, passphrase_env: str = PASSPHRASE_ENV) -> Hub:
+        from lorahub.registry.blobs import BlobStore
+        from lorahub.registry.catalog import Catalog
+        from lorahub.registry.db import connect, migrate
+        from lorahub.signing.keys import KeyStore
+
+        settings = Settings.resolve(home)
+        settings.home.mkdir(parents=True, exist_ok=True)
+        engine = connect(settings.database_url)
+        migrate(engine)
+        ensure_default_policy(settings.policy_path)
+        return cls(
+            settings,
+            catalog=Catalog(engine),
+            blobs=BlobStore(settings.blobs_dir),
+            keys=KeyStore(settings.keys_dir),
+            passphrase_env=passphrase_env,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """``lorahub config show``: the resolved settings and where each came from."""
+        default = self.keys.default()
+        return {
+            "home": str(self.settings.home),
+            "database_url": mask_url(self.settings.database_url),
+            "keys": str(self.settings.keys_dir),
+            "blobs": str(self.settings.blobs_dir),
+            "policy": str(self.settings.policy_path),
+            "default_identity": default.user_id if default else None,
+            "sources": dict(self.settings.sources),
+        }
+
+    # --- identities and trust ---------------------------------------------------------------------------------
+
+    def _passphrase(self, env_var: str | None = None) -> bytes | None:
+        value = os.environ.get(env_var or self.passphrase_env)
+        return value.encode("utf-8") if value else None
+
+    def create_identity(self, user_id: str, *, passphrase_env: str | None = None) -> Identity:
+        passphrase = self._passphrase(passphrase_env) if passphrase_env else None
+        if passphrase_env and passphrase is None:
+            raise errors.PassphraseError(f"the environment variable {passphrase_env} is empty or not set")
+        identity = self.keys.create(user_id, passphrase)
+        signer = self.keys.signer(identity.fingerprint, passphrase)
+        self.catalog.trust_key(
+            identity.fingerprint, identity.user_id, identity.public_pem, own=True, audit=self._actor(signer)
+        )
+        return identity
+
+    def identities(self) -> list[IdentityView]:
+        default = self.keys.default()
+        return [IdentityView(i, default is not None and i.fingerprint == default.fingerprint) for i in self.keys.list()]
+
+    def signer(self, ref: str | None = None) -> Signer:
+        if ref is None and self.keys.default() is None:
+            raise errors.KeyNotFoundError(
+                "this home has no identity to sign with",
+                hint='Create one: lorahub keys create "Your Name <you@example.com>" (or pass --no-sign to add).',
+            )
+        return self.keys.signer(ref, self._passphrase())
+
+    def trust_add(self, pem: str, *, name: str | None = None) -> KeyRecord:
+        from lorahub.signing.keys import public_key_from_pem
+
+        _, fingerprint = public_key_from_pem(pem)
+        self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self._actor())
+        return self.lookup_required(fingerprint)
+
+    def trust_revoke(self, fingerprint: str) -> KeyRecord:
+        record = self.lookup_required(self._full_fingerprint(fingerprint))
+        self.catalog.revoke_key(record.fingerprint, audit=self._actor())
+        return self.lookup_required(record.fingerprint)
+
+    def trusted_keys(self) -> list[KeyRecord]:
+        return [self._record(row) for row in self.catalog.list_keys()]
+
+    def lookup(self, fingerprint: str) -> KeyRecord | None:
+        """The trust state of a key: own keys (in this home's key store) and keys the catalog trusts or revoked."""
+        row = self.catalog.get_key(fingerprint)
+        if row is None:
+            return None
+        return self._record(row)
+
+    def lookup_required(self, fingerprint: str) -> KeyRecord:
+        record = self.lookup(fingerprint)
+        if record is None:
+            raise errors.KeyNotFoundError(f"no key with fingerprint {fingerprint}", hint="See `lorahub trust list`.")
+        return record
+
+    def _record(self, row: Any) -> KeyRecord:
+        from lorahub.signing.trust import KeyRecord
+
+        own = any(i.fingerprint == row.fingerprint for i in self.keys.list())
+        revoked = row.revoked_at.isoformat() if hasattr(row.revoked_at, "isoformat") else row.revoked_at
+        return KeyRecord(row.fingerprint, row.name, row.public_pem, own, bool(row.trusted) or own, revoked)
+
+    def _full_fingerprint(self, prefix: str) -> str:
+        prefix = prefix.lower().removeprefix("sha256:")
+        matches = [row.fingerprint for row in self.catalog.list_keys() if row.fingerprint.startswith(prefix)]
+        if len(prefix) < 8 or not matches:
+            raise errors.KeyNotFoundError(f"no key whose fingerprint starts with {prefix!r}")
+        if len(matches) > 1:
+            raise errors.AmbiguousKeyError(f"{prefix!r} matches {len(matches)} keys")
+        return matches[0]
+
+    def _actor(self, signer: Signer | None = None) -> Any:
+        """The identity that signs audit events: the given signer, else the default identity."""
+        from lorahub.registry.catalog import AuditActor
+
+        signer = signer or self.signer()
+        return AuditActor(signer.keyid, signer.sign)
+
+    def policy(self, path: str | os.PathLike[str] | None = None) -> Policy:
+        return Policy.load(Path(path) if path else self.settings.policy_path)
+
+    # --- adapters ---------------------------------------------------------------------------------------------
+
+    def add(self, path: str | os.PathLike[str], options: AddOptions | None = None) -> AddResult:
+        from lorahub.sdk.adding import AddOptions, add_file
+
+        return add_file(self, path, options or AddOptions())
+
+    def verify(self, target: str | os.PathLike[str], *, policy: str | os.PathLike[str] | None = None) -> VerifyReport:
+        from lorahub.sdk.verifying import verify
+
+        report = verify(self, target, self.policy(policy))
+        if not report.ok and self.keys.default() is not None:
+            failed = [c.name for c in report.checks if not c.ok]
+            self._log_quietly("verify-failed", report.content_digest, {"target": str(target), "failed": failed})
+        return report
+
+    def _log_quietly(self, action: str, digest: str | None, details: dict[str, Any]) -> None:
+        """Audit a read-only event when an identity can sign it without asking for a passphrase."""
+        try:
+            actor = self._actor()
+        except errors.LorahubError:
+            return
+        record = self.catalog.find_by_content(digest, include_removed=True) if digest else None
+        self.catalog.log(
+            action,
+            audit=actor,
+            subject_name=record.name if record else None,
+            subject_version=record.number if record else None,
+            subject_digest=digest,
+            details=details,
+        )
+
+    def version(self, ref: str) -> AdapterVersion:
+        """A catalogued version by ``name``, ``name@N`` or content digest."""
+        from lorahub.sdk.refs import parse_ref
+
+        parsed = parse_ref(ref)
+        if parsed.digest is not None:
+            found = self.catalog.find_by_content(parsed.digest)
+            if found is None:
+                raise errors.AdapterNotFoundError(f"no catalogued version has content digest {parsed.digest}")
+            return found
+        return self.catalog.get(str(parsed.name), parsed.version)
+
+    def signed_card(self, version: AdapterVersion) -> SignedCard:
+        from lorahub.signing.dsse import Envelope, EnvelopeSignature
+        from lorahub.signing.signed import CARD_PAYLOAD_TYPE, SignedCard
+
+        signatures = tuple(EnvelopeSignature(s.keyid, base64.b64decode(s.sig)) for s in version.signatures)
+        return SignedCard.from_envelope(Envelope(version.card_json.encode("utf-8"), CARD_PAYLOAD_TYPE, signatures))
+
+    def list_versions(self, filters: Filters | None = None) -> list[VersionView]:
+        versions = self.catalog.list_versions(filters)
+        return [view_of(v) for v in sorted(versions, key=lambda v: (v.created_at, v.id), reverse=True)]
+
+    def search(self, text: str, filters: Filters | None = None, *, limit: int = 50) -> list[VersionView]:
+        return [view_of(v) for v in self.catalog.search(text, filters, limit=limit)]
+
+    def show(self, ref: str) -> dict[str, Any]:
+        from lorahub.signing.signed import verify_card
+
+        version = self.version(ref)
+        signed = self.signed_card(version)
+        checks = verify_card(signed, self).signatures
+        events = self.catalog.audit_events(adapter=version.name)
+        return {
+            **view_of(version).as_dict(),
+            "file_name": version.file_name,
+            "size": version.size,
+            "card": signed.card.to_dict(),
+            "signatures": [
+                {"fingerprint": c.keyid, "name": c.name, "valid": c.valid, "trust": c.trust, "reason": c.reason}
+                for c in checks
+            ],
+            "audit": [event_dict(e) for e in events if e.subject_version in (None, version.number)],
+        }
+
+    def remove(self, ref: str) -> list[VersionView]:
+        """``name@N`` removes that version; a bare name removes every version of it."""
+        from lorahub.sdk.refs import parse_ref
+
+        parsed = parse_ref(ref)
+        actor = self._actor()
+        if parsed.name is None or parsed.version is not None:
+            version = self.version(ref)
+            return [view_of(self.catalog.remove(version.name, version.number, audit=actor))]
+        from lorahub.registry.catalog import Filters
+
+        versions = self.catalog.list_versions(Filters(name=parsed.name))
+        if not versions:
+            raise errors.AdapterNotFoundError(f"no catalogued adapter named {parsed.name!r}")
+        return [view_of(self.catalog.remove(v.name, v.number, audit=actor)) for v in versions]
+
+    def export(self, ref: str, out: str | os.PathLike[str]) -> VersionView:
+        """The stored file, written to ``out`` with its signed card embedded (verifiable without this home)."""
+        from lorahub.signing.embed import embed_card
+
+        version = self.version(ref)
+        embed_card(self.blobs.path_for(version.blob_sha256), self.signed_card(version), out=Path(out))
+        self._log_quietly("export", version.content_digest, {"out": str(out)})
+        return view_of(version)
+
+    def gc(self) -> tuple[int, int]:
+        """Delete unreferenced blobs and stale temporary files; returns (blobs removed, bytes freed)."""
+        freed = sum(p.stat().st_size for p in self.blobs.cleanup_temp() if p.exists())
+        removed = 0
+        for sha256 in self.catalog.unreferenced_blobs():
+            path = self.blobs.path_for(sha256)
+            size = path.stat().st_size if path.exists() else 0
+            if self.blobs.remove(sha256):
+                removed, freed = removed + 1, freed + size
+        return removed, freed
+
+    # --- audit ------------------------------------------------------------------------------------------------
+
+    def audit(self, **query: Any) -> list[dict[str, Any]]:
+        return [event_dict(e) for e in self.catalog.audit_events(**query)]
+
+    def verify_audit(self) -> list[dict[str, Any]]:
+        from lorahub.signing.keys import verify_signature
+
+        problems = self.catalog.verify_audit(verify=verify_signature)
+        return [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in problems]
+
+
+def view_of(version: AdapterVersion) -> VersionView:
+    from lorahub.sdk.views import VersionView
+
+    return VersionView(
+        name=version.name,
+        version=version.number,
+        content_digest=version.content_digest,
+        sha256=version.blob_sha256,
+        format=version.format,
+        family=version.family,
+        license_id=version.license_id,
+        consent_status=version.consent_status,
+        trigger_words=list(version.trigger_words),
+        tags=list(version.tags),
+        description=version.description,
+        signers=list(version.signers),
+        created_at=version.created_at.isoformat(),
+        removed_at=version.removed_at.isoformat() if version.removed_at else None,
+    )
+
+
+def event_dict(event: Any) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "time": event.time,
+        "actor": event.actor,
+        "action": event.action,
+        "subject_name": event.subject_name,
+        "subject_version": event.subject_version,
+        "subject_digest": event.subject_digest,
+        "details": json.loads(event.details),
+        "hash": event.hash,
+    }

@@ -1,0 +1,194 @@
+"""``lorahub verify``: a checklist a CI pipeline can gate on.
+
+Each check is named, passes or fails, and says why; checks that cannot run because an earlier one failed are
+reported as failed with the reason, never silently skipped. Nothing here trusts the file: the digests are
+recomputed, the card's claims compared with them, the signatures checked against the trust store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorahub import errors
+
+if TYPE_CHECKING:
+    from lorahub.sdk.hub import Hub
+    from lorahub.sdk.inspect import Report
+    from lorahub.sdk.policy import Policy
+    from lorahub.signing.signed import SignedCard
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    target: str
+    path: str
+    checks: list[Check] = field(default_factory=list)
+    content_digest: str | None = None
+    signers: list[dict[str, Any]] = field(default_factory=list)
+    card_source: str | None = None
+    policy: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "target": self.target,
+            "path": self.path,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "content_digest": self.content_digest,
+            "signers": self.signers,
+            "card_source": self.card_source,
+            "policy": self.policy,
+        }
+
+
+def verify(hub: Hub, target: str | os.PathLike[str], policy: Policy) -> VerifyReport:
+    path, catalogued = _resolve(hub, target)
+    report = VerifyReport(target=str(target), path=str(path), policy=policy.source)
+    inspected = _container(report, path)
+    if inspected is None:
+        return report
+    _format(report, inspected, policy)
+    report.content_digest = inspected.hashes.content
+    report.add("content digest", True, f"recomputed: {inspected.hashes.content}")
+    if catalogued is not None:
+        report.add(
+            "blob integrity",
+            catalogued.blob_sha256 == inspected.hashes.sha256,
+            f"stored file sha256 {inspected.hashes.sha256[:16]}… (catalogue says {catalogued.blob_sha256[:16]}…)",
+        )
+    signed = _card(hub, report, path, inspected, catalogued)
+    if signed is None:
+        _policy(report, None, policy)
+        return report
+    _signatures(hub, report, signed, policy)
+    report.add(
+        "card matches file",
+        signed.card.content_digest == inspected.hashes.content,
+        f"card names content {signed.card.content_digest[:16]}…, file has {str(inspected.hashes.content)[:16]}…",
+    )
+    _catalogue_agreement(hub, report, signed, inspected)
+    _policy(report, signed, policy)
+    return report
+
+
+def _resolve(hub: Hub, target: str | os.PathLike[str]) -> tuple[Path, Any]:
+    """A path on disk, or a catalogue reference resolved to its stored blob."""
+    path = Path(target)
+    if path.exists() or os.sep in str(target) or str(target).endswith(".safetensors"):
+        return path, None
+    version = hub.version(str(target))
+    return hub.blobs.path_for(version.blob_sha256), version
+
+
+def _container(report: VerifyReport, path: Path) -> Report | None:
+    from lorahub.sdk.inspect import inspect
+
+    try:
+        inspected = inspect(path)
+    except errors.LorahubError as error:
+        report.add("container", False, f"{error.code}: {error.message}")
+        return None
+    if inspected.container != "safetensors":
+        report.add("container", False, f"a pickled file ({inspected.container}): only safetensors can be verified")
+        return None
+    fatal = [p for p in inspected.problems if p.code in ("non-finite", "unreferenced-bytes", "structure")]
+    detail = "; ".join(p.message for p in fatal) or f"valid safetensors, {inspected.tensors} tensors"
+    report.add("container", not fatal, detail)
+    return inspected
+
+
+def _format(report: VerifyReport, inspected: Report, policy: Policy) -> None:
+    unknown = len(inspected.unmatched_keys)
+    ok = inspected.format != "unknown" and unknown <= policy.max_unknown_keys
+    report.add("format", ok, f"{inspected.format}, {unknown} unknown key(s) (policy allows {policy.max_unknown_keys})")
+
+
+def _card(hub: Hub, report: VerifyReport, path: Path, inspected: Report, catalogued: Any) -> SignedCard | None:
+    from lorahub.signing.embed import read_embedded, read_sidecar
+
+    try:
+        signed, source = read_embedded(inspected.raw_metadata), "embedded"
+        if signed is None:
+            signed, source = read_sidecar(path), "sidecar"
+    except errors.CardError as error:
+        report.add("card present", False, f"the card in the file is damaged: {error.message}")
+        return None
+    if signed is None:
+        record = catalogued or hub.catalog.find_by_content(inspected.hashes.content or "")
+        if record is not None:
+            signed, source = hub.signed_card(record), "catalogue"
+    if signed is None:
+        report.add("card present", False, "no card embedded, no sidecar, and the content is not catalogued")
+        return None
+    report.card_source = source
+    report.add("card present", True, f"{source}: {signed.card.name}@{signed.card.version}")
+    return signed
+
+
+def _signatures(hub: Hub, report: VerifyReport, signed: SignedCard, policy: Policy) -> None:
+    from lorahub.signing.signed import verify_card
+
+    verification = verify_card(signed, hub)
+    report.signers = [
+        {"fingerprint": s.keyid, "name": s.name, "valid": s.valid, "trust": s.trust, "reason": s.reason}
+        for s in verification.signatures
+    ]
+    invalid = [s for s in verification.signatures if not s.valid]
+    count = len(verification.signatures)
+    report.add(
+        "signatures valid",
+        count > 0 and not invalid,
+        f"{count - len(invalid)} of {count} valid" + "".join(f"; {s.keyid[:16]}…: {s.reason}" for s in invalid),
+    )
+    trusted = [
+        fp
+        for fp in verification.trusted_signers
+        if not policy.trusted_signers or any(fp.startswith(p.lower()) for p in policy.trusted_signers)
+    ]
+    states = ", ".join(f"{s.keyid[:16]}… {s.trust}" for s in verification.signatures) or "unsigned"
+    report.add("signer trusted", bool(trusted) or not policy.require_signature, states)
+
+
+def _catalogue_agreement(hub: Hub, report: VerifyReport, signed: SignedCard, inspected: Report) -> None:
+    record = hub.catalog.find_by_content(inspected.hashes.content or "", include_removed=True)
+    if record is None:
+        report.add("catalogue", True, "not catalogued in this home")
+        return
+    if record.removed_at is not None:
+        report.add("catalogue", False, f"catalogued as {record.name}@{record.number}, removed {record.removed_at}")
+        return
+    same = hub.signed_card(record).card == signed.card
+    report.add("catalogue", same, f"{record.name}@{record.number}: " + ("same card" if same else "a different card"))
+
+
+def _policy(report: VerifyReport, signed: SignedCard | None, policy: Policy) -> None:
+    failures = []
+    card = signed.card if signed else None
+    license_id = card.license.id if card else "unknown"
+    if policy.require_license and license_id == "unknown":
+        failures.append("no licence named")
+    if license_id in policy.forbidden_licenses:
+        failures.append(f"licence {license_id} is forbidden")
+    if policy.require_known_consent and (card is None or card.consent.status == "unknown"):
+        failures.append("dataset consent unknown")
+    if policy.require_signature and signed is None:
+        failures.append("unsigned")
+    report.add("policy", not failures, "; ".join(failures) or f"passes {policy.source}")
