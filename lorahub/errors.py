@@ -216,3 +216,9 @@ class HashMismatchError(LorahubError):
 
 class SettingsError(LorahubError):
     code = "settings-invalid"
+
+
+class PartialFailureError(LorahubError):
+    """A batch finished, but some of its items failed (they are listed before this error)."""
+
+    code = "partial-failure"

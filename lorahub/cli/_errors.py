@@ -29,6 +29,7 @@ EXIT_CODES: tuple[tuple[type[errors.LorahubError], int], ...] = (
     (errors.InvalidFileError, 4),
     (errors.MissingExtraError, 6),
     (errors.VerificationFailedError, 7),
+    (errors.PartialFailureError, 8),
     (errors.AdapterNotFoundError, 3),
     (errors.KeyNotFoundError, 3),
     (errors.LorahubError, EXIT_ERROR),

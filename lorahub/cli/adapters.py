@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from lorahub.cli import _output
@@ -18,7 +19,7 @@ COMMERCIAL = click.Choice(["none", "image", "rent", "sell"])
 
 
 @click.command("add")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("target")
 @click.option("--name", help="Adapter name (default: from the file's metadata or its file name).")
 @click.option("--version", type=click.IntRange(1), help="Version number (default: the next one).")
 @click.option("--base-model", help="Base model name, e.g. stabilityai/stable-diffusion-xl-base-1.0.")
@@ -36,28 +37,29 @@ COMMERCIAL = click.Choice(["none", "image", "rent", "sell"])
 @click.option("--allow-duplicate", is_flag=True, help="Catalogue content that is already catalogued.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
-def add_command(context: HubContext, /, path: Path, as_json: bool, **options: Any) -> None:
-    """Catalog (and sign) an adapter file."""
+def add_command(context: HubContext, /, target: str, as_json: bool, **options: Any) -> None:
+    """Catalog (and sign) an adapter FILE, every .safetensors under a DIR, or a file at a URL."""
     from lorahub.sdk.adding import AddOptions
 
-    result = context.hub.add(
-        path,
-        AddOptions(
-            name=options["name"],
-            version=options["version"],
-            base_model=options["base_model"],
-            license=options["license_id"],
-            commercial_use=list(options["commercial"]) or None,
-            triggers=list(options["triggers"]),
-            consent=options["consent"],
-            description=options["description"],
-            tags=list(options["tags"]),
-            sign=options["sign"],
-            embed=options["embed"],
-            sidecar=options["sidecar"],
-            allow_duplicate=options["allow_duplicate"],
-        ),
+    add_options = AddOptions(
+        name=options["name"],
+        version=options["version"],
+        base_model=options["base_model"],
+        license=options["license_id"],
+        commercial_use=list(options["commercial"]) or None,
+        triggers=list(options["triggers"]),
+        consent=options["consent"],
+        description=options["description"],
+        tags=list(options["tags"]),
+        sign=options["sign"],
+        embed=options["embed"],
+        sidecar=options["sidecar"],
+        allow_duplicate=options["allow_duplicate"],
     )
+    if Path(target).is_dir():
+        _add_directory(context, Path(target), add_options, as_json)
+        return
+    result = context.hub.add(Path(target), add_options)
     if as_json:
         _output.print_json(result.as_dict())
         return
@@ -71,6 +73,43 @@ def add_command(context: HubContext, /, path: Path, as_json: bool, **options: An
     )
     for field_name, source in result.suggestions.items():
         _output.stderr.print(f"  {field_name} from {source}")
+
+
+def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lorahub import errors
+
+    columns = (
+        TextColumn("adding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[file]}"),
+    )
+    with Progress(*columns, console=_output.stderr, transient=True, disable=as_json) as bar:
+        task = bar.add_task("add", total=None, file="")
+
+        def advance(done: int, total: int, path: Path) -> None:
+            bar.update(task, completed=done, total=total, file=path.name)
+
+        result = context.hub.add_tree(root, options, progress=advance)
+    if as_json:
+        _output.print_json(result.as_dict())
+    else:
+        _output.stdout.print(
+            f"added {len(result.added)}, already catalogued {len(result.already)}, unchanged {len(result.unchanged)}, "
+            f"duplicates {len(result.duplicates)}, failed {len(result.failures)}"
+        )
+        for path, existing in result.duplicates:
+            _output.stdout.print(f"  duplicate  {path}  (same tensors as {existing})")
+        for path, code, message in result.failures:
+            _output.stdout.print(f"  [red]failed[/]     {escape(str(path))}  {escape(f'error[{code}]: {message}')}")
+    if result.failures:
+        raise errors.PartialFailureError(
+            f"{len(result.failures)} file(s) under {root} failed",
+            hint="Fix or remove the files listed above and run the same command again: finished files are skipped.",
+        )
 
 
 def _filters(**options: Any) -> Any:

@@ -9,6 +9,7 @@ transaction. The blob is written first (content-addressed, so a crash leaves at 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from lorahub.sdk.refs import check_name
 
 if TYPE_CHECKING:
     from lorahub.registry.blobs import BlobInfo
-    from lorahub.registry.catalog import NewVersion
+    from lorahub.registry.catalog import AdapterVersion, NewVersion
     from lorahub.sdk.hub import Hub
     from lorahub.signing.card import Card
     from lorahub.signing.keys import Signer
@@ -63,6 +64,7 @@ class AddResult:
     report: Report
     already: bool = False
     """The same content was already catalogued under this name; nothing was written."""
+    signed: SignedCard | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,71 +83,127 @@ class AddResult:
 
 
 def add_file(hub: Hub, path: str | os.PathLike[str], options: AddOptions) -> AddResult:
-    p = check_path(path)
     signer = hub.signer() if options.sign else None
-    actor = hub._actor(signer) if signer else hub._actor()
-    stored = _store_blob(hub, p, options)
-    if isinstance(stored, AddResult):
-        return stored
-    report, suggestions, name, blob = stored
-    signed = _catalogue(
-        hub, p, name=name, stored=(report, blob), suggestions=suggestions, options=options, signer=signer, actor=actor
-    )
-    sidecar = None
-    if options.embed:
-        from lorahub.signing.embed import embed_card
-
-        embed_card(p, signed)
-    if options.sidecar:
-        from lorahub.signing.embed import sidecar_path, write_sidecar
-
-        write_sidecar(p, signed)
-        sidecar = sidecar_path(p)
-    return AddResult(
-        name=name,
-        version=signed.card.version,
-        content_digest=signed.card.content_digest,
-        sha256=report.hashes.sha256,
-        signed_by=[s.keyid for s in signed.envelope.signatures],
-        embedded=options.embed,
-        sidecar=sidecar,
-        suggestions=suggestions.sources,
-        report=report,
-    )
+    actor = hub._actor(signer)
+    result = commit(hub, prepare(hub, Path(path), options), options, signer=signer, actor=actor)
+    if result.already:
+        return result
+    return _write_card_beside(result, Path(path), hub, options)
 
 
-def _store_blob(hub: Hub, path: Path, options: AddOptions) -> tuple[Report, Suggestions, str, BlobInfo] | AddResult:
-    """Hash and copy in one read; refuse content catalogued under another name, and treat the same content under
-    the same name as already done (re-running a script is not an error)."""
+@dataclass(frozen=True)
+class Prepared:
+    """A file hashed, and copied into the blob store unless its content is already catalogued."""
+
+    path: Path
+    report: Report
+    suggestions: Suggestions
+    name: str
+    blob: BlobInfo | None
+    existing: AdapterVersion | None
+
+
+def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
+    """The slow, parallel-safe half of an add: one read hashes the file and copies it to the store. Content that
+    is already catalogued is not stored again."""
+    p = check_path(path)
     with hub.blobs.writer() as blob:
-        report = inspect(path, sink=blob.write)
+        report = inspect(p, sink=blob.write)
         if report.container != "safetensors":
             raise errors.UnsupportedFileError(
-                f"{path} is a pickled {report.container} file: lorahub catalogs only .safetensors",
+                f"{p} is a pickled {report.container} file: lorahub catalogs only .safetensors",
                 hint="Convert it to safetensors in a sandbox you trust, then add the result.",
             )
-        suggestions = suggest(path, report.raw_metadata)
+        suggestions = suggest(p, report.raw_metadata)
         name = check_name(options.name or suggestions.name or "adapter")
-        content = report.hashes.content or ""
-        existing = hub.catalog.find_by_content(content)
+        existing = hub.catalog.find_by_content(report.hashes.content or "")
         if existing is not None and not options.allow_duplicate:
-            if existing.name == name:
-                return _already(hub, existing, report)
+            blob.abort()
+            return Prepared(p, report, suggestions, name, None, existing)
+        info = blob.commit(report.hashes.sha256)
+    return Prepared(p, report, suggestions, name, info, None)
+
+
+def commit(hub: Hub, prepared: Prepared, options: AddOptions, *, signer: Signer | None, actor: Any) -> AddResult:
+    """The quick, serial half: sign the card and record version, signatures and audit event in one transaction.
+    The same content under the same name is already done (re-running a script is not an error); under another
+    name it is a duplicate. Checked again here: in a batch, another file with the same tensors may have been
+    committed since this one was prepared."""
+    existing = prepared.existing or hub.catalog.find_by_content(prepared.report.hashes.content or "")
+    if existing is not None and (prepared.existing is not None or not options.allow_duplicate):
+        if existing.name != prepared.name:
+            content = existing.content_digest
             raise errors.DuplicateContentError(
-                f"{path.name} has the same tensors as {existing.name}@{existing.number} (content {content[:16]}…)",
-                existing=f"{existing.name}@{existing.number}",
+                f"{prepared.path.name} has the same tensors as {existing.ref} (content {content[:16]}…)",
+                existing=existing.ref,
                 hint="It is already catalogued; pass --allow-duplicate to catalogue it again under another name.",
             )
-        info = blob.commit(report.hashes.sha256)
-    return report, suggestions, name, info
+        return _already(hub, existing, prepared.report)
+    assert prepared.blob is not None
+    signed = _catalogue(
+        hub,
+        prepared.path,
+        name=prepared.name,
+        stored=(prepared.report, prepared.blob),
+        suggestions=prepared.suggestions,
+        options=options,
+        signer=signer,
+        actor=actor,
+    )
+    return AddResult(
+        name=prepared.name,
+        version=signed.card.version,
+        content_digest=signed.card.content_digest,
+        sha256=prepared.report.hashes.sha256,
+        signed_by=[s.keyid for s in signed.envelope.signatures],
+        embedded=False,
+        sidecar=None,
+        suggestions=_used_suggestions(prepared.suggestions, options),
+        report=prepared.report,
+        signed=signed,
+    )
 
 
-def _already(hub: Hub, existing: Any, report: Report) -> AddResult:
+def _write_card_beside(result: AddResult, path: Path, hub: Hub, options: AddOptions) -> AddResult:
+    """``--embed`` rewrites the file's header, ``--sidecar`` writes FILE.lorahub.json; the catalogued blob keeps the
+    bytes that were added."""
+    from lorahub.signing.embed import embed_card, sidecar_path, write_sidecar
+
+    assert result.signed is not None
+    sidecar = None
+    if options.embed:
+        embed_card(path, result.signed)
+    if options.sidecar:
+        write_sidecar(path, result.signed)
+        sidecar = sidecar_path(path)
+    return dataclasses.replace(result, embedded=options.embed, sidecar=sidecar)
+
+
+OPTION_FOR_SUGGESTION = {
+    "name": "name",
+    "trigger_words": "triggers",
+    "description": "description",
+    "license": "license",
+    "tags": "tags",
+    "base_model_name": "base_model",
+}
+
+
+def _used_suggestions(suggestions: Suggestions, options: AddOptions) -> dict[str, str]:
+    """Where each card field came from, for the fields the user's options did not set."""
+    return {
+        field_name: source
+        for field_name, source in suggestions.sources.items()
+        if not getattr(options, OPTION_FOR_SUGGESTION.get(field_name, field_name), None)
+    }
+
+
+def _already(hub: Hub, existing: AdapterVersion, report: Report) -> AddResult:
     signed = hub.signed_card(existing)
     return AddResult(
         name=existing.name,
         version=existing.number,
-        content_digest=signed.card.content_digest,
+        content_digest=existing.content_digest,
         sha256=existing.blob_sha256,
         signed_by=[s.keyid for s in signed.envelope.signatures],
         embedded=False,
@@ -153,6 +211,7 @@ def _already(hub: Hub, existing: Any, report: Report) -> AddResult:
         suggestions={},
         report=report,
         already=True,
+        signed=signed,
     )
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lorahub.registry.blobs import BlobStore
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
     from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.sdk.views import VersionView
     from lorahub.signing.keys import Identity, KeyStore, Signer
@@ -169,6 +170,14 @@ class Hub:
         from lorahub.sdk.adding import AddOptions, add_file
 
         return add_file(self, path, options or AddOptions())
+
+    def add_tree(
+        self, root: str | os.PathLike[str], options: AddOptions | None = None, *, progress: Progress | None = None
+    ) -> BatchResult:
+        from lorahub.sdk.adding import AddOptions
+        from lorahub.sdk.batch import add_tree
+
+        return add_tree(self, Path(root), options or AddOptions(), progress=progress)
 
     def verify(self, target: str | os.PathLike[str], *, policy: str | os.PathLike[str] | None = None) -> VerifyReport:
         from lorahub.sdk.verifying import verify
