@@ -39,6 +39,8 @@ HYDRATE_BATCH: Final = 500
 """Ids per ``IN (…)`` when reading versions; SQLite allows 32,766 bound parameters, psycopg 65,535."""
 
 SearchMethod = Literal["auto", "fts", "scan"]
+_IN_CHUNK: Final = 500
+"""Parameters per ``IN (…)`` list: far below SQLite's and PostgreSQL's limits."""
 _FTS = sql_table("search_fts", sql_column("rowid"))
 
 
@@ -354,6 +356,32 @@ class Catalog:
             if row is None or (row.size, row.mtime_ns, row.inode) != (size, mtime_ns, _int64(inode)):
                 return None
             return _cached(row)
+
+    def unchanged_files(self, stats: Iterable[tuple[str, int, int, int]]) -> set[str]:
+        """Of (path, size, mtime_ns, inode) tuples, the paths whose recorded facts still hold and whose content is
+        catalogued (not removed): what a directory walk may skip without reading. Two queries per 500 paths, so a
+        re-run over a large library costs milliseconds, not a transaction per file."""
+        wanted = {str(path): (size, mtime_ns, _int64(inode)) for path, size, mtime_ns, inode in stats}
+        paths = list(wanted)
+        unchanged: set[str] = set()
+        with read_transaction(self.engine) as session:
+            for start in range(0, len(paths), _IN_CHUNK):
+                rows = session.exec(select(FileCache).where(col(FileCache.path).in_(paths[start : start + _IN_CHUNK])))
+                current = {
+                    row.path: row.content_digest
+                    for row in rows
+                    if row.content_digest and (row.size, row.mtime_ns, row.inode) == wanted[row.path]
+                }
+                digests = list(set(current.values()))
+                catalogued = set(
+                    session.exec(
+                        select(Version.content_digest).where(
+                            col(Version.content_digest).in_(digests), col(Version.removed_at).is_(None)
+                        )
+                    )
+                )
+                unchanged |= {path for path, digest in current.items() if digest in catalogued}
+        return unchanged
 
     def file_cache_put(
         self, path: str, size: int, mtime_ns: int, inode: int, *, sha256: str, content_digest: str | None = None

@@ -107,7 +107,7 @@ def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
     """The slow, parallel-safe half of an add: one read hashes the file and copies it to the store. Content that
     is already catalogued is not stored again."""
     p = check_path(path)
-    with hub.blobs.writer() as blob:
+    with hub.blobs.writer(hashed_by_caller=True) as blob:
         report = inspect(p, sink=blob.write)
         if report.container != "safetensors":
             raise errors.UnsupportedFileError(

@@ -56,8 +56,14 @@ def add_tree(
     signer = hub.signer() if options.sign else None
     actor = hub._actor(signer)
     result = BatchResult()
-    todo = [f for f in files if not _unchanged(hub, f, result)]
-    done = len(files) - len(todo)
+    stats = {f: f.stat() for f in files}
+    resolved = {f: str(f.resolve()) for f in files}
+    unchanged = hub.catalog.unchanged_files(
+        (resolved[f], st.st_size, st.st_mtime_ns, st.st_ino) for f, st in stats.items()
+    )
+    result.unchanged = [f for f in files if resolved[f] in unchanged]
+    todo = [f for f in files if resolved[f] not in unchanged]
+    done = len(result.unchanged)
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         futures: list[tuple[Path, Future[Any]]] = [(f, pool.submit(prepare, hub, f, options)) for f in todo]
         for path, future in futures:
@@ -66,15 +72,6 @@ def add_tree(
             if progress is not None:
                 progress(done, len(files), path)
     return result
-
-
-def _unchanged(hub: Hub, path: Path, result: BatchResult) -> bool:
-    stat = path.stat()
-    cached = hub.catalog.file_cache_get(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    if cached is None or not cached.content_digest or hub.catalog.find_by_content(cached.content_digest) is None:
-        return False
-    result.unchanged.append(path)
-    return True
 
 
 def _settle(

@@ -121,3 +121,18 @@ def test_paths_refuse_anything_but_a_sha256(store: BlobStore) -> None:
     for bad in ("../../etc/passwd", "AB" * 32, "ab" * 31, ""):
         with pytest.raises(ValueError):
             store.path_for(bad)
+
+
+def test_writer_whose_caller_hashes_needs_the_hash(store: BlobStore) -> None:
+    data = b"hashed elsewhere" * 1000
+    sha256 = hashlib.sha256(data).hexdigest()
+    with store.writer(hashed_by_caller=True) as writer:
+        writer.write(data)
+        info = writer.commit(sha256.upper())
+    assert info.sha256 == sha256 and info.path.read_bytes() == data
+    with store.writer(hashed_by_caller=True) as writer:
+        writer.write(data)
+        with pytest.raises(ValueError, match="expected_sha256"):
+            writer.commit()
+    assert list(store.iter_blobs()) == [sha256]
+    assert store.cleanup_temp() == []
