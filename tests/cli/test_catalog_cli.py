@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lorahub.dev.example_lora import write_example_lora
+from tests.support import postgres_unavailable
 
 POSTGRES_URL = os.environ.get("LORAHUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 EXIT_VERIFY_FAILED = 7
@@ -58,7 +59,7 @@ def _postgres_schema() -> Iterator[str]:
         with engine.begin() as connection:
             connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
     except sqlalchemy.exc.OperationalError:
-        pytest.skip("PostgreSQL is not reachable")
+        postgres_unavailable(f"PostgreSQL is not reachable at {POSTGRES_URL}")
     try:
         yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     finally:

@@ -10,6 +10,7 @@ import pytest
 from lorahub.registry.blobs import BlobStore
 from lorahub.registry.catalog import Catalog
 from tests.registry.helpers import Signer, postgres_reason, postgres_schema
+from tests.support import postgres_unavailable
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -31,7 +32,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         return
     reason = postgres_reason()
     if reason is not None:
-        pytest.skip(reason)
+        postgres_unavailable(reason)
     with postgres_schema() as url:
         yield url
 

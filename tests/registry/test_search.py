@@ -14,6 +14,7 @@ from lorahub.registry import search
 from lorahub.registry.blobs import BlobStore
 from lorahub.registry.catalog import Catalog, Filters
 from tests.registry.helpers import Signer, new_version, postgres_reason, postgres_schema
+from tests.support import postgres_unavailable
 
 SMALL = [
     ("pixel-art", "retro 8-bit sprites", [], ["style"], "sdxl"),
@@ -179,7 +180,7 @@ def test_fts_and_scan_agree(random_sqlite: Catalog) -> None:
 def test_sqlite_and_postgresql_agree(random_sqlite: Catalog, tmp_path: Path, signer: Signer) -> None:
     reason = postgres_reason()
     if reason is not None:
-        pytest.skip(reason)
+        postgres_unavailable(reason)
     queries = _random_queries(60)
     with postgres_schema() as url:
         postgres = Catalog.open(url)
