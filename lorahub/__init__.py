@@ -11,13 +11,15 @@ from lorahub.errors import LorahubError
 
 __version__ = "0.1.0"
 
-__all__ = ["LorahubError", "Report", "__version__", "errors", "inspect"]
+__all__ = ["Hub", "LorahubError", "Report", "__version__", "errors", "inspect"]
 
 if TYPE_CHECKING:
     from lorahub import errors
+    from lorahub.sdk.hub import Hub
     from lorahub.sdk.inspect import Report, inspect
 
 _LAZY = {
+    "Hub": ("lorahub.sdk.hub", "Hub"),
     "inspect": ("lorahub.sdk.inspect", "inspect"),
     "Report": ("lorahub.sdk.inspect", "Report"),
     "errors": ("lorahub.errors", None),

@@ -50,3 +50,15 @@ def test_public_surface_is_sorted_and_resolves() -> None:
     for name in lorahub.__all__:
         assert getattr(lorahub, name) is not None
     assert Path(lorahub.__file__).name == "__init__.py"
+
+
+def test_add_and_verify_need_no_torch(tmp_path: Path) -> None:
+    path = real_file(sorted(REAL_FILES)[0])
+    body = (
+        "from lorahub import Hub\n"
+        f"hub = Hub.open({str(tmp_path / 'home')!r})\n"
+        "hub.create_identity('Probe <probe@example.com>')\n"
+        f"result = hub.add({str(path)!r})\n"
+        "assert hub.verify(result.name).ok"
+    )
+    assert _heavy_modules_after(body) == []
