@@ -13,11 +13,11 @@ import mmap
 import os
 import struct
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 from lorahub import errors
 from lorahub.files.dtypes import DTYPE_BITS
@@ -308,14 +308,23 @@ def write(
     atomic_write(Path(path), chunks)
 
 
-def atomic_write(path: Path, chunks: list[bytes | memoryview]) -> None:
-    """Write ``chunks`` to ``path`` so that readers see the old file or the complete new one, never a mix."""
+def atomic_write(
+    path: Path, write: Callable[[BinaryIO], object] | list[bytes | memoryview], *, mode: int | None = None
+) -> None:
+    """Replace ``path`` so that readers see the old file or the complete new one, never a mix: a temporary file in
+    the same folder (given ``mode`` before any byte is written), written by ``write`` (or from a list of chunks),
+    fsynced, renamed over ``path``, and the folder fsynced so the rename survives a crash."""
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
+            if mode is not None:
+                os.fchmod(out.fileno(), mode)
+            if callable(write):
+                write(out)
+            else:
+                for chunk in write:
+                    out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

@@ -14,14 +14,13 @@ import json
 import os
 import stat
 import struct
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from lorahub import errors
 from lorahub.files.digests import digest_file
-from lorahub.files.safetensors import MAX_HEADER_BYTES, METADATA_KEY, Header, check_path, read_header
+from lorahub.files.safetensors import MAX_HEADER_BYTES, METADATA_KEY, Header, atomic_write, check_path, read_header
 from lorahub.signing.dsse import Envelope, parse_signatures
 from lorahub.signing.signed import CARD_PAYLOAD_TYPE, SignedCard
 
@@ -52,7 +51,7 @@ def embed_card(path: str | os.PathLike[str], signed: SignedCard, *, out: Path | 
         dst.write(header_bytes)
         _copy_data_section(source, header, dst)
 
-    _atomic_replace(target, mode, write)
+    atomic_write(target, write, mode=mode)
     return target
 
 
@@ -101,7 +100,7 @@ def write_sidecar(path: str | os.PathLike[str], signed: SignedCard) -> Path:
     except OSError:
         mode = 0o644
     data = (json.dumps(signed.envelope.to_json(), indent=2) + "\n").encode("utf-8")
-    _atomic_replace(target, mode, lambda dst: dst.write(data))
+    atomic_write(target, lambda dst: dst.write(data), mode=mode)
     return target
 
 
@@ -169,25 +168,3 @@ def _copy_data_section(source: Path, header: Header, dst: BinaryIO) -> None:
             remaining -= len(chunk)
         if src.read(1):
             raise errors.InvalidFileError(f"{source} grew while it was being copied; try again")
-
-
-def _atomic_replace(target: Path, mode: int, write: Callable[[BinaryIO], object]) -> None:
-    """Temp file in the target's folder, given ``mode``, written, fsynced, renamed over ``target``, folder fsynced:
-    a crash leaves the old file or the new one, never a mix."""
-    directory = target.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as dst:
-            os.fchmod(dst.fileno(), mode)
-            write(dst)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
