@@ -35,6 +35,11 @@ COMMERCIAL = click.Choice(["none", "image", "rent", "sell"])
 @click.option("--embed", is_flag=True, help="Also write the signed card into the file's own header (atomic rewrite).")
 @click.option("--sidecar", is_flag=True, help="Also write the signed card to FILE.lorahub.json beside the file.")
 @click.option("--allow-duplicate", is_flag=True, help="Catalogue content that is already catalogued.")
+@click.option("--sha256", "expected_sha256", help="URL only: refuse the download unless its SHA-256 is this.")
+@click.option("--allow-http", is_flag=True, help="URL only: allow plain http:// (default: HTTPS only).")
+@click.option(
+    "--max-size", type=str, default="20G", show_default=True, help="URL only: the largest download (K, M, G)."
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
 def add_command(context: HubContext, /, target: str, as_json: bool, **options: Any) -> None:
@@ -59,7 +64,10 @@ def add_command(context: HubContext, /, target: str, as_json: bool, **options: A
     if Path(target).is_dir():
         _add_directory(context, Path(target), add_options, as_json)
         return
-    result = context.hub.add(Path(target), add_options)
+    if "://" in target:
+        result = _add_url(context, target, add_options, options, as_json)
+    else:
+        result = context.hub.add(Path(target), add_options)
     if as_json:
         _output.print_json(result.as_dict())
         return
@@ -73,6 +81,35 @@ def add_command(context: HubContext, /, target: str, as_json: bool, **options: A
     )
     for field_name, source in result.suggestions.items():
         _output.stderr.print(f"  {field_name} from {source}")
+
+
+SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str) -> int:
+    number, unit = text.strip().upper().rstrip("B") or "0", ""
+    if number[-1:] in SIZE_UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        return int(float(number) * SIZE_UNITS[unit])
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size such as 500M or 20G", param_hint="--max-size") from None
+
+
+def _add_url(context: HubContext, url: str, add_options: Any, options: dict[str, Any], as_json: bool) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=_output.stderr, transient=True, disable=as_json) as bar:
+        task = bar.add_task("download", total=None)
+        return context.hub.add_url(
+            url,
+            add_options,
+            expected_sha256=options["expected_sha256"],
+            allow_http=options["allow_http"],
+            max_bytes=parse_size(options["max_size"]),
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
 
 
 def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,34 @@ class Hub:
         from lorahub.sdk.adding import AddOptions, add_file
 
         return add_file(self, path, options or AddOptions())
+
+    def add_url(
+        self,
+        url: str,
+        options: AddOptions | None = None,
+        *,
+        expected_sha256: str | None = None,
+        allow_http: bool = False,
+        max_bytes: int | None = None,
+        on_progress: Callable[[int, int | None], None] | None = None,
+    ) -> AddResult:
+        """Download into the home's ``downloads/`` (resumable), add, then drop the download: the blob store keeps
+        the bytes. An interrupted download is resumed by running the same call again; a download whose add fails
+        stays in ``downloads/`` for the user to look at."""
+        from lorahub.sdk.adding import AddOptions
+        from lorahub.sdk.download import DEFAULT_MAX_BYTES, download
+
+        fetched = download(
+            url,
+            self.settings.home / "downloads",
+            expected_sha256=expected_sha256,
+            allow_http=allow_http,
+            max_bytes=max_bytes if max_bytes is not None else DEFAULT_MAX_BYTES,
+            on_progress=on_progress,
+        )
+        result = self.add(fetched.path, options or AddOptions())
+        fetched.path.unlink(missing_ok=True)
+        return result
 
     def add_tree(
         self, root: str | os.PathLike[str], options: AddOptions | None = None, *, progress: Progress | None = None

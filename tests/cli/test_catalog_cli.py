@@ -225,3 +225,37 @@ def test_fresh_home_commands_need_no_init(sqlite_home: Home, tmp_path: Path) -> 
     assert sqlite_home.json("config", "show")["home"] == str(sqlite_home.root)  # type: ignore[index]
     result = sqlite_home.run("add", str(_adapter(tmp_path, "x")), check=False)
     assert "error[key-not-found]" in result.stderr and "keys create" in result.stderr
+
+
+def test_add_url_from_a_local_server(sqlite_home: Home, tmp_path: Path) -> None:
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    write_example_lora(served / "remote-style.safetensors", rank=1, name="remote-style")
+    sha256 = hashlib.sha256((served / "remote-style.safetensors").read_bytes()).hexdigest()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/remote-style.safetensors"
+    try:
+        sqlite_home.run("keys", "create", "Alice <alice@studio.example>")
+        refused = sqlite_home.run("add", url, check=False)
+        assert "error[download-failed]" in refused.stderr and "--allow-http" in refused.stderr
+        wrong = sqlite_home.run("add", url, "--allow-http", "--sha256", "0" * 64, check=False)
+        assert "error[hash-mismatch]" in wrong.stderr
+        added = sqlite_home.json("add", url, "--allow-http", "--sha256", sha256.upper())
+        assert added["name"] == "remote-style" and added["sha256"] == sha256  # type: ignore[index]
+        assert sqlite_home.json("verify", "remote-style")["ok"] is True  # type: ignore[index]
+        assert list((sqlite_home.root / "downloads").glob("*.safetensors")) == []
+    finally:
+        server.shutdown()
