@@ -20,6 +20,7 @@ from lorahub.cli.adapters import (
     rm_command,
     search_command,
     show_command,
+    sign_command,
 )
 from lorahub.cli.dev import dev_group
 from lorahub.cli.home import config_group, init_command
@@ -56,6 +57,7 @@ for command in (
     list_command,
     search_command,
     show_command,
+    sign_command,
     rm_command,
     export_command,
     gc_command,

@@ -236,6 +236,17 @@ def show_command(context: HubContext, ref: str, as_json: bool) -> None:
         _output.stdout.print(f"[cyan]{'audit':<15}[/] {event['time']} {event['action']} by {event['actor'][:16]}…")
 
 
+@click.command("sign")
+@click.argument("ref")
+@click.option("--key", help="The identity to sign with (default: the default identity).")
+@pass_hub_context
+def sign_command(context: HubContext, ref: str, key: str | None) -> None:
+    """Add your signature to a catalogued card (a curator vouching for it); the card itself never changes."""
+    view, added = context.hub.sign(ref, key=key)
+    state = "signed" if added else "already signed by this key:"
+    _output.stdout.print(f"{state} {view.name}@{view.version}")
+
+
 @click.command("rm")
 @click.argument("ref")
 @pass_hub_context

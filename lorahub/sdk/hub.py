@@ -92,7 +92,10 @@ class Hub:
         passphrase = self._passphrase(passphrase_env) if passphrase_env else None
         if passphrase_env and passphrase is None:
             raise errors.PassphraseError(f"the environment variable {passphrase_env} is empty or not set")
+        first = self.keys.default() is None
         identity = self.keys.create(user_id, passphrase)
+        if first:  # the first identity signs by default; `keys default` changes it
+            self.keys.set_default(identity.fingerprint)
         signer = self.keys.signer(identity.fingerprint, passphrase)
         self.catalog.trust_key(
             identity.fingerprint, identity.user_id, identity.public_pem, own=True, audit=self._actor(signer)
@@ -277,6 +280,20 @@ class Hub:
             ],
             "audit": [event_dict(e) for e in events if e.subject_version in (None, version.number)],
         }
+
+    def sign(self, ref: str, *, key: str | None = None) -> tuple[VersionView, bool]:
+        """Add this home's signature (the default identity, or ``key``) to a catalogued card: a curator vouching
+        for a trainer's card. Returns the version and whether a signature was added (False: that key had signed)."""
+        from lorahub.signing.signed import cosign
+
+        version = self.version(ref)
+        signer = self.signer(key)
+        signed = cosign(self.signed_card(version), signer)
+        new = next(s for s in signed.envelope.signatures if s.keyid == signer.keyid)
+        added = self.catalog.add_signature(
+            version, signer.keyid, base64.b64encode(new.sig).decode("ascii"), audit=self._actor(signer)
+        )
+        return view_of(version), added
 
     def remove(self, ref: str) -> list[VersionView]:
         """``name@N`` removes that version; a bare name removes every version of it."""

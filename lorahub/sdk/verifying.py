@@ -144,6 +144,8 @@ def _card(hub: Hub, report: VerifyReport, path: Path, inspected: Report, catalog
 
 
 def _signatures(hub: Hub, report: VerifyReport, signed: SignedCard, policy: Policy) -> None:
+    """Every signature by a known key must verify; one by a key this home has never seen cannot be checked, and is
+    listed rather than failed (a co-signer the verifier does not know is not tampering)."""
     from lorahub.signing.signed import verify_card
 
     verification = verify_card(signed, hub)
@@ -151,19 +153,21 @@ def _signatures(hub: Hub, report: VerifyReport, signed: SignedCard, policy: Poli
         {"fingerprint": s.keyid, "name": s.name, "valid": s.valid, "trust": s.trust, "reason": s.reason}
         for s in verification.signatures
     ]
-    invalid = [s for s in verification.signatures if not s.valid]
-    count = len(verification.signatures)
-    report.add(
-        "signatures valid",
-        count > 0 and not invalid,
-        f"{count - len(invalid)} of {count} valid" + "".join(f"; {s.keyid[:16]}…: {s.reason}" for s in invalid),
-    )
+    checks = verification.signatures
+    unknown = [c for c in checks if c.trust == "unknown" and not c.valid]
+    invalid = [c for c in checks if not c.valid and c not in unknown]
+    checkable = len(checks) - len(unknown)
+    detail = f"{checkable - len(invalid)} of {checkable} checkable valid"
+    detail += "".join(f"; {c.keyid[:16]}…: {c.reason}" for c in invalid)
+    if unknown:
+        detail += f"; {len(unknown)} by unknown key(s), not checkable: " + ", ".join(c.keyid[:16] for c in unknown)
+    report.add("signatures valid", checkable > 0 and not invalid, detail)
     trusted = [
         fp
         for fp in verification.trusted_signers
         if not policy.trusted_signers or any(fp.startswith(p.lower()) for p in policy.trusted_signers)
     ]
-    states = ", ".join(f"{s.keyid[:16]}… {s.trust}" for s in verification.signatures) or "unsigned"
+    states = ", ".join(f"{c.keyid[:16]}… {c.trust}" for c in checks) or "unsigned"
     report.add("signer trusted", bool(trusted) or not policy.require_signature, states)
 
 

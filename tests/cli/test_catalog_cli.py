@@ -259,3 +259,35 @@ def test_add_url_from_a_local_server(sqlite_home: Home, tmp_path: Path) -> None:
         assert list((sqlite_home.root / "downloads").glob("*.safetensors")) == []
     finally:
         server.shutdown()
+
+
+def test_cosign_export_remove_and_gc(sqlite_home: Home, tmp_path: Path) -> None:
+    home = sqlite_home
+    home.run("keys", "create", "Trainer <trainer@example.com>")
+    home.run("keys", "create", "Curator <curator@example.com>")
+    path = _adapter(tmp_path, "portable")
+    home.run("add", str(path), "--license", "MIT")
+    home.run("sign", "portable", "--key", "Curator")
+    signatures = home.json("show", "portable")["signatures"]  # type: ignore[index]
+    assert sorted(s["name"] for s in signatures) == ["Curator <curator@example.com>", "Trainer <trainer@example.com>"]
+    assert all(s["valid"] for s in signatures)
+    assert "already signed" in home.run("sign", "portable", "--key", "Curator").stdout
+
+    exported = tmp_path / "exported.safetensors"
+    home.run("export", "portable", str(exported))
+    elsewhere = Home(tmp_path / "elsewhere")  # verifiable without the registry, once the signer is trusted
+    elsewhere.run("keys", "create", "Someone <someone@example.com>")
+    assert "signer trusted" in _failed_checks(elsewhere, str(exported))
+    pem = tmp_path / "curator.pem"
+    pem.write_text(home.run("keys", "export", "Curator").stdout)
+    elsewhere.run("trust", "add", str(pem))
+    assert elsewhere.json("verify", str(exported))["ok"] is True
+
+    home.run("rm", "portable")
+    assert home.json("list") == []
+    assert len(home.json("list", "--removed")) == 1  # type: ignore[arg-type]
+    assert "catalogue" in _failed_checks(home, str(exported))  # catalogued, but removed
+    assert "removed 1 blob(s)" in home.run("gc").stdout
+    actions = [e["action"] for e in home.json("audit", "--adapter", "portable")]  # type: ignore[union-attr]
+    assert actions == ["add", "sign", "export", "remove", "verify-failed"]
+    assert home.json("audit", "--verify")["ok"] is True
