@@ -25,6 +25,8 @@ require_license = false
 forbidden_licenses = []
 # The card's dataset consent must be known (not "unknown").
 require_known_consent = false
+# Refuse adapters whose dataset includes items whose owners opted out of training.
+forbid_opted_out = false
 # Keys that match no known layout (loaders would silently ignore them).
 max_unknown_keys = 0
 """
@@ -37,6 +39,7 @@ class Policy:
     require_license: bool = False
     forbidden_licenses: list[str] = field(default_factory=list)
     require_known_consent: bool = False
+    forbid_opted_out: bool = False
     max_unknown_keys: int = 0
     source: str = "built-in default"
 

@@ -193,6 +193,8 @@ def _policy(report: VerifyReport, signed: SignedCard | None, policy: Policy) -> 
         failures.append(f"licence {license_id} is forbidden")
     if policy.require_known_consent and (card is None or card.consent.status == "unknown"):
         failures.append("dataset consent unknown")
+    if policy.forbid_opted_out and card is not None and card.consent.status == "opted-out":
+        failures.append("the dataset includes items whose owners opted out")
     if policy.require_signature and signed is None:
         failures.append("unsigned")
     report.add("policy", not failures, "; ".join(failures) or f"passes {policy.source}")
