@@ -25,3 +25,13 @@ def example_lora(out: Path, rank: int, alpha: float, seed: int) -> None:
 
     write_example_lora(out, rank=rank, alpha=alpha, seed=seed, name=out.stem)
     _output.stderr.print(f"wrote {out}")
+
+
+@dev_group.command("example-dataset")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def example_dataset(directory: Path) -> None:
+    """Write four captioned images and a sources.csv; the last image opts out of data mining in its own XMP."""
+    from lorahub.dev.example_dataset import write_example_dataset
+
+    sources = write_example_dataset(directory)
+    _output.stderr.print(f"wrote {directory} (sources: {sources})")

@@ -298,16 +298,23 @@ def build_card(
 
 
 def _consent(path: Path | None, consent_cls: Any) -> Any:
+    """``--consent`` takes a dataset manifest (``lorahub dataset scan``: the card pins it by digest and carries its
+    summary) or a plain JSON consent record with a ``status``."""
     if path is None:
         return consent_cls(status="unknown")
     try:
         record = json.loads(check_path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise errors.CardError(f"{path}: the consent record is not JSON ({exc})") from None
+    from lorahub.consent.manifest import SCHEMA as MANIFEST_SCHEMA
+    from lorahub.consent.manifest import load
     from lorahub.signing.card import CONSENT_STATUSES
 
+    if isinstance(record, dict) and record.get("schema") == MANIFEST_SCHEMA:
+        return load(path).card_consent()
     if not isinstance(record, dict) or record.get("status") not in CONSENT_STATUSES:
         raise errors.CardError(
-            f"{path}: a consent record is a JSON object whose 'status' is one of {', '.join(CONSENT_STATUSES)}"
+            f"{path}: a consent record is a dataset manifest (lorahub dataset scan) or a JSON object whose "
+            f"'status' is one of {', '.join(CONSENT_STATUSES)}"
         )
     return consent_cls(status=record["status"], record=record)
