@@ -45,6 +45,18 @@ step "lorahub verify: by name, and a file carrying its own signed card"
 lorahub verify analog-svd
 lorahub verify "$work/pixel-example.safetensors"
 
+step "dataset consent: scan training images (captions, sources, opt-out signals in the images), check, carry it"
+lorahub dev example-dataset "$work/images"
+lorahub dataset scan "$work/images" --sources "$work/images/sources.csv" --out "$work/manifest.json"
+lorahub dataset check "$work/manifest.json" || true
+lorahub dev example-lora "$work/trained.safetensors" --rank 4 --seed 7
+lorahub add "$work/trained.safetensors" --name consent-demo --consent "$work/manifest.json" --license MIT
+printf 'forbid_opted_out = true\n' > "$work/strict-policy.toml"
+set +e
+lorahub verify consent-demo --policy "$work/strict-policy.toml" > /dev/null
+echo "verify with a policy that forbids opted-out data: exit code $?"
+set -e
+
 step "lorahub list / search / show"
 lorahub list
 lorahub search analog

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 from rich.markup import escape
 
+from lorahub import errors
 from lorahub.cli import _output
+
+if TYPE_CHECKING:
+    from lorahub.consent import ConsentReport
 
 
 @click.group("dataset")
@@ -35,13 +41,25 @@ def dataset_scan(directory: Path, sources: Path | None, out: Path) -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def dataset_check(manifest: Path, as_json: bool) -> None:
-    """Counts by status; flags opted-out items, unknowns, and minors or real people without a release."""
+    """Counts by status; flags opted-out items, unknowns, and minors or real people without a release.
+
+    Exits 7 when an item is opted out or a person lacks a release (unknowns are reported, not failed).
+    """
     from lorahub.consent import check, load
 
     report = check(load(manifest))
     if as_json:
         _output.print_json(report.as_dict())
-        return
+    else:
+        _render(report)
+    if not report.ok:
+        raise errors.VerificationFailedError(
+            f"{manifest}: items opted out, or people without a release",
+            hint="Remove those images (or record the releases in the sources file) and scan again.",
+        )
+
+
+def _render(report: ConsentReport) -> None:
     counts = ", ".join(f"{status} {n}" for status, n in report.counts.items() if n) or "no images"
     _output.stdout.print(f"{counts}\ncard status: [bold]{report.card_status}[/]  digest {report.manifest_digest}")
     for item in report.opted_out:
@@ -50,4 +68,5 @@ def dataset_check(manifest: Path, as_json: bool) -> None:
         _output.stdout.print(f"[red]people[/]     {escape(flag.path)}: {escape(flag.problem)}")
     if report.unknown:
         _output.stdout.print(f"[yellow]unknown[/]    {len(report.unknown)} image(s) with no consent information")
-    _output.stdout.print("[green]ok[/]" if report.ok else "[bold red]not ok[/]: see the lines above")
+    if report.ok:
+        _output.stdout.print("[green]ok[/]")

@@ -189,12 +189,13 @@ def _entry(data: Any, source: str, index: int) -> CatalogueLicense:
 
 
 def _check_unique(entries: list[CatalogueLicense], source: str) -> None:
-    """Ids and aliases must resolve to exactly one licence, ignoring case, or resolution would be order-dependent."""
+    """Ids and aliases must resolve to exactly one licence, ignoring case, or resolution would be order-dependent.
+    An alias may repeat its own id in another case (HF writes ``apache-2.0`` for SPDX ``Apache-2.0``)."""
     seen: dict[str, str] = {}
     for entry in entries:
         for name in (entry.id, *entry.aliases):
             key = name.casefold()
-            if key in seen:
+            if seen.get(key, entry.id) != entry.id:
                 raise _fail(source, repr(entry.id), f"id or alias {name!r} is already used by {seen[key]!r}")
             seen[key] = entry.id
     if UNKNOWN not in seen:

@@ -16,10 +16,12 @@ def test_manifest_flows_into_the_card_and_the_policy(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
     home = Home(tmp_path / "home")
     home.run("dataset", "scan", str(images), "--sources", str(sources), "--out", str(manifest))
-    report = home.json("dataset", "check", str(manifest))
-    assert report["ok"] is False and report["card_status"] == "opted-out"  # type: ignore[index]
-    assert [o["path"] for o in report["opted_out"]] == ["img-3.png"]  # type: ignore[index]
-    assert report["counts"]["licensed"] == 1  # type: ignore[index]
+    checked = home.run("dataset", "check", str(manifest), "--json", check=False)
+    assert checked.returncode == 7 and "error[verification-failed]" in checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] is False and report["card_status"] == "opted-out"
+    assert [o["path"] for o in report["opted_out"]] == ["img-3.png"]
+    assert report["counts"]["licensed"] == 1
 
     home.run("keys", "create", "Trainer <trainer@example.com>")
     adapter = tmp_path / "styled.safetensors"
@@ -28,7 +30,7 @@ def test_manifest_flows_into_the_card_and_the_policy(tmp_path: Path) -> None:
     card = home.json("show", "styled")["card"]  # type: ignore[index]
     digest = json.loads(manifest.read_text())  # the card pins the manifest by digest
     assert card["consent"]["status"] == "opted-out"
-    assert card["consent"]["manifest_digest"] == report["manifest_digest"]  # type: ignore[index]
+    assert card["consent"]["manifest_digest"] == report["manifest_digest"]
     assert digest["schema"] == "lorahub.dataset-manifest/v1"
     assert home.json("list", "--consent", "opted-out")[0]["name"] == "styled"  # type: ignore[index]
 
