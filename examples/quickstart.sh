@@ -45,6 +45,13 @@ step "lorahub verify: by name, and a file carrying its own signed card"
 lorahub verify analog-svd
 lorahub verify "$work/pixel-example.safetensors"
 
+step "lorahub license check: may these go together, and be used commercially? (guidance with citations)"
+lorahub license check catundchat-sd15 --base-license creativeml-openrail-m
+set +e
+lorahub license check --license MIT --base-license flux-1-dev-non-commercial-license --use commercial
+echo "FLUX.1 [dev] outputs for commercial use: exit code $? (10 = uncertain)"
+set -e
+
 step "dataset consent: scan training images (captions, sources, opt-out signals in the images), check, carry it"
 lorahub dev example-dataset "$work/images"
 lorahub dataset scan "$work/images" --sources "$work/images/sources.csv" --out "$work/manifest.json"

@@ -222,3 +222,21 @@ class PartialFailureError(LorahubError):
     """A batch finished, but some of its items failed (they are listed before this error)."""
 
     code = "partial-failure"
+
+
+# --- licences --------------------------------------------------------------------------------------------------
+
+
+class LicenseForbiddenError(LorahubError):
+    code = "license-forbidden"
+    default_hint = "The reasons above cite the clauses; `lorahub license show ID` has the licence's terms."
+
+
+class LicenseUncertainError(LorahubError):
+    code = "license-uncertain"
+    default_hint = "The law or the licence is unsettled here: ask counsel, or choose licences whose terms are clear."
+
+
+class UnknownLicenseError(LorahubError, LookupError):
+    code = "license-unknown"
+    default_hint = "See `lorahub license list` for the identifiers and aliases lorahub knows."

@@ -27,6 +27,7 @@ from lorahub.cli.dev import dev_group
 from lorahub.cli.home import config_group, init_command
 from lorahub.cli.inspect import inspect_command
 from lorahub.cli.keys import keys_group, trust_group
+from lorahub.cli.licenses import license_group
 from lorahub.cli.verify import audit_command, verify_command
 
 
@@ -64,6 +65,7 @@ for command in (
     gc_command,
     verify_command,
     audit_command,
+    license_group,
     dataset_group,
     dev_group,
 ):

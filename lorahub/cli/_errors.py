@@ -30,6 +30,8 @@ EXIT_CODES: tuple[tuple[type[errors.LorahubError], int], ...] = (
     (errors.MissingExtraError, 6),
     (errors.VerificationFailedError, 7),
     (errors.PartialFailureError, 8),
+    (errors.LicenseForbiddenError, 9),
+    (errors.LicenseUncertainError, 10),
     (errors.AdapterNotFoundError, 3),
     (errors.KeyNotFoundError, 3),
     (errors.LorahubError, EXIT_ERROR),

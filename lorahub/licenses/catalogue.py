@@ -256,5 +256,5 @@ def get_license(id_or_alias: str) -> CatalogueLicense:
     read as "terms not known"; ask for ``unknown`` explicitly for that."""
     entry = _index().get(id_or_alias.strip().casefold())
     if entry is None:
-        raise errors.LorahubError(f"unknown licence id {id_or_alias!r}", hint=UNKNOWN_HINT)
+        raise errors.UnknownLicenseError(f"unknown licence id {id_or_alias!r}", hint=UNKNOWN_HINT)
     return entry

@@ -71,18 +71,21 @@ class _Ledger:
     forbidden: bool = False
     uncertain: bool = False
 
-    def note(self, text: str, clause: str, license: str) -> None:
+    weight: dict[Reason, int] = field(default_factory=dict)
+
+    def note(self, text: str, clause: str, license: str, weight: int = 0) -> None:
         reason = Reason(text, clause, license)
         if reason not in self.reasons:
             self.reasons.append(reason)
+        self.weight[reason] = max(weight, self.weight.get(reason, 0))
 
     def forbid(self, text: str, clause: str, license: str) -> None:
         self.forbidden = True
-        self.note(text, clause, license)
+        self.note(text, clause, license, weight=2)
 
     def doubt(self, text: str, clause: str, license: str) -> None:
         self.uncertain = True
-        self.note(text, clause, license)
+        self.note(text, clause, license, weight=1)
 
     def oblige(self, text: str) -> None:
         if text not in self.obligations:
@@ -102,7 +105,9 @@ class _Ledger:
             kind = "allowed-with-obligations"
         else:
             kind = "allowed"
-        return Verdict(kind, list(self.reasons), list(self.obligations), list(self.licenses))
+        # The reasons that decided the verdict come first (a stable sort keeps the order of the rules otherwise).
+        reasons = sorted(self.reasons, key=lambda reason: -self.weight[reason])
+        return Verdict(kind, reasons, list(self.obligations), list(self.licenses))
 
 
 # --- small predicates ------------------------------------------------------------------------------------------
@@ -163,6 +168,12 @@ def _distribution_obligations(ledger: _Ledger, terms: LicenseTerms) -> None:
         return
     _obligation(ledger, lic, "restrictions_travel", f"Carry the {lic.name} use restrictions to derivatives")
     _obligation(ledger, lic, "share_alike", f"License derivatives under {lic.id}")
+    for term, text in (
+        (lic.restrictions_travel, f"{lic.id}'s use restrictions travel to every derivative"),
+        (lic.share_alike, f"{lic.id} is copyleft: derivatives stay under it"),
+    ):
+        if term.applies and term.value != "uncertain":
+            ledger.note(_settled(term, text), term.clause, lic.id)
     _obligation(ledger, lic, "attribution", f"Give the attribution {lic.name} requires")
     _obligation(ledger, lic, "notice", f"Keep the notices {lic.name} requires")
     _obligation(ledger, lic, "revenue_cap", f"Commercial use only under the revenue cap ({lic.revenue_cap.value})")
@@ -199,24 +210,33 @@ def _creator_obligations(ledger: _Ledger, terms: LicenseTerms) -> None:
 # --- clashes ---------------------------------------------------------------------------------------------------
 
 
+def _absorbs(adapter: CatalogueLicense, base: CatalogueLicense) -> bool:
+    """Whether the adapter's licence already carries every term of the base (FAIPL's Prohibited Uses are the
+    Attachment A list of the Open RAIL licences: "designed to be compatible with Stable Diffusion's license")."""
+    return (
+        adapter.restrictions_travel.value == base.restrictions_travel.value
+        and base.commercial_use_model.value == "yes"
+        and not base.revenue_cap.applies
+        and base.share_alike.value == "no"
+    )
+
+
 def _adapter_on_base_clash(ledger: _Ledger, adapter: CatalogueLicense, base: CatalogueLicense) -> None:
     """Matrix §4.2(a): an adapter licence that forbids added terms meets a base whose terms must be added."""
     if adapter.id == base.id or UNKNOWN in (adapter.id, base.id):
         return
     if adapter.share_alike.value == "yes" and base.share_alike.value == "yes":
-        ledger.doubt(
-            f"two copyleft licences ({adapter.id}, {base.id}) each claim the adapter",
-            adapter.share_alike.clause,
-            adapter.id,
-        )
+        text = f"two copyleft licences ({adapter.id}, {base.id}) each claim the adapter"
+        ledger.doubt(text, adapter.share_alike.clause, adapter.id)
         ledger.note("the base's copyleft", base.share_alike.clause, base.id)
     elif _copyleft_free(adapter) and _restrictive(base):
+        if _absorbs(adapter, base):
+            text = f"{adapter.id} already carries {base.id}'s use restrictions ({base.restrictions_travel.value})"
+            ledger.note(text, adapter.restrictions_travel.clause, adapter.id)
+            return
         term = adapter.share_alike if adapter.share_alike.value == "yes" else adapter.no_downstream_restrictions
-        ledger.doubt(
-            f"{adapter.id} forbids adding terms, but {base.id}'s terms must travel with the adapter",
-            term.clause,
-            adapter.id,
-        )
+        text = f"{adapter.id} forbids adding terms, but {base.id}'s terms must travel with the adapter"
+        ledger.doubt(text, term.clause, adapter.id)
         ledger.note("the base's terms bind its derivatives", base.restrictions_travel.clause, base.id)
 
 
@@ -309,6 +329,9 @@ def merge(parts: list[LicenseTerms], base: LicenseTerms | None) -> Verdict:
         "creator",
     )
     if base is not None:
+        lic = base.license
+        text = f"the merge is a derivative of the base, so {lic.id}'s restrictions flow into it"
+        ledger.note(text, lic.derivatives_allowed.clause, lic.id)
         _distribution_obligations(ledger, base)
     for part in parts:
         _merge_part(ledger, part, base)
@@ -331,6 +354,7 @@ def _merge_part(ledger: _Ledger, part: LicenseTerms, base: LicenseTerms | None) 
         )
     if part.different_license_allowed is False:
         ledger.oblige(f"The merge must keep the {lic.id} creator's permissions [{ATT_B}: allowDifferentLicense=false]")
+    ledger.note(f"{lic.id}'s terms hold over the merge", lic.derivatives_allowed.clause, lic.id)
     _distribution_obligations(ledger, part)
     if base is not None:
         _adapter_on_base_clash(ledger, lic, base.license)

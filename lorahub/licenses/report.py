@@ -3,6 +3,7 @@ from what the engine says (``tests/licenses`` checks ``docs/licenses.md`` agains
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lorahub.licenses.engine import Use, Verdict, effective, merge, use
@@ -79,7 +80,7 @@ def _clauses(verdict: Verdict) -> str:
     for reason in verdict.reasons:
         if reason.license == "creator" and verdict.verdict != "forbidden":
             continue
-        text = reason.clause.split(":")[0].split(";")[0].strip()[:48]
+        text = re.split(r'[":;]', reason.clause, maxsplit=1)[0].strip()[:48]
         entry = f"{_short(reason.license)} {text}"
         if entry not in cited:
             cited.append(entry)

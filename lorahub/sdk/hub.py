@@ -18,6 +18,7 @@ from lorahub.sdk.home import Settings, mask_url
 from lorahub.sdk.policy import Policy, ensure_default_policy
 
 if TYPE_CHECKING:
+    from lorahub.licenses import LicenseTerms, Verdict
     from lorahub.registry.blobs import BlobStore
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
     from lorahub.sdk.adding import AddOptions, AddResult
@@ -330,6 +331,44 @@ class Hub:
             if self.blobs.remove(sha256):
                 removed, freed = removed + 1, freed + size
         return removed, freed
+
+    # --- licences ---------------------------------------------------------------------------------------------
+
+    def license_check(
+        self,
+        items: list[str],
+        *,
+        licenses: list[str] | None = None,
+        base_license: str | None = None,
+        merge: bool = False,
+        use: str | None = None,
+        subject: str = "outputs",
+    ) -> Verdict:
+        """May these adapters (catalogued names or bare licence ids) be used on ``base_license``, merged, or used
+        for ``use``? What merge, stack, load and generate ask before they act."""
+        from lorahub import licenses as engine
+
+        parts = [self._license_terms(item) for item in items] + [engine.terms_for(i) for i in licenses or []]
+        if not parts:
+            raise errors.LorahubError(
+                "name at least one adapter or licence", hint="e.g. lorahub license check pixel-art --use commercial"
+            )
+        base = engine.terms_for(base_license) if base_license else None
+        if use is not None:
+            return engine.use(parts, base, use, subject=subject)  # type: ignore[arg-type]
+        if merge or len(parts) > 1:
+            return engine.merge(parts, base)
+        return engine.effective(parts[0], base)
+
+    def _license_terms(self, item: str) -> LicenseTerms:
+        """A catalogued adapter's card licence (with its Civitai-style permissions), else a licence id or alias."""
+        from lorahub import licenses as engine
+
+        try:
+            version = self.version(item)
+        except errors.LorahubError:
+            return engine.terms_for(item)
+        return engine.from_card_license(self.signed_card(version).card.license)
 
     # --- audit ------------------------------------------------------------------------------------------------
 
