@@ -84,7 +84,7 @@ class AddResult:
 
 def add_file(hub: Hub, path: str | os.PathLike[str], options: AddOptions) -> AddResult:
     signer = hub.signer() if options.sign else None
-    actor = hub._actor(signer)
+    actor = hub.audit_actor(signer)
     result = commit(hub, prepare(hub, Path(path), options), options, signer=signer, actor=actor)
     if result.already:
         return result

@@ -54,7 +54,7 @@ def add_tree(
         )
     files = sorted(p for p in root.rglob(PATTERN) if p.is_file() and not p.name.startswith("."))
     signer = hub.signer() if options.sign else None
-    actor = hub._actor(signer)
+    actor = hub.audit_actor(signer)
     result = BatchResult()
     stats = {f: f.stat() for f in files}
     resolved = {f: str(f.resolve()) for f in files}

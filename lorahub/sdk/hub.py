@@ -99,7 +99,7 @@ class Hub:
             self.keys.set_default(identity.fingerprint)
         signer = self.keys.signer(identity.fingerprint, passphrase)
         self.catalog.trust_key(
-            identity.fingerprint, identity.user_id, identity.public_pem, own=True, audit=self._actor(signer)
+            identity.fingerprint, identity.user_id, identity.public_pem, own=True, audit=self.audit_actor(signer)
         )
         return identity
 
@@ -119,12 +119,12 @@ class Hub:
         from lorahub.signing.keys import public_key_from_pem
 
         _, fingerprint = public_key_from_pem(pem)
-        self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self._actor())
+        self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self.audit_actor())
         return self.lookup_required(fingerprint)
 
     def trust_revoke(self, fingerprint: str) -> KeyRecord:
         record = self.lookup_required(self._full_fingerprint(fingerprint))
-        self.catalog.revoke_key(record.fingerprint, audit=self._actor())
+        self.catalog.revoke_key(record.fingerprint, audit=self.audit_actor())
         return self.lookup_required(record.fingerprint)
 
     def trusted_keys(self) -> list[KeyRecord]:
@@ -159,7 +159,7 @@ class Hub:
             raise errors.AmbiguousKeyError(f"{prefix!r} matches {len(matches)} keys")
         return matches[0]
 
-    def _actor(self, signer: Signer | None = None) -> Any:
+    def audit_actor(self, signer: Signer | None = None) -> Any:
         """The identity that signs audit events: the given signer, else the default identity."""
         from lorahub.registry.catalog import AuditActor
 
@@ -224,7 +224,7 @@ class Hub:
     def _log_quietly(self, action: str, digest: str | None, details: dict[str, Any]) -> None:
         """Audit a read-only event when an identity can sign it without asking for a passphrase."""
         try:
-            actor = self._actor()
+            actor = self.audit_actor()
         except errors.LorahubError:
             return
         record = self.catalog.find_by_content(digest, include_removed=True) if digest else None
@@ -292,7 +292,7 @@ class Hub:
         signed = cosign(self.signed_card(version), signer)
         new = next(s for s in signed.envelope.signatures if s.keyid == signer.keyid)
         added = self.catalog.add_signature(
-            version, signer.keyid, base64.b64encode(new.sig).decode("ascii"), audit=self._actor(signer)
+            version, signer.keyid, base64.b64encode(new.sig).decode("ascii"), audit=self.audit_actor(signer)
         )
         return view_of(version), added
 
@@ -301,7 +301,7 @@ class Hub:
         from lorahub.sdk.refs import parse_ref
 
         parsed = parse_ref(ref)
-        actor = self._actor()
+        actor = self.audit_actor()
         if parsed.name is None or parsed.version is not None:
             version = self.version(ref)
             return [view_of(self.catalog.remove(version.name, version.number, audit=actor))]
