@@ -1,0 +1,392 @@
+"""ΔW: the change a module's tensors make to its base weight, for every LoRA-family kind.
+
+This is the one place where ΔW is computed (DESIGN decision 1): inspect, verify, convert and merge all call it, so
+each formula is written once and tested once. It uses numpy only (inspect and verify run on machines without torch)
+and computes in float64 whatever the storage dtype, returning float32; bf16/fp8 factors arrive already widened by
+:func:`lorahub.files.numeric.to_float32`.
+
+The formulas follow ComfyUI's weight adapters and LyCORIS (``shared/reference/formats.md`` §5.2, §7.3) and PEFT
+for DoRA (§4.1). Where ComfyUI departs from the trainers, the trainers win: DoRA's output-axis norm is taken of
+``W + ΔW`` (PEFT, LyCORIS; ComfyUI uses ``‖W‖``, ComfyUI#15458), and an OFT ``rescale`` is applied (LyCORIS;
+ComfyUI's OFT adapter ignores it).
+
+Kinds that multiply the base weight (GLoRA, OFT, BOFT, IA3, set, DoRA) need it; without it they raise
+:class:`lorahub.errors.LorahubError` rather than return something that looks like a delta.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lorahub import errors
+from lorahub.files.numeric import scalar, to_float32
+from lorahub.formats.layers import ROLE_KIND
+
+if TYPE_CHECKING:
+    from lorahub.files.safetensors import SafetensorsFile
+    from lorahub.formats.base import Module
+
+Array = npt.NDArray[Any]
+
+BASE_KINDS = frozenset({"glora", "oft", "boft", "ia3", "set"})
+"""Kinds whose ΔW is a function of the base weight; DoRA (a ``dora_scale``/``magnitude`` on any kind) is another."""
+
+_EPS_Q = 1e-8
+"""Added to ‖Q‖ before the OFT/BOFT constraint comparison, as ComfyUI and LyCORIS do."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A module's effect on its layer.
+
+    ``weight`` is ΔW with the module's scale already applied, shaped like the base weight ([out, in] or
+    [out, in, kh, kw]); without a base, kinds whose factors are flattened (LoHa, LoKr and GLoRA on convolutions)
+    stay [out, in·kh·kw]. ``bias`` is the bias delta (``diff_b``, ``b_norm``, or the scaled PEFT ``lora_B.bias``).
+    ``kind`` is the layer kind (``lora``, ``locon``, ``lokr``, …) with ``+dora`` appended when a magnitude vector
+    rescaled it; ``scale`` is the factor that was applied (1 for kinds without one).
+    """
+
+    weight: Array
+    bias: Array | None
+    kind: str
+    scale: float
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    tensors: Mapping[str, Array]
+    alpha: float | None
+    base: Array | None
+    rslora: bool
+
+    def get(self, role: str) -> Array:
+        array = self.tensors.get(role)
+        if array is None:
+            raise errors.LorahubError(f"the module has no {role} tensor, which its kind needs")
+        return np.asarray(array, dtype=np.float64)
+
+    def optional(self, role: str) -> Array | None:
+        array = self.tensors.get(role)
+        return None if array is None else np.asarray(array, dtype=np.float64)
+
+    def weight(self) -> Array:
+        if self.base is None:
+            raise errors.LorahubError("this kind needs the base weight", hint="pass --base with the base model")
+        return self.base
+
+
+@dataclass(frozen=True)
+class _Raw:
+    weight: Array
+    bias: Array | None
+    scale: float
+
+
+def _rank_scale(inputs: _Inputs, rank: int) -> float:
+    """``alpha/r`` (rsLoRA ``alpha/sqrt(r)``); no alpha means scale 1; an A1111 ``scale`` tensor overrides both."""
+    explicit = inputs.optional("scale")
+    if explicit is not None:
+        return float(explicit.reshape(-1)[0])
+    if inputs.alpha is None:
+        return 1.0
+    return inputs.alpha / (math.sqrt(rank) if inputs.rslora else rank)
+
+
+def _flat(array: Array) -> Array:
+    return array.reshape(array.shape[0], -1)
+
+
+# --- kinds ---------------------------------------------------------------------------------------------------------
+
+
+def _lora(inputs: _Inputs) -> _Raw:
+    """LoRA, LoCon (4-D down, 1×1 up) and LoCon-Tucker (``mid`` core between 1×1 down and up)."""
+    down, up = inputs.get("down"), inputs.get("up")
+    rank = down.shape[0]
+    scale = _rank_scale(inputs, rank)
+    mid = inputs.optional("mid")
+    if mid is not None:
+        weight = np.einsum("or,rshw,si->oihw", _flat(up), mid, _flat(down))
+    else:
+        weight = (_flat(up) @ _flat(down)).reshape(up.shape[0], *down.shape[1:])
+    up_bias = inputs.optional("up_bias")
+    return _Raw(scale * weight, None if up_bias is None else scale * up_bias, scale)
+
+
+def _tucker(core: Array, b: Array, a: Array) -> Array:
+    """LyCORIS' Tucker rebuild ``einsum('i j k l, j r, i p -> p r k l')``: a [r,out], b [r,in], core [r,r,kh,kw]."""
+    result: Array = np.einsum("ijkl,jr,ip->prkl", core, _flat(b), a)
+    return result
+
+
+def _loha(inputs: _Inputs) -> _Raw:
+    """LoHa: the Hadamard product of two low-rank (or Tucker) products, scaled by ``alpha / w1_b rows``."""
+    products = []
+    for n in (1, 2):
+        a, b, core = inputs.get(f"hada_w{n}_a"), inputs.get(f"hada_w{n}_b"), inputs.optional(f"hada_t{n}")
+        products.append(_flat(a) @ _flat(b) if core is None else _tucker(core, b, a))
+    scale = _rank_scale(inputs, inputs.get("hada_w1_b").shape[0])
+    return _Raw(scale * products[0] * products[1], None, scale)
+
+
+def _lokr_factor(inputs: _Inputs, n: int) -> tuple[Array, int | None]:
+    whole = inputs.optional(f"lokr_w{n}")
+    if whole is not None:
+        return whole, None
+    a, b = inputs.get(f"lokr_w{n}_a"), inputs.get(f"lokr_w{n}_b")
+    core = inputs.optional("lokr_t2") if n == 2 else None
+    return (_flat(a) @ _flat(b) if core is None else _tucker(core, b, a)), b.shape[0]
+
+
+def _lokr(inputs: _Inputs) -> _Raw:
+    """LoKr: ``kron(w1, w2)``; scale ``alpha / w2_b rows`` (else ``w1_b`` rows); full-rank LoKr ignores alpha."""
+    w1, rank1 = _lokr_factor(inputs, 1)
+    w2, rank2 = _lokr_factor(inputs, 2)
+    rank = rank2 if rank2 is not None else rank1
+    scale = 1.0 if rank is None else _rank_scale(inputs, rank)
+    if w2.ndim == 4 and w1.ndim == 2:
+        w1 = w1[:, :, None, None]
+    return _Raw(scale * np.kron(w1, w2), None, scale)
+
+
+def _full(inputs: _Inputs) -> _Raw:
+    """LyCORIS ``full``: the delta itself; a lone ``diff_b`` gives a zero weight delta (base-shaped if known)."""
+    diff, bias = inputs.optional("diff"), inputs.optional("diff_b")
+    if diff is None:
+        bias = inputs.get("diff_b")
+        diff = np.zeros_like(inputs.base) if inputs.base is not None else np.zeros((bias.shape[0], 0))
+    return _Raw(diff, bias, 1.0)
+
+
+def _norm(inputs: _Inputs) -> _Raw:
+    """Norm-layer deltas (``w_norm``/``b_norm``), added as they are."""
+    return _Raw(inputs.get("w_norm"), inputs.optional("b_norm"), 1.0)
+
+
+def _set(inputs: _Inputs) -> _Raw:
+    """``set_weight`` replaces the weight (BFL control norm scales), so ΔW is the difference to the base."""
+    base = inputs.weight()
+    return _Raw(inputs.get("set_weight").reshape(base.shape) - base, None, 1.0)
+
+
+def _glora_is_old(a1: Array, a2: Array, b1: Array, b2: Array, base: Array) -> bool:
+    """ComfyUI's shape test: the old LyCORIS layout unless the new one also fits and the base is not square."""
+    old = b2.shape[1] == b1.shape[0] == a1.shape[0] == a2.shape[1]
+    new = b2.shape[0] == b1.shape[1] == a1.shape[1] == a2.shape[0]
+    if not old and not new:
+        raise errors.LorahubError("GLoRA factor shapes fit neither the old nor the new layout")
+    return old and (not new or a2.shape[0] == base.shape[0] == base.shape[1])
+
+
+def _glora(inputs: _Inputs) -> _Raw:
+    """GLoRA: new layout ``W·a1·a2 + b1·b2`` (r = a2 rows), old ``b2·b1 + W·a2·a1`` (r = a1 rows)."""
+    base = inputs.weight()
+    a1, a2, b1, b2 = (_flat(inputs.get(f"glora_{n}")) for n in ("a1", "a2", "b1", "b2"))
+    if _glora_is_old(a1, a2, b1, b2, base):
+        scale = _rank_scale(inputs, a1.shape[0])
+        weight = b2 @ b1 + (_flat(base) @ a2) @ a1
+    else:
+        scale = _rank_scale(inputs, a2.shape[0])
+        through_a = np.einsum("oj...,jk->ok...", np.einsum("oi...,ij->oj...", base, a1), a2)
+        weight = through_a.reshape(base.shape) + (b1 @ b2).reshape(base.shape)
+    return _Raw(scale * weight.reshape(base.shape), None, scale)
+
+
+def cayley(blocks: Array, constraint: float) -> Array:
+    """``R = (I+Q)(I−Q)⁻¹`` with ``Q = B − Bᵀ`` per block; a positive ``constraint`` caps the Frobenius norm of
+    all of Q (LyCORIS/ComfyUI use alpha so; kohya OFT files mean ``alpha·out_dim``, which the caller must pass)."""
+    q = blocks - np.swapaxes(blocks, -1, -2)
+    if constraint > 0:
+        norm = float(np.linalg.norm(q)) + _EPS_Q
+        if norm > constraint:
+            q = q * (constraint / norm)
+    eye = np.eye(blocks.shape[-1])
+    result: Array = (eye + q) @ np.linalg.inv(eye - q)
+    return result
+
+
+def _rescaled(inputs: _Inputs, rotated: Array, base: Array) -> Array:
+    rescale = inputs.optional("oft_rescale")
+    if rescale is None:
+        return rotated
+    return rotated * rescale.reshape(base.shape[0], *([1] * (base.ndim - 1)))
+
+
+def _oft(inputs: _Inputs) -> _Raw:
+    """Diagonal OFT: each block of output rows is rotated by ``Rᵀ`` (ComfyUI's ``einsum('k n m, k n ...')``)."""
+    base = inputs.weight()
+    blocks = inputs.get("oft_blocks")
+    rotation = cayley(blocks, inputs.alpha or 0.0)
+    grouped = base.reshape(blocks.shape[0], blocks.shape[1], *base.shape[1:])
+    rotated = np.einsum("knm,kn...->km...", rotation, grouped).reshape(base.shape)
+    return _Raw(_rescaled(inputs, rotated, base) - base, None, 1.0)
+
+
+def _boft(inputs: _Inputs) -> _Raw:
+    """BOFT: ``m`` butterfly stages; stage i regroups rows with stride ``2^i·b/2``, rotates blocks, regroups back."""
+    base = inputs.weight()
+    blocks = inputs.get("oft_blocks")
+    stages, _, size, _ = blocks.shape
+    rotation = cayley(blocks, inputs.alpha or 0.0)
+    rest = base.shape[1:]
+    current = base
+    for i in range(stages):
+        stride = 2**i * (size // 2)
+        grouped = current.reshape(-1, 2, stride, *rest).swapaxes(1, 2).reshape(-1, size, *rest)
+        turned = np.einsum("bij,bj...->bi...", rotation[i], grouped)
+        current = turned.reshape(-1, stride, 2, *rest).swapaxes(1, 2).reshape(base.shape)
+    return _Raw(_rescaled(inputs, current, base) - base, None, 1.0)
+
+
+def _ia3(inputs: _Inputs) -> _Raw:
+    """(IA)^3: ``W ⊙ w`` along the output axis, or the input axis when ``on_input`` is set (A1111); no scale."""
+    base = inputs.weight()
+    vector = inputs.get("ia3_weight").reshape(-1)
+    flag = inputs.optional("ia3_on_input")
+    on_input = flag is not None and bool(np.any(flag))
+    shape = [1] * base.ndim
+    shape[1 if on_input else 0] = vector.shape[0]
+    return _Raw(base * vector.reshape(shape), None, 1.0)
+
+
+KINDS: Mapping[str, Callable[[_Inputs], _Raw]] = {
+    "lora": _lora,
+    "locon": _lora,
+    "lora-tucker": _lora,
+    "loha": _loha,
+    "lokr": _lokr,
+    "full": _full,
+    "norm": _norm,
+    "set": _set,
+    "glora": _glora,
+    "oft": _oft,
+    "boft": _boft,
+    "ia3": _ia3,
+}
+"""Kind → ΔW rule. Kind names are those of :func:`lorahub.formats.layers.layer_kind`."""
+
+
+def kind_of(tensors: Mapping[str, Array]) -> str:
+    """The layer kind from roles and array ranks, with the priorities of :func:`lorahub.formats.layers.layer_kind`."""
+    found = [ROLE_KIND[role] for role in tensors if role in ROLE_KIND]
+    if not found:
+        return "full" if "diff_b" in tensors else "unknown"
+    kind = min(found)[1]
+    if kind == "oft":
+        return "boft" if np.ndim(tensors["oft_blocks"]) == 4 else "oft"
+    if kind == "lora":
+        if "mid" in tensors:
+            return "lora-tucker"
+        if "down" in tensors and np.ndim(tensors["down"]) == 4:
+            return "locon"
+    return kind
+
+
+# --- DoRA ----------------------------------------------------------------------------------------------------------
+
+
+def _dora(tensors: Mapping[str, Array], base: Array, delta: Array) -> Array:
+    """``W' = m · (W+ΔW)/‖W+ΔW‖`` and ΔW' = W' − W. The norm is per output row for PEFT ``magnitude`` [out] and a
+    ``dora_scale`` [out,1,…], per input column for a ``dora_scale`` [1,in,…] (LyCORIS before ``wd_on_output``)."""
+    magnitude = tensors.get("magnitude")
+    if magnitude is None:
+        magnitude = tensors["dora_scale"]
+    magnitude = np.asarray(magnitude, dtype=np.float64)
+    combined = base + delta
+    out_dim = combined.shape[0]
+    if magnitude.shape[0] == out_dim and magnitude.size == out_dim:
+        norm = np.linalg.norm(_flat(combined), axis=1).reshape(out_dim, *([1] * (combined.ndim - 1)))
+        scaled = combined * (magnitude.reshape(norm.shape) / norm)
+    else:
+        in_dim = combined.shape[1]
+        if magnitude.size != in_dim:
+            raise errors.LorahubError(
+                f"DoRA magnitude has shape {list(magnitude.shape)}, which fits neither {out_dim} outputs nor "
+                f"{in_dim} inputs of the base weight"
+            )
+        norm = np.linalg.norm(_flat(np.swapaxes(combined, 0, 1)), axis=1)
+        norm = norm.reshape(1, in_dim, *([1] * (combined.ndim - 2)))
+        scaled = combined * (magnitude.reshape(norm.shape) / norm)
+    result: Array = scaled - base
+    return result
+
+
+# --- entry points --------------------------------------------------------------------------------------------------
+
+
+def _fit(weight: Array, base: Array | None) -> Array:
+    """Give ΔW the base weight's shape (LoHa/LoKr/GLoRA conv factors are flattened); refuse a size mismatch."""
+    if base is None or weight.shape == base.shape:
+        return weight
+    if weight.size != base.size:
+        raise errors.LorahubError(
+            f"the module's delta has shape {list(weight.shape)} but the base weight has shape {list(base.shape)}"
+        )
+    return weight.reshape(base.shape)
+
+
+def delta_weight(
+    tensors: Mapping[str, Array],
+    *,
+    alpha: float | None,
+    base: Array | None = None,
+    rslora: bool = False,
+) -> Delta:
+    """ΔW of one module from its tensors by role (see ``lorahub.formats.base.ROLES``), already widened to float.
+
+    ``alpha`` is the module's alpha (tensor or config; an ``alpha`` entry in ``tensors`` is ignored): a scale
+    ``alpha/r`` for rank-based kinds (``alpha/sqrt(r)`` with ``rslora``), the norm constraint for OFT/BOFT, unused
+    elsewhere. ``base`` is the layer's weight; GLoRA, OFT, BOFT, IA3, set and DoRA need it.
+    """
+    kind = kind_of(tensors)
+    rule = KINDS.get(kind)
+    if rule is None:
+        raise errors.LorahubError(f"no ΔW rule for a module with tensors {', '.join(sorted(tensors))}")
+    dora = "magnitude" in tensors or "dora_scale" in tensors
+    if (kind in BASE_KINDS or dora) and base is None:
+        label = f"{kind}+dora" if dora else kind
+        raise errors.LorahubError(
+            f"a {label} module's ΔW depends on the base weight, and this module needs the base weight",
+            hint="pass --base with the base model the adapter was trained on",
+        )
+    base64 = None if base is None else np.asarray(base, dtype=np.float64)
+    raw = rule(_Inputs(tensors, alpha, base64, rslora))
+    weight = _fit(raw.weight, base64)
+    bias = raw.bias
+    if kind != "full" and "diff_b" in tensors:  # ComfyUI LoRA extraction: lora_up/lora_down plus diff_b
+        bias = np.asarray(tensors["diff_b"], dtype=np.float64) + (0.0 if bias is None else bias)
+    if dora and base64 is not None:
+        weight = _dora(tensors, base64, weight)
+        kind = f"{kind}+dora"
+    return Delta(
+        weight=weight.astype(np.float32),
+        bias=None if bias is None else bias.astype(np.float32),
+        kind=kind,
+        scale=float(raw.scale),
+    )
+
+
+def module_delta(
+    container: SafetensorsFile,
+    module: Module,
+    *,
+    base: Array | None = None,
+    rslora: bool = False,
+) -> Delta:
+    """ΔW of a parsed module read from its file: tensors widened with ``to_float32``, alpha from the module's
+    ``alpha`` tensor or else its config alpha (PEFT ``lora_alpha``)."""
+    tensors = {
+        role: to_float32(container.raw(info.name), info) for role, info in module.tensors.items() if role != "alpha"
+    }
+    alpha = module.config_alpha
+    info = module.tensors.get("alpha")
+    if info is not None:
+        stored = scalar(container.raw(info.name), info)
+        alpha = stored if stored is not None else alpha
+    return delta_weight(tensors, alpha=alpha, base=base, rslora=rslora)
