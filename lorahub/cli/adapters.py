@@ -229,7 +229,11 @@ def show_command(context: HubContext, ref: str, as_json: bool) -> None:
     card = details["card"]
     _output.stdout.print(f"[bold]{card['name']}@{card['version']}[/]  {card['format']}, {card['base_model']['family']}")
     for key in ("description", "trigger_words", "tags", "license", "consent", "content_digest", "created"):
-        _output.stdout.print(f"[cyan]{key:<15}[/] {card.get(key)}")
+        _output.stdout.print(f"[cyan]{key:<15}[/] {escape(str(card.get(key)))}")
+    for name, value in card["hashes"].items():
+        _output.stdout.print(f"[cyan]{name:<15}[/] {value or '-'}")
+    for parent in card["lineage"]:
+        _output.stdout.print(f"[cyan]{'lineage':<15}[/] {parent['relation']} {parent['digest']} {parent['parameters']}")
     for signature in details["signatures"]:
         _output.stdout.print(f"[cyan]{'signature':<15}[/] {signature['fingerprint'][:16]}… {signature['trust']}")
     for event in details["audit"]:
