@@ -240,3 +240,18 @@ class LicenseUncertainError(LorahubError):
 class UnknownLicenseError(LorahubError, LookupError):
     code = "license-unknown"
     default_hint = "See `lorahub license list` for the identifiers and aliases lorahub knows."
+
+
+# --- conversion ------------------------------------------------------------------------------------------------
+
+
+class ConversionRefusedError(LorahubError):
+    """The adapter cannot be converted exactly; ``report`` (a ``ConversionReport``) says which modules stood in the
+    way. Nothing is written."""
+
+    code = "conversion-refused"
+    default_hint = "Exact conversion covers LoRA/LoCon layers of SD 1.x, SD 2.x and SDXL files so far."
+
+    def __init__(self, message: str, *, report: object, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report

@@ -1,0 +1,329 @@
+"""Exact format conversion of LoRA/LoCon adapters for SD 1.x/2.x and SDXL: kohya ↔ diffusers (PEFT keys).
+
+The file is read into the canonical model (:mod:`lorahub.adapters.model`), written out in the target format, read
+back, and ΔW of every module before and after is recomputed through :mod:`lorahub.adapters.delta` and compared; the
+report carries the largest error (DESIGN decision 1). What cannot be converted exactly is refused before anything is
+written (``formats.md`` §10):
+
+* kinds other than LoRA/LoCon (LoHa, LoKr, full, OFT, …), DoRA magnitudes, PEFT ``lora_B`` biases, A1111 ``scale``
+  tensors, rsLoRA configs;
+* modules whose names do not map to the family's canonical paths (they would be dropped), families without name
+  tables yet (FLUX, SD3).
+
+kohya output carries the *true* alpha of every module (diffusers' own ``convert_state_dict_to_kohya`` writes
+alpha = rank, §10.1); a source without alpha gets alpha = rank, i.e. scale 1, which is what it meant. diffusers output
+stores ``lora_A``/``lora_B`` under ``unet.``/``text_encoder.``/``text_encoder_2.`` with the PEFT config that diffusers
+0.42 reads back (``lora_adapter_metadata``: ``<component>.r``, ``.lora_alpha``, ``.rank_pattern``,
+``.alpha_pattern``, ``.target_modules``), so ``lora_alpha/r`` of every module equals the source scale. A LoCon-Tucker
+``lora_mid`` is folded into ``lora_A`` for diffusers (the down projection is 1×1, so the fold is exact).
+
+``ss_*`` and ``modelspec.*`` metadata are kept; ``sshs_model_hash`` (and ``modelspec.hash_sha256``, ``0x``-prefixed)
+are recomputed from the written file (AutoV3 covers the data section only, so rewriting the header keeps it), and
+``sshs_legacy_hash`` is dropped rather than left stale (§10.7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from lorahub import errors
+from lorahub.adapters.delta import delta_weight
+from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer, read_adapter
+from lorahub.adapters.names import FAMILIES, from_canonical
+from lorahub.files.digests import digest_file
+from lorahub.files.safetensors import read_header, write
+from lorahub.formats.diffusers import adapter_configs
+
+__all__ = ["DTYPES", "TARGETS", "ConversionRefusedError", "ConversionReport", "convert"]
+
+Array = npt.NDArray[Any]
+Target = Literal["kohya", "diffusers"]
+TARGETS: tuple[str, ...] = ("kohya", "diffusers")
+DTYPES: Mapping[str, str] = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
+"""``--dtype`` choices → safetensors dtype."""
+
+_CONVERTIBLE_KINDS = frozenset({"lora", "locon", "lora-tucker"})
+_CONVERTIBLE_ROLES = frozenset({"down", "up", "mid"})
+_WRITABLE = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
+_KEPT_PREFIXES = ("ss_", "modelspec.")
+_STALE_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
+_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did: modules written, the largest ΔW errors (absolute, and relative to each module's
+    largest |ΔW| entry), per-module errors, and what stood in the way (``unmapped``/``refused``, empty on success)."""
+
+    modules: int
+    max_abs_error: float
+    max_rel_error: float
+    per_module: dict[str, tuple[float, float]] = field(default_factory=dict)
+    unmapped: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    source_format: str = ""
+    target: str = ""
+    family: str = ""
+    output: str = ""
+    autov3: str | None = None
+
+
+ConversionRefusedError = errors.ConversionRefusedError
+
+
+# --- refusal ---------------------------------------------------------------------------------------------------------
+
+
+def _refusals(adapter: CanonicalAdapter) -> list[str]:
+    refused = []
+    for name, layer in adapter.layers.items():
+        extra = sorted(set(layer.tensors) - _CONVERTIBLE_ROLES)
+        if layer.kind not in _CONVERTIBLE_KINDS or extra or "down" not in layer.tensors or "up" not in layer.tensors:
+            refused.append(f"{name} ({layer.kind}{', ' + ', '.join(extra) if extra else ''})")
+    return refused
+
+
+def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path) -> None:
+    def refuse(message: str, hint: str, **lists: list[str]) -> None:
+        report = ConversionReport(
+            modules=len(adapter.layers), max_abs_error=math.nan, max_rel_error=math.nan,
+            unmapped=lists.get("unmapped", []), refused=lists.get("refused", []),
+            source_format=adapter.source_format, target=target, family=adapter.family,
+        )  # fmt: skip
+        raise ConversionRefusedError(message, report=report, hint=hint)
+
+    if target not in TARGETS:
+        raise errors.LorahubError(f"unknown target format {target!r}", hint=f"choose one of {', '.join(TARGETS)}")
+    if not adapter.layers:
+        refuse(f"{src}: no adapter modules found", "check that this is a LoRA file")
+    if adapter.family not in FAMILIES:
+        refuse(
+            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x and SDXL)",
+            "FLUX and SD3 name maps are not yet supported",
+            unmapped=list(adapter.unmapped),
+        )
+    if any(config.use_rslora for config in adapter_configs(adapter.metadata).values()):
+        refuse(f"{src}: rsLoRA (alpha/sqrt(r)) cannot be converted exactly yet", "…--lossy, not yet supported")
+    refused = _refusals(adapter)
+    if refused:
+        shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        refuse(
+            f"{src}: {len(refused)} module(s) cannot be converted exactly to plain LoRA: {shown}",
+            "LoHa, LoKr, DoRA and other kinds need a lossy conversion (…--lossy, not yet supported)",
+            refused=refused,
+        )
+    if adapter.unmapped:
+        shown = ", ".join(adapter.unmapped[:5])
+        refuse(
+            f"{src}: {len(adapter.unmapped)} module(s) do not map to {adapter.family} layers and would be dropped: "
+            f"{shown}",
+            "the file's module names are not in the family's inventory; convert it with the tool that wrote it",
+            unmapped=list(adapter.unmapped),
+        )
+
+
+# --- tensors ---------------------------------------------------------------------------------------------------------
+
+
+def _encode(array: Array, dtype: str) -> bytes:
+    """float32 values → little-endian bytes of ``dtype`` (bf16 rounded to nearest even, as torch does)."""
+    if dtype == "BF16":
+        values = np.ascontiguousarray(array, dtype=np.float32)
+        bits = values.view(np.uint32).astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        rounded = np.where(np.isnan(values), np.uint16(0x7FC0), rounded)
+        return rounded.astype("<u2").tobytes()
+    return np.ascontiguousarray(array).astype(_WRITABLE[dtype]).tobytes()
+
+
+def _storage(layer: CanonicalLayer, dtype: str | None) -> str:
+    if dtype is not None:
+        return DTYPES[dtype]
+    return layer.dtype if layer.dtype in _WRITABLE else "F32"  # fp8 sources widen losslessly to fp32
+
+
+def _alpha(layer: CanonicalLayer) -> float:
+    """The alpha to write: the true one, or the rank when the source has none (scale 1)."""
+    rank = layer.rank
+    assert rank is not None  # checked by _refusals
+    return float(rank) if layer.alpha is None else float(layer.alpha)
+
+
+def _folded_down(layer: CanonicalLayer) -> Array:
+    """LoCon-Tucker ``mid`` [r,r,kh,kw] after a 1×1 ``down`` [r,in,1,1] is one conv with kernel ``mid·down``."""
+    down, mid = layer.tensors["down"], layer.tensors.get("mid")
+    if mid is None:
+        return down
+    flat = down.reshape(down.shape[0], -1).astype(np.float64)
+    folded: Array = np.einsum("rshw,si->rihw", mid.astype(np.float64), flat).astype(np.float32)
+    return folded
+
+
+def _kohya_tensors(adapter: CanonicalAdapter, dtype: str | None) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
+    out: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
+    for canonical, layer in adapter.layers.items():
+        name = from_canonical(adapter.family, "kohya", canonical)
+        if name is None:
+            raise errors.LorahubError(f"{canonical} has no kohya name in the {adapter.family} tables")
+        storage = _storage(layer, dtype)
+        for role, suffix in (("down", "lora_down"), ("up", "lora_up"), ("mid", "lora_mid")):
+            array = layer.tensors.get(role)
+            if array is not None:
+                out[f"{name}.{suffix}.weight"] = (storage, tuple(array.shape), _encode(array, storage))
+        alpha = np.float32(_alpha(layer))
+        out[f"{name}.alpha"] = ("F32", (), alpha.tobytes())
+    return out
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _peft_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
+    """One component's ``LoraConfig`` fields: the most common rank and alpha, patterns for the rest."""
+    ranks = {path: int(layer.rank or 0) for path, layer in layers}
+    alphas = {path: _alpha(layer) for path, layer in layers}
+    r = Counter(ranks.values()).most_common(1)[0][0]
+    lora_alpha = Counter(alphas.values()).most_common(1)[0][0]
+    return {
+        "r": r,
+        "lora_alpha": _number(lora_alpha),
+        "rank_pattern": {path: rank for path, rank in ranks.items() if rank != r},
+        "alpha_pattern": {path: _number(alpha) for path, alpha in alphas.items() if alpha != lora_alpha},
+        "target_modules": sorted(ranks),
+        "use_dora": False,
+        "use_rslora": False,
+        "lora_bias": False,
+        "init_lora_weights": True,
+    }
+
+
+def _diffusers_tensors(
+    adapter: CanonicalAdapter, dtype: str | None
+) -> tuple[dict[str, tuple[str, tuple[int, ...], bytes]], dict[str, Any]]:
+    out: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
+    by_component: dict[str, list[tuple[str, CanonicalLayer]]] = {}
+    for canonical, layer in adapter.layers.items():
+        name = from_canonical(adapter.family, "diffusers", canonical)
+        if name is None:
+            raise errors.LorahubError(f"{canonical} has no diffusers name in the {adapter.family} tables")
+        storage = _storage(layer, dtype)
+        down, up = _folded_down(layer), layer.tensors["up"]
+        out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), _encode(down, storage))
+        out[f"{name}.lora_B.weight"] = (storage, tuple(up.shape), _encode(up, storage))
+        component, _, path = name.partition(".")
+        by_component.setdefault(component, []).append((path, layer))
+    config: dict[str, Any] = {}
+    for component in _COMPONENTS:
+        if component in by_component:
+            for key, value in _peft_config(by_component[component]).items():
+                config[f"{component}.{key}"] = value
+    return out, config
+
+
+# --- metadata and hashes ------------------------------------------------------------------------------------------
+
+
+def _kept_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in metadata.items() if k.startswith(_KEPT_PREFIXES) and k not in _STALE_KEYS}
+
+
+def _hash_claims(source: Mapping[str, str], target: str, autov3: str) -> dict[str, str]:
+    claims = {}
+    if target == "kohya" or "sshs_model_hash" in source:
+        claims["sshs_model_hash"] = autov3
+    if "modelspec.hash_sha256" in source or any(k.startswith("modelspec.") for k in source):
+        claims["modelspec.hash_sha256"] = f"0x{autov3}"
+    return claims
+
+
+# --- check -----------------------------------------------------------------------------------------------------------
+
+
+def _errors(before: CanonicalLayer, after: CanonicalLayer | None) -> tuple[float, float]:
+    """Largest |ΔW_before − ΔW_after| and that over the largest |ΔW_before| (both ΔW from delta.py)."""
+    if after is None:
+        return math.inf, math.inf
+    expected = delta_weight(before.tensors, alpha=before.alpha).weight
+    actual = delta_weight(after.tensors, alpha=after.alpha).weight
+    if expected.shape != actual.shape:
+        return math.inf, math.inf
+    diff = float(np.max(np.abs(expected - actual), initial=0.0))
+    size = float(np.max(np.abs(expected), initial=0.0))
+    return diff, diff / size if size > 0 else diff
+
+
+def _compare(source: CanonicalAdapter, written: CanonicalAdapter) -> dict[str, tuple[float, float]]:
+    """Per-module errors; modules run in threads (the matrix products release the GIL)."""
+    names = list(source.layers)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda name: _errors(source.layers[name], written.layers.get(name)), names)
+        return dict(zip(names, results, strict=True))
+
+
+# --- entry point -------------------------------------------------------------------------------------------------
+
+
+def convert(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    to: Target,
+    dtype: Literal["fp16", "bf16", "fp32"] | None = None,
+    check: bool = True,
+) -> ConversionReport:
+    """Convert ``src`` to ``to`` (``kohya`` or ``diffusers``) at ``out``, atomically.
+
+    ``dtype`` re-stores the factors (fp16, bf16, fp32); by default each module keeps its source dtype. ΔW is always
+    computed in float (delta.py). With ``check`` (the default) the written file is read back and every module's ΔW
+    compared with the source's; the report gives the errors. Raises :class:`ConversionRefusedError` (a
+    ``LorahubError``) before writing anything when the conversion cannot be exact.
+    """
+    src_path, out_path = Path(src), Path(out)
+    if dtype is not None and dtype not in DTYPES:
+        raise errors.LorahubError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
+    adapter = read_adapter(src_path)
+    _check_convertible(adapter, to, src_path)
+    metadata = _kept_metadata(adapter.metadata)
+    if to == "kohya":
+        tensors = _kohya_tensors(adapter, dtype)
+    else:
+        tensors, config = _diffusers_tensors(adapter, dtype)
+        metadata = {"format": "pt", **metadata, "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True)}
+    write(out_path, tensors, metadata)
+    autov3 = digest_file(out_path, read_header(out_path), check_values=False).hashes.autov3
+    assert autov3 is not None
+    claims = _hash_claims(adapter.metadata, to, autov3)
+    if claims:  # the data section is unchanged, so AutoV3 of the rewritten file is the same
+        write(out_path, tensors, {**metadata, **claims})
+    report = ConversionReport(
+        modules=len(adapter.layers), max_abs_error=math.nan, max_rel_error=math.nan,
+        source_format=adapter.source_format, target=to, family=adapter.family, output=str(out_path), autov3=autov3,
+    )  # fmt: skip
+    if check:
+        written = read_adapter(out_path, family=adapter.family)
+        report.per_module = _compare(adapter, written)
+        report.unmapped = list(written.unmapped)
+        report.max_abs_error = max((e[0] for e in report.per_module.values()), default=0.0)
+        report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
+        if not math.isfinite(report.max_abs_error):
+            missing = [name for name, (diff, _) in report.per_module.items() if not math.isfinite(diff)]
+            out_path.unlink(missing_ok=True)
+            raise ConversionRefusedError(
+                f"the written file lost or reshaped {len(missing)} module(s): {', '.join(missing[:5])}",
+                report=report,
+                hint="this is a lorahub bug; please report it with the source file's format",
+            )
+    return report

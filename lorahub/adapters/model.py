@@ -1,0 +1,228 @@
+"""The canonical adapter (DESIGN decision 1): every format is read into it, every writer writes out of it.
+
+A layer is named by its canonical diffusers path (``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``,
+``text_encoder.text_model.encoder.layers.0.self_attn.q_proj``); a module whose name does not map (an unknown
+architecture, a family without name tables yet, a name outside the inventory) keeps the file's own name and is listed
+in :attr:`CanonicalAdapter.unmapped`, never dropped. Tensors are the storage values widened to float32 (exact for
+fp16/bf16/fp8 sources); ``dtype`` remembers the storage type so a writer can keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lorahub.adapters.names import FAMILIES, to_canonical
+from lorahub.files.numeric import scalar, to_float32
+from lorahub.files.safetensors import SafetensorsFile
+from lorahub.formats import detect
+from lorahub.formats.base import Layout, Module
+from lorahub.formats.families import detect_family
+from lorahub.formats.layers import layer_kind
+
+__all__ = ["CanonicalAdapter", "CanonicalLayer", "canonical_name", "cloneofsimo_names", "read_adapter"]
+
+Array = npt.NDArray[Any]
+
+_KOHYA_NAMED = ("kohya", "lycoris")
+_DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.")
+
+
+@dataclass
+class CanonicalLayer:
+    """One adapted layer: canonical (or own) name, kind, tensors by role (float32), alpha, storage dtype."""
+
+    name: str
+    kind: str
+    tensors: dict[str, Array]
+    alpha: float | None
+    dtype: str
+    source_name: str = ""
+    """The module's name in the file it was read from."""
+
+    @property
+    def rank(self) -> int | None:
+        down = self.tensors.get("down")
+        return None if down is None else int(down.shape[0])
+
+
+@dataclass
+class CanonicalAdapter:
+    """A whole adapter: family (``sd1``, ``sdxl``, …, ``unknown``), layers by name, header metadata, source format."""
+
+    family: str
+    layers: dict[str, CanonicalLayer]
+    metadata: dict[str, str]
+    source_format: str
+    unmapped: list[str] = field(default_factory=list)
+    """Layers that kept the file's own name because it does not map to a canonical path."""
+
+
+def _diffusers_old_name(name: str, component: str) -> tuple[str, str]:
+    """diffusers-old spellings → diffusers PEFT paths: ``….processor.to_q_lora`` → ``….to_q``, ``to_out_lora`` →
+    ``to_out.0``, ``….to_q.lora`` / ``….q_proj.lora_linear_layer`` → the layer; the component prefix is added when
+    the file leaves it out (attn-proc files are UNet-only)."""
+    if ".processor." in name and name.endswith("_lora"):
+        parent, _, child = name.rpartition(".processor.")
+        target = child.removesuffix("_lora")
+        name = f"{parent}.{'to_out.0' if target == 'to_out' else target}"
+    for suffix in (".lora_linear_layer", ".lora"):
+        if name.endswith(suffix):
+            name = name.removesuffix(suffix)
+            break
+    if not name.startswith(_DIFFUSERS_PREFIXES) and component in ("unet", "text_encoder", "text_encoder_2"):
+        name = f"{component}.{name}"
+    return name, component
+
+
+def _peft_name(name: str) -> str:
+    for prefix in ("base_model.model.",):
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return name
+
+
+def canonical_name(family: str, fmt: str, module: Module) -> str | None:
+    """The canonical path of a parsed module, or None when it does not map (see the module docstring)."""
+    if family not in FAMILIES:
+        return None
+    component = module.component if module.component != "unknown" else None
+    if fmt in _KOHYA_NAMED:
+        return to_canonical(family, "kohya", module.name, component)
+    if fmt == "diffusers":
+        return to_canonical(family, "diffusers", module.name, component)
+    if fmt == "diffusers-old":
+        name, _ = _diffusers_old_name(module.name, module.component)
+        return to_canonical(family, "diffusers", name, component)
+    if fmt == "peft":
+        return to_canonical(family, "diffusers", _peft_name(module.name), component)
+    return None
+
+
+# cloneofsimo/lora numbers modules in ``model.modules()`` order of the diffusers (0.10-era) model it injected into:
+# the UNet's down_blocks, then up_blocks, then mid_block (registration order); inside each BasicTransformerBlock of
+# that era ``attn1``, ``ff`` (GEGLU ``proj``), ``attn2``; CLIPAttention registers k, v, q, out. Default targets:
+# UNet {CrossAttention, Attention, GEGLU}, text encoder {CLIPAttention}.
+_SD_BLOCKS = (
+    *(f"down_blocks.{b}.attentions.{a}" for b in range(3) for a in range(2)),
+    *(f"up_blocks.{b}.attentions.{a}" for b in range(1, 4) for a in range(3)),
+    "mid_block.attentions.0",
+)
+_ATTN = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def cloneofsimo_names(family: str) -> dict[str, list[str]]:
+    """Index → canonical name lists for cloneofsimo files of SD 1.x/2.x with the default targets (``unet`` 144 with
+    GEGLU, 128 without; ``text_encoder`` 48)."""
+    if family not in ("sd1", "sd2"):
+        return {}
+    with_geglu: list[str] = []
+    without: list[str] = []
+    for block in _SD_BLOCKS:
+        base = f"unet.{block}.transformer_blocks.0"
+        attn1 = [f"{base}.attn1.{p}" for p in _ATTN]
+        attn2 = [f"{base}.attn2.{p}" for p in _ATTN]
+        with_geglu += [*attn1, f"{base}.ff.net.0.proj", *attn2]
+        without += [*attn1, *attn2]
+    te = [
+        f"text_encoder.text_model.encoder.layers.{i}.self_attn.{p}"
+        for i in range(23 if family == "sd2" else 12)
+        for p in ("k_proj", "v_proj", "q_proj", "out_proj")
+    ]
+    return {"unet": with_geglu, "unet-attention-only": without, "text_encoder": te}
+
+
+_DEFAULT_TARGETS = {"unet": {"CrossAttention", "Attention", "GEGLU"}, "text_encoder": {"CLIPAttention"}}
+
+
+def _default_targets(model: str, metadata: Mapping[str, str]) -> bool:
+    """The metadata's target classes for ``model`` (when recorded) are within the defaults the tables assume."""
+    recorded = metadata.get(model)
+    if recorded is None:
+        return True
+    try:
+        targets = json.loads(recorded)
+    except ValueError:
+        return False
+    return isinstance(targets, list) and set(map(str, targets)) <= _DEFAULT_TARGETS.get(model, set())
+
+
+def _cloneofsimo_map(family: str, layout: Layout, metadata: Mapping[str, str]) -> dict[str, str]:
+    tables = cloneofsimo_names(family)
+    if not tables:
+        return {}
+    by_model: dict[str, list[Module]] = {}
+    for module in layout.modules:
+        by_model.setdefault(module.name.partition(":")[0], []).append(module)
+    mapping: dict[str, str] = {}
+    for model, modules in by_model.items():
+        indices = sorted(int(m.name.partition(":")[2]) for m in modules)
+        if indices != list(range(len(indices))) or not _default_targets(model, metadata):
+            continue
+        candidates = [tables.get(model, [])]
+        if model == "unet":
+            candidates.append(tables["unet-attention-only"])
+        table = next((c for c in candidates if len(c) == len(indices)), None)
+        if table is None:
+            continue
+        for module in modules:
+            mapping[module.name] = table[int(module.name.partition(":")[2])]
+    return mapping
+
+
+def _plausible_shapes(canonical: str, module: Module) -> bool:
+    """A cheap guard for index-mapped names: GEGLU ``proj`` is 8× wider out than in, attention layers are not."""
+    down, up = module.tensors.get("down"), module.tensors.get("up")
+    if down is None or up is None:
+        return False
+    fan_in, fan_out = down.shape[-1], up.shape[0]
+    return (fan_out == 8 * fan_in) == canonical.endswith("ff.net.0.proj")
+
+
+def read_adapter(path: str | os.PathLike[str], *, family: str | None = None) -> CanonicalAdapter:
+    """Read any supported file into the canonical model: detect layout and family (unless ``family`` is given, as a
+    converter does when it reads back what it wrote), map names, widen tensors."""
+    with SafetensorsFile(path) as container:
+        metadata = dict(container.metadata)
+        layout = detect(container.header.tensors, metadata)
+        family = family or detect_family(layout, metadata).family or "unknown"
+        index_map = _cloneofsimo_map(family, layout, metadata) if layout.format == "cloneofsimo" else {}
+        if index_map and not all(
+            _plausible_shapes(index_map[m.name], m) for m in layout.modules if m.name in index_map
+        ):
+            index_map = {}
+        layers: dict[str, CanonicalLayer] = {}
+        unmapped: list[str] = []
+        for module in layout.modules:
+            name = index_map.get(module.name) or canonical_name(family, layout.format, module)
+            if name is None or name in layers:
+                name = module.name
+                unmapped.append(name)
+            tensors = {
+                role: to_float32(container.raw(info.name), info)
+                for role, info in module.tensors.items()
+                if role != "alpha"
+            }
+            alpha = module.config_alpha
+            alpha_info = module.tensors.get("alpha")
+            if alpha_info is not None:
+                stored = scalar(container.raw(alpha_info.name), alpha_info)
+                alpha = stored if stored is not None else alpha
+            dtypes = [info.dtype for role, info in module.tensors.items() if role != "alpha"]
+            layers[name] = CanonicalLayer(
+                name=name,
+                kind=layer_kind(module),
+                tensors={role: np.ascontiguousarray(array) for role, array in tensors.items()},
+                alpha=alpha,
+                dtype=dtypes[0] if dtypes else "F32",
+                source_name=module.name,
+            )
+    return CanonicalAdapter(
+        family=family, layers=layers, metadata=metadata, source_format=layout.format, unmapped=unmapped
+    )
