@@ -45,6 +45,12 @@ step "lorahub verify: by name, and a file carrying its own signed card"
 lorahub verify analog-svd
 lorahub verify "$work/pixel-example.safetensors"
 
+step "lorahub convert: exact format conversion, proven by recomputing ΔW of every module"
+lorahub convert "$shared/fixtures/real/catundchat_sd15_lora__pytorch_lora_weights.safetensors" "$work/catundchat-kohya.safetensors" --to kohya
+lorahub convert "$work/catundchat-kohya.safetensors" "$work/catundchat-diffusers.safetensors" --to diffusers
+lorahub inspect --json "$work/catundchat-kohya.safetensors" \
+  | python -c 'import json,sys; r=json.load(sys.stdin); print(r["format"], r["base_model"]["family"], [c["status"] for c in r["claims"]])'
+
 step "lorahub license check: may these go together, and be used commercially? (guidance with citations)"
 lorahub license check catundchat-sd15 --base-license creativeml-openrail-m
 set +e
