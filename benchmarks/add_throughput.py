@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hash_throughput import cpu_model, make_file  # type: ignore[import-not-found]
+from hash_throughput import cpu_model, make_file, timed  # type: ignore[import-not-found]
 
 
 def lorahub(home: Path, *args: str) -> float:
@@ -30,12 +30,6 @@ def lorahub(home: Path, *args: str) -> float:
         stdout=subprocess.DEVNULL,
         env={k: v for k, v in os.environ.items() if k != "LORAHUB_DATABASE_URL"},
     )
-    return time.perf_counter() - start
-
-
-def timed(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
