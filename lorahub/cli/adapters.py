@@ -13,7 +13,7 @@ from lorahub.cli import _output
 from lorahub.cli._context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
-    from lorahub.sdk.views import VersionView
+    from lorahub.registry.catalog import AdapterVersion
 
 COMMERCIAL = click.Choice(["none", "image", "rent", "sell"])
 
@@ -150,7 +150,7 @@ def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool)
 
 
 def _filters(**options: Any) -> Any:
-    from lorahub.sdk.views import Filters
+    from lorahub.registry.catalog import Filters
 
     return Filters(
         family=options.get("family"),
@@ -180,15 +180,17 @@ def filter_options(command: Any) -> Any:
     return command
 
 
-def _table(views: list[VersionView], as_json: bool) -> None:
+def _table(versions: list[AdapterVersion], as_json: bool) -> None:
     if as_json:
-        _output.print_json([v.as_dict() for v in views])
+        from lorahub.sdk.hub import summary
+
+        _output.print_json([summary(v) for v in versions])
         return
     table = Table("name", "format", "family", "licence", "signed", "content", box=None)
-    for v in views:
+    for v in versions:
         removed = " [red](removed)[/]" if v.removed_at else ""
         table.add_row(
-            f"{v.name}@{v.version}{removed}",
+            f"{v.ref}{removed}",
             v.format,
             v.family,
             v.license_id,
@@ -196,7 +198,7 @@ def _table(views: list[VersionView], as_json: bool) -> None:
             v.content_digest[:16] + "…",
         )
     _output.stdout.print(table)
-    _output.stderr.print(f"{len(views)} version(s)")
+    _output.stderr.print(f"{len(versions)} version(s)")
 
 
 @click.command("list")
@@ -248,7 +250,7 @@ def sign_command(context: HubContext, ref: str, key: str | None) -> None:
     """Add your signature to a catalogued card (a curator vouching for it); the card itself never changes."""
     view, added = context.hub.sign(ref, key=key)
     state = "signed" if added else "already signed by this key:"
-    _output.stdout.print(f"{state} {view.name}@{view.version}")
+    _output.stdout.print(f"{state} {view.ref}")
 
 
 @click.command("rm")
@@ -257,7 +259,7 @@ def sign_command(context: HubContext, ref: str, key: str | None) -> None:
 def rm_command(context: HubContext, ref: str) -> None:
     """Remove a version (or every version of a name) from the catalog; recorded, blob kept until `gc`."""
     removed = context.hub.remove(ref)
-    _output.stdout.print("removed " + ", ".join(f"{v.name}@{v.version}" for v in removed))
+    _output.stdout.print("removed " + ", ".join(v.ref for v in removed))
 
 
 @click.command("export")
@@ -267,7 +269,7 @@ def rm_command(context: HubContext, ref: str) -> None:
 def export_command(context: HubContext, ref: str, out: Path) -> None:
     """Write a catalogued version to OUT with its signed card embedded in the header."""
     view = context.hub.export(ref, out)
-    _output.stdout.print(f"exported {view.name}@{view.version} to {out}")
+    _output.stdout.print(f"exported {view.ref} to {out}")
 
 
 @click.command("gc")

@@ -409,16 +409,7 @@ class Catalog:
     ) -> AuditEvent:
         """Append an event for something the catalog does not do itself (verify failure, convert, merge, …)."""
         with write_transaction(self.engine) as session:
-            return audit_log.append(
-                session,
-                actor_fingerprint=audit.fingerprint,
-                sign=audit.sign,
-                action=action,
-                subject_name=subject_name,
-                subject_version=subject_version,
-                subject_digest=subject_digest,
-                details=details or {},
-            )
+            return _event(session, audit, action, (subject_name, subject_version, subject_digest), details or {})
 
     def audit_events(
         self,
@@ -557,32 +548,35 @@ def _add_details(new: NewVersion, signatures: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _append(
-    session: Session, actor: AuditActor, action: str, version: Version, *, name: str, details: dict[str, Any]
+def _event(
+    session: Session,
+    actor: AuditActor,
+    action: str,
+    subject: tuple[str | None, int | None, str | None],
+    details: dict[str, Any],
 ) -> AuditEvent:
+    """Append one event signed by ``actor``; ``subject`` is (name, version number, content digest)."""
+    name, number, digest = subject
     return audit_log.append(
         session,
         actor_fingerprint=actor.fingerprint,
         sign=actor.sign,
         action=action,
         subject_name=name,
-        subject_version=version.number,
-        subject_digest=version.content_digest,
+        subject_version=number,
+        subject_digest=digest,
         details=details,
     )
 
 
+def _append(
+    session: Session, actor: AuditActor, action: str, version: Version, *, name: str, details: dict[str, Any]
+) -> AuditEvent:
+    return _event(session, actor, action, (name, version.number, version.content_digest), details)
+
+
 def _append_key_event(session: Session, actor: AuditActor, action: str, key: Key) -> AuditEvent:
-    return audit_log.append(
-        session,
-        actor_fingerprint=actor.fingerprint,
-        sign=actor.sign,
-        action=action,
-        subject_name=None,
-        subject_version=None,
-        subject_digest=None,
-        details={"fingerprint": key.fingerprint, "name": key.name},
-    )
+    return _event(session, actor, action, (None, None, None), {"fingerprint": key.fingerprint, "name": key.name})
 
 
 def _store_key(session: Session, key: KeyRow) -> Key:

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.verifying import VerifyReport
-    from lorahub.sdk.views import VersionView
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
     from lorahub.signing.trust import KeyRecord
@@ -256,12 +255,12 @@ class Hub:
         signatures = tuple(EnvelopeSignature(s.keyid, base64.b64decode(s.sig)) for s in version.signatures)
         return SignedCard.from_envelope(Envelope(version.card_json.encode("utf-8"), CARD_PAYLOAD_TYPE, signatures))
 
-    def list_versions(self, filters: Filters | None = None) -> list[VersionView]:
+    def list_versions(self, filters: Filters | None = None) -> list[AdapterVersion]:
         versions = self.catalog.list_versions(filters)
-        return [view_of(v) for v in sorted(versions, key=lambda v: (v.created_at, v.id), reverse=True)]
+        return sorted(versions, key=lambda v: (v.created_at, v.id), reverse=True)
 
-    def search(self, text: str, filters: Filters | None = None, *, limit: int = 50) -> list[VersionView]:
-        return [view_of(v) for v in self.catalog.search(text, filters, limit=limit)]
+    def search(self, text: str, filters: Filters | None = None, *, limit: int = 50) -> list[AdapterVersion]:
+        return self.catalog.search(text, filters, limit=limit)
 
     def show(self, ref: str) -> dict[str, Any]:
         from lorahub.signing.signed import verify_card
@@ -271,7 +270,7 @@ class Hub:
         checks = verify_card(signed, self).signatures
         events = self.catalog.audit_events(adapter=version.name)
         return {
-            **view_of(version).as_dict(),
+            **summary(version),
             "file_name": version.file_name,
             "size": version.size,
             "card": signed.card.to_dict(),
@@ -282,7 +281,7 @@ class Hub:
             "audit": [event_dict(e) for e in events if e.subject_version in (None, version.number)],
         }
 
-    def sign(self, ref: str, *, key: str | None = None) -> tuple[VersionView, bool]:
+    def sign(self, ref: str, *, key: str | None = None) -> tuple[AdapterVersion, bool]:
         """Add this home's signature (the default identity, or ``key``) to a catalogued card: a curator vouching
         for a trainer's card. Returns the version and whether a signature was added (False: that key had signed)."""
         from lorahub.signing.signed import cosign
@@ -294,9 +293,9 @@ class Hub:
         added = self.catalog.add_signature(
             version, signer.keyid, base64.b64encode(new.sig).decode("ascii"), audit=self.audit_actor(signer)
         )
-        return view_of(version), added
+        return version, added
 
-    def remove(self, ref: str) -> list[VersionView]:
+    def remove(self, ref: str) -> list[AdapterVersion]:
         """``name@N`` removes that version; a bare name removes every version of it."""
         from lorahub.sdk.refs import parse_ref
 
@@ -304,22 +303,22 @@ class Hub:
         actor = self.audit_actor()
         if parsed.name is None or parsed.version is not None:
             version = self.version(ref)
-            return [view_of(self.catalog.remove(version.name, version.number, audit=actor))]
+            return [self.catalog.remove(version.name, version.number, audit=actor)]
         from lorahub.registry.catalog import Filters
 
         versions = self.catalog.list_versions(Filters(name=parsed.name))
         if not versions:
             raise errors.AdapterNotFoundError(f"no catalogued adapter named {parsed.name!r}")
-        return [view_of(self.catalog.remove(v.name, v.number, audit=actor)) for v in versions]
+        return [self.catalog.remove(v.name, v.number, audit=actor) for v in versions]
 
-    def export(self, ref: str, out: str | os.PathLike[str]) -> VersionView:
+    def export(self, ref: str, out: str | os.PathLike[str]) -> AdapterVersion:
         """The stored file, written to ``out`` with its signed card embedded (verifiable without this home)."""
         from lorahub.signing.embed import embed_card
 
         version = self.version(ref)
         embed_card(self.blobs.path_for(version.blob_sha256), self.signed_card(version), out=Path(out))
         self._log_quietly("export", version.content_digest, {"out": str(out)})
-        return view_of(version)
+        return version
 
     def gc(self) -> tuple[int, int]:
         """Delete unreferenced blobs and stale temporary files; returns (blobs removed, bytes freed)."""
@@ -382,25 +381,24 @@ class Hub:
         return [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in problems]
 
 
-def view_of(version: AdapterVersion) -> VersionView:
-    from lorahub.sdk.views import VersionView
-
-    return VersionView(
-        name=version.name,
-        version=version.number,
-        content_digest=version.content_digest,
-        sha256=version.blob_sha256,
-        format=version.format,
-        family=version.family,
-        license_id=version.license_id,
-        consent_status=version.consent_status,
-        trigger_words=list(version.trigger_words),
-        tags=list(version.tags),
-        description=version.description,
-        signers=list(version.signers),
-        created_at=version.created_at.isoformat(),
-        removed_at=version.removed_at.isoformat() if version.removed_at else None,
-    )
+def summary(version: AdapterVersion) -> dict[str, Any]:
+    """The public JSON shape of a version in ``list``, ``search`` and ``show``."""
+    return {
+        "name": version.name,
+        "version": version.number,
+        "content_digest": version.content_digest,
+        "sha256": version.blob_sha256,
+        "format": version.format,
+        "family": version.family,
+        "license_id": version.license_id,
+        "consent_status": version.consent_status,
+        "trigger_words": list(version.trigger_words),
+        "tags": list(version.tags),
+        "description": version.description,
+        "signers": list(version.signers),
+        "created_at": version.created_at.isoformat(),
+        "removed_at": version.removed_at.isoformat() if version.removed_at else None,
+    }
 
 
 def event_dict(event: Any) -> dict[str, Any]:
