@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -72,6 +72,11 @@ class NewVersion:
     card_json: str = ""
     signatures: Sequence[tuple[str, str]] = ()
     """(keyid, base64 signature) pairs over the card."""
+    action: str = "add"
+    """The audit action: ``add``, or how a derived version came to be (``convert``, ``resize``, ``merge``,
+    ``train``)."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Extra audit details for derived versions (parents, method, weights…)."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ class Catalog:
             session.flush()
             assert version.id is not None
             _add_rows(session, new, version.id, signatures)
-            _append(session, audit, "add", version, name=new.name, details=_add_details(new, signatures))
+            _append(session, audit, new.action, version, name=new.name, details=_add_details(new, signatures))
             return _hydrate(session, [version.id])[0]
 
     def get(self, name: str, number: int | None = None, *, include_removed: bool = False) -> AdapterVersion:
@@ -545,7 +550,7 @@ def _add_details(new: NewVersion, signatures: dict[str, str]) -> dict[str, Any]:
         "license_id": new.license_id,
         "card_sha256": hashlib.sha256(new.card_json.encode("utf-8")).hexdigest(),
         "signers": sorted(signatures),
-    }
+    } | dict(new.details)
 
 
 def _event(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lorahub.registry.blobs import BlobInfo
     from lorahub.registry.catalog import AdapterVersion, NewVersion
     from lorahub.sdk.hub import Hub
-    from lorahub.signing.card import Card
+    from lorahub.signing.card import Card, Consent, Parent
     from lorahub.signing.keys import Signer
     from lorahub.signing.signed import SignedCard
 
@@ -49,6 +49,15 @@ class AddOptions:
     embed: bool = False
     sidecar: bool = False
     allow_duplicate: bool = False
+    lineage: tuple[Parent, ...] = ()
+    """Parents of a derived version (converted, resized, merged, trained, resumed): set by the SDK, not the CLI."""
+    training: dict[str, Any] | None = None
+    base_weights_digest: str | None = None
+    inherit: Card | None = None
+    """A parent's card whose base model, licence, triggers, description, tags and consent fill what the options
+    leave unset: a converted or resized version says what its parent said."""
+    audit_action: str = "add"
+    audit_details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -233,7 +242,7 @@ def _catalogue(
         number = options.version or hub.catalog.next_number(name)
         card = build_card(name, number, report, suggestions=suggestions, options=options, signer=signer)
         signed = sign_card(card, signer) if signer else unsigned(card)
-        new = _new_version(signed, blob, path.name)
+        new = _new_version(signed, blob, path.name, options)
         try:
             hub.catalog.add_version(new, audit=actor, allow_duplicate=options.allow_duplicate)
         except errors.VersionExistsError:
@@ -244,7 +253,7 @@ def _catalogue(
     raise errors.DatabaseError(f"could not allocate a version number for {name} after {MAX_NUMBER_RACES} tries")
 
 
-def _new_version(signed: SignedCard, blob: BlobInfo, file_name: str) -> NewVersion:
+def _new_version(signed: SignedCard, blob: BlobInfo, file_name: str, options: AddOptions) -> NewVersion:
     from lorahub.registry.catalog import NewVersion
 
     card = signed.card
@@ -264,14 +273,22 @@ def _new_version(signed: SignedCard, blob: BlobInfo, file_name: str) -> NewVersi
         tags=card.tags,
         card_json=signed.envelope.payload.decode("utf-8"),
         signatures=[(s.keyid, base64.b64encode(s.sig).decode("ascii")) for s in signed.envelope.signatures],
+        action=options.audit_action,
+        details=options.audit_details,
     )
 
 
 def build_card(
     name: str, number: int, report: Report, *, suggestions: Suggestions, options: AddOptions, signer: Signer | None
 ) -> Card:
-    from lorahub.signing.card import BaseModel, Card, Consent, Creator, License
+    from lorahub.signing.card import BaseModel, Card, Creator, License
 
+    parent = options.inherit
+    license_ = License(
+        id=options.license or suggestions.license or "unknown", commercial_use=tuple(options.commercial_use or ())
+    )
+    if parent is not None and not options.license:
+        license_ = parent.license
     return Card(
         name=name,
         version=number,
@@ -281,27 +298,29 @@ def build_card(
         layer_kinds=tuple(report.layer_kinds),
         base_model=BaseModel(
             family=report.base_model.family,
-            name=options.base_model or suggestions.base_model_name,
-            weights_digest=suggestions.base_weights_digest,
+            name=options.base_model or (parent.base_model.name if parent else suggestions.base_model_name),
+            weights_digest=options.base_weights_digest
+            or (parent.base_model.weights_digest if parent else suggestions.base_weights_digest),
         ),
-        license=License(
-            id=options.license or suggestions.license or "unknown", commercial_use=tuple(options.commercial_use or ())
-        ),
-        trigger_words=tuple(options.triggers or suggestions.trigger_words),
-        description=options.description or suggestions.description or "",
-        tags=tuple(options.tags or suggestions.tags),
-        consent=_consent(options.consent, Consent),
-        lineage=(),
+        license=license_,
+        trigger_words=tuple(options.triggers or (parent.trigger_words if parent else suggestions.trigger_words)),
+        description=options.description or (parent.description if parent else suggestions.description) or "",
+        tags=tuple(options.tags or (parent.tags if parent else suggestions.tags)),
+        consent=_consent(options.consent, parent),
+        lineage=tuple(options.lineage),
+        training=options.training,
         creator=Creator(fingerprint=signer.keyid, name=signer.identity.user_id) if signer else None,
         created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     )
 
 
-def _consent(path: Path | None, consent_cls: Any) -> Any:
+def _consent(path: Path | None, parent: Card | None) -> Consent:
     """``--consent`` takes a dataset manifest (``lorahub dataset scan``: the card pins it by digest and carries its
     summary) or a plain JSON consent record with a ``status``."""
+    from lorahub.signing.card import Consent
+
     if path is None:
-        return consent_cls(status="unknown")
+        return parent.consent if parent is not None else Consent(status="unknown")
     try:
         record = json.loads(check_path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -317,4 +336,4 @@ def _consent(path: Path | None, consent_cls: Any) -> Any:
             f"{path}: a consent record is a dataset manifest (lorahub dataset scan) or a JSON object whose "
             f"'status' is one of {', '.join(CONSENT_STATUSES)}"
         )
-    return consent_cls(status=record["status"], record=record)
+    return Consent(status=record["status"], record=record)

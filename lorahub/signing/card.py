@@ -34,7 +34,7 @@ CONSENT_STATUSES = ("unknown", "consented", "licensed", "public-domain", "opt-ou
 ``opt-out-checked`` opt-out signals were checked and none found, ``opted-out`` at least one item's rights holder
 opted out, ``mixed`` items differ (none opted out, none unknown), ``unknown`` not recorded or some item unknown."""
 
-RELATIONS = ("trained-from", "merged-from", "converted-from", "resized-from")
+RELATIONS = ("trained-from", "resumed-from", "merged-from", "converted-from", "resized-from")
 """How a parent adapter led to this one. The base model is not a parent: it has its own field."""
 
 HASH_LENGTHS = {"sha256": 64, "autov1": 8, "autov2": 10, "autov3": 64, "blake3": 64, "crc32": 8, "content": 64}
@@ -198,6 +198,9 @@ CARD_FIELDS = (
     "creator",
     "created",
 )
+OPTIONAL_FIELDS = ("training",)
+"""Fields a card may leave out. Absent and null are the same card, so cards signed before a field existed keep
+their canonical bytes (and signatures)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +222,9 @@ class Card:
     tags: tuple[str, ...] = ()
     consent: Consent = field(default_factory=Consent)
     lineage: tuple[Parent, ...] = ()
+    training: dict[str, Any] | None = None
+    """How the adapter was trained (``lorahub train``): base and dataset digests, hyperparameters, seed, software,
+    hardware, times, loss curve. Free-form JSON without floats."""
     created: str = field(default_factory=utc_now)
     schema: str = SCHEMA
 
@@ -244,12 +250,12 @@ class Card:
             "lineage": [p.to_dict() for p in self.lineage],
             "creator": self.creator.to_dict() if self.creator is not None else None,
             "created": self.created,
-        }
+        } | ({"training": self.training} if self.training is not None else {})
 
     @classmethod
     def from_dict(cls, data: Any) -> Card:
         """Parse a card strictly: every field present, none unknown, every type and value checked."""
-        d = _object(data, "card", CARD_FIELDS)
+        d = _object(data, "card", CARD_FIELDS, optional=OPTIONAL_FIELDS)
         if d["schema"] != SCHEMA:
             raise _error("schema", f"is {d['schema']!r}; this lorahub reads {SCHEMA!r}")
         content_digest = _digest(d["content_digest"], "content_digest")
@@ -269,6 +275,7 @@ class Card:
             consent=Consent.from_dict(d["consent"]),
             lineage=tuple(Parent.from_dict(p, f"lineage[{i}]") for i, p in enumerate(_array(d["lineage"], "lineage"))),
             creator=_optional(d["creator"], "creator", Creator.from_dict),
+            training=_optional(d.get("training"), "training", _json_object),
             created=_timestamp(d["created"], "created"),
         )
 
@@ -292,10 +299,10 @@ def _error(where: str, problem: str) -> errors.CardError:
     return errors.CardError(f"card field {where} {problem}")
 
 
-def _object(data: Any, where: str, keys: Sequence[str]) -> Mapping[str, Any]:
+def _object(data: Any, where: str, keys: Sequence[str], optional: Sequence[str] = ()) -> Mapping[str, Any]:
     if not isinstance(data, dict):
         raise _error(where, f"must be an object, not {_kind(data)}")
-    unknown = [k for k in data if k not in keys]
+    unknown = [k for k in data if k not in keys and k not in optional]
     if unknown:
         raise _error(f"{where}.{unknown[0]}" if where != "card" else str(unknown[0]), "is not a known field")
     missing = [k for k in keys if k not in data]

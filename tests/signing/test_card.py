@@ -216,3 +216,16 @@ def test_canonical_bytes_change_with_any_field(alice: Identity) -> None:
     assert canonical_bytes(changed) != canonical_bytes(card)
     reordered = Card(**{**_fields(card), "trigger_words": ("8-bit", "pxl style")})
     assert canonical_bytes(reordered) != canonical_bytes(card)  # list order is meaningful and kept
+
+
+def test_training_is_optional_and_absent_when_null(alice: Identity, validator: Draft202012Validator) -> None:
+    """Cards signed before ``training`` existed keep their canonical bytes: null is written as absent."""
+    card = minimal_card(alice)
+    assert "training" not in card.to_dict()
+    assert Card.from_dict({**card.to_dict(), "training": None}) == card
+    trained = Card.from_dict({**card.to_dict(), "training": {"seed": 0, "lr": "1e-4", "loss": ["0.9", "0.8"]}})
+    assert trained.training == {"seed": 0, "lr": "1e-4", "loss": ["0.9", "0.8"]}
+    assert canonical_bytes(trained) != canonical_bytes(card)
+    validator.validate(trained.to_dict())
+    with pytest.raises(errors.CardError, match="training.lr"):
+        Card.from_dict({**card.to_dict(), "training": {"lr": 0.0001}})
