@@ -227,5 +227,5 @@ def test_training_is_optional_and_absent_when_null(alice: Identity, validator: D
     assert trained.training == {"seed": 0, "lr": "1e-4", "loss": ["0.9", "0.8"]}
     assert canonical_bytes(trained) != canonical_bytes(card)
     validator.validate(trained.to_dict())
-    with pytest.raises(errors.CardError, match="training.lr"):
+    with pytest.raises(errors.CardError, match=r"training\.lr"):
         Card.from_dict({**card.to_dict(), "training": {"lr": 0.0001}})
