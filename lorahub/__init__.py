@@ -11,18 +11,23 @@ from lorahub.errors import LorahubError
 
 __version__ = "0.1.0"
 
-__all__ = ["Hub", "LorahubError", "Report", "__version__", "errors", "inspect"]
+__all__ = ["Hub", "LorahubError", "Report", "__version__", "apply_prompt", "errors", "inspect", "load", "stack"]
 
 if TYPE_CHECKING:
     from lorahub import errors
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.inspect import Report, inspect
+    from lorahub.sdk.loading import load
+    from lorahub.sdk.prompts import apply_prompt, stack
 
 _LAZY = {
     "Hub": ("lorahub.sdk.hub", "Hub"),
     "inspect": ("lorahub.sdk.inspect", "inspect"),
     "Report": ("lorahub.sdk.inspect", "Report"),
     "errors": ("lorahub.errors", None),
+    "load": ("lorahub.sdk.loading", "load"),
+    "stack": ("lorahub.sdk.prompts", "stack"),
+    "apply_prompt": ("lorahub.sdk.prompts", "apply_prompt"),
 }
 
 

@@ -255,3 +255,19 @@ class ConversionRefusedError(LorahubError):
     def __init__(self, message: str, *, report: object, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
+
+
+# --- loading, merging -----------------------------------------------------------------------------------------
+
+
+class FamilyMismatchError(LorahubError):
+    """An adapter made for one base model family applied to, or combined with, another."""
+
+    code = "family-mismatch"
+    default_hint = "Adapters only apply to the base model family they were trained on (lorahub inspect shows it)."
+
+
+class UnknownAdapterNameError(AdapterNotFoundError):
+    """A name in a prompt or a stack that the catalogue does not have; the message lists near matches."""
+
+    code = "adapter-not-found"

@@ -32,6 +32,7 @@ EXIT_CODES: tuple[tuple[type[errors.LorahubError], int], ...] = (
     (errors.PartialFailureError, 8),
     (errors.LicenseForbiddenError, 9),
     (errors.LicenseUncertainError, 10),
+    (errors.FamilyMismatchError, 11),
     (errors.AdapterNotFoundError, 3),
     (errors.KeyNotFoundError, 3),
     (errors.LorahubError, EXIT_ERROR),

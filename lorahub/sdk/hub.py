@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.batch import BatchResult, Progress
+    from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
@@ -330,6 +332,32 @@ class Hub:
             if self.blobs.remove(sha256):
                 removed, freed = removed + 1, freed + size
         return removed, freed
+
+    # --- combining, lineage ------------------------------------------------------------------------------------
+
+    def merge(
+        self,
+        specs: list[str],
+        *,
+        out: str,
+        method: str = "cat",
+        rank: int | None = None,
+        use: str | None = None,
+        accept_uncertain: bool = False,
+        dtype: str | None = None,
+    ) -> MergeResult:
+        """Merge catalogued adapters (``"name[@V][:weight]"``) into a new signed version ``out`` (see merging.py)."""
+        from lorahub.sdk.merging import merge
+
+        return merge(
+            self, specs, out=out, method=method, rank=rank, use=use,  # type: ignore[arg-type]
+            accept_uncertain=accept_uncertain, dtype=dtype,
+        )  # fmt: skip
+
+    def lineage(self, ref: str) -> LineageNode:
+        from lorahub.sdk.lineage import lineage
+
+        return lineage(self, ref)
 
     # --- licences ---------------------------------------------------------------------------------------------
 

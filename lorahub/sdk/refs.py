@@ -41,3 +41,17 @@ def parse_ref(text: str) -> Ref:
     if version and not version.isdigit():
         raise errors.LorahubError(f"{text!r}: the version after @ must be a number", hint="For example pixel-art@2.")
     return Ref(name=check_name(name), version=int(version) if version else None)
+
+
+def parse_weighted(spec: str, default: float = 1.0) -> tuple[str, float]:
+    """``NAME[@V][:W]`` (or a path or digest, optionally ``:W``) → (reference, weight). A ``sha256:`` prefix is part
+    of the reference, not a weight separator."""
+    ref, sep, weight = spec.strip().rpartition(":")
+    if not sep or ref.lower() == "sha256" or ref == "":
+        return spec.strip(), default
+    try:
+        return ref, float(weight)
+    except ValueError:
+        raise errors.LorahubError(
+            f"{spec!r}: the weight after ':' must be a number", hint="For example pixel-art:0.7 or ink@2:0.4."
+        ) from None

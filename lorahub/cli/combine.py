@@ -1,0 +1,89 @@
+"""``lorahub merge`` and ``lorahub lineage``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.tree import Tree
+
+from lorahub.cli import _output
+from lorahub.cli._context import HubContext, pass_hub_context
+
+USES = click.Choice(["commercial", "non-commercial", "research"])
+
+
+@click.command("merge")
+@click.argument("adapters", nargs=-1, required=True, metavar="NAME[@V][:W]...")
+@click.option("--out", required=True, help="Name of the merged adapter (a new catalogued, signed version).")
+@click.option("--method", type=click.Choice(["cat", "svd"]), default="cat", show_default=True,
+              help="cat: exact, rank Σrᵢ; svd: truncated to --rank, error reported.")  # fmt: skip
+@click.option("--rank", type=click.IntRange(min=1), help="Rank of an svd merge (default: the largest input rank).")
+@click.option("--use", type=USES, help="Also check that the merge may be used this way.")
+@click.option("--accept-uncertain", is_flag=True, help="Go ahead when the licence answer is uncertain (audited).")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), help="Storage dtype (default: the first's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_hub_context
+def merge_command(
+    ctx: HubContext, *, adapters: tuple[str, ...], out: str, method: str, rank: int | None, use: str | None,
+    accept_uncertain: bool, dtype: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Merge catalogued adapters into one, after a licence check and a family check.
+
+    The result's card lists its parents with their weights and the method; the audit log records the merge.
+    """
+    result = ctx.hub.merge(
+        list(adapters), out=out, method=method, rank=rank, use=use, accept_uncertain=accept_uncertain, dtype=dtype
+    )
+    if as_json:
+        _output.print_json(result.as_dict())
+        return
+    report = result.report
+    _output.stdout.print(
+        f"merged {len(adapters)} adapters → {escape(result.added.name)}@{result.added.version} "
+        f"({report.method}, {report.modules} modules, rank ≤ {report.max_rank}); licence: {result.verdict['verdict']}"
+    )
+    if report.method == "svd":
+        _output.stdout.print(
+            f"svd: max relative error {report.max_rel_error:.3g}, min kept energy {report.min_kept_energy:.4f}"
+        )
+
+
+def _label(node: dict[str, Any]) -> str:
+    ref = node["ref"] or f"unknown {node['content_digest'][:16]}…"
+    parts = [f"[bold]{escape(ref)}[/bold]"]
+    if node["relation"]:
+        params = ", ".join(f"{k}={v}" for k, v in node["parameters"].items())
+        parts.append(f"[cyan]{node['relation']}[/cyan]" + (f" ({escape(params)})" if params else ""))
+    if node["license"]:
+        parts.append(f"licence {escape(node['license'])}")
+    signers = [f"{escape(s['name'] or s['fingerprint'][:16])} [{s['trust']}{'' if s['valid'] else ', INVALID'}]"
+               for s in node["signers"]]  # fmt: skip
+    parts.append("signed by " + ", ".join(signers) if signers else "unsigned")
+    return " · ".join(parts)
+
+
+def _grow(tree: Tree, node: dict[str, Any]) -> None:
+    training = node["training"]
+    if training:
+        tree.add(f"[green]trained[/green] {escape(', '.join(f'{k}={v}' for k, v in training.items()))}")
+    for baked in node["baked_into"]:
+        tree.add(f"[magenta]baked into[/magenta] {escape(str(baked['output']))} ({baked['time']})")
+    for parent in node["parents"]:
+        _grow(tree.add(_label(parent)), parent)
+
+
+@click.command("lineage")
+@click.argument("ref", metavar="NAME[@V]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_hub_context
+def lineage_command(ctx: HubContext, *, ref: str, as_json: bool) -> None:
+    """The tree of an adapter's parents (trained, merged, converted, resized from), with signers and licences."""
+    data = ctx.hub.lineage(ref).as_dict()
+    if as_json:
+        _output.print_json(data)
+        return
+    tree = Tree(_label(data))
+    _grow(tree, data)
+    _output.stdout.print(tree)

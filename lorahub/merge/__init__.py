@@ -1,0 +1,1 @@
+"""Combining adapters with each other (merge) and with base checkpoints (bake)."""

@@ -1,0 +1,211 @@
+"""``from lorahub import load``: a verified adapter, alone or applied to a diffusers pipeline.
+
+Order matters and is the point: resolve the reference, ask the licence engine (when a use is declared), verify the
+file under the home policy, and only then read tensors; a refusal at any step leaves the pipeline untouched.
+Verification of a catalogued blob is remembered by its size, mtime and inode, so loading the same adapter again does
+not hash it again; trust, signatures and policy are still checked every time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorahub import errors
+
+if TYPE_CHECKING:
+    from lorahub.adapters.model import CanonicalAdapter
+    from lorahub.registry.catalog import AdapterVersion
+    from lorahub.sdk.hub import Hub
+    from lorahub.sdk.pipelines import AdapterHandle
+    from lorahub.sdk.verifying import VerifyReport
+    from lorahub.signing.card import Card
+    from lorahub.signing.signed import SignedCard
+
+
+@dataclass
+class VerifiedAdapter:
+    """An adapter that passed verification (or was loaded with ``verify=False``, then ``report`` is None): its
+    catalogue entry if any, its signed card if any, and its tensors in the canonical model."""
+
+    ref: str
+    path: Path
+    content_digest: str
+    adapter: CanonicalAdapter
+    version: AdapterVersion | None = None
+    signed: SignedCard | None = None
+    report: VerifyReport | None = None
+
+    @property
+    def card(self) -> Card | None:
+        return self.signed.card if self.signed is not None else None
+
+    @property
+    def label(self) -> str:
+        return self.version.ref if self.version is not None else self.path.name
+
+    @property
+    def trigger_words(self) -> tuple[str, ...]:
+        return self.card.trigger_words if self.card is not None else ()
+
+
+def _is_path(ref: str | os.PathLike[str]) -> bool:
+    text = str(ref)
+    return isinstance(ref, os.PathLike) or Path(text).exists() or os.sep in text or text.endswith(".safetensors")
+
+
+def _require(report: VerifyReport) -> VerifyReport:
+    if not report.ok:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if not c.ok)
+        raise errors.VerificationFailedError(
+            f"{report.target} failed verification, nothing was loaded ({failed})",
+            hint="lorahub verify shows every check; trust the signer (lorahub trust add) or fix the file. "
+            "verify=False skips verification for files you made yourself.",
+        )
+    return report
+
+
+def _verify_catalogued(hub: Hub, version: AdapterVersion) -> VerifyReport:
+    from lorahub.sdk.verifying import verify_unchanged_blob
+
+    path = hub.blobs.path_for(version.blob_sha256)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise errors.PathNotFoundError(
+            f"the stored file of {version.ref} is missing from the blob store ({path})",
+            hint="Restore the home from a backup, or remove the version (lorahub rm) and add the file again.",
+        ) from None
+    facts = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    cached = hub.catalog.file_cache_get(*facts)
+    policy = hub.policy()
+    if cached is not None and cached.sha256 == version.blob_sha256 and cached.content_digest == version.content_digest:
+        return _require(verify_unchanged_blob(hub, version, policy))
+    report = _require(hub.verify(version.ref))
+    hub.catalog.file_cache_put(*facts, sha256=version.blob_sha256, content_digest=version.content_digest)
+    return report
+
+
+def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> VerifiedAdapter:
+    """The adapter behind ``ref`` (name, name@N, content digest or path), verified unless ``verify`` is False."""
+    from lorahub.adapters.model import read_adapter
+    from lorahub.files.safetensors import check_path
+
+    version: AdapterVersion | None = None
+    report: VerifyReport | None = None
+    if _is_path(ref):
+        path = check_path(Path(ref))
+        if verify:
+            report = _require(hub.verify(path))
+    else:
+        version = hub.version(str(ref))
+        path = hub.blobs.path_for(version.blob_sha256)
+        if verify:
+            report = _verify_catalogued(hub, version)
+    adapter = read_adapter(path)
+    signed = hub.signed_card(version) if version is not None else None
+    digest = version.content_digest if version is not None else (report.content_digest if report else None)
+    if digest is None:
+        from lorahub.sdk.inspect import inspect
+
+        digest = inspect(path).hashes.content or ""
+    return VerifiedAdapter(
+        ref=str(ref), path=path, content_digest=digest, adapter=adapter, version=version, signed=signed, report=report
+    )
+
+
+def adapter_name_for(verified: VerifiedAdapter) -> str:
+    """A pipeline adapter name derived from the content digest: unique per content and never a substring of PEFT's
+    own key names (§3.3 trap 4: a name like ``B`` matches ``lora_B``)."""
+    stem = verified.version.name if verified.version is not None else "file"
+    return f"{stem}-{verified.content_digest[:12]}"
+
+
+def load(
+    ref: str | os.PathLike[str],
+    pipe: Any = None,
+    *,
+    weight: float = 1.0,
+    hub: Hub | None = None,
+    verify: bool = True,
+    use: str | None = None,
+    accept_uncertain: bool = False,
+    adapter_name: str | None = None,
+    replace: AdapterHandle | None = None,
+) -> Any:
+    """Load an adapter: without ``pipe`` the :class:`VerifiedAdapter`; with a diffusers pipeline, the adapter is
+    applied with ``weight`` and an :class:`~lorahub.sdk.pipelines.AdapterHandle` is returned.
+
+    ``use`` (``commercial``, ``non-commercial``, ``research``) asks the licence engine first: forbidden stops the
+    load, uncertain too unless ``accept_uncertain``. ``replace`` swaps this adapter into the place of an applied
+    one, in place through diffusers hotswap when the targets allow it (much faster than a fresh load).
+    """
+    from lorahub.sdk.hub import Hub
+    from lorahub.sdk.licensing import require_license
+
+    hub = hub or Hub.open()
+    if use is not None:
+        require_license(hub, [str(ref)], use=use, accept_uncertain=accept_uncertain, action="load")
+    verified = resolve(hub, ref, verify=verify)
+    if pipe is None:
+        return verified
+    return apply(verified, pipe, weight=weight, adapter_name=adapter_name, replace=replace)
+
+
+def apply(
+    verified: VerifiedAdapter,
+    pipe: Any,
+    *,
+    weight: float = 1.0,
+    adapter_name: str | None = None,
+    replace: AdapterHandle | None = None,
+) -> AdapterHandle:
+    """Apply a verified adapter to ``pipe``; every check runs before the first tensor reaches the pipeline."""
+    from lorahub.sdk.pipelines import (
+        AdapterHandle,
+        activate,
+        applied,
+        check_family,
+        check_loadable,
+        inject,
+        loaded,
+        peft_state,
+    )
+
+    check_family(verified.adapter, pipe, verified.label)
+    check_loadable(verified.adapter, verified.label)
+    states = peft_state(verified.adapter, pipe)
+    targets = {component: state.targets for component, state in states.items()}
+    weights = applied(pipe)
+    if replace is not None:
+        return _swap(replace, verified, states, targets, weight)
+    name = adapter_name or adapter_name_for(verified)
+    if name not in loaded(pipe):  # the same content applied before stays injected: only its weight changes
+        inject(pipe, states, name)
+    weights[name] = float(weight)
+    activate(pipe)
+    return AdapterHandle(pipe=pipe, adapter_name=name, adapter=verified, targets=targets)
+
+
+def _swap(
+    handle: AdapterHandle,
+    verified: VerifiedAdapter,
+    states: dict[str, Any],
+    targets: dict[str, dict[str, int]],
+    weight: float,
+) -> AdapterHandle:
+    from lorahub.sdk.pipelines import activate, applied, can_hotswap, inject
+
+    weights = applied(handle.pipe)
+    hotswap = can_hotswap(handle.targets, targets)
+    if not hotswap:
+        handle.pipe.delete_adapters([handle.adapter_name])
+    inject(handle.pipe, states, handle.adapter_name, hotswap=hotswap)
+    weights[handle.adapter_name] = float(weight)
+    activate(handle.pipe)
+    handle.adapter, handle.hotswapped = verified, hotswap
+    if not hotswap:
+        handle.targets = targets
+    return handle

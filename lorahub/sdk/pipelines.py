@@ -1,0 +1,228 @@
+"""Adapters in diffusers pipelines: family checks, our converted PEFT state dict, weights, hotswap.
+
+lorahub hands diffusers the state dict it converted itself (canonical model → PEFT ``lora_A``/``lora_B`` keys) with
+the LoRA config of every component (rank, the *true* alpha, rank and alpha patterns), component by component through
+the pipeline's ``load_lora_into_*`` methods: diffusers' own file readers lose alpha when the metadata is missing
+(merge-and-train.md §3.3 trap 3) and cannot read every layout lorahub reads.
+
+The weights of the adapters lorahub applied to a pipeline are kept on the pipeline (``_lorahub_weights``) and set
+together after every change, because ``set_adapters`` replaces the whole active set.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lorahub import errors
+
+if TYPE_CHECKING:
+    from lorahub.adapters.model import CanonicalAdapter
+    from lorahub.sdk.loading import VerifiedAdapter
+
+WEIGHTS_ATTRIBUTE = "_lorahub_weights"
+MODEL_COMPONENTS = ("unet", "transformer")
+TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
+LOADABLE_KINDS = frozenset({"lora", "locon", "lora-tucker"})
+
+PIPELINE_FAMILIES: Mapping[str, tuple[str, ...]] = {
+    "StableDiffusionXL": ("sdxl",),
+    "StableDiffusion3": ("sd3",),
+    "StableDiffusion": ("sd1", "sd2"),
+    "Flux": ("flux1",),
+}
+"""Pipeline class name prefix → families whose adapters it takes (longest prefixes first)."""
+
+SD_CROSS_ATTENTION = {768: "sd1", 1024: "sd2"}
+"""SD 1.x and 2.x share pipeline classes; the UNet's cross-attention width tells them apart at real size."""
+
+
+def pipeline_family(pipe: Any) -> tuple[str, ...]:
+    """The families whose adapters fit ``pipe``, from its class and, for SD 1/2, its UNet's text width."""
+    name = type(pipe).__name__
+    for prefix, families in PIPELINE_FAMILIES.items():
+        if name.startswith(prefix):
+            if families == ("sd1", "sd2"):
+                width = getattr(getattr(getattr(pipe, "unet", None), "config", None), "cross_attention_dim", None)
+                exact = SD_CROSS_ATTENTION.get(width) if isinstance(width, int) else None
+                return (exact,) if exact else families
+            return families
+    raise errors.LorahubError(
+        f"lorahub does not know how to apply adapters to a {name}",
+        hint="Supported: StableDiffusion (1.x/2.x), StableDiffusionXL, StableDiffusion3 and Flux pipelines.",
+    )
+
+
+def check_family(adapter: CanonicalAdapter, pipe: Any, label: str) -> None:
+    families = pipeline_family(pipe)
+    if adapter.family not in families:
+        raise errors.FamilyMismatchError(
+            f"{label} is a {adapter.family} adapter; this {type(pipe).__name__} takes {' or '.join(families)} adapters",
+            hint="Load it into a pipeline of its own base model family (lorahub inspect shows the family).",
+        )
+
+
+def check_loadable(adapter: CanonicalAdapter, label: str) -> None:
+    other = sorted({layer.kind for layer in adapter.layers.values() if layer.kind not in LOADABLE_KINDS})
+    if other:
+        raise errors.LorahubError(
+            f"{label} has {', '.join(other)} layers, which diffusers pipelines do not load as LoRA",
+            hint="Bake it into the base (lorahub bake), or convert it to LoRA with "
+            "`lorahub convert --to diffusers --lossy --rank N` and load the result.",
+        )
+    if adapter.unmapped:
+        raise errors.LorahubError(
+            f"{label}: {len(adapter.unmapped)} module(s) do not map to {adapter.family} model paths "
+            f"(first: {adapter.unmapped[0]})",
+            hint="lorahub inspect lists them; such files cannot be applied exactly.",
+        )
+
+
+# --- the state dict diffusers is given -------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentState:
+    """One component's PEFT tensors (keys prefixed with the component) and its LoRA config."""
+
+    tensors: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
+    """Module path → rank: what hotswap compares."""
+
+
+def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState]:
+    """The adapter as diffusers' PEFT integration takes it, component by component, tensors in each component's
+    dtype."""
+    import torch
+
+    from lorahub.adapters.convert import _folded_down, _peft_config
+    from lorahub.adapters.names import from_canonical
+
+    by_component: dict[str, list[tuple[str, Any]]] = {}
+    states: dict[str, ComponentState] = {}
+    for canonical, layer in adapter.layers.items():
+        component = canonical.partition(".")[0]
+        module = getattr(pipe, component, None)
+        if module is None:
+            raise errors.LorahubError(
+                f"the adapter has {component} layers but this {type(pipe).__name__} has no {component}",
+                hint="Load it into the pipeline of its base model.",
+            )
+        new_style = component in TEXT_COMPONENTS and not hasattr(module, "text_model")
+        name = from_canonical(adapter.family, "diffusers", canonical, transformers5=new_style)
+        if name is None:
+            raise errors.LorahubError(f"{canonical} has no diffusers name in the {adapter.family} tables")
+        path = name.partition(".")[2]
+        state = states.setdefault(component, ComponentState())
+        dtype = module.dtype
+        state.tensors[f"{name}.lora_A.weight"] = torch.from_numpy(_folded_down(layer)).to(dtype)
+        state.tensors[f"{name}.lora_B.weight"] = torch.from_numpy(layer.tensors["up"]).to(dtype)
+        state.targets[path] = int(layer.rank or 0)
+        by_component.setdefault(component, []).append((path, layer))
+    for component, layers in by_component.items():
+        states[component].config = {f"{component}.{k}": v for k, v in _peft_config(layers).items()}
+    return states
+
+
+def _call(method: Callable[..., Any], **kwargs: Any) -> None:
+    """Call a ``load_lora_into_*`` with the arguments its signature has (they differ between pipelines)."""
+    accepted = inspect.signature(method).parameters
+    method(**{k: v for k, v in kwargs.items() if k in accepted})
+
+
+def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *, hotswap: bool = False) -> None:
+    for component, state in states.items():
+        common = {
+            "state_dict": state.tensors,
+            "network_alphas": None,
+            "adapter_name": adapter_name,
+            "metadata": state.config,
+            "_pipeline": pipe,
+            "low_cpu_mem_usage": True,
+            "hotswap": hotswap and component in MODEL_COMPONENTS,
+        }
+        if component == "unet":
+            _call(pipe.load_lora_into_unet, unet=pipe.unet, **common)
+        elif component == "transformer":
+            _call(pipe.load_lora_into_transformer, transformer=pipe.transformer, **common)
+        else:
+            _call(
+                pipe.load_lora_into_text_encoder,
+                text_encoder=getattr(pipe, component),
+                prefix=component,
+                lora_scale=getattr(pipe, "lora_scale", 1.0),
+                **common,
+            )
+
+
+# --- weights, handles ------------------------------------------------------------------------------------------
+
+
+def applied(pipe: Any) -> dict[str, float]:
+    """The adapters lorahub applied to ``pipe`` and their weights (the pipeline owns this record)."""
+    weights: dict[str, float] | None = getattr(pipe, WEIGHTS_ATTRIBUTE, None)
+    if weights is None:
+        weights = {}
+        setattr(pipe, WEIGHTS_ATTRIBUTE, weights)
+    return weights
+
+
+def loaded(pipe: Any) -> set[str]:
+    """Every adapter name injected into any component of ``pipe`` (lorahub's or not)."""
+    if not hasattr(pipe, "get_list_adapters"):
+        return set()
+    return {name for names in pipe.get_list_adapters().values() for name in names}
+
+
+def activate(pipe: Any) -> None:
+    """Make every lorahub adapter on ``pipe`` active with its weight (``set_adapters`` replaces the active set)."""
+    weights = applied(pipe)
+    if weights:
+        if getattr(pipe, "_lorahub_disabled", False):
+            pipe.enable_lora()
+            pipe._lorahub_disabled = False
+        pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
+    elif loaded(pipe):
+        pipe.disable_lora()
+        pipe._lorahub_disabled = True
+
+
+@dataclass
+class AdapterHandle:
+    """An adapter applied to a pipeline: change its weight, swap another adapter into its place, or unload it."""
+
+    pipe: Any
+    adapter_name: str
+    adapter: VerifiedAdapter
+    targets: dict[str, dict[str, int]] = field(default_factory=dict)
+    hotswapped: bool = False
+    """Whether the last :meth:`swap` (or load into this slot) reused the injected layers."""
+
+    @property
+    def weight(self) -> float:
+        return applied(self.pipe)[self.adapter_name]
+
+    def set_weight(self, weight: float) -> None:
+        applied(self.pipe)[self.adapter_name] = float(weight)
+        activate(self.pipe)
+
+    def deactivate(self) -> None:
+        """Keep the adapter injected (a later load of the same content is instant) but stop applying it."""
+        applied(self.pipe).pop(self.adapter_name, None)
+        activate(self.pipe)
+
+    def unload(self) -> None:
+        self.pipe.delete_adapters([self.adapter_name])
+        applied(self.pipe).pop(self.adapter_name, None)
+        activate(self.pipe)
+
+
+def can_hotswap(old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]]) -> bool:
+    """diffusers hotswaps the weights of an injected adapter in place when the new one targets the same modules or a
+    subset, in the UNet/transformer only (§3.3 trap 6: a superset raises; text encoders are not supported)."""
+    if not new or set(new) - set(MODEL_COMPONENTS) or set(old) != set(new):
+        return False
+    return all(set(new[c]) <= set(old[c]) for c in new)
