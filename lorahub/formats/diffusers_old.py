@@ -7,7 +7,9 @@ keeps the file's name and converters map it (``to_out_lora`` → ``to_out.0``).
 
 from __future__ import annotations
 
-from lorahub.formats.grouping import Keys, Metadata, Scheme, SchemeFormat, mostly
+from lorahub.formats.base import Layout
+from lorahub.formats.diffusers import adapter_configs, config_alpha
+from lorahub.formats.grouping import Keys, Metadata, Scheme, group, mostly
 from lorahub.formats.naming import DIFFUSERS_OLD_SUFFIXES, DIFFUSERS_PREFIXES, GUESS
 
 SCHEME = Scheme(prefixes=DIFFUSERS_PREFIXES, suffixes=DIFFUSERS_OLD_SUFFIXES, bare=GUESS)
@@ -30,9 +32,25 @@ def _detect(keys: Keys, metadata: Metadata) -> bool:
     return mostly(keys, _old_key)
 
 
-FORMAT = SchemeFormat(
-    id="diffusers-old",
-    description="diffusers before PEFT (.lora.down.weight, lora_linear_layer, processor.to_q_lora attn-procs)",
-    scheme=SCHEME,
-    detector=_detect,
-)
+class DiffusersOldFormat:
+    """The old spellings; diffusers' own training scripts still write them (``convert_state_dict_to_diffusers``)
+    next to a ``lora_adapter_metadata`` PEFT config, whose alpha diffusers applies when it loads, so we do too."""
+
+    id = "diffusers-old"
+    description = "diffusers before PEFT (.lora.down.weight, lora_linear_layer, processor.to_q_lora attn-procs)"
+
+    def detect(self, keys: Keys, metadata: Metadata) -> bool:
+        return _detect(keys, metadata)
+
+    def parse(self, keys: Keys, metadata: Metadata) -> Layout:
+        layout = group(keys, SCHEME).layout(self.id)
+        configs = adapter_configs(metadata)
+        if configs:
+            for module in layout.modules:
+                if "alpha" not in module.tensors:
+                    module.config_alpha = config_alpha(module, configs)
+            layout.notes = [f"alpha from lora_adapter_metadata for {', '.join(sorted(configs))}"]
+        return layout
+
+
+FORMAT = DiffusersOldFormat()

@@ -9,6 +9,7 @@ not hash it again; trust, signatures and policy are still checked every time.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,8 +173,10 @@ def apply(
         inject,
         loaded,
         peft_state,
+        pipeline_family,
     )
 
+    settle_family(verified, pipeline_family(pipe))
     check_family(verified.adapter, pipe, verified.label)
     check_loadable(verified.adapter, verified.label)
     states = peft_state(verified.adapter, pipe)
@@ -187,6 +190,20 @@ def apply(
     weights[name] = float(weight)
     activate(pipe)
     return AdapterHandle(pipe=pipe, adapter_name=name, adapter=verified, targets=targets)
+
+
+def settle_family(verified: VerifiedAdapter, families: Sequence[str]) -> None:
+    """An adapter whose family the evidence leaves open (small or unusual geometry: ``unknown``) is read as the first
+    of ``families`` (a pipeline's, or every family with name tables) under which all its modules map."""
+    from lorahub.adapters.model import read_adapter
+
+    if verified.adapter.family != "unknown":
+        return
+    for family in families:
+        candidate = read_adapter(verified.path, family=family)
+        if candidate.layers and not candidate.unmapped:
+            verified.adapter = candidate
+            return
 
 
 def _swap(

@@ -100,11 +100,12 @@ def merge(
     accept_uncertain: bool = False,
     dtype: str | None = None,
 ) -> MergeResult:
+    from lorahub.adapters.names import FAMILIES
     from lorahub.merge.combine import merge_adapters
     from lorahub.sdk.adding import AddOptions
     from lorahub.sdk.derive import add_derived
     from lorahub.sdk.licensing import require_license
-    from lorahub.sdk.loading import resolve
+    from lorahub.sdk.loading import resolve, settle_family
     from lorahub.sdk.refs import check_name, parse_weighted
 
     check_name(out)
@@ -114,6 +115,8 @@ def merge(
     refs = [ref for ref, _ in pairs]
     verdict = require_license(hub, refs, use=use, merge=True, accept_uncertain=accept_uncertain, action="merge")
     verified = [(resolve(hub, ref), weight) for ref, weight in pairs]
+    for item, _ in verified:
+        settle_family(item, FAMILIES)
     missing = [v.ref for v, _ in verified if v.version is None or v.signed is None]
     if missing:
         raise errors.LorahubError(

@@ -119,8 +119,8 @@ def stack(
     ``exclusive`` makes these the only active adapters (what a prompt does)."""
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.licensing import require_license
-    from lorahub.sdk.loading import apply, resolve
-    from lorahub.sdk.pipelines import activate, applied, check_family, check_loadable
+    from lorahub.sdk.loading import apply, resolve, settle_family
+    from lorahub.sdk.pipelines import activate, applied, check_family, check_loadable, pipeline_family
     from lorahub.sdk.refs import parse_weighted
 
     hub = hub or Hub.open()
@@ -129,6 +129,7 @@ def stack(
         require_license(hub, [r for r, _ in pairs], use=use, accept_uncertain=accept_uncertain, action="stack")
     verified = [(resolve(hub, ref, verify=verify), weight) for ref, weight in pairs]
     for item, _ in verified:
+        settle_family(item, pipeline_family(pipe))
         check_family(item.adapter, pipe, item.label)
         check_loadable(item.adapter, item.label)
     if exclusive:

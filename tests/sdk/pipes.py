@@ -1,0 +1,75 @@
+"""Tiny pipelines and adapters made on them with PEFT, as a diffusers user would (merge-and-train.md §4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def tiny(family: str) -> Any:
+    from lorahub.dev.tiny_pipeline import build_tiny_pipeline
+
+    return build_tiny_pipeline(family)  # type: ignore[arg-type]
+
+
+def make_adapter(
+    family: str,
+    out: Path,
+    *,
+    seed: int,
+    rank: int = 4,
+    alpha: float = 8.0,
+    targets: list[str] | None = None,
+    text_encoder: bool = False,
+) -> Path:
+    """A LoRA trained-looking file (random B, so it changes the output) saved by diffusers' own save_lora_weights
+    with its adapter metadata: the format diffusers' training scripts write."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = tiny(family)
+    torch.manual_seed(seed)
+    model_name = "unet" if hasattr(pipe, "unet") else "transformer"
+    model = getattr(pipe, model_name)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets or TARGETS, init_lora_weights=False)
+    model.add_adapter(config, adapter_name="x")
+    with torch.no_grad():  # random B large enough to change a 2-step image visibly
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.2)
+    layers: dict[str, Any] = {
+        f"{model_name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(model, adapter_name="x")),
+        f"{model_name}_lora_adapter_metadata": model.peft_config["x"].to_dict(),
+    }
+    if text_encoder:
+        te_config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TEXT_TARGETS, init_lora_weights=False)
+        pipe.text_encoder.add_adapter(te_config, adapter_name="x")
+        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(pipe.text_encoder, adapter_name="x")
+        )
+        layers["text_encoder_lora_adapter_metadata"] = pipe.text_encoder.peft_config["x"].to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(out, **layers)
+    return out / "pytorch_lora_weights.safetensors"
+
+
+CALL = {
+    "sd1": {"num_inference_steps": 2, "height": 64, "width": 64, "guidance_scale": 1.0},
+    "sdxl": {"num_inference_steps": 2, "height": 64, "width": 64, "guidance_scale": 1.0},
+    "flux1": {"num_inference_steps": 2, "height": 64, "width": 64, "guidance_scale": 3.5, "max_sequence_length": 16},
+}
+
+
+def image(pipe: Any, family: str, prompt: str = "a photo of sks cat") -> np.ndarray:
+    import torch
+
+    generator = torch.Generator("cpu").manual_seed(0)
+    result = pipe(prompt, generator=generator, output_type="np", **CALL[family])
+    return np.asarray(result.images[0], dtype=np.float64)

@@ -1,0 +1,184 @@
+"""``lorahub.load`` / ``stack`` / ``apply_prompt`` on tiny real diffusers pipelines, against diffusers itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import lorahub
+from lorahub import Hub, errors
+from lorahub.sdk.adding import AddOptions
+from tests.sdk.pipes import image, make_adapter, tiny
+
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+
+FAMILIES = ["sd1", "sdxl"]
+
+
+def _reference(family: str, files: list[tuple[Path, float]]) -> np.ndarray:
+    """What diffusers alone makes of the same files and weights."""
+    pipe = tiny(family)
+    names = []
+    for i, (path, _) in enumerate(files):
+        pipe.load_lora_weights(str(path), adapter_name=f"ref{i}")
+        names.append(f"ref{i}")
+    pipe.set_adapters(names, adapter_weights=[w for _, w in files])
+    return image(pipe, family)
+
+
+def _no_adapters(pipe: Any) -> bool:
+    return not any(pipe.get_list_adapters().values()) if hasattr(pipe, "get_list_adapters") else True
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    return {}
+
+
+def _add(hub: Hub, path: Path, name: str, **options: Any) -> None:
+    hub.add(path, AddOptions(name=name, license=options.pop("license", "MIT"), **options))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_load_matches_diffusers_and_the_handle_changes_and_unloads(hub: Hub, tmp_path: Path, family: str) -> None:
+    path = make_adapter(family, tmp_path / "a", seed=1, text_encoder=family == "sd1")
+    _add(hub, path, "style")
+    pipe = tiny(family)
+    base = image(pipe, family)
+    handle = lorahub.load("style", pipe, weight=0.7, hub=hub)
+    ours = image(pipe, family)
+    np.testing.assert_allclose(ours, _reference(family, [(path, 0.7)]), atol=1e-5)
+    assert np.abs(ours - base).max() > 1e-3
+    handle.set_weight(0.0)
+    np.testing.assert_allclose(image(pipe, family), base, atol=1e-5)
+    handle.set_weight(0.7)
+    np.testing.assert_allclose(image(pipe, family), ours, atol=1e-6)
+    handle.unload()
+    assert _no_adapters(pipe)
+    np.testing.assert_allclose(image(pipe, family), base, atol=1e-5)
+
+
+def test_without_a_pipeline_load_returns_the_verified_adapter(hub: Hub, tmp_path: Path) -> None:
+    path = make_adapter("sd1", tmp_path / "a", seed=1)
+    _add(hub, path, "style", triggers=["sks"])
+    verified = lorahub.load("style@1", hub=hub)
+    assert verified.card is not None and verified.card.trigger_words == ("sks",)
+    assert verified.report is not None and verified.report.ok
+    assert len(verified.adapter.layers) == 32 and verified.content_digest == hub.version("style").content_digest
+
+
+def test_two_stacked_adapters_and_their_cat_merge_equal_diffusers_stack(hub: Hub, tmp_path: Path) -> None:
+    a = make_adapter("sd1", tmp_path / "a", seed=1)
+    b = make_adapter("sd1", tmp_path / "b", seed=2, rank=2, alpha=2.0, targets=["to_q", "to_v"])
+    _add(hub, a, "ink")
+    _add(hub, b, "pixel")
+    pipe = tiny("sd1")
+    handles = lorahub.stack(pipe, ["ink:0.7", "pixel@1:-0.4"], hub=hub)
+    stacked = image(pipe, "sd1")
+    np.testing.assert_allclose(stacked, _reference("sd1", [(a, 0.7), (b, -0.4)]), atol=1e-5)
+    assert [h.weight for h in handles] == [0.7, -0.4]
+    hub.merge(["ink:0.7", "pixel:-0.4"], out="ink-pixel", dtype="fp32")
+    merged = tiny("sd1")
+    lorahub.load("ink-pixel", merged, hub=hub)
+    np.testing.assert_allclose(image(merged, "sd1"), stacked, atol=1e-5)
+
+
+def test_prompt_syntax_applies_exactly_the_prompts_adapters(hub: Hub, tmp_path: Path) -> None:
+    a = make_adapter("sd1", tmp_path / "a", seed=1)
+    b = make_adapter("sd1", tmp_path / "b", seed=2)
+    _add(hub, a, "ink", triggers=["inky"])
+    _add(hub, b, "pixel", triggers=["pixelated", "8-bit"])
+    pipe = tiny("sd1")
+    applied = lorahub.apply_prompt(pipe, "a cat <lora:ink:0.5>, 8-bit <lora:pixel>", hub=hub)
+    assert applied.prompt == "a cat, 8-bit, inky, pixelated"
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(a, 0.5), (b, 1.0)]), atol=1e-5)
+    again = lorahub.apply_prompt(pipe, "a cat <lora:pixel:0.3>", hub=hub, triggers=False)
+    assert again.prompt == "a cat"
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(b, 0.3)]), atol=1e-5)
+    plain = lorahub.apply_prompt(pipe, "a cat", hub=hub)
+    np.testing.assert_allclose(image(pipe, "sd1"), image(tiny("sd1"), "sd1"), atol=1e-5)
+    assert plain.handles == []
+
+
+def test_switching_hotswaps_in_place_and_matches_a_fresh_load(hub: Hub, tmp_path: Path) -> None:
+    a = make_adapter("sd1", tmp_path / "a", seed=1)
+    b = make_adapter("sd1", tmp_path / "b", seed=2, rank=2, alpha=4.0, targets=["to_q", "to_k"])
+    _add(hub, a, "ink")
+    _add(hub, b, "pixel")
+    pipe = tiny("sd1")
+    handle = lorahub.load("ink", pipe, hub=hub)
+    lorahub.load("pixel", pipe, hub=hub, weight=0.8, replace=handle)
+    assert handle.hotswapped
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(b, 0.8)]), atol=1e-5)
+    lorahub.load("ink", pipe, hub=hub, replace=handle)  # the injected layers are ink's: swaps back in place
+    assert handle.hotswapped
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(a, 1.0)]), atol=1e-5)
+    c = make_adapter("sd1", tmp_path / "c", seed=3, text_encoder=True)
+    _add(hub, c, "wide")
+    lorahub.load("wide", pipe, hub=hub, replace=handle)  # text-encoder layers: diffusers cannot hotswap them
+    assert not handle.hotswapped
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(c, 1.0)]), atol=1e-5)
+
+
+# --- refusals never put a tensor into the pipeline ---------------------------------------------------------------
+
+
+def test_family_mismatch(hub: Hub, tmp_path: Path) -> None:
+    _add(hub, make_adapter("sdxl", tmp_path / "x", seed=1), "xl")
+    pipe = tiny("sd1")
+    with pytest.raises(errors.FamilyMismatchError, match="sdxl adapter"):
+        lorahub.load("xl", pipe, hub=hub)
+    assert _no_adapters(pipe)
+
+
+def test_forbidden_use(hub: Hub, tmp_path: Path) -> None:
+    _add(hub, make_adapter("sd1", tmp_path / "a", seed=1), "nc", license="CC-BY-NC-4.0")
+    pipe = tiny("sd1")
+    with pytest.raises(errors.LicenseForbiddenError):
+        lorahub.load("nc", pipe, hub=hub, use="commercial")
+    assert _no_adapters(pipe)
+
+
+def test_untrusted_signer(hub: Hub, tmp_path: Path) -> None:
+    other = Hub.open(tmp_path / "other-home")
+    other.create_identity("Mallory <m@example.com>")
+    other.add(make_adapter("sd1", tmp_path / "a", seed=1), AddOptions(name="gift", license="MIT"))
+    exported = tmp_path / "gift.safetensors"
+    other.export("gift", exported)
+    pipe = tiny("sd1")
+    with pytest.raises(errors.VerificationFailedError, match="signer trusted"):
+        lorahub.load(exported, pipe, hub=hub)
+    assert _no_adapters(pipe)
+    hub.trust_add(other.keys.default().public_pem)  # type: ignore[union-attr]
+    lorahub.load(exported, pipe, hub=hub)
+    assert not _no_adapters(pipe)
+
+
+def test_tampered_blob_is_caught_even_after_a_cached_verification(hub: Hub, tmp_path: Path) -> None:
+    _add(hub, make_adapter("sd1", tmp_path / "a", seed=1), "style")
+    pipe = tiny("sd1")
+    lorahub.load("style", hub=hub)  # verified once: size, mtime and inode recorded
+    blob = hub.blobs.path_for(hub.version("style").blob_sha256)
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[-5] ^= 0x01
+    blob.write_bytes(bytes(data))
+    with pytest.raises(errors.VerificationFailedError, match="blob integrity"):
+        lorahub.load("style", pipe, hub=hub)
+    assert _no_adapters(pipe)
+
+
+def test_a_second_load_is_not_rehashed_but_still_checks_trust(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _add(hub, make_adapter("sd1", tmp_path / "a", seed=1), "style")
+    lorahub.load("style", hub=hub)
+    monkeypatch.setattr(Hub, "verify", lambda *a, **k: pytest.fail("a cached blob was verified from its bytes"))
+    assert lorahub.load("style", hub=hub).report.ok
+    hub.trust_revoke(hub.keys.default().fingerprint)  # type: ignore[union-attr]
+    with pytest.raises(errors.VerificationFailedError, match="signer trusted"):
+        lorahub.load("style", hub=hub)
