@@ -17,6 +17,7 @@ from lorahub.files.safetensors import write
 
 SD15_BLOCK_CHANNELS = (320, 640, 1280)
 SD15_CONTEXT = 768
+SD15_CONV_PROJECTIONS = (".proj_in", ".proj_out")
 CLIP_L_WIDTH = 768
 CLIP_L_LAYERS = 12
 
@@ -60,6 +61,8 @@ def write_example_lora(
         key = f"{prefix}_{module.replace('.', '_')}"
         down = (rng.standard_normal((rank, fan_in)) / np.sqrt(fan_in)).astype(np.float16)
         up = (rng.standard_normal((fan_out, rank)) * 0.01).astype(np.float16)
+        if module.endswith(SD15_CONV_PROJECTIONS):  # 1×1 Conv2d in SD 1.5: kohya keeps the conv shape
+            down, up = down[:, :, None, None], up[:, :, None, None]
         tensors[f"{key}.lora_down.weight"] = ("F16", down.shape, down.tobytes())
         tensors[f"{key}.lora_up.weight"] = ("F16", up.shape, up.tobytes())
         tensors[f"{key}.alpha"] = ("F16", (), np.float16(alpha).tobytes())

@@ -119,7 +119,8 @@ def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> Ve
 
 def adapter_name_for(verified: VerifiedAdapter) -> str:
     """A pipeline adapter name derived from the content digest: unique per content and never a substring of PEFT's
-    own key names (§3.3 trap 4: a name like ``B`` matches ``lora_B``)."""
+    own key names (§3.3 trap 4: a name like ``B`` matches ``lora_B``). A slot that another adapter was swapped into
+    keeps its name, so the name is checked against what the slot holds (``injected_contents``)."""
     stem = verified.version.name if verified.version is not None else "file"
     return f"{stem}-{verified.content_digest[:12]}"
 
@@ -171,6 +172,7 @@ def apply(
         check_family,
         check_loadable,
         inject,
+        injected_contents,
         loaded,
         peft_state,
         pipeline_family,
@@ -184,12 +186,31 @@ def apply(
     weights = applied(pipe)
     if replace is not None:
         return _swap(replace, verified, states, targets, weight)
-    name = adapter_name or adapter_name_for(verified)
-    if name not in loaded(pipe):  # the same content applied before stays injected: only its weight changes
+    contents = injected_contents(pipe)
+    name = adapter_name or _free_name(pipe, adapter_name_for(verified), verified.content_digest)
+    if contents.get(name) != verified.content_digest:  # the same content stays injected: only its weight changes
+        if name in loaded(pipe):
+            raise errors.LorahubError(
+                f"the pipeline already has an adapter named {name!r} holding other tensors",
+                hint="Pass another adapter_name, or unload that adapter first.",
+            )
         inject(pipe, states, name)
+        contents[name] = verified.content_digest
     weights[name] = float(weight)
     activate(pipe)
     return AdapterHandle(pipe=pipe, adapter_name=name, adapter=verified, targets=targets)
+
+
+def _free_name(pipe: Any, name: str, digest: str) -> str:
+    """``name``, or ``name-2``, ``name-3``… when a swapped slot already uses it for other content."""
+    from lorahub.sdk.pipelines import injected_contents, loaded
+
+    contents, taken = injected_contents(pipe), loaded(pipe)
+    candidate, n = name, 1
+    while candidate in taken and contents.get(candidate) != digest:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 def settle_family(verified: VerifiedAdapter, families: Sequence[str]) -> None:
@@ -213,16 +234,26 @@ def _swap(
     targets: dict[str, dict[str, int]],
     weight: float,
 ) -> AdapterHandle:
-    from lorahub.sdk.pipelines import activate, applied, can_hotswap, inject
+    """Put ``verified`` in ``handle``'s place: hotswap where diffusers can, re-inject the other components."""
+    from lorahub.sdk.pipelines import (
+        activate,
+        applied,
+        delete_component_adapter,
+        hotswap,
+        hotswappable,
+        inject,
+        injected_contents,
+    )
 
-    weights = applied(handle.pipe)
-    hotswap = can_hotswap(handle.targets, targets)
-    if not hotswap:
-        handle.pipe.delete_adapters([handle.adapter_name])
-    inject(handle.pipe, states, handle.adapter_name, hotswap=hotswap)
-    weights[handle.adapter_name] = float(weight)
+    swap = hotswappable(handle.targets, targets)
+    for component in set(handle.targets) - swap:
+        delete_component_adapter(handle.pipe, component, handle.adapter_name)
+    for component in swap:
+        hotswap(handle.pipe, component, states[component], handle.adapter_name)
+    inject(handle.pipe, {c: s for c, s in states.items() if c not in swap}, handle.adapter_name)
+    applied(handle.pipe)[handle.adapter_name] = float(weight)
+    injected_contents(handle.pipe)[handle.adapter_name] = verified.content_digest
     activate(handle.pipe)
-    handle.adapter, handle.hotswapped = verified, hotswap
-    if not hotswap:
-        handle.targets = targets
+    handle.adapter, handle.hotswapped = verified, bool(swap)
+    handle.targets = {c: (handle.targets[c] if c in swap else t) for c, t in targets.items()}
     return handle

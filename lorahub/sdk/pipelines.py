@@ -12,6 +12,7 @@ together after every change, because ``set_adapters`` replaces the whole active 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.loading import VerifiedAdapter
 
 WEIGHTS_ATTRIBUTE = "_lorahub_weights"
+CONTENTS_ATTRIBUTE = "_lorahub_contents"
 MODEL_COMPONENTS = ("unet", "transformer")
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
 LOADABLE_KINDS = frozenset({"lora", "locon", "lora-tucker"})
@@ -103,6 +105,7 @@ def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState
 
     by_component: dict[str, list[tuple[str, Any]]] = {}
     states: dict[str, ComponentState] = {}
+    dtypes: dict[str, Any] = {}  # ModelMixin.dtype walks every module: ask once (diffusers#4975)
     for canonical, layer in adapter.layers.items():
         component = canonical.partition(".")[0]
         module = getattr(pipe, component, None)
@@ -117,14 +120,34 @@ def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState
             raise errors.LorahubError(f"{canonical} has no diffusers name in the {adapter.family} tables")
         path = name.partition(".")[2]
         state = states.setdefault(component, ComponentState())
-        dtype = module.dtype
-        state.tensors[f"{name}.lora_A.weight"] = torch.from_numpy(_folded_down(layer)).to(dtype)
-        state.tensors[f"{name}.lora_B.weight"] = torch.from_numpy(layer.tensors["up"]).to(dtype)
+        down, up = _shaped_like(module, path, _folded_down(layer), layer.tensors["up"])
+        if component not in dtypes:
+            dtypes[component] = module.dtype
+        dtype = dtypes[component]
+        state.tensors[f"{name}.lora_A.weight"] = torch.from_numpy(down).to(dtype)
+        state.tensors[f"{name}.lora_B.weight"] = torch.from_numpy(up).to(dtype)
         state.targets[path] = int(layer.rank or 0)
         by_component.setdefault(component, []).append((path, layer))
     for component, layers in by_component.items():
         states[component].config = {f"{component}.{k}": v for k, v in _peft_config(layers).items()}
     return states
+
+
+def _shaped_like(component: Any, path: str, down: Any, up: Any) -> tuple[Any, Any]:
+    """A 1×1 projection is a Conv2d in some models (SD 1.x ``proj_in``) and a Linear in others, and files store
+    its factors either way: shape them like the layer PEFT will wrap (the maths is the same)."""
+    try:
+        target = component.get_submodule(path)
+    except AttributeError:
+        return down, up  # diffusers reports the unknown module itself
+    weight = getattr(target, "weight", None)
+    if weight is None or weight.ndim == down.ndim:
+        return down, up
+    if weight.ndim == 4 and tuple(weight.shape[2:]) == (1, 1) and down.ndim == 2:
+        return down[:, :, None, None], up[:, :, None, None]
+    if weight.ndim == 2 and down.ndim == 4 and down.shape[2:] == (1, 1):
+        return down[:, :, 0, 0], up.reshape(up.shape[0], up.shape[1])
+    return down, up
 
 
 def _call(method: Callable[..., Any], **kwargs: Any) -> None:
@@ -133,7 +156,8 @@ def _call(method: Callable[..., Any], **kwargs: Any) -> None:
     method(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
-def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *, hotswap: bool = False) -> None:
+def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str) -> None:
+    """Load each component's state under ``adapter_name`` through the pipeline's own ``load_lora_into_*``."""
     for component, state in states.items():
         common = {
             "state_dict": state.tensors,
@@ -142,7 +166,6 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *
             "metadata": state.config,
             "_pipeline": pipe,
             "low_cpu_mem_usage": True,
-            "hotswap": hotswap and component in MODEL_COMPONENTS,
         }
         if component == "unet":
             _call(pipe.load_lora_into_unet, unet=pipe.unet, **common)
@@ -158,6 +181,34 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *
             )
 
 
+def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str) -> None:
+    """Replace the weights of an injected adapter in place (no new layers: 4-6× faster than a load, §3.2), for
+    UNets, transformers and text encoders alike, through PEFT's ``hotswap_adapter_from_state_dict``.
+
+    PEFT updates each layer's ``scaling`` but not the ``lora_alpha``/``r`` that ``set_adapters`` later computes the
+    scaling from, so a swapped-in adapter with another alpha/rank ratio would silently get the old one's strength
+    back on the next weight change; each layer's ``lora_alpha`` is therefore set to match the new scaling.
+    """
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.hotswap import hotswap_adapter_from_state_dict
+
+    model = getattr(pipe, component)
+    prefix = f"{component}."
+    tensors = {
+        key.removeprefix(prefix).replace(".lora_A.weight", f".lora_A.{adapter_name}.weight")
+        .replace(".lora_B.weight", f".lora_B.{adapter_name}.weight"): value
+        for key, value in state.tensors.items()
+    }  # fmt: skip
+    config = LoraConfig(**{k.removeprefix(prefix): v for k, v in state.config.items()})
+    hotswap_adapter_from_state_dict(model, tensors, adapter_name, config)
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and adapter_name in module.scaling:
+            rank = module.r[adapter_name]
+            root = math.sqrt(rank) if module.use_rslora.get(adapter_name, False) else rank
+            module.lora_alpha[adapter_name] = float(module.scaling[adapter_name]) * root
+
+
 # --- weights, handles ------------------------------------------------------------------------------------------
 
 
@@ -168,6 +219,15 @@ def applied(pipe: Any) -> dict[str, float]:
         weights = {}
         setattr(pipe, WEIGHTS_ATTRIBUTE, weights)
     return weights
+
+
+def injected_contents(pipe: Any) -> dict[str, str]:
+    """Adapter name → content digest of what lorahub injected under that name (a swapped slot changes content)."""
+    contents: dict[str, str] | None = getattr(pipe, CONTENTS_ATTRIBUTE, None)
+    if contents is None:
+        contents = {}
+        setattr(pipe, CONTENTS_ATTRIBUTE, contents)
+    return contents
 
 
 def loaded(pipe: Any) -> set[str]:
@@ -217,12 +277,21 @@ class AdapterHandle:
     def unload(self) -> None:
         self.pipe.delete_adapters([self.adapter_name])
         applied(self.pipe).pop(self.adapter_name, None)
+        injected_contents(self.pipe).pop(self.adapter_name, None)
         activate(self.pipe)
 
 
-def can_hotswap(old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]]) -> bool:
-    """diffusers hotswaps the weights of an injected adapter in place when the new one targets the same modules or a
-    subset, in the UNet/transformer only (§3.3 trap 6: a superset raises; text encoders are not supported)."""
-    if not new or set(new) - set(MODEL_COMPONENTS) or set(old) != set(new):
-        return False
-    return all(set(new[c]) <= set(old[c]) for c in new)
+def hotswappable(old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]]) -> frozenset[str]:
+    """The components whose weights can be swapped in place: the new adapter targets the same modules as the
+    injected one there, or a subset (§3.3 trap 6: a superset raises). The others are re-injected."""
+    return frozenset(c for c in new if c in old and set(new[c]) <= set(old[c]))
+
+
+def delete_component_adapter(pipe: Any, component: str, adapter_name: str) -> None:
+    from diffusers.utils.peft_utils import delete_adapter_layers
+
+    model = getattr(pipe, component)
+    if component in MODEL_COMPONENTS:
+        model.delete_adapters([adapter_name])
+    else:
+        delete_adapter_layers(model, adapter_name)  # type: ignore[no-untyped-call]

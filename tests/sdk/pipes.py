@@ -45,7 +45,9 @@ def make_adapter(
             if "lora_B" in name:
                 param.mul_(0.2)
     layers: dict[str, Any] = {
-        f"{model_name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(model, adapter_name="x")),
+        f"{model_name}_lora_layers": convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(model, adapter_name="x")
+        ),
         f"{model_name}_lora_adapter_metadata": model.peft_config["x"].to_dict(),
     }
     if text_encoder:

@@ -33,13 +33,19 @@ def test_cat_merge_is_exact_signed_and_names_its_parents(hub: Hub, example_lora:
         np.testing.assert_allclose(got, expected, atol=2e-3 * float(np.abs(expected).max()))  # fp16 storage
     card = hub.signed_card(hub.version("ink-pixel")).card
     assert card.creator is not None and hub.version("ink-pixel").signers
-    assert [(p.relation, p.parameters["weight"]) for p in card.lineage] == [("merged-from", "0.7"), ("merged-from", "0.5")]
+    assert [(p.relation, p.parameters["weight"]) for p in card.lineage] == [
+        ("merged-from", "0.7"),
+        ("merged-from", "0.5"),
+    ]
     assert card.license.id == "MIT" and card.license.commercial_use == ("image",)
     assert card.trigger_words == ("inky", "pixelated")
     [event] = hub.audit(action="merge")
     assert [p["ref"] for p in event["details"]["parents"]] == ["ink@1", "pixel@1"]
     tree = hub.lineage("ink-pixel").as_dict()
-    assert [(p["ref"], p["relation"]) for p in tree["parents"]] == [("ink@1", "merged-from"), ("pixel@1", "merged-from")]
+    assert [(p["ref"], p["relation"]) for p in tree["parents"]] == [
+        ("ink@1", "merged-from"),
+        ("pixel@1", "merged-from"),
+    ]
     assert tree["signers"][0]["trust"] == "own" and tree["signers"][0]["valid"]
 
 
