@@ -1,4 +1,4 @@
-"""Exact format conversion of LoRA/LoCon adapters for SD 1.x/2.x and SDXL: kohya ↔ diffusers (PEFT keys).
+"""Exact format conversion of LoRA/LoCon adapters for SD 1.x/2.x, SDXL, SD3 and FLUX.1: kohya ↔ diffusers (PEFT keys).
 
 The file is read into the canonical model (:mod:`lorahub.adapters.model`), written out in the target format, read
 back, and ΔW of every module before and after is recomputed through :mod:`lorahub.adapters.delta` and compared; the
@@ -8,7 +8,12 @@ written (``formats.md`` §10):
 * kinds other than LoRA/LoCon (LoHa, LoKr, full, OFT, …), DoRA magnitudes, PEFT ``lora_B`` biases, A1111 ``scale``
   tensors, rsLoRA configs;
 * modules whose names do not map to the family's canonical paths (they would be dropped), families without name
-  tables yet (FLUX, SD3).
+  tables yet;
+* fused SD3/FLUX modules whose delta cannot be split exactly into the diffusers projections (a LoKr over
+  ``img_attn.qkv``): ``read_adapter`` keeps them whole and lists them in ``unsplit``.
+
+SD3/FLUX fused projections (``img_attn.qkv``, ``linear1``, ``attn.qkv``) and swapped modulations are split when read
+and fused again when written to kohya (:mod:`lorahub.adapters.native`, maths in :mod:`lorahub.adapters.fused`).
 
 kohya output carries the *true* alpha of every module (diffusers' own ``convert_state_dict_to_kohya`` writes
 alpha = rank, §10.1); a source without alpha gets alpha = rank, i.e. scale 1, which is what it meant. diffusers output
@@ -40,7 +45,8 @@ import numpy.typing as npt
 from lorahub import errors
 from lorahub.adapters.delta import delta_weight
 from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer, read_adapter
-from lorahub.adapters.names import FAMILIES, from_canonical
+from lorahub.adapters.names import FAMILIES
+from lorahub.adapters.native import written_layers
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import read_header, write
 from lorahub.formats.diffusers import adapter_configs
@@ -58,7 +64,7 @@ _CONVERTIBLE_ROLES = frozenset({"down", "up", "mid"})
 _WRITABLE = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
 _KEPT_PREFIXES = ("ss_", "modelspec.")
 _STALE_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
-_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 @dataclass
@@ -109,12 +115,19 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path) -> Non
         refuse(f"{src}: no adapter modules found", "check that this is a LoRA file")
     if adapter.family not in FAMILIES:
         refuse(
-            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x and SDXL)",
-            "FLUX and SD3 name maps are not yet supported",
+            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x, SDXL, SD3 and "
+            "FLUX.1)",
+            "name maps for this family are not yet supported",
             unmapped=list(adapter.unmapped),
         )
     if any(config.use_rslora for config in adapter_configs(adapter.metadata).values()):
         refuse(f"{src}: rsLoRA (alpha/sqrt(r)) cannot be converted exactly yet", "…--lossy, not yet supported")
+    if adapter.unsplit:
+        refuse(
+            f"{src}: {len(adapter.unsplit)} fused module(s) cannot be split exactly: {', '.join(adapter.unsplit[:3])}",
+            "a non-LoRA delta over a fused qkv/linear1 has no exact per-projection form (…--lossy, not yet supported)",
+            refused=list(adapter.unsplit),
+        )
     refused = _refusals(adapter)
     if refused:
         shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
@@ -172,10 +185,7 @@ def _folded_down(layer: CanonicalLayer) -> Array:
 
 def _kohya_tensors(adapter: CanonicalAdapter, dtype: str | None) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
     out: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
-    for canonical, layer in adapter.layers.items():
-        name = from_canonical(adapter.family, "kohya", canonical)
-        if name is None:
-            raise errors.LorahubError(f"{canonical} has no kohya name in the {adapter.family} tables")
+    for name, layer in written_layers(adapter, "kohya"):
         storage = _storage(layer, dtype)
         for role, suffix in (("down", "lora_down"), ("up", "lora_up"), ("mid", "lora_mid")):
             array = layer.tensors.get(role)
@@ -214,10 +224,7 @@ def _diffusers_tensors(
 ) -> tuple[dict[str, tuple[str, tuple[int, ...], bytes]], dict[str, Any]]:
     out: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
     by_component: dict[str, list[tuple[str, CanonicalLayer]]] = {}
-    for canonical, layer in adapter.layers.items():
-        name = from_canonical(adapter.family, "diffusers", canonical)
-        if name is None:
-            raise errors.LorahubError(f"{canonical} has no diffusers name in the {adapter.family} tables")
+    for name, layer in written_layers(adapter, "diffusers"):
         storage = _storage(layer, dtype)
         down, up = _folded_down(layer), layer.tensors["up"]
         out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), _encode(down, storage))
