@@ -200,17 +200,26 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else float(value)
 
 
+def _pattern_keys(paths: Mapping[str, object]) -> dict[str, str]:
+    r"""PEFT matches a pattern key at the end of a path (``(.*\.)?(key)$``), so FLUX's top-level ``proj_out`` would
+    also claim every ``single_transformer_blocks.N.proj_out``: such keys are anchored with ``^``, as diffusers does
+    for its own rank patterns (peft#2419)."""
+    suffixes = {path.split(".", i)[i] for path in paths for i in range(1, path.count(".") + 1)}
+    return {path: f"^{path}" if path in suffixes else path for path in paths}
+
+
 def _peft_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
     """One component's ``LoraConfig`` fields: the most common rank and alpha, patterns for the rest."""
     ranks = {path: int(layer.rank or 0) for path, layer in layers}
     alphas = {path: _alpha(layer) for path, layer in layers}
     r = Counter(ranks.values()).most_common(1)[0][0]
     lora_alpha = Counter(alphas.values()).most_common(1)[0][0]
+    key = _pattern_keys(ranks)
     return {
         "r": r,
         "lora_alpha": _number(lora_alpha),
-        "rank_pattern": {path: rank for path, rank in ranks.items() if rank != r},
-        "alpha_pattern": {path: _number(alpha) for path, alpha in alphas.items() if alpha != lora_alpha},
+        "rank_pattern": {key[path]: rank for path, rank in ranks.items() if rank != r},
+        "alpha_pattern": {key[path]: _number(alpha) for path, alpha in alphas.items() if alpha != lora_alpha},
         "target_modules": sorted(ranks),
         "use_dora": False,
         "use_rslora": False,

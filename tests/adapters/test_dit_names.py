@@ -147,7 +147,9 @@ def test_examples_from_the_reference() -> None:
         "lora_unet_vector_in_out_layer": "transformer.time_text_embed.text_embedder.linear_2",
         "lora_unet_guidance_in_in_layer": "transformer.time_text_embed.guidance_embedder.linear_1",
         "lora_unet_final_layer_linear": "transformer.proj_out",
-        "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+        "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (
+            "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+        ),
         "lora_te3_encoder_block_0_layer_0_SelfAttention_q": "text_encoder_2.encoder.block.0.layer.0.SelfAttention.q",
         "lora_te2_encoder_block_0_layer_1_DenseReluDense_wi_0": (
             "text_encoder_2.encoder.block.0.layer.1.DenseReluDense.wi_0"  # OneTrainer's T5 slot
