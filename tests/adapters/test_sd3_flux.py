@@ -722,3 +722,60 @@ def test_sd3_diffusers_with_different_qkv_ranks_through_kohya(tmp_path: Path) ->
     assert dit_names.lookup("sd3", "lora_unet_joint_blocks_23_context_block_adaLN_modulation_1") is not None
     final, _ = _load(tmp_path / "d.safetensors")
     _assert_close(_diffusers_probes(final, _load(tmp_path / "d.safetensors")[1]), expected)
+
+
+TINY_FLUX = 8  # hidden width of the tiny FluxTransformer2DModel below (1 head of 8)
+
+
+def _tiny_flux_modules() -> dict[str, tuple[int, int]]:
+    """(in, out) of every native Linear of the tiny FLUX model (BFL names)."""
+    h = TINY_FLUX
+    modules = {
+        "img_in": (4, h), "txt_in": (6, h), "time_in.in_layer": (256, h), "time_in.out_layer": (h, h),
+        "vector_in.in_layer": (5, h), "vector_in.out_layer": (h, h), "guidance_in.in_layer": (256, h),
+        "guidance_in.out_layer": (h, h), "final_layer.linear": (h, 4), "final_layer.adaLN_modulation.1": (h, 2 * h),
+        "single_blocks.0.linear1": (h, 7 * h), "single_blocks.0.linear2": (5 * h, h),
+        "single_blocks.0.modulation.lin": (h, 3 * h),
+    }  # fmt: skip
+    for stream in ("img", "txt"):
+        modules |= {
+            f"double_blocks.0.{stream}_mod.lin": (h, 6 * h),
+            f"double_blocks.0.{stream}_attn.qkv": (h, 3 * h),
+            f"double_blocks.0.{stream}_attn.proj": (h, h),
+            f"double_blocks.0.{stream}_mlp.0": (h, 4 * h),
+            f"double_blocks.0.{stream}_mlp.2": (4 * h, h),
+        }
+    return modules
+
+
+def test_our_flux_diffusers_output_loads_into_diffusers_with_the_same_delta(tmp_path: Path) -> None:
+    """End to end through diffusers + PEFT: a tiny ``FluxTransformer2DModel`` takes our diffusers output with no
+    missing or unexpected module, and each injected layer's ``get_delta_weight`` is the kohya ΔW (rows split or
+    swapped by the reference's rules). The top-level ``proj_out`` has its own alpha: PEFT must not give it to
+    ``single_transformer_blocks.0.proj_out`` as well (the anchored ``^proj_out`` pattern key)."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    rng = np.random.default_rng(9)
+    tensors: Arrays = {}
+    for path, dims in _tiny_flux_modules().items():
+        alpha = 2.5 if path == "final_layer.linear" else 0.5 if path.endswith("qkv") else 1.0
+        _kohya_pair(tensors, f"lora_unet_{path.replace('.', '_')}", dims, alpha, rng)
+    tensors = {k: v.astype(np.float32) for k, v in tensors.items()}
+    source = _write(tmp_path / "tiny.safetensors", tensors, {"ss_base_model_version": "flux1"})
+    ours = tmp_path / "ours.safetensors"
+    convert(source, ours, to="diffusers")
+    state, metadata = diffusers.FluxPipeline.lora_state_dict(str(ours), return_lora_metadata=True)
+    with torch.device("cpu"):
+        model = diffusers.FluxTransformer2DModel(
+            in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=TINY_FLUX, num_attention_heads=1,
+            joint_attention_dim=6, pooled_projection_dim=5, guidance_embeds=True, axes_dims_rope=(2, 2, 4),
+        )  # fmt: skip
+    model.load_lora_adapter(state, prefix="transformer", metadata=metadata, adapter_name="ours")
+    peft_layers = {
+        f"transformer.{name}": module for name, module in model.named_modules() if hasattr(module, "get_delta_weight")
+    }
+    expected = _flux_canonical_probes(_kohya_probes(tensors))
+    assert sorted(peft_layers) == sorted(expected)
+    for name, layer in peft_layers.items():
+        delta = layer.get_delta_weight("ours").detach().double().numpy()
+        np.testing.assert_allclose(delta @ _x(delta.shape[1]), expected[name], rtol=1e-5, err_msg=name)
