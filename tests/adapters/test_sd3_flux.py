@@ -279,8 +279,9 @@ def test_flux_kohya_to_diffusers_and_back(tmp_path: Path) -> None:
     dense = adapter.layers["transformer.transformer_blocks.0.attn.add_v_proj"]
     assert dense.rank == RANK and dense.alpha == 0.5  # whole down, same alpha
 
-    report = convert(source, tmp_path / "flux_diffusers.safetensors", to="diffusers", check=False)
+    report = convert(source, tmp_path / "flux_diffusers.safetensors", to="diffusers")  # with the ΔW check
     assert report.family == "flux1" and report.modules == len(expected)
+    assert report.max_abs_error == 0.0  # same factors, same alpha/rank: the check need not build ΔW
     values, diffusers_metadata = _load(tmp_path / "flux_diffusers.safetensors")
     assert diffusers_metadata["ss_base_model_version"] == "flux1"
     _assert_close(_diffusers_probes(values, diffusers_metadata), expected)
