@@ -780,3 +780,43 @@ def test_our_flux_diffusers_output_loads_into_diffusers_with_the_same_delta(tmp_
     for name, layer in peft_layers.items():
         delta = layer.get_delta_weight("ours").detach().double().numpy()
         np.testing.assert_allclose(delta @ _x(delta.shape[1]), expected[name], rtol=1e-5, err_msg=name)
+
+
+def test_comfyui_names_convert_to_the_kohya_names_of_the_same_modules(tmp_path: Path) -> None:
+    """ComfyUI spells BFL paths with dots under ``diffusion_model.`` and text encoders under
+    ``text_encoders.clip_l.transformer.`` / ``text_encoders.t5xxl.transformer.`` (formats.md §4.2, §5.1)."""
+    h = TINY_FLUX
+    modules = {  # ComfyUI name → (kohya name, (in, out))
+        "diffusion_model.double_blocks.0.img_attn.qkv": ("lora_unet_double_blocks_0_img_attn_qkv", (h, 3 * h)),
+        "diffusion_model.double_blocks.0.img_mod.lin": ("lora_unet_double_blocks_0_img_mod_lin", (h, 6 * h)),
+        "diffusion_model.single_blocks.0.linear1": ("lora_unet_single_blocks_0_linear1", (h, 7 * h)),
+        "diffusion_model.final_layer.adaLN_modulation.1": ("lora_unet_final_layer_adaLN_modulation_1", (h, 2 * h)),
+        "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj": (
+            "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+            (8, 8),
+        ),
+        "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q": (
+            "lora_te3_encoder_block_0_layer_0_SelfAttention_q",
+            (8, 8),
+        ),
+    }
+    rng = np.random.default_rng(10)
+    tensors: Arrays = {}
+    for name, (_, dims) in modules.items():
+        _kohya_pair(tensors, name, dims, 1.25, rng)
+    source = _write(tmp_path / "comfy.safetensors", tensors, {"ss_base_model_version": "flux1"})
+    adapter = read_adapter(source)
+    assert adapter.source_format == "comfyui" and adapter.unmapped == []
+    assert "text_encoder_2.encoder.block.0.layer.0.SelfAttention.q" in adapter.layers
+    report = convert(source, tmp_path / "kohya.safetensors", to="kohya")
+    assert report.max_abs_error == 0.0
+    kohya, _ = _load(tmp_path / "kohya.safetensors")
+    expected = {
+        key.replace(name, modules[name][0]): value
+        for name in modules
+        for key, value in tensors.items()
+        if key.startswith(f"{name}.")
+    }
+    assert sorted(kohya) == sorted(expected)
+    for key, value in expected.items():
+        assert np.array_equal(np.asarray(kohya[key], dtype=np.float32), np.asarray(value, dtype=np.float32)), key
