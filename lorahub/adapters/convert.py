@@ -124,7 +124,8 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path) -> Non
         refuse(f"{src}: rsLoRA (alpha/sqrt(r)) cannot be converted exactly yet", "…--lossy, not yet supported")
     if adapter.unsplit:
         refuse(
-            f"{src}: {len(adapter.unsplit)} fused module(s) cannot be split exactly: {', '.join(adapter.unsplit[:3])}",
+            f"{src}: {len(adapter.unsplit)} fused or row-swapped module(s) have no exact diffusers form: "
+            f"{', '.join(adapter.unsplit[:3])}",
             "a non-LoRA delta over a fused qkv/linear1 has no exact per-projection form (…--lossy, not yet supported)",
             refused=list(adapter.unsplit),
         )

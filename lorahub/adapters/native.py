@@ -43,6 +43,8 @@ def expand(family: str, module_name: str, component: str | None, layer: Canonica
         return Expanded([replace(layer, name=native.parts[0])])
     reason = fused.splittable(layer.tensors)
     if reason is not None:
+        if not native.fused:  # a modulation whose [shift, scale] halves may need swapping
+            reason = f"the [shift, scale] rows of a {layer.kind} delta cannot be swapped exactly"
         return Expanded([], f"{module_name}: {reason}")
     return _transformed(native, module_name, layer)
 

@@ -409,10 +409,13 @@ def test_fused_lokr_is_refused_without_lossy(tmp_path: Path) -> None:
         pytest.skip(f"{path} is not present")
     _, shapes = keylist(path)
     tensors = {k: (np.float32(1.0) if not s else np.full(s, 0.01, dtype=np.float32)) for k, s in shapes.items()}
+    final = "diffusion_model.final_layer.adaLN_modulation.1"  # [shift, scale] rows: a Kronecker delta cannot swap
+    tensors |= {f"{final}.lokr_w1": np.full((2, 2), 0.01, np.float32), f"{final}.lokr_w2": np.ones((8, 8), np.float32)}
     source = _write(tmp_path / "lokr.safetensors", tensors)
     adapter = read_adapter(source)
     assert sorted(reason.split(":")[0] for reason in adapter.unsplit) == [
         "diffusion_model.double_blocks.0.img_attn.qkv",
+        final,
         "diffusion_model.single_blocks.0.linear1",
     ]
     assert "diffusion_model.double_blocks.0.img_attn.qkv" in adapter.layers  # kept whole, not dropped
