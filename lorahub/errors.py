@@ -250,7 +250,7 @@ class ConversionRefusedError(LorahubError):
     way. Nothing is written."""
 
     code = "conversion-refused"
-    default_hint = "Exact conversion covers LoRA/LoCon layers of SD 1.x, SD 2.x and SDXL files so far."
+    default_hint = "Exact conversion covers LoRA/LoCon layers of SD 1.x, SD 2.x, SDXL, SD3 and FLUX.1 files so far."
 
     def __init__(self, message: str, *, report: object, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

@@ -1,4 +1,4 @@
-"""Exact format conversion of LoRA/LoCon adapters for SD 1.x/2.x and SDXL: kohya ↔ diffusers (PEFT keys).
+"""Exact format conversion of LoRA/LoCon adapters for SD 1.x/2.x, SDXL, SD3 and FLUX.1: kohya ↔ diffusers (PEFT keys).
 
 The file is read into the canonical model (:mod:`lorahub.adapters.model`), written out in the target format, read
 back, and ΔW of every module before and after is recomputed through :mod:`lorahub.adapters.delta` and compared; the
@@ -8,7 +8,12 @@ written (``formats.md`` §10):
 * kinds other than LoRA/LoCon (LoHa, LoKr, full, OFT, …), DoRA magnitudes, PEFT ``lora_B`` biases, A1111 ``scale``
   tensors, rsLoRA configs;
 * modules whose names do not map to the family's canonical paths (they would be dropped), families without name
-  tables yet (FLUX, SD3).
+  tables yet;
+* fused SD3/FLUX modules whose delta cannot be split exactly into the diffusers projections (a LoKr over
+  ``img_attn.qkv``): ``read_adapter`` keeps them whole and lists them in ``unsplit``.
+
+SD3/FLUX fused projections (``img_attn.qkv``, ``linear1``, ``attn.qkv``) and swapped modulations are split when read
+and fused again when written to kohya (:mod:`lorahub.adapters.native`, maths in :mod:`lorahub.adapters.fused`).
 
 kohya output carries the *true* alpha of every module (diffusers' own ``convert_state_dict_to_kohya`` writes
 alpha = rank, §10.1); a source without alpha gets alpha = rank, i.e. scale 1, which is what it meant. diffusers output
@@ -40,7 +45,8 @@ import numpy.typing as npt
 from lorahub import errors
 from lorahub.adapters.delta import delta_weight
 from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer, read_adapter
-from lorahub.adapters.names import FAMILIES, from_canonical
+from lorahub.adapters.names import FAMILIES
+from lorahub.adapters.native import written_layers
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import read_header, write
 from lorahub.formats.diffusers import adapter_configs
@@ -58,7 +64,7 @@ _CONVERTIBLE_ROLES = frozenset({"down", "up", "mid"})
 _WRITABLE = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
 _KEPT_PREFIXES = ("ss_", "modelspec.")
 _STALE_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
-_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 @dataclass
@@ -109,12 +115,20 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path) -> Non
         refuse(f"{src}: no adapter modules found", "check that this is a LoRA file")
     if adapter.family not in FAMILIES:
         refuse(
-            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x and SDXL)",
-            "FLUX and SD3 name maps are not yet supported",
+            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x, SDXL, SD3 and "
+            "FLUX.1)",
+            "name maps for this family are not yet supported",
             unmapped=list(adapter.unmapped),
         )
     if any(config.use_rslora for config in adapter_configs(adapter.metadata).values()):
         refuse(f"{src}: rsLoRA (alpha/sqrt(r)) cannot be converted exactly yet", "…--lossy, not yet supported")
+    if adapter.unsplit:
+        refuse(
+            f"{src}: {len(adapter.unsplit)} fused or row-swapped module(s) have no exact diffusers form: "
+            f"{', '.join(adapter.unsplit[:3])}",
+            "a non-LoRA delta over a fused qkv/linear1 has no exact per-projection form (…--lossy, not yet supported)",
+            refused=list(adapter.unsplit),
+        )
     refused = _refusals(adapter)
     if refused:
         shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
@@ -172,10 +186,7 @@ def _folded_down(layer: CanonicalLayer) -> Array:
 
 def _kohya_tensors(adapter: CanonicalAdapter, dtype: str | None) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
     out: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
-    for canonical, layer in adapter.layers.items():
-        name = from_canonical(adapter.family, "kohya", canonical)
-        if name is None:
-            raise errors.LorahubError(f"{canonical} has no kohya name in the {adapter.family} tables")
+    for name, layer in written_layers(adapter, "kohya"):
         storage = _storage(layer, dtype)
         for role, suffix in (("down", "lora_down"), ("up", "lora_up"), ("mid", "lora_mid")):
             array = layer.tensors.get(role)
@@ -190,17 +201,26 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else float(value)
 
 
+def _pattern_keys(paths: Mapping[str, object]) -> dict[str, str]:
+    r"""PEFT matches a pattern key at the end of a path (``(.*\.)?(key)$``), so FLUX's top-level ``proj_out`` would
+    also claim every ``single_transformer_blocks.N.proj_out``: such keys are anchored with ``^``, as diffusers does
+    for its own rank patterns (peft#2419)."""
+    suffixes = {path.split(".", i)[i] for path in paths for i in range(1, path.count(".") + 1)}
+    return {path: f"^{path}" if path in suffixes else path for path in paths}
+
+
 def _peft_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
     """One component's ``LoraConfig`` fields: the most common rank and alpha, patterns for the rest."""
     ranks = {path: int(layer.rank or 0) for path, layer in layers}
     alphas = {path: _alpha(layer) for path, layer in layers}
     r = Counter(ranks.values()).most_common(1)[0][0]
     lora_alpha = Counter(alphas.values()).most_common(1)[0][0]
+    key = _pattern_keys(ranks)
     return {
         "r": r,
         "lora_alpha": _number(lora_alpha),
-        "rank_pattern": {path: rank for path, rank in ranks.items() if rank != r},
-        "alpha_pattern": {path: _number(alpha) for path, alpha in alphas.items() if alpha != lora_alpha},
+        "rank_pattern": {key[path]: rank for path, rank in ranks.items() if rank != r},
+        "alpha_pattern": {key[path]: _number(alpha) for path, alpha in alphas.items() if alpha != lora_alpha},
         "target_modules": sorted(ranks),
         "use_dora": False,
         "use_rslora": False,
@@ -214,10 +234,7 @@ def _diffusers_tensors(
 ) -> tuple[dict[str, tuple[str, tuple[int, ...], bytes]], dict[str, Any]]:
     out: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
     by_component: dict[str, list[tuple[str, CanonicalLayer]]] = {}
-    for canonical, layer in adapter.layers.items():
-        name = from_canonical(adapter.family, "diffusers", canonical)
-        if name is None:
-            raise errors.LorahubError(f"{canonical} has no diffusers name in the {adapter.family} tables")
+    for name, layer in written_layers(adapter, "diffusers"):
         storage = _storage(layer, dtype)
         down, up = _folded_down(layer), layer.tensors["up"]
         out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), _encode(down, storage))
@@ -251,10 +268,24 @@ def _hash_claims(source: Mapping[str, str], target: str, autov3: str) -> dict[st
 # --- check -----------------------------------------------------------------------------------------------------------
 
 
+def _same_factors(before: CanonicalLayer, after: CanonicalLayer) -> bool:
+    """Identical tensors and the same ``alpha/rank`` give an identical ΔW, so it need not be built: a FLUX LoRA's
+    ΔW has about 12 billion entries, while most modules of an exact conversion come back bit for bit."""
+    if before.tensors.keys() != after.tensors.keys() or before.rank is None or before.rank != after.rank:
+        return False
+    rank = before.rank
+    scales = [(rank if layer.alpha is None else layer.alpha) / rank for layer in (before, after)]
+    if scales[0] != scales[1]:
+        return False
+    return all(np.array_equal(before.tensors[role], after.tensors[role]) for role in before.tensors)
+
+
 def _errors(before: CanonicalLayer, after: CanonicalLayer | None) -> tuple[float, float]:
     """Largest |ΔW_before − ΔW_after| and that over the largest |ΔW_before| (both ΔW from delta.py)."""
     if after is None:
         return math.inf, math.inf
+    if _same_factors(before, after):
+        return 0.0, 0.0
     expected = delta_weight(before.tensors, alpha=before.alpha).weight
     actual = delta_weight(after.tensors, alpha=after.alpha).weight
     if expected.shape != actual.shape:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from lorahub.adapters import native
 from lorahub.adapters.names import FAMILIES, to_canonical
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import SafetensorsFile
@@ -62,6 +63,9 @@ class CanonicalAdapter:
     source_format: str
     unmapped: list[str] = field(default_factory=list)
     """Layers that kept the file's own name because it does not map to a canonical path."""
+    unsplit: list[str] = field(default_factory=list)
+    """Fused SD3/FLUX modules kept whole under the file's own name (also in ``unmapped``), each with the reason its
+    delta cannot be split exactly into the canonical projections (a LoKr over ``img_attn.qkv``, say)."""
 
 
 def _diffusers_old_name(name: str, component: str) -> tuple[str, str]:
@@ -199,30 +203,60 @@ def read_adapter(path: str | os.PathLike[str], *, family: str | None = None) -> 
             index_map = {}
         layers: dict[str, CanonicalLayer] = {}
         unmapped: list[str] = []
+        unsplit: list[str] = []
         for module in layout.modules:
-            name = index_map.get(module.name) or canonical_name(family, layout.format, module)
-            if name is None or name in layers:
-                name = module.name
-                unmapped.append(name)
-            tensors = {
-                role: to_float32(container.raw(info.name), info)
-                for role, info in module.tensors.items()
-                if role != "alpha"
-            }
-            alpha = module.config_alpha
-            alpha_info = module.tensors.get("alpha")
-            if alpha_info is not None:
-                stored = scalar(container.raw(alpha_info.name), alpha_info)
-                alpha = stored if stored is not None else alpha
-            dtypes = [info.dtype for role, info in module.tensors.items() if role != "alpha"]
-            layers[name] = CanonicalLayer(
-                name=name,
-                kind=layer_kind(module),
-                tensors={role: np.ascontiguousarray(array) for role, array in tensors.items()},
-                alpha=alpha,
-                dtype=dtypes[0] if dtypes else "F32",
-                source_name=module.name,
-            )
+            layer = _read_layer(container, module)
+            if family in native.FAMILIES:
+                placed = _place_native(family, module, layer, unsplit)
+            else:
+                name = index_map.get(module.name) or canonical_name(family, layout.format, module)
+                placed = None if name is None else [replace(layer, name=name)]
+            if placed is None or any(p.name in layers for p in placed):
+                unmapped.append(module.name)
+                placed = [layer]
+            for item in placed:
+                layers[item.name] = item
     return CanonicalAdapter(
-        family=family, layers=layers, metadata=metadata, source_format=layout.format, unmapped=unmapped
+        family=family,
+        layers=layers,
+        metadata=metadata,
+        source_format=layout.format,
+        unmapped=unmapped,
+        unsplit=unsplit,
     )
+
+
+def _read_layer(container: SafetensorsFile, module: Module) -> CanonicalLayer:
+    """A module's tensors widened to float32 and its alpha (tensor, else config), under the file's own name."""
+    tensors = {
+        role: to_float32(container.raw(info.name), info) for role, info in module.tensors.items() if role != "alpha"
+    }
+    alpha = module.config_alpha
+    alpha_info = module.tensors.get("alpha")
+    if alpha_info is not None:
+        stored = scalar(container.raw(alpha_info.name), alpha_info)
+        alpha = stored if stored is not None else alpha
+    dtypes = [info.dtype for role, info in module.tensors.items() if role != "alpha"]
+    return CanonicalLayer(
+        name=module.name,
+        kind=layer_kind(module),
+        tensors={role: np.ascontiguousarray(array) for role, array in tensors.items()},
+        alpha=alpha,
+        dtype=dtypes[0] if dtypes else "F32",
+        source_name=module.name,
+    )
+
+
+def _place_native(
+    family: str, module: Module, layer: CanonicalLayer, unsplit: list[str]
+) -> list[CanonicalLayer] | None:
+    """SD3/FLUX: the canonical layers of one module (split, swapped or renamed), None when it does not map; a fused
+    module that cannot be split exactly is recorded in ``unsplit`` and kept whole."""
+    component = module.component if module.component != "unknown" else None
+    expanded = native.expand(family, module.name, component, layer)
+    if expanded is None:
+        return None
+    if expanded.unsplit is not None:
+        unsplit.append(expanded.unsplit)
+        return None
+    return expanded.layers

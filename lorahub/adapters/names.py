@@ -19,6 +19,11 @@ Formats:
   ``text_model.``, written with it unless ``transformers5=True``.
 * ``comfyui``: ``diffusion_model.<SGM path>`` for the UNet and ``text_encoders.clip_l.transformer.<path>`` for
   CLIP-L; the OpenCLIP-H/G spellings are not confirmed by the reference, so those modules map to ``None``.
+
+SD3 and FLUX.1 (``sd3``, ``flux1``) are answered from :mod:`lorahub.adapters.dit_names`. There some native modules
+hold several canonical layers (FLUX's ``img_attn.qkv`` is ``to_q``/``to_k``/``to_v``): those have no one-to-one name,
+so :func:`to_canonical` and :func:`from_canonical` return None for them and readers/writers go through
+:mod:`lorahub.adapters.native`, which splits and fuses them.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 
+from lorahub.adapters import dit_names
 from lorahub.adapters import name_tables as t
 
 __all__ = ["COMPONENTS", "FAMILIES", "FORMATS", "from_canonical", "inventory", "to_canonical"]
 
-FAMILIES = ("sd1", "sd2", "sdxl")
+SD_FAMILIES = ("sd1", "sd2", "sdxl")
+FAMILIES = (*SD_FAMILIES, *dit_names.FAMILIES)
 FORMATS = ("kohya", "diffusers", "comfyui")
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 _TEXT_MODEL = "text_model."
@@ -113,14 +120,16 @@ def _maps(family: str) -> _Maps:
 
 def _checked(family: str, fmt: str) -> _Maps | None:
     """The family's tables, or None for a family/format these tables do not cover (callers then return None)."""
-    if family not in FAMILIES or fmt not in FORMATS:
+    if family not in SD_FAMILIES or fmt not in FORMATS:
         return None
     return _maps(family)
 
 
 def inventory(family: str, component: str | None = None) -> tuple[str, ...]:
     """Every canonical module a LoRA of ``family`` may target (all Linear/Conv2d of the UNet and CLIP encoders)."""
-    if family not in FAMILIES:
+    if family in dit_names.FAMILIES:
+        return dit_names.inventory(family, component)
+    if family not in SD_FAMILIES:
         return ()
     names = _maps(family).inventory
     if component is None:
@@ -134,6 +143,8 @@ def to_canonical(family: str, fmt: str, module_name: str, component: str | None 
     ``component`` restricts the answer to one component; for ``diffusers`` names written without a component prefix
     (raw PEFT files of one model) it is also the prefix to assume.
     """
+    if family in dit_names.FAMILIES:
+        return _dit_to_canonical(family, fmt, module_name, component)
     maps = _checked(family, fmt)
     if maps is None:
         return None
@@ -152,6 +163,8 @@ def from_canonical(family: str, fmt: str, canonical: str, *, transformers5: bool
     ``transformers5`` writes diffusers text-encoder paths without ``text_model.``, as diffusers does when it runs
     on transformers ≥ 5; readers of both versions accept that form, older ones only the default.
     """
+    if family in dit_names.FAMILIES:
+        return _dit_from_canonical(family, fmt, canonical, transformers5)
     maps = _checked(family, fmt)
     if maps is None:
         return None
@@ -161,3 +174,30 @@ def from_canonical(family: str, fmt: str, canonical: str, *, transformers5: bool
         if path.startswith(_TEXT_MODEL):
             written = f"{component}.{path.removeprefix(_TEXT_MODEL)}"
     return written
+
+
+def _dit_to_canonical(family: str, fmt: str, module_name: str, component: str | None) -> str | None:
+    """SD3/FLUX: the one canonical layer a name holds, in any of the family's spellings; None for fused modules.
+    The final-layer modulation maps by name, but its rows are swapped: :mod:`lorahub.adapters.native` does that."""
+    if fmt not in FORMATS:
+        return None
+    found = dit_names.lookup(family, module_name, component)
+    if found is None or found.fused:
+        return None
+    canonical = found.parts[0]
+    if component is not None and not canonical.startswith(f"{component}."):
+        return None
+    return canonical
+
+
+def _dit_from_canonical(family: str, fmt: str, canonical: str, transformers5: bool) -> str | None:
+    found = dit_names.native_of(family, canonical)
+    if found is None or fmt not in FORMATS:
+        return None
+    native, _ = found
+    if fmt == "diffusers":
+        component, _, path = canonical.partition(".")
+        return f"{component}.{path.removeprefix(_TEXT_MODEL)}" if transformers5 else canonical
+    if native.fused:
+        return None
+    return dit_names.written_name(family, fmt, native)
