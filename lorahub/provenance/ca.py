@@ -196,8 +196,9 @@ class LocalCA:
     def _create(self, passphrase: bytes | None) -> None:
         settings = self.settings()
         key = ec.generate_private_key(ec.SECP256R1())
-        name = _name(f"{settings.organization} local root CA", settings.organization)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        # Each home's root gets its own name, so that readers trusting several homes tell them apart.
+        name = _name(f"{settings.organization} local root CA {ski.digest.hex()[:8]}", settings.organization)
         root = _build(
             name,
             name,
