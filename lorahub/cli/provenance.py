@@ -169,11 +169,15 @@ def keys_issue_cert(context: HubContext, key: str | None, days: int | None) -> N
 
 @click.command("cert")
 @click.option("--key", help="The identity (default: the default identity).")
+@click.option("--pem", "as_pem", is_flag=True, help="Print the chain as PEM, leaf first.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
-def keys_cert(context: HubContext, key: str | None, as_json: bool) -> None:
+def keys_cert(context: HubContext, key: str | None, as_pem: bool, as_json: bool) -> None:
     """The certificate chain an identity signs images with (issued on first need)."""
     view = context.hub.certificate(key)
+    if as_pem:
+        click.echo(view.pem, nl=False)
+        return
     if as_json:
         chain = [_cert_dict(info) for info in view.chain]
         _output.print_json(

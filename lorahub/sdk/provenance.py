@@ -51,6 +51,8 @@ class CertificateView:
     fingerprint: str
     source: str | None
     chain: tuple[CertificateInfo, ...]
+    pem: str
+    """The chain as PEM, leaf first."""
 
 
 class ProvenanceMixin:
@@ -127,19 +129,17 @@ class ProvenanceMixin:
 
     def certificate(self, key: str | None = None) -> CertificateView:
         """The chain an identity signs with now (issued on first need)."""
+        from cryptography.hazmat.primitives import serialization
+
         from lorahub.provenance.ca import CertificateInfo
 
         identity = self._identity(key)
         ca = self.certificate_authority
         chain = ca.signing_chain(identity, passphrase=self._ca_passphrase(identity))
-        source = ca.chain_source(identity.fingerprint)
-        kinds = ["imported" if source == "imported" else "local-ca"] * len(chain)
-        return CertificateView(
-            identity.user_id,
-            identity.fingerprint,
-            source,
-            tuple(CertificateInfo.of(c, k) for c, k in zip(chain, kinds, strict=True)),  # type: ignore[arg-type]
-        )
+        source = ca.chain_source(identity.fingerprint) or "local-ca"
+        infos = tuple(CertificateInfo.of(cert, source) for cert in chain)
+        pem = "".join(cert.public_bytes(serialization.Encoding.PEM).decode("ascii") for cert in chain)
+        return CertificateView(identity.user_id, identity.fingerprint, source, infos, pem)
 
     def trust_add_ca(self, pem: bytes | str) -> list[CertificateInfo]:
         """Trust the root(s) in ``pem`` when reading images: another home's ``ca.pem``, an organisation's CA."""
