@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -180,13 +181,18 @@ class CredentialSource(Protocol):
 
 @dataclass(frozen=True)
 class SignedImage:
-    """The signed image: its bytes, format (``png``/``jpeg``/``webp``), SHA-256 and, when written, its path."""
+    """The signed image: its bytes, format (``png``/``jpeg``/``webp``), the manifest definition it carries and,
+    when written, its path."""
 
     data: bytes
     format: str
-    sha256: str
     manifest: dict[str, Any]
     path: Path | None = None
+
+    @cached_property
+    def sha256(self) -> str:
+        """Computed on first use: hashing a large PNG costs about as much as signing it."""
+        return hashlib.sha256(self.data).hexdigest()
 
     @property
     def mime_type(self) -> str:
@@ -239,10 +245,9 @@ def sign_image(
         title=out_path.name if out_path else f"lorahub-image.{kind}",
     )
     signed = sign_bytes(data, kind, manifest, credentials)
-    digest = hashlib.sha256(signed).hexdigest()
     if out_path is not None:
         atomic_write(out_path, [signed], mode=0o644)
-    return SignedImage(signed, kind, digest, manifest, out_path)
+    return SignedImage(signed, kind, manifest, out_path)
 
 
 def build_manifest(
