@@ -83,6 +83,16 @@ class BaseRef:
     family: str | None = None
     uri: str | None = None
 
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise errors.LorahubError(
+                "the base model needs a name", hint="e.g. stabilityai/stable-diffusion-xl-base-1.0"
+            )
+        if self.digest is not None and not _is_sha256(self.digest):
+            raise errors.LorahubError(
+                f"base model {self.name}: the digest {self.digest!r} is not a SHA-256 (64 lowercase hex)"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "digest": self.digest, "license": self.license, "family": self.family} | (
             {"uri": self.uri} if self.uri else {}
@@ -106,7 +116,7 @@ class AdapterUse:
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight):
             raise errors.LorahubError(f"adapter {self.name}: the weight {self.weight} is not a finite number")
-        if len(self.content_digest) != 64 or any(c not in "0123456789abcdef" for c in self.content_digest):
+        if not _is_sha256(self.content_digest):
             raise errors.LorahubError(f"adapter {self.name}: the content digest is not 64 lowercase hex")
         object.__setattr__(self, "signers", tuple(self.signers))
 
@@ -442,6 +452,10 @@ def _format_of_path(path: Path) -> str:
     if kind is None:
         raise errors.ImageFormatError(f"{path.name}: lorahub writes .png, .jpg/.jpeg and .webp images")
     return kind
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def c2pa_module() -> ModuleType:

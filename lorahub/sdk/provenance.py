@@ -245,7 +245,9 @@ class ProvenanceMixin:
             **generation,
         )
         if record:
-            self.record_generation(signed.sha256, base=base, adapters=adapters, out=signed.path, key=key)
+            self.record_generation(
+                signed.sha256, base=base, adapters=adapters, out=signed.path, credentials=credentials
+            )
         return signed
 
     def record_generation(
@@ -256,9 +258,12 @@ class ProvenanceMixin:
         adapters: Sequence[AdapterUse],
         out: str | os.PathLike[str] | None = None,
         key: str | None = None,
+        credentials: C2paCredentials | None = None,
     ) -> dict[str, Any]:
-        """Append the ``generate`` audit event for one image, signed by the identity that made it; ``lorahub
-        audit --adapter NAME`` then lists it under each adapter it names."""
+        """Append the ``generate`` audit event for one image, signed by the identity that made it (``key``, or
+        the ``credentials`` the image was signed with, which saves loading the key again); ``lorahub audit
+        --adapter NAME`` then lists it under each adapter it names."""
+        from lorahub.registry.catalog import AuditActor
         from lorahub.sdk.hub import event_dict
 
         details = {
@@ -270,7 +275,11 @@ class ProvenanceMixin:
             ],
             "out": str(Path(out).absolute()) if out is not None else None,
         }
-        event = self.catalog.log(GENERATE_ACTION, audit=self.audit_actor(self.signer(key)), details=details)
+        if credentials is not None and credentials.key_fingerprint is not None:
+            actor = AuditActor(credentials.key_fingerprint, credentials.sign)
+        else:
+            actor = self.audit_actor(self.signer(key))
+        event = self.catalog.log(GENERATE_ACTION, audit=actor, details=details)
         return event_dict(event)
 
     def inspect_image(self, path: str | os.PathLike[str] | bytes) -> ImageReport:

@@ -12,6 +12,7 @@ from lorahub.provenance import (
     DEFAULT_TRAINING_MINING,
     GENERATION_LABEL,
     TRAINED_ALGORITHMIC_MEDIA,
+    AdapterUse,
     BaseRef,
     C2paCredentials,
     inspect_image,
@@ -174,6 +175,10 @@ def test_bad_inputs_are_clear_errors(hub: Hub, tmp_path: Path) -> None:
         hub.adapter_uses(["no-such-adapter:0.5"])
     with pytest.raises(errors.LorahubError, match="NAME"):
         hub.adapter_uses(["pixel-art:heavy"])
+    with pytest.raises(errors.LorahubError, match="not a SHA-256"):
+        BaseRef("sd15", digest="abc")
+    with pytest.raises(errors.LorahubError, match="not a finite number"):
+        AdapterUse("x", "a" * 64, weight=float("nan"))
     assert not list(tmp_path.glob("out.*"))
 
 
