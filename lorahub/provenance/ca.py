@@ -10,7 +10,8 @@ cryptographically ``Valid`` but untrusted credential until they add the root (``
 Layout under ``<home>/ca`` (folder mode 0700)::
 
     root/ca.pem, root/ca.key.pem   the root certificate and its key (0600; encrypted when a passphrase is given)
-    certs/<fp16>.pem               each identity's chain, leaf first (issued here or imported)
+    certs/<fp16>.pem               each identity's chain, leaf first (issued here; ``.imported.pem`` if imported)
+    certs/retired/                 chains replaced since, kept so old images still name their signer
     trusted/<sha16>.pem            extra roots this home trusts when it reads images
     settings.toml                  organisation, leaf validity, timestamp-authority URL
 
@@ -348,9 +349,22 @@ class LocalCA:
         path = self._chain_path(fingerprint, source)
         _private_dir(self.directory)
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        atomic_write(path, [cert.public_bytes(serialization.Encoding.PEM) for cert in chain], mode=0o644)
         other: CertificateSource = "local-ca" if source == "imported" else "imported"
+        for old in (path, self._chain_path(fingerprint, other)):
+            self._retire(old)
+        atomic_write(path, [cert.public_bytes(serialization.Encoding.PEM) for cert in chain], mode=0o644)
         self._chain_path(fingerprint, other).unlink(missing_ok=True)
+
+    def _retire(self, path: Path) -> None:
+        """Keep a replaced chain under ``certs/retired/``: images it signed still name one of this home's
+        identities when read back (:meth:`known_leaves`)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        retired = path.parent / "retired"
+        retired.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(retired / f"{hashlib.sha256(data).hexdigest()[:16]}-{path.name}", [data], mode=0o644)
 
     # --- trust anchors -----------------------------------------------------------------------------------------
 
@@ -386,7 +400,8 @@ class LocalCA:
         image was signed by one of this home's identities."""
         folder = self.directory / "certs"
         found: dict[str, str] = {}
-        for path in folder.glob("*.pem") if folder.is_dir() else []:
+        paths = [*folder.glob("retired/*.pem"), *folder.glob("*.pem")] if folder.is_dir() else []
+        for path in paths:
             try:
                 leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
             except (ValueError, IndexError):

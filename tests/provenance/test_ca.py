@@ -175,6 +175,8 @@ def test_expired_leaf_turns_signed_images_invalid(hub: Hub, tmp_path: Path) -> N
     assert renewed.sha256 != signed.sha256
     assert hub.inspect_image(tmp_path / "later.png").state == "Trusted"
     assert hub.certificate().chain[0].serial != chain[0].serial
+    again = hub.inspect_image(tmp_path / "early.png")  # its leaf was replaced (retired), not forgotten
+    assert again.signer["identity"] == "Alice Maker <alice@studio.example>"
 
 
 def test_expired_imported_chain_is_an_error_at_signing(hub: Hub, tmp_path: Path) -> None:
