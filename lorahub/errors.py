@@ -288,6 +288,14 @@ class ContentCredentialsMissingError(VerificationFailedError):
     default_hint = "The image carries no C2PA manifest: it was never signed, or an editor stripped it."
 
 
+class ContentCredentialsPresentError(LorahubError):
+    code = "credentials-present"
+    default_hint = (
+        "The image already carries Content Credentials; signing it as newly created would discard them. "
+        "Pass --replace (replace=True) if that is what you mean."
+    )
+
+
 class ContentCredentialsInvalidError(VerificationFailedError):
     code = "credentials-invalid"
     default_hint = "The image or its manifest changed after signing; the codes say which check failed."

@@ -66,6 +66,7 @@ def provenance_inspect(context: HubContext, image: Path, as_json: bool) -> None:
     help="e.g. ai_training=allowed (USE: allowed, notAllowed, constrained). Default: see docs/provenance.md.",
 )
 @click.option("--key", help="The identity to sign with (default: the default identity).")
+@click.option("--replace", is_flag=True, help="Sign even if IMAGE already carries Content Credentials (drops them).")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Where to write it.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
@@ -84,6 +85,7 @@ def provenance_sign(
     scheduler: str | None,
     training_mining: tuple[str, ...],
     key: str | None,
+    replace: bool,
     out: Path,
     as_json: bool,
 ) -> None:
@@ -98,6 +100,7 @@ def provenance_sign(
         adapters=hub.adapter_uses(list(adapters)),
         key=key,
         out=out,
+        replace=replace,
         training_mining=_pairs(training_mining),
         prompt=prompt,
         negative_prompt=negative_prompt,

@@ -22,7 +22,8 @@ import hashlib
 import io
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -227,6 +228,7 @@ def sign_image(
     hub: CredentialSource | None = None,
     training_mining: Mapping[str, str | TrainingMiningEntry] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    replace: bool = False,
 ) -> SignedImage:
     """Sign an image (a PIL image, a PNG/JPEG/WebP path, or its bytes) with a manifest naming ``base`` and
     ``adapters``; write it to ``out`` when given (atomically) and return it.
@@ -235,7 +237,8 @@ def sign_image(
     default identity). A PIL image is encoded as ``out``'s format (PNG when there is no ``out``).
     ``training_mining`` maps entry names (``ai_training`` or ``cawg.ai_training``, …) to ``allowed`` /
     ``notAllowed`` / ``constrained`` (or a :class:`TrainingMiningEntry`); unnamed standard entries keep
-    :data:`DEFAULT_TRAINING_MINING`.
+    :data:`DEFAULT_TRAINING_MINING`. An image that already carries Content Credentials is refused unless
+    ``replace``: the new manifest would claim the image was created here and drop the old one.
     """
     credentials = _credentials(signer, hub)
     out_path = Path(out) if out is not None else None
@@ -245,6 +248,8 @@ def sign_image(
             f"the image is {kind.upper()} but {out_path.name} names another format",
             hint=f"Give --out a {kind} suffix ({', '.join(s for s, k in SUFFIXES.items() if k == kind)}).",
         )
+    if not replace and carries_manifest(data, kind):
+        raise errors.ContentCredentialsPresentError(f"{_describe(image_or_path)} already carries Content Credentials")
     params = GenerationParameters(prompt, negative_prompt, seed, steps, scheduler, dict(parameters or {}))
     manifest = build_manifest(
         base=base,
@@ -410,6 +415,54 @@ def sniff_format(data: bytes) -> str | None:
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
     return None
+
+
+def carries_manifest(data: bytes, kind: str) -> bool:
+    """Whether the image holds a C2PA manifest store, found by walking its container (PNG chunks, JPEG segments
+    up to the scan, RIFF chunks): microseconds, no validation. Where c2pa-rs puts it: a PNG ``caBX`` chunk, JPEG
+    APP11 JUMBF segments labelled ``c2pa``, a WebP ``C2PA`` chunk."""
+    try:
+        if kind == "png":
+            return any(tag == b"caBX" for tag, _ in _png_chunks(data))
+        if kind == "jpeg":
+            return any(marker == 0xEB and b"c2pa" in body for marker, body in _jpeg_segments(data))
+        return any(tag == b"C2PA" for tag in _riff_chunks(data))
+    except (struct.error, IndexError):
+        return False  # a container this walk cannot follow: the C2PA library will judge it
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int]]:
+    offset = 8
+    while offset + 8 <= len(data):
+        length, tag = struct.unpack_from(">I4s", data, offset)
+        yield tag, length
+        if tag == b"IEND":
+            return
+        offset += 12 + length
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xDA:  # start of scan: metadata segments come before it
+            return
+        (length,) = struct.unpack_from(">H", data, offset + 2)
+        yield marker, data[offset + 4 : offset + 2 + length]
+        offset += 2 + length
+
+
+def _riff_chunks(data: bytes) -> Iterator[bytes]:
+    offset = 12
+    while offset + 8 <= len(data):
+        tag = data[offset : offset + 4]
+        (length,) = struct.unpack_from("<I", data, offset + 4)
+        yield tag
+        offset += 8 + length + (length & 1)
+
+
+def _describe(source: object) -> str:
+    return "the image" if isinstance(source, bytes) or not isinstance(source, (str, os.PathLike)) else str(source)
 
 
 def image_bytes(source: Image.Image | str | os.PathLike[str] | bytes, wanted: str | None = None) -> tuple[bytes, str]:

@@ -227,6 +227,7 @@ class ProvenanceMixin:
         out: str | os.PathLike[str] | None = None,
         record: bool = True,
         training_mining: Mapping[str, str | TrainingMiningEntry] | None = None,
+        replace: bool = False,
         **generation: Any,
     ) -> SignedImage:
         """Sign ``image`` as made by ``base`` and ``adapters`` with an identity's certificate, write it to
@@ -242,6 +243,7 @@ class ProvenanceMixin:
             signer=credentials,
             out=out,
             training_mining=training_mining,
+            replace=replace,
             **generation,
         )
         if record:

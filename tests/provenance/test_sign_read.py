@@ -204,3 +204,19 @@ def test_generate_events_are_listed_by_adapter(hub: Hub, catalogued: list[str], 
         "weight": 0.5,
     }
     assert hub.verify_audit() == []
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "webp"])
+def test_signing_an_image_with_credentials_needs_replace(hub: Hub, tmp_path: Path, kind: str) -> None:
+    from lorahub.provenance.sign import carries_manifest
+
+    source = tmp_path / f"in{SUFFIX[kind]}"
+    source.write_bytes(encoded(noise_image(), kind))
+    assert not carries_manifest(source.read_bytes(), kind)
+    first = _sign(hub, source, tmp_path / f"first{SUFFIX[kind]}")
+    assert carries_manifest(first.read_bytes(), kind)
+    with pytest.raises(errors.ContentCredentialsPresentError) as caught:
+        _sign(hub, first, tmp_path / f"second{SUFFIX[kind]}")
+    assert caught.value.code == "credentials-present" and "--replace" in (caught.value.hint or "")
+    second = _sign(hub, first, tmp_path / f"second{SUFFIX[kind]}", replace=True)
+    assert hub.inspect_image(second).state == "Trusted"
