@@ -47,8 +47,13 @@ def provenance_inspect(context: HubContext, image: Path, as_json: bool) -> None:
 
 @provenance_group.command("sign")
 @click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--base", "base_name", required=True, help="The base model's name (hub id or folder name).")
-@click.option("--base-digest", help="SHA-256 of the base model's weights.")
+@click.option(
+    "--base",
+    "base_name",
+    required=True,
+    help="The base model: a pipeline folder or checkpoint file (hashed), or a name.",
+)
+@click.option("--base-digest", help="SHA-256 of the base model's weights (instead of hashing --base).")
 @click.option("--base-license", help="The base model's licence identifier.")
 @click.option(
     "--adapter", "adapters", multiple=True, metavar="NAME[@V][:W]", help="A catalogued adapter and its weight."
@@ -94,9 +99,12 @@ def provenance_sign(
     from lorahub.provenance import BaseRef
 
     hub = context.hub
+    base = (
+        BaseRef(base_name, base_digest, base_license) if base_digest else hub.base_ref(base_name, license=base_license)
+    )
     signed = hub.sign_image(
         image,
-        base=BaseRef(base_name, base_digest, base_license),
+        base=base,
         adapters=hub.adapter_uses(list(adapters)),
         key=key,
         out=out,

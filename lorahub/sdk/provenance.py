@@ -6,6 +6,7 @@ catalog, key store and settings.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import rfc8785
 
 from lorahub import errors
 
@@ -212,6 +215,50 @@ class ProvenanceMixin:
             sha256=version.blob_sha256,
             consent=version.consent_status or "unknown",
         )
+
+    def base_ref(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        license: str | None = None,
+        family: str | None = None,
+    ) -> BaseRef:
+        """Describe a base model for :meth:`sign_image`. A checkpoint file's digest is its SHA-256; a pipeline
+        folder's (diffusers layout) is the SHA-256 of the RFC 8785 JSON object mapping each file's relative path
+        to its SHA-256 (hidden files skipped), so it names the exact weights and configs. Digests are cached in
+        the catalog's file cache by path, size, mtime and inode: gigabytes are read once, not per image. A name
+        that is no path (a hub id) gives a BaseRef without a digest."""
+        from lorahub.provenance.sign import BaseRef
+
+        path = Path(target)
+        label = name or (path.name if path.exists() else str(target))
+        if path.is_file():
+            return BaseRef(label, self._file_sha256(path), license, family)
+        if not path.is_dir():
+            return BaseRef(label, None, license, family)
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.relative_to(path).parts)
+        )
+        if not files:
+            raise errors.PathNotFoundError(f"{path} holds no files", hint="Give a diffusers pipeline folder.")
+        index = {f.relative_to(path).as_posix(): self._file_sha256(f) for f in files}
+        return BaseRef(label, hashlib.sha256(rfc8785.dumps(index)).hexdigest(), license, family)
+
+    def _file_sha256(self, path: Path) -> str:
+        resolved = path.resolve()
+        stat = resolved.stat()
+        cached = self.catalog.file_cache_get(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if cached is not None:
+            return cached.sha256
+        digest = hashlib.sha256()
+        with resolved.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+        self.catalog.file_cache_put(
+            str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino, sha256=digest.hexdigest()
+        )
+        return digest.hexdigest()
 
     def adapter_uses(self, specs: Sequence[str]) -> list[AdapterUse]:
         """``NAME[@VERSION][:WEIGHT]`` specs (the CLI's ``--adapter``) as :class:`AdapterUse` s."""

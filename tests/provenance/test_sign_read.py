@@ -220,3 +220,27 @@ def test_signing_an_image_with_credentials_needs_replace(hub: Hub, tmp_path: Pat
     assert caught.value.code == "credentials-present" and "--replace" in (caught.value.hint or "")
     second = _sign(hub, first, tmp_path / f"second{SUFFIX[kind]}", replace=True)
     assert hub.inspect_image(second).state == "Trusted"
+
+
+def test_base_ref_digests_pipeline_folders_and_files_with_the_file_cache(hub: Hub, tmp_path: Path) -> None:
+    pipeline = tmp_path / "tiny-sd"
+    (pipeline / "unet").mkdir(parents=True)
+    (pipeline / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    weights = pipeline / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"\0" * 4096)
+    (pipeline / ".cache").mkdir()
+    (pipeline / ".cache" / "lock").write_text("ignored")
+    ref = hub.base_ref(pipeline, license="CreativeML-OpenRAIL-M", family="sd1")
+    assert (ref.name, ref.license, ref.family) == ("tiny-sd", "CreativeML-OpenRAIL-M", "sd1")
+    assert ref.digest is not None and len(ref.digest) == 64
+    stat = weights.stat()
+    cached = hub.catalog.file_cache_get(str(weights.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    assert cached is not None and cached.sha256 == hashlib.sha256(b"\0" * 4096).hexdigest()
+    assert hub.base_ref(pipeline).digest == ref.digest  # stable (and served from the cache)
+    (pipeline / ".cache" / "lock").write_text("still ignored")
+    assert hub.base_ref(pipeline).digest == ref.digest
+    weights.write_bytes(b"\1" * 4097)  # another size: the cache cannot mistake it even on coarse mtimes
+    assert hub.base_ref(pipeline).digest != ref.digest
+    assert hub.base_ref(weights).digest == hashlib.sha256(b"\1" * 4097).hexdigest()
+    hub_id = hub.base_ref("stabilityai/stable-diffusion-xl-base-1.0")
+    assert (hub_id.name, hub_id.digest) == ("stabilityai/stable-diffusion-xl-base-1.0", None)
