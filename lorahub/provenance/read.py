@@ -199,7 +199,10 @@ def _read(data: bytes, kind: str, anchors: str, where: str) -> tuple[dict[str, A
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__ or "no JUMBF" in str(exc):
             raise errors.ContentCredentialsMissingError(f"{where} has no Content Credentials ({exc})") from None
-        raise errors.C2paFailedError(f"{where}: the C2PA library could not read the manifest: {exc}") from None
+        raise errors.ContentCredentialsInvalidError(
+            f"{where}: the image or its Content Credentials cannot be parsed ({exc})",
+            hint="The file is damaged or truncated; fetch it again from its source.",
+        ) from None
     state = str(store.get("validation_state") or "Invalid")
     return store, state, dict(store.get("validation_results") or {})
 

@@ -171,6 +171,12 @@ def test_bad_inputs_are_clear_errors(hub: Hub, tmp_path: Path) -> None:
         hub.sign_image(tmp_path / "missing.png", base=BASE, adapters=[])
     with pytest.raises(errors.ContentCredentialsMissingError):
         hub.inspect_image(png)
+    for kind in ("jpeg", "webp"):
+        with pytest.raises(errors.ContentCredentialsMissingError):
+            hub.inspect_image(encoded(noise_image(), kind))
+    signed = hub.sign_image(noise_image(), base=BASE, adapters=[], record=False)
+    with pytest.raises(errors.ContentCredentialsInvalidError, match="cannot be parsed"):
+        hub.inspect_image(signed.data[:2000])
     with pytest.raises(errors.AdapterNotFoundError):
         hub.adapter_uses(["no-such-adapter:0.5"])
     with pytest.raises(errors.LorahubError, match="NAME"):
