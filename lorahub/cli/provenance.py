@@ -71,6 +71,7 @@ def provenance_inspect(context: HubContext, image: Path, as_json: bool) -> None:
     help="e.g. ai_training=allowed (USE: allowed, notAllowed, constrained). Default: see docs/provenance.md.",
 )
 @click.option("--key", help="The identity to sign with (default: the default identity).")
+@click.option("--thumbnail", is_flag=True, help="Embed a 256-px JPEG thumbnail (off by default).")
 @click.option("--replace", is_flag=True, help="Sign even if IMAGE already carries Content Credentials (drops them).")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Where to write it.")
 @click.option("--json", "as_json", is_flag=True)
@@ -90,6 +91,7 @@ def provenance_sign(
     scheduler: str | None,
     training_mining: tuple[str, ...],
     key: str | None,
+    thumbnail: bool,
     replace: bool,
     out: Path,
     as_json: bool,
@@ -109,6 +111,7 @@ def provenance_sign(
         key=key,
         out=out,
         replace=replace,
+        thumbnail=thumbnail,
         training_mining=_pairs(training_mining),
         prompt=prompt,
         negative_prompt=negative_prompt,

@@ -229,6 +229,7 @@ def sign_image(
     training_mining: Mapping[str, str | TrainingMiningEntry] | None = None,
     parameters: Mapping[str, Any] | None = None,
     replace: bool = False,
+    thumbnail: bool = False,
 ) -> SignedImage:
     """Sign an image (a PIL image, a PNG/JPEG/WebP path, or its bytes) with a manifest naming ``base`` and
     ``adapters``; write it to ``out`` when given (atomically) and return it.
@@ -238,7 +239,8 @@ def sign_image(
     ``training_mining`` maps entry names (``ai_training`` or ``cawg.ai_training``, …) to ``allowed`` /
     ``notAllowed`` / ``constrained`` (or a :class:`TrainingMiningEntry`); unnamed standard entries keep
     :data:`DEFAULT_TRAINING_MINING`. An image that already carries Content Credentials is refused unless
-    ``replace``: the new manifest would claim the image was created here and drop the old one.
+    ``replace``: the new manifest would claim the image was created here and drop the old one. ``thumbnail``
+    embeds a 256-px JPEG thumbnail (off by default: it costs several times the signing).
     """
     credentials = _credentials(signer, hub)
     out_path = Path(out) if out is not None else None
@@ -259,7 +261,7 @@ def sign_image(
         kind=kind,
         title=out_path.name if out_path else f"lorahub-image.{kind}",
     )
-    signed = sign_bytes(data, kind, manifest, credentials)
+    signed = sign_bytes(data, kind, manifest, credentials, thumbnail=thumbnail)
     if out_path is not None:
         atomic_write(out_path, [signed], mode=0o644)
     return SignedImage(signed, kind, manifest, out_path)
@@ -358,14 +360,17 @@ def training_mining_entries(
     return entries
 
 
-def sign_bytes(data: bytes, kind: str, manifest: Mapping[str, Any], credentials: C2paCredentials) -> bytes:
-    """Embed and sign ``manifest`` in the image bytes with one ``c2pa.Builder`` (single use) and no thumbnail."""
+def sign_bytes(
+    data: bytes, kind: str, manifest: Mapping[str, Any], credentials: C2paCredentials, *, thumbnail: bool = False
+) -> bytes:
+    """Embed and sign ``manifest`` in the image bytes with one ``c2pa.Builder`` (single use); no thumbnail, or
+    with ``thumbnail`` a small JPEG one."""
     c2pa = c2pa_module()
     try:
         signer = c2pa.Signer.from_callback(
             credentials.sign, c2pa.C2paSigningAlg.ES256, credentials.chain_pem, credentials.tsa_url
         )
-        context = c2pa.Context.from_dict(SIGN_SETTINGS)
+        context = c2pa.Context.from_dict(THUMBNAIL_SETTINGS if thumbnail else SIGN_SETTINGS)
         destination = io.BytesIO()
         with c2pa.Builder(dict(manifest), context=context) as builder:
             builder.sign(signer, MIME_TYPES[kind], io.BytesIO(data), destination)
@@ -376,6 +381,9 @@ def sign_bytes(data: bytes, kind: str, manifest: Mapping[str, Any], credentials:
 
 SIGN_SETTINGS: Final = {"builder": {"thumbnail": {"enabled": False}}}
 """No thumbnail; verify-after-sign stays on (a manifest the SDK would reject is refused at signing)."""
+THUMBNAIL_SETTINGS: Final = {"builder": {"thumbnail": {"enabled": True, "format": "jpeg", "long_edge": 256}}}
+"""A 256-px JPEG thumbnail (tens of kB; the library's default is a 1024-px one in the image's own format, up to
+megabytes for WebP: reference provenance.md §1.8)."""
 
 
 def _signing_error(exc: Exception) -> errors.LorahubError:

@@ -279,7 +279,8 @@ class ProvenanceMixin:
     ) -> SignedImage:
         """Sign ``image`` as made by ``base`` and ``adapters`` with an identity's certificate, write it to
         ``out``, and (``record``) append a ``generate`` audit event. ``generation`` takes ``prompt``,
-        ``negative_prompt``, ``seed``, ``steps``, ``scheduler`` and ``parameters`` (see ``sign_image``)."""
+        ``negative_prompt``, ``seed``, ``steps``, ``scheduler``, ``parameters`` and ``thumbnail`` (see
+        :func:`lorahub.provenance.sign_image`)."""
         from lorahub.provenance.sign import sign_image
 
         credentials = self.c2pa_credentials(key)

@@ -250,3 +250,24 @@ def test_base_ref_digests_pipeline_folders_and_files_with_the_file_cache(hub: Hu
     assert hub.base_ref(weights).digest == hashlib.sha256(b"\1" * 4097).hexdigest()
     hub_id = hub.base_ref("stabilityai/stable-diffusion-xl-base-1.0")
     assert (hub_id.name, hub_id.digest) == ("stabilityai/stable-diffusion-xl-base-1.0", None)
+
+
+def test_optional_thumbnail_is_a_small_jpeg(hub: Hub) -> None:
+    import io
+    import json
+
+    import c2pa
+
+    def thumbnail_of(data: bytes) -> dict[str, str] | None:
+        with c2pa.Reader("image/webp", io.BytesIO(data)) as reader:
+            store = json.loads(reader.json())
+        thumbnail: dict[str, str] | None = store["manifests"][store["active_manifest"]].get("thumbnail")
+        return thumbnail
+
+    webp = encoded(noise_image(512), "webp")
+    plain = hub.sign_image(webp, base=BASE, adapters=[], record=False)
+    with_thumbnail = hub.sign_image(webp, base=BASE, adapters=[], record=False, thumbnail=True)
+    assert thumbnail_of(plain.data) is None
+    thumbnail = thumbnail_of(with_thumbnail.data)
+    assert thumbnail is not None and thumbnail["format"] == "image/jpeg"
+    assert hub.inspect_image(with_thumbnail.data).state == "Trusted"
