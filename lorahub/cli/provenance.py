@@ -243,6 +243,7 @@ def _print_report(report: ImageReport) -> None:
     signer = report.signer
     who = signer.get("identity") or signer.get("name")
     out.print(f"signer   {who}  (O={signer.get('organization')}, serial {signer.get('serial')})")
+    out.print(f"         certificate from {signer.get('issuer')}, valid until {signer.get('not_after')}")
     for action in report.actions:
         agent = action.get("software_agent") or {}
         out.print(

@@ -153,7 +153,7 @@ def inspect_image(
     data, kind = image_bytes(path)
     where = "<bytes>" if isinstance(path, bytes) else str(path)
     trust = anchors if anchors is not None else (hub.c2pa_trust_anchors() if hub is not None else "")
-    store, state, results = _read(data, kind, trust, where)
+    store, state, results, certificate = _read(data, kind, trust, where)
     manifest = store.get("manifests", {}).get(store.get("active_manifest"))
     if not isinstance(manifest, dict):
         raise errors.ContentCredentialsMissingError(f"{where}: the manifest store has no active manifest")
@@ -169,7 +169,7 @@ def inspect_image(
         state=state,
         codes=tuple(code for code, _ in failures),
         failures=failures,
-        signer=_signer(manifest.get("signature_info") or {}, hub),
+        signer=_signer(manifest.get("signature_info") or {}, certificate, hub),
         actions=_actions(assertions),
         base=generation.get("base") if isinstance(generation, dict) else None,
         adapters=_adapters(generation.get("adapters", []) if isinstance(generation, dict) else [], hub),
@@ -184,7 +184,11 @@ READ_SETTINGS: Final = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch":
 """Offline: never fetch a remote manifest or an OCSP response (DESIGN decision 9)."""
 
 
-def _read(data: bytes, kind: str, anchors: str, where: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _read(
+    data: bytes, kind: str, anchors: str, where: str
+) -> tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]:
+    """The manifest store (SDK JSON), the validation state and results, and the signing certificate's facts of
+    the active manifest (from the spec-shaped JSON, which alone carries the certificate's validity)."""
     c2pa = c2pa_module()
     settings: dict[str, Any] = dict(READ_SETTINGS)
     if anchors:
@@ -196,6 +200,7 @@ def _read(data: bytes, kind: str, anchors: str, where: str) -> tuple[dict[str, A
             raise errors.ContentCredentialsMissingError(f"{where} has no Content Credentials (no C2PA manifest)")
         with reader:
             store = json.loads(reader.json())
+            spec_shaped = json.loads(reader.crjson())
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__ or "no JUMBF" in str(exc):
             raise errors.ContentCredentialsMissingError(f"{where} has no Content Credentials ({exc})") from None
@@ -204,18 +209,33 @@ def _read(data: bytes, kind: str, anchors: str, where: str) -> tuple[dict[str, A
             hint="The file is damaged or truncated; fetch it again from its source.",
         ) from None
     state = str(store.get("validation_state") or "Invalid")
-    return store, state, dict(store.get("validation_results") or {})
+    active = store.get("active_manifest")
+    certificate = next(
+        (
+            m.get("signature", {}).get("certificateInfo") or {}
+            for m in spec_shaped.get("manifests", [])
+            if isinstance(m, dict) and m.get("label") == active
+        ),
+        {},
+    )
+    return store, state, dict(store.get("validation_results") or {}), certificate
 
 
-def _signer(info: Mapping[str, Any], hub: ReadContext | None) -> dict[str, Any]:
+def _signer(info: Mapping[str, Any], certificate: Mapping[str, Any], hub: ReadContext | None) -> dict[str, Any]:
+    """Who signed: the leaf's CN and O, the CN of its issuer, its validity (without a timestamp the image turns
+    Invalid after ``not_after``), and the home's identity when the leaf is one this home issued or imported."""
     serial = info.get("cert_serial_number")
     owner = hub.certificate_owner(str(serial)) if hub is not None and serial is not None else None
+    validity = certificate.get("validity") or {}
     return {
         "name": info.get("common_name"),
         "organization": info.get("issuer"),
+        "issuer": (certificate.get("issuer") or {}).get("CN"),
         "serial": serial,
         "algorithm": info.get("alg"),
         "time": info.get("time"),
+        "not_before": validity.get("notBefore"),
+        "not_after": validity.get("notAfter"),
         "identity": owner,
     }
 

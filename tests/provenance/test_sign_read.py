@@ -39,6 +39,9 @@ def test_round_trip_is_trusted_with_the_home_ca(hub: Hub, catalogued: list[str],
     assert (report.state, report.codes, report.format) == ("Trusted", (), kind)
     assert report.signer["identity"] == "Alice Maker <alice@studio.example>"
     assert report.signer["name"] == "Alice Maker" and report.signer["organization"] == "lorahub"
+    leaf = hub.certificate().chain[0]
+    assert report.signer["not_after"].replace("+00:00", "Z") == leaf.not_after
+    assert report.signer["issuer"].startswith("lorahub local root CA ")
     [action] = report.actions
     assert action["action"] == "c2pa.created"
     assert action["digital_source_type"] == TRAINED_ALGORITHMIC_MEDIA
