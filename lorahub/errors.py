@@ -271,3 +271,52 @@ class UnknownAdapterNameError(AdapterNotFoundError):
     """A name in a prompt or a stack that the catalogue does not have; the message lists near matches."""
 
     code = "adapter-not-found"
+
+
+# --- provenance (C2PA Content Credentials) ---------------------------------------------------------------------
+
+
+class CertificateInvalidError(LorahubError):
+    """A certificate or chain that cannot sign Content Credentials (or does not belong to the identity)."""
+
+    code = "certificate-invalid"
+    default_hint = (
+        "Give a PEM chain, leaf first, whose leaf holds the identity's public key (`lorahub keys export NAME`), "
+        "is not a CA, and has KeyUsage digitalSignature and EKU emailProtection or documentSigning."
+    )
+
+
+class CertificateExpiredError(CertificateInvalidError):
+    code = "certificate-expired"
+    default_hint = (
+        "Issue a fresh certificate from the home's CA (`lorahub keys issue-cert`), or import a renewed chain "
+        "(`lorahub keys import-cert CHAIN.pem`)."
+    )
+
+
+class ImageFormatError(InvalidFileError):
+    code = "image-unsupported"
+    default_hint = "lorahub signs and reads Content Credentials in PNG, JPEG and WebP images."
+
+
+class ContentCredentialsMissingError(VerificationFailedError):
+    code = "credentials-missing"
+    default_hint = "The image carries no C2PA manifest: it was never signed, or an editor stripped it."
+
+
+class ContentCredentialsPresentError(LorahubError):
+    code = "credentials-present"
+    default_hint = (
+        "The image already carries Content Credentials; signing it as newly created would discard them. "
+        "Pass --replace (replace=True) if that is what you mean."
+    )
+
+
+class ContentCredentialsInvalidError(VerificationFailedError):
+    code = "credentials-invalid"
+    default_hint = "The image or its manifest changed after signing; the codes say which check failed."
+
+
+class C2paFailedError(LorahubError):
+    code = "c2pa-failed"
+    default_hint = "The C2PA library refused the operation; run with LORAHUB_DEBUG=1 for details."

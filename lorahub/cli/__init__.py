@@ -30,6 +30,14 @@ from lorahub.cli.home import config_group, init_command
 from lorahub.cli.inspect import inspect_command
 from lorahub.cli.keys import keys_group, trust_group
 from lorahub.cli.licenses import license_group
+from lorahub.cli.provenance import (
+    keys_cert,
+    keys_import_cert,
+    keys_issue_cert,
+    provenance_group,
+    trust_add_ca,
+    trust_list_ca,
+)
 from lorahub.cli.verify import audit_command, verify_command
 
 
@@ -73,8 +81,13 @@ for command in (
     license_group,
     dataset_group,
     dev_group,
+    provenance_group,
 ):
     cli.add_command(command)
+for command in (keys_import_cert, keys_issue_cert, keys_cert):
+    keys_group.add_command(command)
+for command in (trust_add_ca, trust_list_ca):
+    trust_group.add_command(command)
 
 
 def main() -> None:

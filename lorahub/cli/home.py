@@ -23,8 +23,10 @@ def _print_settings(settings: dict[str, object], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
 @pass_hub_context
 def init_command(context: HubContext, as_json: bool) -> None:
-    """Create the home: catalog, blob store, key folder and default policy (any command does this on first use)."""
-    settings = context.hub.describe()
+    """Create the home: catalog, blob store, key folder, default policy and the certificate authority that
+    certifies its identities for Content Credentials (any command does the rest on first use)."""
+    root = context.hub.ensure_ca()
+    settings = context.hub.describe() | {"certificate_authority": root.subject}
     _print_settings(settings, as_json)
     if not as_json and settings["default_identity"] is None:
         _output.stderr.print('next: lorahub keys create "Your Name <you@example.com>"')

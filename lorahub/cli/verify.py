@@ -38,8 +38,8 @@ def verify_command(context: HubContext, target: str, policy: Path | None, as_jso
 
 @click.command("audit")
 @click.option("--who", help="Actor fingerprint (prefix).")
-@click.option("--adapter", help="Adapter name.")
-@click.option("--action", help="Action, e.g. add, remove, trust, revoke.")
+@click.option("--adapter", help="Adapter name (also lists the images generated with it).")
+@click.option("--action", help="Action, e.g. add, remove, trust, revoke, generate.")
 @click.option("--since", type=click.DateTime(), help="Only events at or after this time (UTC).")
 @click.option("--verify", "check", is_flag=True, help="Check the chain: finds edited, deleted or reordered events.")
 @click.option("--json", "as_json", is_flag=True)
@@ -75,6 +75,8 @@ def audit_command(
         return
     for event in events:
         subject = event["subject_name"] or ""
+        if event["action"] == "generate":  # one image, several adapters
+            subject = ", ".join(f"{a.get('name')}:{a.get('weight')}" for a in event["details"].get("adapters", []))
         if event["subject_version"] is not None:
             subject += f"@{event['subject_version']}"
         _output.stdout.print(

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import rfc8785
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, and_, func, or_
 from sqlmodel import Session, col, select
 
 from lorahub.registry.models import AuditEvent, ChainHead
@@ -161,7 +161,7 @@ def query(
     if who:
         statement = statement.where(col(AuditEvent.actor).startswith(who, autoescape=True))
     if adapter is not None:
-        statement = statement.where(AuditEvent.subject_name == adapter)
+        statement = statement.where(or_(col(AuditEvent.subject_name) == adapter, _names_adapter(adapter)))
     if action is not None:
         statement = statement.where(AuditEvent.action == action)
     if since is not None:
@@ -169,7 +169,33 @@ def query(
     statement = statement.order_by(col(AuditEvent.seq).desc())
     if limit is not None:
         statement = statement.limit(limit)
-    return list(reversed(session.exec(statement).all()))
+    events = list(reversed(session.exec(statement).all()))
+    if adapter is not None:  # the text match above may also hit a base model of that name
+        events = [e for e in events if e.subject_name == adapter or adapter in _listed_adapters(e)]
+    return events
+
+
+LISTS_ADAPTERS: Final = frozenset({"generate"})
+"""Actions whose event names several adapters in ``details.adapters`` (one image made with many) instead of one
+subject; ``query(adapter=…)`` finds them too."""
+
+
+def _names_adapter(adapter: str) -> ColumnElement[bool]:
+    """Events whose canonical details contain ``"name":"<adapter>"``: a cheap pre-filter, refined in Python."""
+    needle = f'"name":{canonical_json(adapter)}'
+    return and_(
+        col(AuditEvent.action).in_(sorted(LISTS_ADAPTERS)), col(AuditEvent.details).contains(needle, autoescape=True)
+    )
+
+
+def _listed_adapters(event: AuditEvent) -> set[str]:
+    if event.action not in LISTS_ADAPTERS:
+        return set()
+    try:
+        listed = json.loads(event.details).get("adapters", [])
+    except (ValueError, AttributeError):
+        return set()
+    return {item["name"] for item in listed if isinstance(item, dict) and isinstance(item.get("name"), str)}
 
 
 def count(session: Session) -> int:

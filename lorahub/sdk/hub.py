@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lorahub import errors
 from lorahub.sdk.home import Settings, mask_url
 from lorahub.sdk.policy import Policy, ensure_default_policy
+from lorahub.sdk.provenance import ProvenanceMixin
 
 if TYPE_CHECKING:
     from lorahub.licenses import LicenseTerms, Verdict
@@ -39,7 +40,7 @@ class IdentityView:
     default: bool
 
 
-class Hub:
+class Hub(ProvenanceMixin):
     """A lorahub home. Cheap to open: folders and the schema are created on first use."""
 
     def __init__(
@@ -102,6 +103,7 @@ class Hub:
         self.catalog.trust_key(
             identity.fingerprint, identity.user_id, identity.public_pem, own=True, audit=self.audit_actor(signer)
         )
+        self.issue_first_certificate(identity, passphrase)
         return identity
 
     def identities(self) -> list[IdentityView]:

@@ -55,6 +55,24 @@ def test_each_operation_appends_one_linked_signed_event(busy: Catalog, signer: S
     assert busy.verify_audit(verify=verify_signature) == []  # keys from the key table
 
 
+def test_query_by_adapter_finds_generate_events_naming_it(catalog: Catalog, signer: Signer) -> None:
+    """A ``generate`` event names its adapters in its details (one image, several adapters); ``adapter=`` finds
+    it under each, and not under a base model that happens to share a name. Names with LIKE wildcards match
+    literally."""
+
+    def generate(base: str, *adapters: str) -> int:
+        details = {"base": {"name": base}, "adapters": [{"name": a, "weight": 0.5} for a in adapters]}
+        return catalog.log("generate", audit=signer.actor, details=details).seq
+
+    both = generate("sd15", "pixel_art", "watercolor")
+    only = generate("sd15", "watercolor")
+    base_named_alike = generate("pixel_art", "watercolor")
+    assert [e.seq for e in catalog.audit_events(adapter="pixel_art")] == [both]
+    assert [e.seq for e in catalog.audit_events(adapter="pixelXart")] == []
+    assert [e.seq for e in catalog.audit_events(adapter="watercolor")] == [both, only, base_named_alike]
+    assert [e.seq for e in catalog.audit_events(adapter="watercolor", limit=1)] == [base_named_alike]
+
+
 def test_query(busy: Catalog, signer: Signer) -> None:
     assert [e.seq for e in busy.audit_events(action="add")] == [1, 2, 3]
     assert [e.seq for e in busy.audit_events(adapter="pixel-art")] == [1, 2, 3, 4, 6]
