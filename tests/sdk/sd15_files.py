@@ -2,9 +2,9 @@
 
 The example adapter (``lorahub.dev.example_lora``) stores ``proj_in``/``proj_out`` as Linear factors, but SD 1.5's
 UNet has them as 1×1 convolutions (``use_linear_projection=False``), so diffusers refuses to load them into a real
-SD 1.5 UNet. Here they are reshaped to the ``[r, c, 1, 1]`` / ``[c, r, 1, 1]`` factors kohya writes for SD 1.5. A
-handful of modules (the first attention block at 320 and at 640 channels, one text-encoder layer) keeps every conversion's ΔW
-check quick while covering linear, 1×1-conv and text-encoder modules.
+SD 1.5 UNet. Here they are reshaped to the ``[r, c, 1, 1]`` / ``[c, r, 1, 1]`` factors kohya writes for SD 1.5.
+A handful of modules (the first attention block at 320 and at 640 channels, one text-encoder layer) keeps every
+conversion's ΔW check quick while covering linear, 1×1-conv and text-encoder modules.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def write_sd15_lora(path: Path, *, name: str = "ink", seed: int = 0, rank: int =
     tensors: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
     with SafetensorsFile(full) as source:
         infos = source.header.tensors
-        for key in source.keys():
+        for key in infos:
             if not key.startswith(KEPT_MODULES):
                 continue
             shape = infos[key].shape

@@ -91,6 +91,19 @@ def test_a1111_export_writes_kohya_with_the_sidecars_a1111_reads(ink: Hub, tmp_p
     assert entry["metadata"] == {"format": "SafeTensor", "fp": "fp16"}
 
 
+def test_another_home_reads_the_a1111_export_back(ink: Hub, tmp_path: Path) -> None:
+    ink.export("ink", tmp_path / "a1111", tool="a1111")
+    other = Hub.open(tmp_path / "other")
+    other.create_identity("Bob <bob@example.com>")
+    added = other.add(tmp_path / "a1111" / "ink.safetensors")
+    card = other.signed_card(other.version(f"{added.name}@{added.version}")).card
+    assert card.trigger_words == tuple(TRIGGERS)  # from ink.json / ink.civitai.info, as add reads neighbours
+    assert card.content_digest == ink.version("ink").content_digest
+    report = other.verify(tmp_path / "a1111" / "ink.safetensors")
+    checks = {c.name: c.ok for c in report.checks}
+    assert report.card_source == "embedded" and checks["card matches file"]  # the card travelled with the file
+
+
 def test_weight_is_left_out_when_not_given(ink: Hub, tmp_path: Path) -> None:
     ink.export("ink", tmp_path / "a", tool="a1111")
     assert "preferred weight" not in _json(tmp_path / "a" / "ink.json")  # A1111 then uses its default multiplier
