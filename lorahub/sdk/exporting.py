@@ -154,11 +154,11 @@ def verified_blob(hub: Hub, version: AdapterVersion) -> Path:
     return path
 
 
-def _is_path(source: str | os.PathLike[str]) -> bool:
+def is_catalogue_ref(source: str | os.PathLike[str]) -> bool:
     """The rule ``lorahub verify`` uses: an existing path, anything with a separator or a .safetensors name is a
-    file; anything else is a catalogue reference."""
+    file; anything else is a catalogue reference (``name``, ``name@N``, content digest)."""
     text = os.fspath(source)
-    return Path(text).exists() or os.sep in text or text.endswith(".safetensors")
+    return not (Path(text).exists() or os.sep in text or text.endswith(".safetensors"))
 
 
 # --- conversion ------------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def convert(
     from lorahub.adapters.convert import convert as convert_file
 
     parent: AdapterVersion | None = None
-    if _is_path(source):
+    if not is_catalogue_ref(source):
         path = Path(source)
         if catalogue:
             parent = _catalogued_content(hub, path)
@@ -190,6 +190,8 @@ def convert(
         parent = hub.version(os.fspath(source))
         path = verified_blob(hub, parent)
         catalogue = True if catalogue is None else catalogue
+    if catalogue:
+        hub.audit_actor()  # no identity to sign with: say so before converting, not after
     report = convert_file(path, out, to=to, dtype=dtype, check=check)
     result = ConvertResult(report, Path(out), parent)
     if not catalogue or parent is None:
@@ -264,8 +266,8 @@ def export_for(
     target = TARGETS.get(tool)
     if target is None:
         raise errors.LorahubError(f"unknown export target {tool!r}", hint=f"choose one of {', '.join(TOOLS)}")
-    directory = _directory(out_dir)
     requested = hub.version(ref)
+    directory = _directory(out_dir)
     file_name = target.file_name or f"{requested.name}.safetensors"
     version, conversion = requested, None
     if requested.format not in target.native or dtype is not None:
@@ -284,7 +286,7 @@ def export_for(
 def _directory(out_dir: str | os.PathLike[str]) -> Path:
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
-        raise errors.NotAFileError(
+        raise errors.LorahubError(
             f"{directory} is a file; an export for a tool writes a folder of files",
             hint="Name a folder (it is created), or drop --for to write one file.",
         )

@@ -319,7 +319,7 @@ def _lineage(entries: Sequence[LineageEntry]) -> list[str]:
         return ["This adapter has no recorded parents."]
     lines = ["| relation | parent | content digest | parameters |", "|---|---|---|---|"]
     for entry in entries:
-        params = ", ".join(f"{k}={v}" for k, v in entry.parameters.items()) or "-"
+        params = ", ".join(f"{k}={v}" for k, v in entry.parameters.items() if v is not None) or "-"
         parent = _code(entry.ref) if entry.ref else "(not in the exporting catalogue)"
         lines.append(f"| {entry.relation} | {parent} | `{entry.digest}` | {params.replace('|', '/')} |")
     return lines

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,7 @@ def test_converting_a_catalogued_file_names_its_parent(ink: Hub, tmp_path: Path)
 def test_unknown_ref_is_adapter_not_found(ink: Hub, tmp_path: Path) -> None:
     with pytest.raises(errors.AdapterNotFoundError):
         ink.export("nope", tmp_path / "x", tool="a1111")
+    assert not (tmp_path / "x").exists()
     with pytest.raises(errors.AdapterNotFoundError):
         ink.convert("nope@3", tmp_path / "x.safetensors", to="kohya")
     assert not (tmp_path / "x.safetensors").exists()
@@ -299,9 +301,17 @@ def test_a_tampered_blob_is_not_converted(ink: Hub, tmp_path: Path) -> None:
     assert [v.number for v in ink.list_versions()] == [1]
 
 
+def test_catalogued_conversion_needs_an_identity_before_it_converts(ink: Hub, tmp_path: Path) -> None:
+    shutil.rmtree(ink.settings.keys_dir)  # a home whose identity went away (another machine, say)
+    keyless = Hub.open(ink.settings.home)
+    with pytest.raises(errors.KeyNotFoundError, match="no identity"):
+        keyless.convert("ink", tmp_path / "out.safetensors", to="diffusers")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_export_for_refuses_a_file_as_the_folder(ink: Hub, tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("x")
-    with pytest.raises(errors.NotAFileError, match="is a file"):
+    with pytest.raises(errors.LorahubError, match="is a file"):
         ink.export("ink", tmp_path / "taken", tool="a1111")
 
 
