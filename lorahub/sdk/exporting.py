@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from lorahub.sdk.sidecars import LineageEntry, WrittenFile
     from lorahub.signing.signed import SignedCard
 
-Tool = Literal["a1111", "comfyui", "hf"]
 Dtype = Literal["fp16", "bf16", "fp32"]
 
 
