@@ -23,6 +23,7 @@ from lorahub.sdk.sidecars import civitai_base_model, hf_license, yaml_front_matt
 from lorahub.signing.card import BaseModel, Card, License
 from lorahub.signing.embed import read_embedded, read_sidecar
 from tests.sdk.sd15_files import write_sd15_lora
+from tests.support import real_file
 
 DESCRIPTION = "Ink drawings: bold lines."
 TRIGGERS = ["inky style", "ink: bold"]
@@ -211,6 +212,44 @@ def test_hf_file_loads_into_a_diffusers_sd15_unet_without_missing_or_unexpected_
         assert loaded[key].shape == value.shape, key
     config = unet.peft_config["ink"]
     assert config.lora_alpha / config.r == 2.0 / 2  # the example's alpha over its rank: ΔW scale kept
+
+
+def test_a_real_old_style_diffusers_file_exports_for_hf_and_loads(hub: Hub, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    peft_utils = pytest.importorskip("peft.utils")
+    source = real_file("catundchat_sd15_lora__pytorch_lora_weights.safetensors")  # attention-processor keys
+    hub.add(source, AddOptions(name="catundchat", license="MIT", base_model="runwayml/stable-diffusion-v1-5"))
+    result = hub.export("catundchat", tmp_path / "hf", tool="hf")
+    assert result.conversion is not None and result.requested.format == "diffusers-old"
+    assert result.version.format == "diffusers" and result.conversion.report.max_rel_error <= 1e-6
+    state, alphas, metadata = diffusers.StableDiffusionPipeline.lora_state_dict(
+        str(tmp_path / "hf"), weight_name="pytorch_lora_weights.safetensors", return_lora_metadata=True
+    )
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel(**SD15_UNET)
+    diffusers.StableDiffusionPipeline.load_lora_into_unet(
+        state, alphas, unet, adapter_name="cat", metadata=metadata, low_cpu_mem_usage=True
+    )
+    loaded = peft_utils.get_peft_model_state_dict(unet, adapter_name="cat")
+    assert set(loaded) == {k.removeprefix("unet.") for k in state} and len(loaded) == 2 * 128
+    data = _json_front_matter(tmp_path / "hf" / "README.md")
+    assert data["base_model"] == "runwayml/stable-diffusion-v1-5" and data["license"] == "mit"
+
+
+def _json_front_matter(readme: Path) -> dict[str, Any]:
+    """The front matter as written: one ``key: "json string"`` or ``- "json string"`` per line."""
+    lines = readme.read_text(encoding="utf-8").split("---\n")[1].splitlines()
+    data: dict[str, Any] = {}
+    key = ""
+    for line in lines:
+        if line.startswith("- "):
+            data[key].append(json.loads(line[2:]))
+        else:
+            key, _, value = line.partition(": ")
+            data[key.rstrip(":")] = json.loads(value) if value else []
+            key = key.rstrip(":")
+    return data
 
 
 @pytest.mark.xfail(
