@@ -369,7 +369,7 @@ def _readme(hub: Hub, signed: SignedCard, written: WrittenFile, directory: Path,
     from lorahub.sdk.sidecars import hf_readme
 
     text = hf_readme(
-        signed, file_name=written.name, folder=directory.name, lineage=_lineage(hub, signed), weight=weight
+        signed, file_name=written.name, folder=directory.resolve().name, lineage=_lineage(hub, signed), weight=weight
     )
     return _write_text(directory / "README.md", text)
 
