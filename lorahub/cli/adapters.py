@@ -264,12 +264,57 @@ def rm_command(context: HubContext, ref: str) -> None:
 
 @click.command("export")
 @click.argument("ref")
-@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--for",
+    "tool",
+    type=click.Choice(["a1111", "comfyui", "hf"]),
+    help="Write a folder OUT for this tool: its layout (converted and catalogued if needed) and its sidecars.",
+)
+@click.option("--weight", type=float, help="--for only: the preferred weight (A1111 json, HF usage snippet).")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), help="--for only: re-store the factors.")
+@click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
-def export_command(context: HubContext, ref: str, out: Path) -> None:
-    """Write a catalogued version to OUT with its signed card embedded in the header."""
-    view = context.hub.export(ref, out)
-    _output.stdout.print(f"exported {view.ref} to {out}")
+def export_command(
+    context: HubContext, /, *, ref: str, out: Path, tool: str | None, weight: float | None, dtype: Any, as_json: bool
+) -> None:
+    """Write a catalogued version to OUT with its signed card embedded in the header.
+
+    With --for a1111|comfyui|hf, OUT is a folder: the adapter in the layout the tool reads (kohya for A1111, Forge
+    and ComfyUI; diffusers' pytorch_lora_weights.safetensors for Hugging Face), the signed card beside it, and the
+    tool's sidecars (A1111 NAME.json, NAME.civitai.info, a Hub README.md model card).
+    """
+    if tool is None:
+        if out.is_dir():
+            raise click.BadParameter(f"{out} is a directory (use --for to export a folder)", param_hint="OUT")
+        if weight is not None or dtype is not None:
+            raise click.UsageError("--weight and --dtype go with --for")
+        view = context.hub.export(ref, out)
+        if as_json:
+            from lorahub.sdk.hub import summary
+
+            _output.print_json({**summary(view), "out": str(out)})
+            return
+        _output.stdout.print(f"exported {view.ref} to {escape(str(out))}")
+        return
+    result = context.hub.export(ref, out, tool=tool, weight=weight, dtype=dtype)
+    if as_json:
+        _output.print_json(result.as_dict())
+        return
+    _print_export(result)
+
+
+def _print_export(result: Any) -> None:
+    conversion = result.conversion
+    if conversion is not None:
+        state = "already catalogued as" if conversion.reused else "catalogued as"
+        _output.stdout.print(
+            f"converted {result.requested.ref} ({result.requested.format}) → {conversion.report.target}, "
+            f"max abs ΔW error {conversion.report.max_abs_error:.3g}; {state} [bold]{result.version.ref}[/]"
+        )
+    _output.stdout.print(f"exported [bold]{result.version.ref}[/] for {result.tool}:")
+    for path in result.files.values():
+        _output.stdout.print(f"  {escape(str(path))}")
 
 
 @click.command("gc")

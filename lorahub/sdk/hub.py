@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from lorahub import errors
 from lorahub.sdk.home import Settings, mask_url
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.batch import BatchResult, Progress
+    from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.lineage import LineageNode
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.verifying import VerifyReport
@@ -315,14 +316,63 @@ class Hub(ProvenanceMixin):
             raise errors.AdapterNotFoundError(f"no catalogued adapter named {parsed.name!r}")
         return [self.catalog.remove(v.name, v.number, audit=actor) for v in versions]
 
-    def export(self, ref: str, out: str | os.PathLike[str]) -> AdapterVersion:
-        """The stored file, written to ``out`` with its signed card embedded (verifiable without this home)."""
+    @overload
+    def export(self, ref: str, out: str | os.PathLike[str], *, tool: None = None) -> AdapterVersion: ...
+
+    @overload
+    def export(
+        self,
+        ref: str,
+        out: str | os.PathLike[str],
+        *,
+        tool: str,
+        weight: float | None = None,
+        dtype: Dtype | None = None,
+    ) -> ExportResult: ...
+
+    def export(
+        self,
+        ref: str,
+        out: str | os.PathLike[str],
+        *,
+        tool: str | None = None,
+        weight: float | None = None,
+        dtype: Dtype | None = None,
+    ) -> AdapterVersion | ExportResult:
+        """The stored file, written to ``out`` with its signed card embedded (verifiable without this home).
+
+        With ``tool`` (a1111, comfyui, hf), ``out`` is a folder that gets the layout and sidecars the tool reads; a
+        version in another layout is converted first, and the conversion catalogued (``sdk/exporting.py``)."""
+        if tool is not None:
+            from lorahub.sdk.exporting import export_for
+
+            result = export_for(self, ref, out, tool, weight=weight, dtype=dtype)
+            files = sorted(p.name for p in result.files.values())
+            self._log_quietly("export", result.version.content_digest, {"out": str(out), "for": tool, "files": files})
+            return result
         from lorahub.signing.embed import embed_card
 
         version = self.version(ref)
         embed_card(self.blobs.path_for(version.blob_sha256), self.signed_card(version), out=Path(out))
         self._log_quietly("export", version.content_digest, {"out": str(out)})
         return version
+
+    def convert(
+        self,
+        source: str | os.PathLike[str],
+        out: str | os.PathLike[str],
+        *,
+        to: Literal["kohya", "diffusers"],
+        dtype: Dtype | None = None,
+        catalogue: bool | None = None,
+        check: bool = True,
+    ) -> ConvertResult:
+        """Convert a catalogued version (``name``, ``name@N``, digest: read from the verified blob) or a file.
+        A catalogued source's output becomes a new signed version converted from it (``catalogue=False`` to skip);
+        content already catalogued is reused, not added twice."""
+        from lorahub.sdk.exporting import convert
+
+        return convert(self, source, out, to=to, dtype=dtype, catalogue=catalogue, check=check)
 
     def gc(self) -> tuple[int, int]:
         """Delete unreferenced blobs and stale temporary files; returns (blobs removed, bytes freed)."""
