@@ -240,7 +240,9 @@ def _diffusers_tensors(
         out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), _encode(down, storage))
         out[f"{name}.lora_B.weight"] = (storage, tuple(up.shape), _encode(up, storage))
         component, _, path = name.partition(".")
-        by_component.setdefault(component, []).append((path, layer))
+        # PEFT matches target_modules and patterns as path suffixes: without ``text_model.`` the config fits text
+        # encoders of transformers 4 (which nest it) and 5 (which dropped it); the tensor keys keep it.
+        by_component.setdefault(component, []).append((path.removeprefix("text_model."), layer))
     config: dict[str, Any] = {}
     for component in _COMPONENTS:
         if component in by_component:

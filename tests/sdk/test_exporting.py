@@ -252,11 +252,6 @@ def _json_front_matter(readme: Path) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapters/convert.py writes PEFT target_modules as 'text_model.encoder…'; transformers 5's CLIPTextModel "
-    "has no text_model, so peft finds no target (diffusers strips the prefix from the keys, not from the config)",
-)
 def test_hf_file_loads_into_a_transformers_5_clip_text_encoder(ink: Hub, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
