@@ -26,6 +26,7 @@ from lorahub.cli.combine import lineage_command, merge_command
 from lorahub.cli.convert import convert_command
 from lorahub.cli.dataset import dataset_group
 from lorahub.cli.dev import dev_group
+from lorahub.cli.generate import generate_command
 from lorahub.cli.home import config_group, init_command
 from lorahub.cli.inspect import inspect_command
 from lorahub.cli.keys import keys_group, trust_group
@@ -78,6 +79,7 @@ for command in (
     convert_command,
     merge_command,
     lineage_command,
+    generate_command,
     license_group,
     dataset_group,
     dev_group,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
+    from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.lineage import LineageNode
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.verifying import VerifyReport
@@ -405,6 +406,12 @@ class Hub(ProvenanceMixin):
             self, specs, out=out, method=method, rank=rank, use=use,  # type: ignore[arg-type]
             accept_uncertain=accept_uncertain, dtype=dtype,
         )  # fmt: skip
+
+    def generate(self, base: str | os.PathLike[str], prompt: str, **options: Any) -> GenerateResult:
+        """An image from a local pipeline folder and the prompt's ``<lora:…>`` adapters, signed (see generating.py)."""
+        from lorahub.sdk.generating import generate
+
+        return generate(self, base, prompt, **options)
 
     def lineage(self, ref: str) -> LineageNode:
         from lorahub.sdk.lineage import lineage

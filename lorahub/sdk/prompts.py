@@ -47,6 +47,8 @@ class AppliedPrompt:
     prompt: str
     """The prompt to give the pipeline: tags removed, trigger words appended unless asked not to."""
     handles: list[AdapterHandle] = field(default_factory=list)
+    license_verdict: str | None = None
+    """The licence engine's answer for the declared use (None when no use was declared)."""
 
 
 def _tidy(text: str) -> str:
@@ -152,22 +154,19 @@ def apply_prompt(
     with each adapter's trigger words appended when they are not in it already (``triggers=False`` to keep it as
     written)."""
     from lorahub.sdk.hub import Hub
+    from lorahub.sdk.licensing import require_license
 
     hub = hub or Hub.open()
     parsed = parse_prompt(prompt)
-    _check_known(hub, [a.ref for a in parsed.adapters])
-    handles = stack(
-        pipe,
-        [(a.ref, a.weight) for a in parsed.adapters],
-        hub=hub,
-        verify=verify,
-        use=use,
-        accept_uncertain=accept_uncertain,
-        exclusive=True,
-    )
+    refs = [a.ref for a in parsed.adapters]
+    _check_known(hub, refs)
+    verdict = None
+    if use is not None and refs:
+        verdict = require_license(hub, refs, use=use, accept_uncertain=accept_uncertain, action="prompt").verdict
+    handles = stack(pipe, [(a.ref, a.weight) for a in parsed.adapters], hub=hub, verify=verify, exclusive=True)
     text = parsed.text
     if triggers:
         present = text.lower()
         words = [w for h in handles for w in h.adapter.trigger_words if w.lower() not in present]
         text = ", ".join([text, *dict.fromkeys(words)]) if text else ", ".join(dict.fromkeys(words))
-    return AppliedPrompt(prompt=text, handles=handles)
+    return AppliedPrompt(prompt=text, handles=handles, license_verdict=verdict)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import rfc8785
 
 from lorahub import errors
+from lorahub.sdk.refs import parse_weighted
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 GENERATE_ACTION = "generate"
 """The audit action recorded for every signed image (details: image sha256, base, adapters, output path)."""
-
-ADAPTER_SPEC = re.compile(r"^(?P<ref>[^:]+?)(?::(?P<weight>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))?$")
 
 
 @dataclass(frozen=True)
@@ -262,7 +260,7 @@ class ProvenanceMixin:
 
     def adapter_uses(self, specs: Sequence[str]) -> list[AdapterUse]:
         """``NAME[@VERSION][:WEIGHT]`` specs (the CLI's ``--adapter``) as :class:`AdapterUse` s."""
-        return [self.adapter_use(ref, weight) for ref, weight in map(parse_adapter_spec, specs)]
+        return [self.adapter_use(ref, weight) for ref, weight in map(parse_weighted, specs)]
 
     def sign_image(
         self,
@@ -354,17 +352,6 @@ class ProvenanceMixin:
         created lazily for an encrypted identity is encrypted too)."""
         needed = identity.encrypted or self.certificate_authority.encrypted
         return self._passphrase() if needed else None
-
-
-def parse_adapter_spec(spec: str) -> tuple[str, float]:
-    """``pixel-art@2:0.7`` → (``pixel-art@2``, 0.7); the weight defaults to 1."""
-    match = ADAPTER_SPEC.fullmatch(spec.strip())
-    if match is None:
-        raise errors.LorahubError(
-            f"{spec!r} is not NAME[@VERSION][:WEIGHT]", hint="For example pixel-art@2:0.7 or pixel-art:0.5."
-        )
-    weight = match.group("weight")
-    return match.group("ref"), float(weight) if weight is not None else 1.0
 
 
 def _cert_details(identity: Identity, leaf: CertificateInfo) -> dict[str, Any]:
