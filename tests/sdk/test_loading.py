@@ -16,7 +16,7 @@ from tests.sdk.pipes import image, make_adapter, tiny
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-FAMILIES = ["sd1", "sdxl"]
+FAMILIES = ["sd1", "sdxl", "flux1"]
 
 
 def _reference(family: str, files: list[tuple[Path, float]]) -> np.ndarray:
