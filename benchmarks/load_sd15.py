@@ -5,7 +5,9 @@ The UNet is built from the real SD1.5 config with random fp16 weights (no downlo
 CLIP-L geometry; the VAE is tiny (loading adapters never touches it). The adapter is a kohya file (UNet attention,
 feed-forward and projections, and the text encoder: what kohya's trainer writes), catalogued and signed in a fresh
 home, then loaded `--rounds` times each way, alternating; the figure is the median of the per-round ratios. Switching
-loads adapter A, then B into A's place (`replace=`: diffusers hotswap), against a fresh load of B.
+loads adapter A, then B into A's place (`replace=`: hotswap), against a fresh load of B. Every timed load starts
+cold (the converted tensors lorahub keeps per pipeline are dropped first) except the "prepared" switch row, which
+shows switching back and forth between two adapters the pipeline has held before.
 
     python benchmarks/load_sd15.py [--rounds 5]
 """
@@ -55,65 +57,93 @@ def timed(action: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    import torch
-
+def setup(root: Path) -> tuple[Any, Any, dict[str, Path]]:
+    """A home with two signed rank-16 kohya adapters, and the SD1.5-size pipeline."""
     import lorahub
     from lorahub.dev.example_lora import write_example_lora
     from lorahub.sdk.adding import AddOptions
 
+    hub = lorahub.Hub.open(root / "home")
+    hub.create_identity("Bench <bench@lorahub.example>")
+    files = {}
+    for name, seed in (("style-a", 1), ("style-b", 2)):
+        files[name] = root / f"{name}.safetensors"
+        write_example_lora(files[name], rank=16, alpha=8.0, seed=seed, name=name)
+        hub.add(files[name], AddOptions(name=name, license="MIT"))
+    return hub, sd15_pipeline(), files
+
+
+def cold(pipe: Any) -> None:
+    """Forget the converted tensors lorahub keeps per pipeline: the next load reads and converts the file."""
+    from lorahub.sdk.pipelines import prepared_states
+
+    prepared_states(pipe).__init__()  # type: ignore[misc]
+
+
+def load_rounds(hub: Any, pipe: Any, file: Path, rounds: int) -> tuple[list[float], list[float]]:
+    import lorahub
+
+    def ours() -> None:
+        cold(pipe)
+        lorahub.load("style-a", pipe, hub=hub).unload()
+
+    def theirs() -> None:
+        pipe.load_lora_weights(str(file), adapter_name="ref")
+        pipe.delete_adapters(["ref"])
+
+    ours(), theirs()  # warm: imports, first verification (recorded for the cache), allocator
+    ours_s, theirs_s = [], []
+    for _ in range(rounds):
+        ours_s.append(timed(ours))
+        theirs_s.append(timed(theirs))
+    return ours_s, theirs_s
+
+
+def switch_rounds(hub: Any, pipe: Any, rounds: int) -> tuple[list[float], list[float], list[float]]:
+    import lorahub
+
+    handle = lorahub.load("style-a", pipe, hub=hub)
+    switch_s: list[float] = []
+    warm_s: list[float] = []
+    fresh_s: list[float] = []
+    names = ["style-b", "style-a"]
+    for i in range(rounds):
+        cold(pipe)
+        switch_s.append(timed(lambda: lorahub.load(names[0], pipe, hub=hub, replace=handle)))
+        warm_s.append(timed(lambda: lorahub.load(names[1], pipe, hub=hub, replace=handle)))
+        assert handle.hotswapped, i
+        cold(pipe)
+        fresh_s.append(timed(lambda: lorahub.load(names[0], pipe, hub=hub).unload()))
+    return switch_s, warm_s, fresh_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    import torch
+
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        hub = lorahub.Hub.open(root / "home")
-        hub.create_identity("Bench <bench@lorahub.example>")
-        files = {}
-        for name, seed in (("style-a", 1), ("style-b", 2)):
-            files[name] = root / f"{name}.safetensors"
-            write_example_lora(files[name], rank=16, alpha=8.0, seed=seed, name=name)
-            hub.add(files[name], AddOptions(name=name, license="MIT"))
-        pipe = sd15_pipeline()
+        hub, pipe, files = setup(Path(tmp))
         size = files["style-a"].stat().st_size / 2**20
-
-        def ours() -> None:
-            lorahub.load("style-a", pipe, hub=hub).unload()
-
-        def theirs() -> None:
-            pipe.load_lora_weights(str(files["style-a"]), adapter_name="ref")
-            pipe.delete_adapters(["ref"])
-
-        ours(), theirs()  # warm: imports, first verification (recorded for the cache), allocator
-        load_ratios, ours_s, theirs_s = [], [], []
-        for _ in range(args.rounds):
-            ours_s.append(timed(ours))
-            theirs_s.append(timed(theirs))
-            load_ratios.append(ours_s[-1] / theirs_s[-1])
-
-        handle = lorahub.load("style-a", pipe, hub=hub)
-        switch_s, fresh_s, switch_ratios = [], [], []
-        current = "style-a"
-        for _ in range(args.rounds):
-            target = "style-b" if current == "style-a" else "style-a"
-            switch_s.append(timed(lambda t=target: lorahub.load(t, pipe, hub=hub, replace=handle)))  # type: ignore[misc]
-            assert handle.hotswapped
-            current = target
-            other = "style-b" if current == "style-a" else "style-a"
-            fresh_s.append(timed(lambda o=other: lorahub.load(o, pipe, hub=hub).unload()))  # type: ignore[misc]
-            switch_ratios.append(switch_s[-1] / fresh_s[-1])
+        ours_s, theirs_s = load_rounds(hub, pipe, files["style-a"], args.rounds)
+        switch_s, warm_s, fresh_s = switch_rounds(hub, pipe, args.rounds)
 
     def show(values: list[float]) -> str:
         return f"median {statistics.median(values) * 1000:.0f} ms ({', '.join(f'{v * 1000:.0f}' for v in values)})"
 
+    def ratio(a: list[float], b: list[float]) -> float:
+        return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
     print(f"SD1.5 UNet + CLIP-L (fp16, random), kohya rank-16 adapter {size:.1f} MiB, {args.rounds} rounds")
-    print(f"lorahub.load + unload:            {show(ours_s)}")
+    print(f"lorahub.load + unload (cold):      {show(ours_s)}")
     print(f"diffusers load_lora_weights + del: {show(theirs_s)}")
-    print(f"median ratio load/diffusers: {statistics.median(load_ratios):.2f}")
-    print(f"switch (replace=, hotswap):        {show(switch_s)}")
-    print(f"fresh load + unload:               {show(fresh_s)}")
-    print(f"median ratio switch/fresh: {statistics.median(switch_ratios):.2f}")
+    print(f"median ratio load/diffusers: {ratio(ours_s, theirs_s):.2f}")
+    print(f"switch (replace=, hotswap; cold):  {show(switch_s)}")
+    print(f"switch back (both prepared):       {show(warm_s)}")
+    print(f"fresh load + unload (cold):        {show(fresh_s)}")
+    print(f"median ratio switch/fresh: {ratio(switch_s, fresh_s):.2f}")
 
 
 if __name__ == "__main__":

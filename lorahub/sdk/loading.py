@@ -34,10 +34,23 @@ class VerifiedAdapter:
     ref: str
     path: Path
     content_digest: str
-    adapter: CanonicalAdapter
     version: AdapterVersion | None = None
     signed: SignedCard | None = None
     report: VerifyReport | None = None
+    _adapter: CanonicalAdapter | None = None
+
+    @property
+    def adapter(self) -> CanonicalAdapter:
+        """The tensors, read on first use: a pipeline that already holds this content needs only the checks."""
+        if self._adapter is None:
+            from lorahub.adapters.model import read_adapter
+
+            self._adapter = read_adapter(self.path)
+        return self._adapter
+
+    @adapter.setter
+    def adapter(self, value: CanonicalAdapter) -> None:
+        self._adapter = value
 
     @property
     def card(self) -> Card | None:
@@ -91,7 +104,6 @@ def _verify_catalogued(hub: Hub, version: AdapterVersion) -> VerifyReport:
 
 def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> VerifiedAdapter:
     """The adapter behind ``ref`` (name, name@N, content digest or path), verified unless ``verify`` is False."""
-    from lorahub.adapters.model import read_adapter
     from lorahub.files.safetensors import check_path
 
     version: AdapterVersion | None = None
@@ -105,7 +117,6 @@ def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> Ve
         path = hub.blobs.path_for(version.blob_sha256)
         if verify:
             report = _verify_catalogued(hub, version)
-    adapter = read_adapter(path)
     signed = hub.signed_card(version) if version is not None else None
     digest = version.content_digest if version is not None else (report.content_digest if report else None)
     if digest is None:
@@ -113,7 +124,7 @@ def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> Ve
 
         digest = inspect(path).hashes.content or ""
     return VerifiedAdapter(
-        ref=str(ref), path=path, content_digest=digest, adapter=adapter, version=version, signed=signed, report=report
+        ref=str(ref), path=path, content_digest=digest, version=version, signed=signed, report=report
     )
 
 
@@ -176,12 +187,15 @@ def apply(
         loaded,
         peft_state,
         pipeline_family,
+        prepared_states,
     )
 
-    settle_family(verified, pipeline_family(pipe))
-    check_family(verified.adapter, pipe, verified.label)
-    check_loadable(verified.adapter, verified.label)
-    states = peft_state(verified.adapter, pipe)
+    states = prepared_states(pipe).get(verified.content_digest)
+    if states is None:  # checks passed once for this content on this pipeline: its tensors are ready
+        settle_family(verified, pipeline_family(pipe))
+        check_family(verified.adapter, pipe, verified.label)
+        check_loadable(verified.adapter, verified.label)
+        states = prepared_states(pipe).put(verified.content_digest, peft_state(verified.adapter, pipe))
     targets = {component: state.targets for component, state in states.items()}
     weights = applied(pipe)
     if replace is not None:

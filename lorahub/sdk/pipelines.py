@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 WEIGHTS_ATTRIBUTE = "_lorahub_weights"
 CONTENTS_ATTRIBUTE = "_lorahub_contents"
+STATES_ATTRIBUTE = "_lorahub_states"
+PREPARED_KEPT = 8
+"""Adapters whose converted tensors a pipeline keeps ready (switching back and forth skips reading and converting)."""
 MODEL_COMPONENTS = ("unet", "transformer")
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
 LOADABLE_KINDS = frozenset({"lora", "locon", "lora-tucker"})
@@ -90,22 +93,32 @@ class ComponentState:
     """One component's PEFT tensors (keys prefixed with the component) and its LoRA config."""
 
     tensors: dict[str, Any] = field(default_factory=dict)
+    """Views of one flat buffer; PEFT may keep what it is given as the layer's parameters (and a hotswap writes
+    into them), so injections get :meth:`fresh` copies and these stay as converted."""
     config: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
     """Module path → rank: what hotswap compares."""
+
+    def fresh(self) -> dict[str, Any]:
+        """A private copy of the tensors in one allocation (a copy per tensor costs more than the data)."""
+        import torch
+
+        if not self.tensors:
+            return {}
+        flat = torch.cat([t.reshape(-1) for t in self.tensors.values()])
+        pieces = torch.split(flat, [t.numel() for t in self.tensors.values()])
+        return {k: p.view(t.shape) for (k, t), p in zip(self.tensors.items(), pieces, strict=True)}
 
 
 def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState]:
     """The adapter as diffusers' PEFT integration takes it, component by component, tensors in each component's
     dtype."""
-    import torch
-
     from lorahub.adapters.convert import _folded_down, _peft_config
     from lorahub.adapters.names import from_canonical
 
     by_component: dict[str, list[tuple[str, Any]]] = {}
     states: dict[str, ComponentState] = {}
-    dtypes: dict[str, Any] = {}  # ModelMixin.dtype walks every module: ask once (diffusers#4975)
+    arrays: dict[str, dict[str, Any]] = {}
     for canonical, layer in adapter.layers.items():
         component = canonical.partition(".")[0]
         module = getattr(pipe, component, None)
@@ -121,16 +134,24 @@ def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState
         path = name.partition(".")[2]
         state = states.setdefault(component, ComponentState())
         down, up = _shaped_like(module, path, _folded_down(layer), layer.tensors["up"])
-        if component not in dtypes:
-            dtypes[component] = module.dtype
-        dtype = dtypes[component]
-        state.tensors[f"{name}.lora_A.weight"] = torch.from_numpy(down).to(dtype)
-        state.tensors[f"{name}.lora_B.weight"] = torch.from_numpy(up).to(dtype)
+        arrays.setdefault(component, {}).update({f"{name}.lora_A.weight": down, f"{name}.lora_B.weight": up})
         state.targets[path] = int(layer.rank or 0)
         by_component.setdefault(component, []).append((path, layer))
     for component, layers in by_component.items():
         states[component].config = {f"{component}.{k}": v for k, v in _peft_config(layers).items()}
+        states[component].tensors = _as_torch(arrays[component], getattr(pipe, component).dtype)
     return states
+
+
+def _as_torch(arrays: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
+    """float32 arrays → tensors of ``dtype`` in one conversion: a ``.to()`` per tensor costs more than the data
+    (hundreds of small tensors), and ``ModelMixin.dtype`` walks every module, so it is asked once (diffusers#4975)."""
+    import numpy as np
+    import torch
+
+    flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays.values()])).to(dtype)
+    pieces = torch.split(flat, [a.size for a in arrays.values()])
+    return {key: piece.view(a.shape) for (key, a), piece in zip(arrays.items(), pieces, strict=True)}
 
 
 def _shaped_like(component: Any, path: str, down: Any, up: Any) -> tuple[Any, Any]:
@@ -160,7 +181,7 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str) -
     """Load each component's state under ``adapter_name`` through the pipeline's own ``load_lora_into_*``."""
     for component, state in states.items():
         common = {
-            "state_dict": state.tensors,
+            "state_dict": state.fresh(),
             "network_alphas": None,
             "adapter_name": adapter_name,
             "metadata": state.config,
@@ -198,11 +219,12 @@ def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str)
     tensors = {
         key.removeprefix(prefix).replace(".lora_A.weight", f".lora_A.{adapter_name}.weight")
         .replace(".lora_B.weight", f".lora_B.{adapter_name}.weight"): value
-        for key, value in state.tensors.items()
+        for key, value in state.fresh().items()
     }  # fmt: skip
     config = LoraConfig(**{k.removeprefix(prefix): v for k, v in state.config.items()})
     hotswap_adapter_from_state_dict(model, tensors, adapter_name, config)
-    for module in model.modules():
+    for path in state.targets:
+        module = model.get_submodule(path)
         if isinstance(module, LoraLayer) and adapter_name in module.scaling:
             rank = module.r[adapter_name]
             root = math.sqrt(rank) if module.use_rslora.get(adapter_name, False) else rank
@@ -219,6 +241,34 @@ def applied(pipe: Any) -> dict[str, float]:
         weights = {}
         setattr(pipe, WEIGHTS_ATTRIBUTE, weights)
     return weights
+
+
+class PreparedStates:
+    """Content digest → the converted PEFT state for one pipeline, the most recent :data:`PREPARED_KEPT`. Content
+    is immutable, so an entry never goes stale; verification still runs on every load."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, dict[str, ComponentState]] = {}
+
+    def get(self, digest: str) -> dict[str, ComponentState] | None:
+        states = self._states.pop(digest, None)
+        if states is not None:
+            self._states[digest] = states  # most recent last
+        return states
+
+    def put(self, digest: str, states: dict[str, ComponentState]) -> dict[str, ComponentState]:
+        self._states[digest] = states
+        while len(self._states) > PREPARED_KEPT:
+            del self._states[next(iter(self._states))]
+        return states
+
+
+def prepared_states(pipe: Any) -> PreparedStates:
+    cache: PreparedStates | None = getattr(pipe, STATES_ATTRIBUTE, None)
+    if cache is None:
+        cache = PreparedStates()
+        setattr(pipe, STATES_ATTRIBUTE, cache)
+    return cache
 
 
 def injected_contents(pipe: Any) -> dict[str, str]:
