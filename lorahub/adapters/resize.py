@@ -138,7 +138,7 @@ def _folded_down(layer: CanonicalLayer) -> Array:
 def _lowrank_scale(layer: CanonicalLayer) -> float:
     """The module's scale, read off delta.py on a 1×1 probe with the module's rank (one formula, in one place)."""
     rank = layer.tensors["down"].shape[0]
-    probe = {"down": np.eye(rank, 1, dtype=np.float32).T.copy(), "up": np.eye(1, rank, dtype=np.float32).T.copy()}
+    probe = {"down": np.eye(rank, 1, dtype=np.float32), "up": np.eye(1, rank, dtype=np.float32)}
     if "scale" in layer.tensors:
         probe["scale"] = layer.tensors["scale"]
     return delta_weight(probe, alpha=layer.alpha).scale
@@ -173,15 +173,6 @@ def _truncated_layer(layer: CanonicalLayer, svd: Svd, rank: int, shape: tuple[in
     )
 
 
-def _truncation_errors(svd: Svd, rank: int) -> tuple[float, float]:
-    """Largest |ΔW − ΔW_k| entry and that over the largest |ΔW| entry; one dense product per module, no SVD."""
-    full = (svd.u * svd.s) @ svd.vt
-    rest = (svd.u[:, rank:] * svd.s[rank:]) @ svd.vt[rank:]
-    diff = float(np.max(np.abs(rest), initial=0.0))
-    size = float(np.max(np.abs(full), initial=0.0))
-    return diff, diff / size if size > 0 else diff
-
-
 def default_rank(layer: CanonicalLayer) -> int:
     """The rank a lossy conversion keeps by default: the module's own rank where it has one, else
     :data:`DEFAULT_CAP`."""
@@ -204,9 +195,8 @@ def approximate(
     svd, shape = layer_svd(layer, base)
     wanted = rank if rank is not None or energy is not None else default_rank(layer)
     kept = choose_rank(svd.s, rank=wanted, energy=energy)
-    diff, rel = _truncation_errors(svd, kept)
     before = default_rank(layer) if layer.kind not in ("full", "oft", "boft", "ia3") else None
-    report = LayerResize(before, kept, kept_energy(svd.s, kept), diff, rel)
+    report = LayerResize(before, kept, kept_energy(svd.s, kept))  # errors: from the written file's check
     return _truncated_layer(layer, svd, kept, shape), report
 
 
@@ -294,17 +284,16 @@ def resize(
         target=target,
         per_module=per_module,
     )
-    _check_written(resized, written, report)
+    _check_written(adapter, written, report)
     return report
 
 
-def _check_written(resized: CanonicalAdapter, written: CanonicalAdapter, report: ResizeReport) -> None:
-    """The written factors reproduce the truncated ΔW (up to the storage dtype); a missing module is a bug."""
-    for name, layer in resized.layers.items():
-        back = written.layers.get(name)
-        if back is None:
+def _check_written(source: CanonicalAdapter, written: CanonicalAdapter, report: ResizeReport) -> None:
+    """Per-module errors of what was written against the source's ΔW: truncation and storage rounding together."""
+    from lorahub.adapters.convert import _compare
+
+    for name, (absolute, relative) in _compare(source, written).items():
+        if not math.isfinite(absolute):
             raise errors.LorahubError(f"the resized file lost {name}", hint="this is a lorahub bug; please report it")
-        expected = delta_weight(layer.tensors, alpha=layer.alpha).weight
-        actual = delta_weight(back.tensors, alpha=back.alpha).weight
-        if expected.shape != actual.shape:
-            raise errors.LorahubError(f"the resized file reshaped {name}", hint="this is a lorahub bug")
+        report.per_module[name].max_abs_error = absolute
+        report.per_module[name].max_rel_error = relative

@@ -22,7 +22,7 @@ from lorahub.cli.adapters import (
     show_command,
     sign_command,
 )
-from lorahub.cli.convert import convert_command
+from lorahub.cli.convert import convert_command, resize_command
 from lorahub.cli.dataset import dataset_group
 from lorahub.cli.dev import dev_group
 from lorahub.cli.home import config_group, init_command
@@ -67,6 +67,7 @@ for command in (
     verify_command,
     audit_command,
     convert_command,
+    resize_command,
     license_group,
     dataset_group,
     dev_group,
