@@ -30,6 +30,7 @@ are recomputed from the written file (AutoV3 covers the data section only, so re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -158,8 +159,10 @@ def _encode(array: Array, dtype: str) -> bytes:
     """float32 values → little-endian bytes of ``dtype`` (bf16 rounded to nearest even, as torch does)."""
     if dtype == "BF16":
         values = np.ascontiguousarray(array, dtype=np.float32)
-        bits = values.view(np.uint32).astype(np.uint64)
-        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        bits = values.view(np.uint32)
+        # uint32 is wide enough: only NaN bit patterns (replaced below) can wrap around
+        with np.errstate(over="ignore"):
+            rounded = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
         rounded = np.where(np.isnan(values), np.uint16(0x7FC0), rounded)
         return rounded.astype("<u2").tobytes()
     return np.ascontiguousarray(array).astype(_WRITABLE[dtype]).tobytes()
@@ -362,14 +365,18 @@ def write_adapter(
     else:
         writers.write_peft(adapter, out, dtype=dtype, encode=_encode, storage=_storage, metadata=metadata)
         return load_adapter(out, family=adapter.family)
-    write(out, tensors, metadata)
-    autov3 = digest_file(out, read_header(out), check_values=False).hashes.autov3
-    assert autov3 is not None
-    claims = _hash_claims(adapter.metadata, to, autov3)
-    if claims:  # the data section is unchanged, so AutoV3 of the rewritten file is the same
-        write(out, tensors, {**metadata, **claims})
+    autov3 = _data_section_sha256(tensors)  # AutoV3 covers the data section only: known before writing
+    write(out, tensors, {**metadata, **_hash_claims(adapter.metadata, to, autov3)})
     del tensors
     return load_adapter(out, family=adapter.family)
+
+
+def _data_section_sha256(tensors: Mapping[str, tuple[str, tuple[int, ...], bytes]]) -> str:
+    """SHA-256 of the data section :func:`~lorahub.files.safetensors.write` lays out (tensors in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(tensors[name][2])
+    return digest.hexdigest()
 
 
 # --- lossy -----------------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from lorahub import errors
 from lorahub.adapters.convert import convert
 from lorahub.adapters.resize import product_svd, resize
 from lorahub.adapters.sources import load_adapter
-from lorahub.dev.example_lora import write_example_lora
 from lorahub.files.numeric import to_float32
 from lorahub.files.safetensors import SafetensorsFile, write
 
@@ -192,6 +191,22 @@ def test_default_rank_is_the_modules_own(tmp_path: Path) -> None:
 # --- resize ----------------------------------------------------------------------------------------------------------
 
 
+def _small_lora(path: Path, rank: int = 8) -> None:
+    """Four SD1 modules at real shapes, fp16, alpha = rank/2 (scale 0.5)."""
+    gen = np.random.default_rng(4)
+    mods = {}
+    for module, fan_in in (("attn1.to_q", 320), ("attn1.to_k", 320), ("attn2.to_k", 768), ("ff.net.2", 1280)):
+        down, up = _f32(gen, rank, fan_in).astype(np.float16), _f32(gen, 320, rank).astype(np.float16)
+        mods[module] = {"lora_down.weight": down, "lora_up.weight": up, "alpha": np.float32(rank / 2)}
+    tensors = {}
+    for module, roles in mods.items():
+        for suffix, value in roles.items():
+            array = np.asarray(value)
+            dtype = "F16" if array.dtype == np.float16 else "F32"
+            tensors[f"{KOHYA}_{module.replace('.', '_')}.{suffix}"] = (dtype, array.shape, array.tobytes())
+    write(path, tensors, {"ss_base_model_version": "sd_v1", "ss_network_module": "networks.lora"})
+
+
 def test_product_svd_equals_the_dense_svd() -> None:
     gen = np.random.default_rng(0)
     up, down = gen.standard_normal((200, 8)), gen.standard_normal((8, 150))
@@ -202,13 +217,13 @@ def test_product_svd_equals_the_dense_svd() -> None:
 
 
 def test_resize_rank_and_energy(tmp_path: Path) -> None:
-    source = tmp_path / "example.safetensors"
-    write_example_lora(source, rank=8, alpha=4.0)
+    source = tmp_path / "small.safetensors"
+    _small_lora(source)
     report = resize(source, tmp_path / "r3.safetensors", rank=3)
-    assert report.target == "kohya" and report.modules == 264
+    assert report.target == "kohya" and report.modules == 4
     adapter = load_adapter(source)
     written = load_adapter(tmp_path / "r3.safetensors")
-    for name in list(adapter.layers)[:6]:
+    for name in adapter.layers:
         layer = adapter.layers[name]
         delta = (layer.tensors["up"].astype(np.float64) @ layer.tensors["down"]) * 0.5
         s = np.linalg.svd(delta, compute_uv=False)
@@ -237,15 +252,15 @@ def test_resize_refuses_lycoris_and_bad_requests(tmp_path: Path) -> None:
 
 def test_torch_saved_kohya_state_dict_converts_like_its_safetensors(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    source = tmp_path / "example.safetensors"
-    write_example_lora(source, rank=4, alpha=2.0)
+    source = tmp_path / "small.safetensors"
+    _small_lora(source, rank=4)
     with SafetensorsFile(source) as f:
         state = {n: torch.from_numpy(np.array(to_float32(f.raw(n), i))).half() for n, i in f.header.tensors.items()}
     state = {n: (t.float() if n.endswith(".alpha") else t) for n, t in state.items()}
     torch.save(state, tmp_path / "example.pt")
     from_pickle = convert(tmp_path / "example.pt", tmp_path / "a.safetensors", to="diffusers")
     from_safetensors = convert(source, tmp_path / "b.safetensors", to="diffusers")
-    assert from_pickle.modules == from_safetensors.modules == 264 and from_pickle.max_abs_error == 0.0
+    assert from_pickle.modules == from_safetensors.modules == 4 and from_pickle.max_abs_error == 0.0
     with SafetensorsFile(tmp_path / "a.safetensors") as a, SafetensorsFile(tmp_path / "b.safetensors") as b:
         assert a.header.tensors.keys() == b.header.tensors.keys()
         for name in a.header.tensors:
@@ -253,7 +268,7 @@ def test_torch_saved_kohya_state_dict_converts_like_its_safetensors(tmp_path: Pa
     legacy = tmp_path / "legacy.ckpt"
     torch.save(state, legacy, _use_new_zipfile_serialization=False)
     resized = resize(legacy, tmp_path / "r.safetensors", rank=2)
-    assert resized.modules == 264
+    assert resized.modules == 4
 
 
 class _Marker:

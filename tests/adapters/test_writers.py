@@ -72,7 +72,7 @@ def test_comfyui_names_and_values(tmp_path: Path) -> None:
     conv = "diffusion_model.input_blocks.1.0.in_layers.2"
     te = "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj"
     assert {f"{q}.lora_up.weight", f"{conv}.lora_down.weight", f"{te}.alpha"} <= set(values)
-    up, down, _ = modules[f"{UNET}_attn1_to_q"]
+    up, _down, _ = modules[f"{UNET}_attn1_to_q"]
     assert np.array_equal(values[f"{q}.lora_up.weight"], up) and values[f"{q}.alpha"] == 2.0
     assert values[f"{conv}.lora_down.weight"].shape == (4, 320, 3, 3)
     back = load_adapter(out)
