@@ -473,6 +473,13 @@ def convert(
         raise errors.LorahubError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
     if rank is not None and rank < 1:
         raise errors.LorahubError(f"--rank must be at least 1, not {rank}")
+    if _streamable(src_path, to, lossy=lossy, base=base):
+        from lorahub.adapters.streaming import stream_convert
+
+        streamed = stream_convert(src_path, out_path, to=to, dtype=dtype, check=check)
+        if streamed is not None:
+            _refuse_if_lost(streamed, out_path, to)
+            return streamed  # type: ignore[no-any-return]
     adapter = load_adapter(src_path)
     _check_convertible(adapter, to, src_path, lossy=lossy)
     bases = _Bases(base, adapter.family)
@@ -511,13 +518,29 @@ def _convert(
         report.unmapped = list(written.unmapped) if to != "full" else []
         report.max_abs_error = max((e[0] for e in report.per_module.values()), default=0.0)
         report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
-        if not math.isfinite(report.max_abs_error):
-            missing = [name for name, (diff, _) in report.per_module.items() if not math.isfinite(diff)]
-            for path in _output_files(out_path, to):
-                path.unlink(missing_ok=True)
-            raise ConversionRefusedError(
-                f"the written file lost or reshaped {len(missing)} module(s): {', '.join(missing[:5])}",
-                report=report,
-                hint="this is a lorahub bug; please report it with the source file's format",
-            )
+        _refuse_if_lost(report, out_path, to)
     return report
+
+
+def _refuse_if_lost(report: ConversionReport, out_path: Path, to: str) -> None:
+    """A module missing or reshaped in the output is a bug: remove the output and say so."""
+    if math.isfinite(report.max_abs_error) or math.isnan(report.max_abs_error):
+        return
+    missing = [name for name, (diff, _) in report.per_module.items() if not math.isfinite(diff)]
+    for path in _output_files(out_path, to):
+        path.unlink(missing_ok=True)
+    raise ConversionRefusedError(
+        f"the written file lost or reshaped {len(missing)} module(s): {', '.join(missing[:5])}",
+        report=report,
+        hint="this is a lorahub bug; please report it with the source file's format",
+    )
+
+
+def _streamable(src: Path, to: str, *, lossy: bool, base: object) -> bool:
+    """Whether to try the lean path (:mod:`lorahub.adapters.streaming`): an exact conversion of a safetensors file."""
+    if lossy or base is not None or to not in ("kohya", "diffusers", "comfyui") or not src.is_file():
+        return False
+    from lorahub.adapters.sources import _is_safetensors
+
+    with open(src, "rb") as handle:
+        return _is_safetensors(handle.read(16))

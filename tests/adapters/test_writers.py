@@ -218,3 +218,49 @@ def test_example_lora_through_every_writer_and_back(tmp_path: Path) -> None:
         assert first.max_abs_error == 0.0 and first.modules == 264
         back = convert(out, tmp_path / f"{target}-back.safetensors", to="kohya")
         assert back.max_abs_error == 0.0 and back.modules == 264
+
+
+# --- the lean path -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["kohya", "diffusers", "comfyui"])
+@pytest.mark.parametrize("dtype", [None, "bf16"])
+def test_streaming_path_writes_what_the_canonical_path_writes(tmp_path: Path, target: str, dtype: str | None) -> None:
+    """convert() takes the memory-lean path for these files; its output is byte-identical to the canonical writer's
+    and its check reports the same errors."""
+    from lorahub.adapters.convert import _compare, write_adapter
+    from lorahub.adapters.streaming import stream_convert
+
+    source = tmp_path / "kohya.safetensors"
+    _kohya_source(source)
+    tucker = tmp_path / "tucker.safetensors"
+    gen = np.random.default_rng(9)
+    down, mid = gen.standard_normal((4, 320, 1, 1)).astype(np.float32), gen.standard_normal((4, 4, 3, 3))
+    up = gen.standard_normal((320, 4, 1, 1)).astype(np.float32)
+    name = "lora_unet_down_blocks_0_resnets_1_conv2"
+    write(
+        tucker,
+        {
+            f"{name}.lora_down.weight": ("F32", down.shape, down.tobytes()),
+            f"{name}.lora_mid.weight": ("F32", mid.shape, mid.astype(np.float32).tobytes()),
+            f"{name}.lora_up.weight": ("F32", up.shape, up.tobytes()),
+            f"{UNET}_attn1_to_k.lora_down.weight": ("F32", (4, 320), down.reshape(4, 320).tobytes()),
+            f"{UNET}_attn1_to_k.lora_up.weight": ("F32", (320, 4), up.reshape(320, 4).tobytes()),
+        },
+        {"ss_base_model_version": "sd_v1", "sshs_model_hash": "0" * 64},
+    )
+    for path in (source, tucker):
+        lean, canonical = tmp_path / f"lean-{path.name}", tmp_path / f"canonical-{path.name}"
+        report = stream_convert(path, lean, to=target, dtype=dtype, check=True)
+        assert report is not None
+        adapter = load_adapter(path)
+        written = write_adapter(adapter, canonical, to=target, dtype=dtype)  # type: ignore[arg-type]
+        assert lean.read_bytes() == canonical.read_bytes()
+        expected = _compare(adapter, written)
+        assert report.per_module.keys() == expected.keys()
+        for module, errors_ in expected.items():
+            assert report.per_module[module] == pytest.approx(errors_, rel=1e-6, abs=1e-12), module
+        assert report.unmapped == []
+    loha = tmp_path / "loha.safetensors"
+    write(loha, {f"{UNET}_attn1_to_q.hada_w1_a": ("F32", (320, 1), np.zeros(320, np.float32).tobytes())})
+    assert stream_convert(loha, tmp_path / "x.safetensors", to=target, dtype=dtype, check=True) is None
