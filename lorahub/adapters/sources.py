@@ -250,7 +250,8 @@ def _read_peft_dir(directory: Path, family: str | None) -> CanonicalAdapter:
                     if role != "alpha"
                 }
                 dtypes = [info.dtype for role, info in module.tensors.items() if role != "alpha"]
-                pending.append((module.name, layer_kind(module), tensors, config_alpha(module, configs), dtypes[0]))
+                dtype = dtypes[0] if dtypes else "F32"
+                pending.append((module.name, layer_kind(module), tensors, config_alpha(module, configs), dtype))
         if config.use_rslora:
             metadata["lora_adapter_metadata"] = json.dumps({f"{component}.use_rslora": True})
     if family is None:

@@ -16,21 +16,26 @@ at a time. Pages of both maps are released as the passes go, so peak RSS stays n
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+import os
+import struct
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from lorahub.adapters.model import CanonicalLayer, canonical_name
 from lorahub.adapters.names import from_canonical
 from lorahub.files.numeric import scalar, to_float32
-from lorahub.files.safetensors import SafetensorsFile, write
+from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, atomic_write
 from lorahub.formats import detect
 from lorahub.formats.base import Layout, Module
 from lorahub.formats.diffusers import adapter_configs
@@ -87,8 +92,10 @@ def _plan(container: SafetensorsFile, to: str) -> tuple[str, Layout, list[_Plan]
     return family, layout, plans
 
 
+@functools.lru_cache(maxsize=1024)
 def _scale(alpha: float | None, rank: int) -> float:
-    """delta.py's LoRA scale (``alpha/r``; no alpha means 1), on the probe that :mod:`resize` uses."""
+    """delta.py's LoRA scale (``alpha/r``; no alpha means 1), on the probe that :mod:`resize` uses (cached: a file
+    has few distinct (alpha, rank) pairs)."""
     from lorahub.adapters.resize import _lowrank_scale
 
     layer = CanonicalLayer("", "lora", {"down": np.empty((rank, 0), np.float32)}, alpha, "F32")
@@ -174,17 +181,53 @@ def _entries(
     return out.entries, config
 
 
-def _sha256(entries: dict[str, Entry], container: SafetensorsFile) -> str:
+def _sha256(entries: dict[str, Entry], order: list[str]) -> str:
     digest = hashlib.sha256()
-    done = 0
-    for name in sorted(entries):
-        data = entries[name][2]
-        digest.update(data)
-        done += len(data)
-        if done > _RELEASE_BYTES:
-            container.release_pages()
-            done = 0
+    for name in order:
+        digest.update(entries[name][2])  # releases the GIL: runs beside the writer thread
     return digest.hexdigest()
+
+
+def _write_hashed(
+    out: Path, entries: dict[str, Entry], metadata: dict[str, str], claims: Callable[[str], dict[str, str]]
+) -> str:
+    """:func:`~lorahub.files.safetensors.write`'s exact bytes, with the hash claims (``claims(autov3)``) in the
+    header, in one pass: the data section is hashed in a thread while it is written, and the fixed-length claims are
+    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex)."""
+    placeholder = "0" * 64
+    header_meta = {**metadata, **claims(placeholder)}
+    order = sorted(entries)
+    layout: dict[str, Any] = {METADATA_KEY: header_meta} if header_meta else {}
+    offset = 0
+    for name in order:
+        dtype, shape, data = entries[name]
+        layout[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    header = json.dumps(layout, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    header += b" " * (-len(header) % 8)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(_sha256, entries, order)
+
+        def body(handle: BinaryIO) -> None:
+            handle.write(struct.pack("<Q", len(header)))
+            handle.write(header)
+            for name in order:
+                handle.write(entries[name][2])
+            final = hashing.result()
+            patched = header
+            for key, value in claims(final).items():
+                fake = json.dumps({key: claims(placeholder)[key]}, separators=(",", ":"), ensure_ascii=False)
+                real = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)
+                fragment, replacement = fake[1:-1].encode(), real[1:-1].encode()
+                assert len(fragment) == len(replacement) and patched.count(fragment) == 1
+                patched = patched.replace(fragment, replacement)
+            handle.flush()
+            handle.seek(8)
+            handle.write(patched)
+            handle.seek(0, os.SEEK_END)
+
+        atomic_write(out, body)
+        return hashing.result()
 
 
 # --- the check ---------------------------------------------------------------------------------------------------
@@ -209,12 +252,18 @@ def _same(source: SafetensorsFile, plan: _Plan, written: SafetensorsFile, module
         a, b = plan.module.tensors[role], module.tensors[role]
         if (a.dtype, a.shape) != (b.dtype, b.shape):
             return False
-        if not np.array_equal(
-            np.frombuffer(source.raw(a.name), np.uint8), np.frombuffer(written.raw(b.name), np.uint8)
-        ):
+        if not _equal_bytes(source.raw(a.name), written.raw(b.name)):
             return False
     rank = plan.module.tensors["down"].shape[0]
     return _scale(plan.alpha, rank) == _scale(_alpha(written, module), rank)
+
+
+def _equal_bytes(a: memoryview, b: memoryview) -> bool:
+    """Byte equality, compared as 8-byte words where the length allows (8× fewer elements than bytes)."""
+    if len(a) != len(b):
+        return False
+    word = np.uint64 if len(a) % 8 == 0 else np.uint8
+    return bool(np.array_equal(np.frombuffer(a, word), np.frombuffer(b, word)))
 
 
 def _layer(container: SafetensorsFile, module: Module, alpha: float | None) -> CanonicalLayer:
@@ -248,6 +297,13 @@ def _check(source: SafetensorsFile, written: SafetensorsFile, family: str, plans
     return per_module, unmapped
 
 
+def _close(container: SafetensorsFile) -> None:
+    """Close the map; if an error left tensor views alive (in its traceback), leave the map to the garbage
+    collector rather than hide that error behind a BufferError."""
+    with contextlib.suppress(BufferError):
+        container.close()
+
+
 # --- entry point -------------------------------------------------------------------------------------------------
 
 
@@ -257,7 +313,8 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
     from lorahub.adapters.convert import ConversionReport, _hash_claims, _kept_metadata
 
     with ExitStack() as stack:
-        source = stack.enter_context(SafetensorsFile(src))
+        source = SafetensorsFile(src)
+        stack.callback(_close, source)
         planned = _plan(source, to)
         if planned is None:
             return None
@@ -270,8 +327,7 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
                 **metadata,
                 "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True),
             }
-        autov3 = _sha256(entries, source)
-        write(out, entries, {**metadata, **_hash_claims(source.metadata, to, autov3)})
+        autov3 = _write_hashed(out, entries, metadata, lambda value: _hash_claims(source.metadata, to, value))
         del entries
         source.release_pages()
         report = ConversionReport(
@@ -279,7 +335,8 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
             target=to, family=family, output=str(out), autov3=autov3,
         )  # fmt: skip
         if check:
-            written = stack.enter_context(SafetensorsFile(out))
+            written = SafetensorsFile(out)
+            stack.callback(_close, written)
             report.per_module, report.unmapped = _check(source, written, family, plans, to)
             report.max_abs_error = max((e[0] for e in report.per_module.values()), default=0.0)
             report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
