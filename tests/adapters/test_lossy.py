@@ -302,3 +302,25 @@ def test_malicious_pickle_is_refused_before_loading(tmp_path: Path) -> None:
     )
     assert cli.returncode == 5 and "error[pickle-dangerous]" in cli.stderr
     assert not marker.exists()
+
+
+def test_resize_locon_flattens_the_kernel(tmp_path: Path) -> None:
+    gen = np.random.default_rng(6)
+    down, up = _f32(gen, 6, 320, 3, 3), _f32(gen, 320, 6, 1, 1)
+    name = "lora_unet_down_blocks_0_resnets_0_conv1"
+    write(
+        tmp_path / "locon.safetensors",
+        {
+            f"{name}.lora_down.weight": ("F32", down.shape, down.tobytes()),
+            f"{name}.lora_up.weight": ("F32", up.shape, up.tobytes()),
+            f"{name}.alpha": ("F32", (), np.float32(3.0).tobytes()),
+        },
+        {"ss_base_model_version": "sd_v1"},
+    )
+    report = resize(tmp_path / "locon.safetensors", tmp_path / "r.safetensors", rank=2)
+    layer = load_adapter(tmp_path / "r.safetensors").layers["unet.down_blocks.0.resnets.0.conv1"]
+    assert layer.kind == "locon" and layer.tensors["down"].shape == (2, 320, 3, 3)
+    assert layer.tensors["up"].shape == (320, 2, 1, 1)
+    delta = up.reshape(320, 6).astype(np.float64) @ down.reshape(6, -1) * 0.5
+    got = report.per_module["unet.down_blocks.0.resnets.0.conv1"]
+    assert got.max_abs_error == pytest.approx(_truncation_error(delta, 2)[0], rel=1e-4)
