@@ -264,3 +264,55 @@ def test_streaming_path_writes_what_the_canonical_path_writes(tmp_path: Path, ta
     loha = tmp_path / "loha.safetensors"
     write(loha, {f"{UNET}_attn1_to_q.hada_w1_a": ("F32", (320, 1), np.zeros(320, np.float32).tobytes())})
     assert stream_convert(loha, tmp_path / "x.safetensors", to=target, dtype=dtype, check=True) is None
+
+
+def test_peer_peft_loads_the_folder_and_merges_our_delta(tmp_path: Path) -> None:
+    """PEFT itself: ``PeftModel.from_pretrained`` on a model with the same module paths (Linear/Conv2d of the real
+    shapes) loads every tensor, and ``merge_and_unload`` adds exactly the source ΔW."""
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    source = tmp_path / "kohya.safetensors"
+    modules = _kohya_source(source)
+    convert(source, tmp_path / "peft", to="peft")
+    folder = tmp_path / "peft" / "unet"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    model = torch.nn.Module()
+    originals = {}
+    for path in config["target_modules"]:
+        kohya = "lora_unet_" + path.replace(".", "_")
+        up, down, _ = modules[kohya]
+        if down.ndim == 4:
+            layer: Any = torch.nn.Conv2d(down.shape[1], up.shape[0], down.shape[2:], padding=1, bias=False)
+        else:
+            layer = torch.nn.Linear(down.shape[1], up.shape[0], bias=False)
+        parent = model
+        *parents, leaf = path.split(".")
+        for part in parents:
+            if not hasattr(parent, part):
+                parent.add_module(part, torch.nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(leaf, layer)
+        originals[path] = layer.weight.detach().clone()
+    with _no_missing_keys():
+        peft_model = peft.PeftModel.from_pretrained(model, str(folder))
+    merged = peft_model.merge_and_unload()
+    for path, before in originals.items():
+        after = merged.get_submodule(path).weight.detach()
+        up, down, scale = modules["lora_unet_" + path.replace(".", "_")]
+        np.testing.assert_allclose((after - before).double().numpy(), _delta(up, down, scale), atol=2e-5, rtol=1e-4)
+
+
+class _no_missing_keys:
+    """Fail on PEFT's "missing/unexpected keys" warnings while loading."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._catch = warnings.catch_warnings(record=True)
+        self._seen = self._catch.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc: object) -> None:
+        self._catch.__exit__(*exc)
+        bad = [str(w.message) for w in self._seen if "keys" in str(w.message).lower()]
+        assert not bad, bad
