@@ -403,6 +403,12 @@ def _plain_lora(
         if exact_lora(layer):
             layers[name] = layer
             continue
+        if layer.kind in ("norm", "set", "unknown"):
+            raise errors.ConversionRefusedError(
+                f"{name} is a {layer.kind} layer, which no LoRA can express",
+                report=None,
+                hint="keep it with --to full (or convert with the tool that wrote it)",
+            )
         base = base_of(layer)
         if base is None and _flattened_conv(layer, adapter.family):
             raise errors.LorahubError(
