@@ -144,16 +144,99 @@ def _lowrank_scale(layer: CanonicalLayer) -> float:
     return delta_weight(probe, alpha=layer.alpha).scale
 
 
+def _probe_scale(layer: CanonicalLayer) -> float:
+    """The scale delta.py applies to this LoHa/LoKr module, read off a probe with the same roles and ranks and every
+    other dimension 1 (so the formula stays in delta.py)."""
+    probe: dict[str, Array] = {}
+    for role, array in layer.tensors.items():
+        if role.endswith("_a"):
+            probe[role] = np.zeros((1, array.shape[1]), np.float32)
+        elif role.endswith("_b"):
+            probe[role] = np.zeros((array.shape[0], 1), np.float32)
+        elif role == "scale":
+            probe[role] = array
+        else:
+            probe[role] = np.zeros((1, 1), np.float32)
+    return delta_weight(probe, alpha=layer.alpha).scale
+
+
+def _flat(array: Array) -> Array:
+    return np.asarray(array, dtype=np.float64).reshape(array.shape[0], -1)
+
+
+def _loha_svd(layer: CanonicalLayer) -> Svd | None:
+    """LoHa (A₁B₁)⊙(A₂B₂) = Σᵢⱼ (A₁[:,i]⊙A₂[:,j])(B₁[i,:]⊙B₂[j,:]): an exact rank r₁·r₂ product (face-splitting), so
+    the QR route applies; None when that rank is not below the matrix size (then dense is as cheap)."""
+    t = layer.tensors
+    a1, b1, a2, b2 = (_flat(t[f"hada_w{n}"]) for n in ("1_a", "1_b", "2_a", "2_b"))
+    rows, cols = a1.shape[0], b1.shape[1]
+    if a1.shape[1] * a2.shape[1] >= min(rows, cols):
+        return None
+    up = (a1[:, :, None] * a2[:, None, :]).reshape(rows, -1) * _probe_scale(layer)
+    down = (b1[:, None, :] * b2[None, :, :]).reshape(-1, cols)
+    return product_svd(up, down)
+
+
+def _lokr_factor(layer: CanonicalLayer, n: int) -> Array:
+    whole = layer.tensors.get(f"lokr_w{n}")
+    if whole is not None:
+        return np.asarray(whole, dtype=np.float64)
+    return _flat(layer.tensors[f"lokr_w{n}_a"]) @ _flat(layer.tensors[f"lokr_w{n}_b"])
+
+
+_KRON_COLUMNS = 1024
+"""Singular vectors built for a LoKr module (its singular values are all known): more than any rank asked of it."""
+
+
+def _lokr_svd(layer: CanonicalLayer) -> tuple[Svd, bool]:
+    """kron(W₁, W₂) has the singular triplets (s₁ᵢ·s₂ⱼ, u₁ᵢ⊗u₂ⱼ, v₁ᵢ⊗v₂ⱼ): two small SVDs, no dense ΔW. Also says
+    whether W₂ is a conv kernel (then ΔW is 4-D)."""
+    w1, w2 = _lokr_factor(layer, 1), _lokr_factor(layer, 2)
+    u1, s1, v1 = np.linalg.svd(_flat(w1), full_matrices=False)
+    u2, s2, v2 = np.linalg.svd(_flat(w2), full_matrices=False)
+    scale = _probe_scale(layer)
+    products = np.outer(s1, s2).ravel() * abs(scale)
+    order = np.argsort(-products, kind="stable")
+    top = order[:_KRON_COLUMNS]
+    i, j = np.divmod(top, s2.shape[0])
+    u = (u1[:, i][:, None, :] * u2[:, j][None, :, :]).reshape(u1.shape[0] * u2.shape[0], -1)
+    vt = (v1[i][:, :, None] * v2[j][:, None, :]).reshape(top.shape[0], -1)
+    return Svd(u if scale >= 0 else -u, products[order], vt), w2.ndim == 4
+
+
 def layer_svd(layer: CanonicalLayer, base: Array | None) -> tuple[Svd, tuple[int, ...]]:
-    """The layer's SVD and the shape of its ΔW (``down``'s kernel for LoCon). Low-rank kinds go through QR;
-    others through a dense ΔW from delta.py, which raises a clear error when the kind needs ``base``."""
-    if layer.kind in LOWRANK_KINDS and "dora_scale" not in layer.tensors and "magnitude" not in layer.tensors:
+    """The layer's SVD and the shape of its ΔW (``down``'s kernel for LoCon). Low-rank kinds go through QR, LoHa
+    through its face-splitting factors, LoKr through the SVDs of its Kronecker factors; others through a dense ΔW from
+    delta.py, which raises a clear error when the kind needs ``base``."""
+    dora = "dora_scale" in layer.tensors or "magnitude" in layer.tensors
+    roles = set(layer.tensors)
+    if layer.kind in LOWRANK_KINDS and not dora:
         down, up = _folded_down(layer), layer.tensors["up"]
         scale = _lowrank_scale(layer)
         svd = product_svd(up.reshape(up.shape[0], -1) * scale, down.reshape(down.shape[0], -1))
         return svd, (up.shape[0], *down.shape[1:])
+    plain = not dora and not roles & {"hada_t1", "hada_t2", "lokr_t2", "diff_b"}
+    if layer.kind == "loha" and plain:
+        found = _loha_svd(layer)
+        if found is not None:
+            return found, _shape(found, base, None)
+    if layer.kind == "lokr" and plain:
+        svd, conv = _lokr_svd(layer)
+        kernel = layer.tensors["lokr_w2"].shape[2:] if conv else None
+        return svd, _shape(svd, base, kernel)
     weight = delta_weight(layer.tensors, alpha=layer.alpha, base=base).weight
     return dense_svd(weight), tuple(weight.shape)
+
+
+def _shape(svd: Svd, base: Array | None, kernel: tuple[int, ...] | None) -> tuple[int, ...]:
+    """ΔW's shape: the base weight's when given (conv factors are flattened), else 2-D or with the known kernel."""
+    rows, cols = svd.u.shape[0], svd.vt.shape[1]
+    if base is not None and base.size == rows * cols:
+        return tuple(base.shape)
+    if kernel:
+        size = int(np.prod(kernel))
+        return (rows, cols // size, *kernel)
+    return (rows, cols)
 
 
 def _truncated_layer(layer: CanonicalLayer, svd: Svd, rank: int, shape: tuple[int, ...]) -> CanonicalLayer:
@@ -194,7 +277,7 @@ def approximate(
     :func:`default_rank`), with the truncation it cost."""
     svd, shape = layer_svd(layer, base)
     wanted = rank if rank is not None or energy is not None else default_rank(layer)
-    kept = choose_rank(svd.s, rank=wanted, energy=energy)
+    kept = min(choose_rank(svd.s, rank=wanted, energy=energy), svd.u.shape[1])
     before = default_rank(layer) if layer.kind not in ("full", "oft", "boft", "ia3") else None
     report = LayerResize(before, kept, kept_energy(svd.s, kept))  # errors: from the written file's check
     return _truncated_layer(layer, svd, kept, shape), report

@@ -324,3 +324,25 @@ def test_resize_locon_flattens_the_kernel(tmp_path: Path) -> None:
     delta = up.reshape(320, 6).astype(np.float64) @ down.reshape(6, -1) * 0.5
     got = report.per_module["unet.down_blocks.0.resnets.0.conv1"]
     assert got.max_abs_error == pytest.approx(_truncation_error(delta, 2)[0], rel=1e-4)
+
+
+def test_lossy_full_rank_conv_lokr_keeps_the_kernel(tmp_path: Path) -> None:
+    """Full-rank LoKr (alpha ignored) on a 3×3 conv: ΔW = kron(w1, w2) with w2 4-D; the LoCon written has the kernel."""
+    gen = np.random.default_rng(8)
+    w1, w2 = _f32(gen, 4, 4), _f32(gen, 80, 80, 3, 3) * 0.1
+    name = "lora_unet_down_blocks_0_resnets_0_conv1"
+    write(
+        tmp_path / "lokr.safetensors",
+        {
+            f"{name}.lokr_w1": ("F32", w1.shape, w1.tobytes()),
+            f"{name}.lokr_w2": ("F32", w2.shape, w2.tobytes()),
+            f"{name}.alpha": ("F32", (), np.float32(7.0).tobytes()),
+        },
+        {"ss_base_model_version": "sd_v1"},
+    )
+    report = convert(tmp_path / "lokr.safetensors", tmp_path / "o.safetensors", to="kohya", lossy=True, rank=6)
+    delta = np.kron(w1[:, :, None, None].astype(np.float64), w2).reshape(320, -1)
+    got = report.per_module["unet.down_blocks.0.resnets.0.conv1"]
+    assert got[0] == pytest.approx(_truncation_error(delta, 6)[0], rel=1e-4)
+    layer = load_adapter(tmp_path / "o.safetensors").layers["unet.down_blocks.0.resnets.0.conv1"]
+    assert layer.kind == "locon" and layer.tensors["down"].shape == (6, 320, 3, 3)
