@@ -23,7 +23,7 @@ from lorahub.cli.adapters import (
     sign_command,
 )
 from lorahub.cli.combine import lineage_command, merge_command
-from lorahub.cli.convert import convert_command
+from lorahub.cli.convert import convert_command, resize_command
 from lorahub.cli.dataset import dataset_group
 from lorahub.cli.dev import dev_group
 from lorahub.cli.generate import generate_command
@@ -77,6 +77,7 @@ for command in (
     verify_command,
     audit_command,
     convert_command,
+    resize_command,
     merge_command,
     lineage_command,
     generate_command,

@@ -263,6 +263,12 @@ class SafetensorsFile:
     def keys(self) -> list[str]:
         return list(self.header.tensors)
 
+    def release_pages(self) -> None:
+        """Let the kernel drop this map's resident pages (``MADV_DONTNEED``; they are re-read from the page cache
+        when touched again), so a pass over a large file does not keep it all in the process's RSS."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED") and len(self._map):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     def raw(self, name: str) -> memoryview:
         """The tensor's bytes, straight from the map (no copy)."""
         if self._map is None:

@@ -382,7 +382,7 @@ def test_unknown_target_and_dtype_are_errors(tmp_path: Path) -> None:
     source = tmp_path / "mixed.safetensors"
     _mixed_kohya(source)
     with pytest.raises(errors.LorahubError, match="unknown target"):
-        convert(source, tmp_path / "o.safetensors", to="comfyui")  # type: ignore[arg-type]
+        convert(source, tmp_path / "o.safetensors", to="onnx")  # type: ignore[arg-type]
     with pytest.raises(errors.LorahubError, match="unknown dtype"):
         convert(source, tmp_path / "o.safetensors", to="kohya", dtype="fp8")  # type: ignore[arg-type]
     assert not (tmp_path / "o.safetensors").exists()

@@ -823,3 +823,16 @@ def test_comfyui_names_convert_to_the_kohya_names_of_the_same_modules(tmp_path: 
     assert sorted(kohya) == sorted(expected)
     for key, value in expected.items():
         assert np.array_equal(np.asarray(kohya[key], dtype=np.float32), np.asarray(value, dtype=np.float32)), key
+
+
+def test_flux_comfyui_writes_native_fused_modules_and_peft_keeps_diffusers_paths(tmp_path: Path) -> None:
+    source = _flux_kohya(tmp_path)
+    expected = _flux_canonical_probes(_kohya_probes(_load(source)[0]))
+    report = convert(source, tmp_path / "comfy.safetensors", to="comfyui")  # the ΔW check reads it back
+    assert report.max_rel_error == 0.0
+    keys = list(_load(tmp_path / "comfy.safetensors")[0])
+    assert "diffusion_model.double_blocks.5.img_attn.qkv.lora_down.weight" in keys
+    assert not any(".to_q." in key for key in keys)
+    assert set(read_adapter(tmp_path / "comfy.safetensors").layers) == set(expected)
+    peft = convert(source, tmp_path / "peft", to="peft")
+    assert peft.max_rel_error == 0.0

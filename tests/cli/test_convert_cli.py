@@ -38,3 +38,40 @@ def test_convert_reports_exactness_and_refuses_loha(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "error[conversion-refused]" in refused.stderr
     assert not out.exists()
     assert json.loads(home.run("inspect", "--json", str(src)).stdout)["layer_kinds"] == ["loha"]
+
+
+def _loha_and_lora(path: Path) -> None:
+    rng = np.random.default_rng(1)
+    prefix = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0"
+    tensors = {
+        f"{prefix}_attn1_to_q.hada_w1_a": ("F32", (320, 2), rng.standard_normal((320, 2)).astype("f4").tobytes()),
+        f"{prefix}_attn1_to_q.hada_w1_b": ("F32", (2, 320), rng.standard_normal((2, 320)).astype("f4").tobytes()),
+        f"{prefix}_attn1_to_q.hada_w2_a": ("F32", (320, 2), rng.standard_normal((320, 2)).astype("f4").tobytes()),
+        f"{prefix}_attn1_to_q.hada_w2_b": ("F32", (2, 320), rng.standard_normal((2, 320)).astype("f4").tobytes()),
+        f"{prefix}_attn1_to_k.lora_down.weight": (
+            "F32",
+            (8, 320),
+            rng.standard_normal((8, 320)).astype("f4").tobytes(),
+        ),
+        f"{prefix}_attn1_to_k.lora_up.weight": ("F32", (320, 8), rng.standard_normal((320, 8)).astype("f4").tobytes()),
+    }
+    write(path, tensors, {"ss_base_model_version": "sd_v1"})
+
+
+def test_convert_lossy_and_resize_report_errors(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    source = tmp_path / "mixed.safetensors"
+    _loha_and_lora(source)
+    lossy = home.json("convert", str(source), str(tmp_path / "lora.safetensors"), "--to", "comfyui", "--lossy")
+    assert lossy["lossy"] == ["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"]  # type: ignore[index]
+    assert lossy["ranks"] == {lossy["lossy"][0]: 2}  # type: ignore[index]
+    assert 0 < lossy["per_module"][lossy["lossy"][0]]["rel"] < 1  # type: ignore[index]
+    text = home.run("convert", str(source), str(tmp_path / "peft"), "--to", "peft", "--lossy", "--rank", "3").stdout
+    assert "lossy: 1 module(s) converted by truncated SVD at rank 3" in text and "ΔW check" in text
+    assert (tmp_path / "peft" / "adapter_config.json").is_file()
+    refused = home.run("resize", str(source), str(tmp_path / "r.safetensors"), "--rank", "2", check=False)
+    assert refused.returncode == 1 and "error[conversion-refused]" in refused.stderr
+    resized = home.json("resize", str(tmp_path / "lora.safetensors"), str(tmp_path / "r.safetensors"), "--rank", "1")
+    assert resized["target"] == "comfyui" and resized["modules"] == 2  # type: ignore[index]
+    assert all(m["rank_after"] == 1 for m in resized["per_module"].values())  # type: ignore[index]
+    assert 0 < resized["min_kept_energy"] < 1  # type: ignore[index]

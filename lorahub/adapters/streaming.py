@@ -1,0 +1,343 @@
+"""The lean path of exact LoRA conversion: tensors go from the memory-mapped source to the output without being
+widened, and the check reads the output back one module at a time.
+
+Why: the canonical model holds every tensor widened to float32, which for a bf16 SDXL LoRA (≈230 MB) is ≈460 MB,
+and a second copy for the read-back doubles it. For the common case (kohya/diffusers-named SD 1.x/2.x/SDXL
+LoRA/LoCon files, converted to kohya, diffusers or comfyui) nothing needs widening: a factor keeps its bytes unless
+``dtype`` changes it or a Tucker ``mid`` is folded. Names, alphas and the PEFT config come from the same tables and
+rules as the canonical path (:mod:`lorahub.adapters.names`, :func:`lorahub.adapters.model.canonical_name`), and the
+output is byte-identical to it (tested).
+
+The check is the same statement as the canonical path's: ΔW of every written module equals the source's. When a
+written module has the same kind, the same roles with the same dtype, shape and bytes, and the same scale, its ΔW
+is identical without computing it; otherwise both modules are widened and ΔW compared through delta.py, one module
+at a time. Pages of both maps are released as the passes go, so peak RSS stays near one file size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import math
+import os
+import struct
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from lorahub.adapters.model import CanonicalLayer, canonical_name
+from lorahub.adapters.names import from_canonical
+from lorahub.files.numeric import scalar, to_float32
+from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, atomic_write
+from lorahub.formats import detect
+from lorahub.formats.base import Layout, Module
+from lorahub.formats.diffusers import adapter_configs
+from lorahub.formats.families import detect_family
+from lorahub.formats.layers import layer_kind
+
+__all__ = ["STREAM_FAMILIES", "stream_convert"]
+
+STREAM_FAMILIES = ("sd1", "sd2", "sdxl")
+_FORMATS = ("kohya", "lycoris", "diffusers")
+_TARGETS = ("kohya", "diffusers", "comfyui")
+_ROLES = frozenset({"down", "up", "mid", "alpha"})
+_RELEASE_BYTES = 32 * 1024 * 1024
+Entry = tuple[str, tuple[int, ...], "bytes | memoryview"]
+
+
+@dataclass
+class _Plan:
+    module: Module
+    canonical: str
+    alpha: float | None
+
+
+def _alpha(container: SafetensorsFile, module: Module) -> float | None:
+    info = module.tensors.get("alpha")
+    if info is not None:
+        stored = scalar(container.raw(info.name), info)
+        if stored is not None:
+            return stored
+    return module.config_alpha
+
+
+def _plan(container: SafetensorsFile, to: str) -> tuple[str, Layout, list[_Plan]] | None:
+    """Module plans when every module is a plain LoRA that maps into an SD 1.x/2.x/SDXL table; else None."""
+    metadata = container.metadata
+    layout = detect(container.header.tensors, metadata)
+    if to not in _TARGETS or layout.format not in _FORMATS or layout.unmatched or not layout.modules:
+        return None
+    family = detect_family(layout, metadata).family
+    if family not in STREAM_FAMILIES or any(c.use_rslora for c in adapter_configs(metadata).values()):
+        return None
+    plans: list[_Plan] = []
+    seen: set[str] = set()
+    for module in layout.modules:
+        name = canonical_name(family, layout.format, module)
+        if name is None or name in seen or layer_kind(module) not in ("lora", "locon", "lora-tucker"):
+            return None
+        if not set(module.tensors) <= _ROLES or "down" not in module.tensors or "up" not in module.tensors:
+            return None
+        if any(info.dtype not in ("F16", "BF16", "F32") for info in module.tensors.values()):
+            return None
+        seen.add(name)
+        plans.append(_Plan(module, name, _alpha(container, module)))
+    return family, layout, plans
+
+
+@functools.lru_cache(maxsize=1024)
+def _scale(alpha: float | None, rank: int) -> float:
+    """delta.py's LoRA scale (``alpha/r``; no alpha means 1), on the probe that :mod:`resize` uses (cached: a file
+    has few distinct (alpha, rank) pairs)."""
+    from lorahub.adapters.resize import _lowrank_scale
+
+    layer = CanonicalLayer("", "lora", {"down": np.empty((rank, 0), np.float32)}, alpha, "F32")
+    return _lowrank_scale(layer)
+
+
+class _Tensors:
+    """Output entries: source bytes passed through where the storage dtype is kept, re-encoded otherwise."""
+
+    def __init__(self, container: SafetensorsFile, dtype: str | None) -> None:
+        from lorahub.adapters.convert import DTYPES
+
+        self.container = container
+        self.storage = DTYPES[dtype] if dtype is not None else None
+        self.entries: dict[str, Entry] = {}
+
+    def add(self, name: str, module: Module, role: str) -> None:
+        info = module.tensors[role]
+        storage = self.storage or info.dtype
+        if storage == info.dtype:
+            self.entries[name] = (storage, info.shape, self.container.raw(info.name))
+            return
+        self.add_array(name, to_float32(self.container.raw(info.name), info), storage)
+
+    def add_array(self, name: str, array: Any, storage: str) -> None:
+        from lorahub.adapters.convert import _encode
+
+        self.entries[name] = (storage, tuple(array.shape), _encode(array, storage))
+
+
+def _folded(container: SafetensorsFile, module: Module) -> Any:
+    from lorahub.adapters.resize import _folded_down
+
+    tensors = {r: to_float32(container.raw(i.name), i) for r, i in module.tensors.items() if r in ("down", "mid")}
+    layer = CanonicalLayer("", "lora-tucker", tensors, None, "F32")
+    return np.asarray(_folded_down(layer), dtype=np.float32)
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _entries(
+    container: SafetensorsFile, family: str, plans: list[_Plan], to: str, dtype: str | None
+) -> tuple[dict[str, Entry], dict[str, Any] | None]:
+    from lorahub.adapters.convert import _peft_config
+    from lorahub.adapters.sources import comfyui_name
+
+    out = _Tensors(container, dtype)
+    layers: dict[str, list[tuple[str, CanonicalLayer]]] = {}
+    for plan in plans:
+        module = plan.module
+        rank = module.tensors["down"].shape[0]
+        if to == "diffusers":
+            name = from_canonical(family, "diffusers", plan.canonical)
+            assert name is not None
+            if "mid" in module.tensors:
+                storage = out.storage or module.tensors["down"].dtype
+                out.add_array(f"{name}.lora_A.weight", _folded(container, module), storage)
+            else:
+                out.add(f"{name}.lora_A.weight", module, "down")
+            out.add(f"{name}.lora_B.weight", module, "up")
+            component, _, path = name.partition(".")
+            shape_only = CanonicalLayer(path, "lora", {"down": np.empty((rank, 0), np.float32)}, plan.alpha, "F32")
+            layers.setdefault(component, []).append((path, shape_only))
+            continue
+        written = (
+            from_canonical(family, "kohya", plan.canonical) if to == "kohya" else comfyui_name(family, plan.canonical)
+        )
+        assert written is not None
+        for role, suffix in (("down", "lora_down.weight"), ("up", "lora_up.weight"), ("mid", "lora_mid.weight")):
+            if role in module.tensors:
+                out.add(f"{written}.{suffix}", module, role)
+        alpha = float(rank) if plan.alpha is None else float(plan.alpha)
+        out.entries[f"{written}.alpha"] = ("F32", (), np.float32(alpha).tobytes())
+    if to != "diffusers":
+        return out.entries, None
+    config: dict[str, Any] = {}
+    for component in ("unet", "text_encoder", "text_encoder_2"):
+        if component in layers:
+            for key, value in _peft_config(layers[component]).items():
+                config[f"{component}.{key}"] = value
+    return out.entries, config
+
+
+def _sha256(entries: dict[str, Entry], order: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in order:
+        digest.update(entries[name][2])  # releases the GIL: runs beside the writer thread
+    return digest.hexdigest()
+
+
+def _write_hashed(
+    out: Path, entries: dict[str, Entry], metadata: dict[str, str], claims: Callable[[str], dict[str, str]]
+) -> str:
+    """:func:`~lorahub.files.safetensors.write`'s exact bytes, with the hash claims (``claims(autov3)``) in the
+    header, in one pass: the data section is hashed in a thread while it is written, and the fixed-length claims are
+    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex)."""
+    placeholder = "0" * 64
+    header_meta = {**metadata, **claims(placeholder)}
+    order = sorted(entries)
+    layout: dict[str, Any] = {METADATA_KEY: header_meta} if header_meta else {}
+    offset = 0
+    for name in order:
+        dtype, shape, data = entries[name]
+        layout[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    header = json.dumps(layout, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    header += b" " * (-len(header) % 8)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(_sha256, entries, order)
+
+        def body(handle: BinaryIO) -> None:
+            handle.write(struct.pack("<Q", len(header)))
+            handle.write(header)
+            for name in order:
+                handle.write(entries[name][2])
+            final = hashing.result()
+            patched = header
+            for key, value in claims(final).items():
+                fake = json.dumps({key: claims(placeholder)[key]}, separators=(",", ":"), ensure_ascii=False)
+                real = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)
+                fragment, replacement = fake[1:-1].encode(), real[1:-1].encode()
+                assert len(fragment) == len(replacement) and patched.count(fragment) == 1
+                patched = patched.replace(fragment, replacement)
+            handle.flush()
+            handle.seek(8)
+            handle.write(patched)
+            handle.seek(0, os.SEEK_END)
+
+        atomic_write(out, body)
+        return hashing.result()
+
+
+# --- the check ---------------------------------------------------------------------------------------------------
+
+
+def _written_modules(written: SafetensorsFile, family: str, to: str) -> Iterator[tuple[str | None, Module]]:
+    from lorahub.adapters.sources import _comfyui_canonical
+
+    layout = detect(written.header.tensors, written.metadata)
+    for module in layout.modules:
+        if to == "comfyui":
+            yield _comfyui_canonical(family, module.name), module
+        else:
+            yield canonical_name(family, layout.format, module), module
+
+
+def _same(source: SafetensorsFile, plan: _Plan, written: SafetensorsFile, module: Module) -> bool:
+    roles = set(plan.module.tensors) - {"alpha"}
+    if roles != set(module.tensors) - {"alpha"}:
+        return False
+    for role in roles:
+        a, b = plan.module.tensors[role], module.tensors[role]
+        if (a.dtype, a.shape) != (b.dtype, b.shape):
+            return False
+        if not _equal_bytes(source.raw(a.name), written.raw(b.name)):
+            return False
+    rank = plan.module.tensors["down"].shape[0]
+    return _scale(plan.alpha, rank) == _scale(_alpha(written, module), rank)
+
+
+def _equal_bytes(a: memoryview, b: memoryview) -> bool:
+    """Byte equality, compared as 8-byte words where the length allows (8× fewer elements than bytes)."""
+    if len(a) != len(b):
+        return False
+    word = np.uint64 if len(a) % 8 == 0 else np.uint8
+    return bool(np.array_equal(np.frombuffer(a, word), np.frombuffer(b, word)))
+
+
+def _layer(container: SafetensorsFile, module: Module, alpha: float | None) -> CanonicalLayer:
+    tensors = {r: to_float32(container.raw(i.name), i) for r, i in module.tensors.items() if r != "alpha"}
+    return CanonicalLayer(module.name, layer_kind(module), tensors, alpha, "F32")
+
+
+def _check(source: SafetensorsFile, written: SafetensorsFile, family: str, plans: list[_Plan], to: str) -> Any:
+    from lorahub.adapters.convert import _errors
+
+    by_name = {plan.canonical: plan for plan in plans}
+    found: dict[str, tuple[float, float]] = {}
+    unmapped: list[str] = []
+    done = 0
+    for canonical, module in _written_modules(written, family, to):
+        plan = by_name.get(canonical or "")
+        if plan is None:
+            unmapped.append(module.name)
+            continue
+        if _same(source, plan, written, module):
+            found[plan.canonical] = (0.0, 0.0)
+        else:
+            before = _layer(source, plan.module, plan.alpha)
+            found[plan.canonical] = _errors(before, _layer(written, module, _alpha(written, module)))
+        done += sum(i.nbytes for i in module.tensors.values())
+        if done > _RELEASE_BYTES:
+            source.release_pages()
+            written.release_pages()
+            done = 0
+    per_module = {plan.canonical: found.get(plan.canonical, (math.inf, math.inf)) for plan in plans}
+    return per_module, unmapped
+
+
+def _close(container: SafetensorsFile) -> None:
+    """Close the map; if an error left tensor views alive (in its traceback), leave the map to the garbage
+    collector rather than hide that error behind a BufferError."""
+    with contextlib.suppress(BufferError):
+        container.close()
+
+
+# --- entry point -------------------------------------------------------------------------------------------------
+
+
+def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: bool) -> Any:
+    """The conversion through the lean path, or None when the file needs the canonical one (see the docstring).
+    Returns a :class:`lorahub.adapters.convert.ConversionReport`."""
+    from lorahub.adapters.convert import ConversionReport, _hash_claims, _kept_metadata
+
+    with ExitStack() as stack:
+        source = SafetensorsFile(src)
+        stack.callback(_close, source)
+        planned = _plan(source, to)
+        if planned is None:
+            return None
+        family, layout, plans = planned
+        metadata = _kept_metadata(source.metadata)
+        entries, config = _entries(source, family, plans, to, dtype)
+        if config is not None:
+            metadata = {
+                "format": "pt",
+                **metadata,
+                "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True),
+            }
+        autov3 = _write_hashed(out, entries, metadata, lambda value: _hash_claims(source.metadata, to, value))
+        del entries
+        source.release_pages()
+        report = ConversionReport(
+            modules=len(plans), max_abs_error=math.nan, max_rel_error=math.nan, source_format=layout.format,
+            target=to, family=family, output=str(out), autov3=autov3,
+        )  # fmt: skip
+        if check:
+            written = SafetensorsFile(out)
+            stack.callback(_close, written)
+            report.per_module, report.unmapped = _check(source, written, family, plans, to)
+            report.max_abs_error = max((e[0] for e in report.per_module.values()), default=0.0)
+            report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
+        return report
