@@ -230,6 +230,13 @@ def _pattern_keys(paths: Mapping[str, object]) -> dict[str, str]:
     return {path: f"^{path}" if path in suffixes else path for path in paths}
 
 
+def config_path(path: str) -> str:
+    """A module path as the PEFT config names it. PEFT matches target_modules and patterns as path suffixes:
+    without ``text_model.`` the config fits text encoders of transformers 4 (which nest it) and 5 (which dropped
+    it); the tensor keys keep it."""
+    return path.removeprefix("text_model.")
+
+
 def _peft_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
     """One component's ``LoraConfig`` fields: the most common rank and alpha, patterns for the rest."""
     ranks = {path: int(layer.rank or 0) for path, layer in layers}
@@ -261,9 +268,7 @@ def _diffusers_tensors(
         out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), _encode(down, storage))
         out[f"{name}.lora_B.weight"] = (storage, tuple(up.shape), _encode(up, storage))
         component, _, path = name.partition(".")
-        # PEFT matches target_modules and patterns as path suffixes: without ``text_model.`` the config fits text
-        # encoders of transformers 4 (which nest it) and 5 (which dropped it); the tensor keys keep it.
-        by_component.setdefault(component, []).append((path.removeprefix("text_model."), layer))
+        by_component.setdefault(component, []).append((config_path(path), layer))
     config: dict[str, Any] = {}
     for component in _COMPONENTS:
         if component in by_component:

@@ -141,7 +141,7 @@ def _number(value: float) -> float | int:
 def _entries(
     container: SafetensorsFile, family: str, plans: list[_Plan], to: str, dtype: str | None
 ) -> tuple[dict[str, Entry], dict[str, Any] | None]:
-    from lorahub.adapters.convert import _peft_config
+    from lorahub.adapters.convert import _peft_config, config_path
     from lorahub.adapters.sources import comfyui_name
 
     out = _Tensors(container, dtype)
@@ -160,7 +160,7 @@ def _entries(
             out.add(f"{name}.lora_B.weight", module, "up")
             component, _, path = name.partition(".")
             shape_only = CanonicalLayer(path, "lora", {"down": np.empty((rank, 0), np.float32)}, plan.alpha, "F32")
-            layers.setdefault(component, []).append((path, shape_only))
+            layers.setdefault(component, []).append((config_path(path), shape_only))
             continue
         written = (
             from_canonical(family, "kohya", plan.canonical) if to == "kohya" else comfyui_name(family, plan.canonical)
