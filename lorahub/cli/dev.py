@@ -35,3 +35,17 @@ def example_dataset(directory: Path) -> None:
 
     sources = write_example_dataset(directory)
     _output.stderr.print(f"wrote {directory} (sources: {sources})")
+
+
+@dev_group.command("tiny-pipeline")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--family", type=click.Choice(["sd1", "sdxl", "flux1"]), default="sd1", show_default=True, help="Base geometry."
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights.")
+def tiny_pipeline(directory: Path, family: str, seed: int) -> None:
+    """Write a tiny diffusers pipeline (random weights, local tokenizer) that loads and trains offline in seconds."""
+    from lorahub.dev.tiny_pipeline import write_tiny_pipeline
+
+    write_tiny_pipeline(directory, family=family, seed=seed)  # type: ignore[arg-type]  # click.Choice checked it
+    _output.stderr.print(f"wrote {directory} ({family} tiny pipeline, seed {seed})")
