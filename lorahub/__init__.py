@@ -11,18 +11,22 @@ from lorahub.errors import LorahubError
 
 __version__ = "0.1.0"
 
-__all__ = ["Hub", "LorahubError", "Report", "__version__", "errors", "inspect"]
+__all__ = ["Hub", "LorahubError", "Report", "TrainConfig", "__version__", "errors", "inspect", "train"]
 
 if TYPE_CHECKING:
     from lorahub import errors
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.inspect import Report, inspect
+    from lorahub.sdk.training import train
+    from lorahub.training.config import TrainConfig
 
 _LAZY = {
     "Hub": ("lorahub.sdk.hub", "Hub"),
     "inspect": ("lorahub.sdk.inspect", "inspect"),
     "Report": ("lorahub.sdk.inspect", "Report"),
     "errors": ("lorahub.errors", None),
+    "train": ("lorahub.sdk.training", "train"),
+    "TrainConfig": ("lorahub.training.config", "TrainConfig"),
 }
 
 

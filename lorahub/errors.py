@@ -255,3 +255,24 @@ class ConversionRefusedError(LorahubError):
     def __init__(self, message: str, *, report: object, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+
+class TrainingError(LorahubError):
+    """A training run cannot start or continue: bad settings, an unusable base or dataset, a checkpoint that does
+    not belong to the run."""
+
+    code = "training-failed"
+
+
+class ConsentRefusedError(TrainingError):
+    """The home policy refuses the dataset's consent (e.g. ``require_known_consent`` and an image of unknown
+    consent); nothing was trained."""
+
+    code = "consent-refused"
+    default_hint = (
+        "Record each image's consent in a sources file (lorahub dataset scan DIR --sources FILE), remove the "
+        "images, or change the home policy (policy.toml)."
+    )
