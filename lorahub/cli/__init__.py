@@ -29,6 +29,7 @@ from lorahub.cli.home import config_group, init_command
 from lorahub.cli.inspect import inspect_command
 from lorahub.cli.keys import keys_group, trust_group
 from lorahub.cli.licenses import license_group
+from lorahub.cli.train import train_command
 from lorahub.cli.verify import audit_command, verify_command
 
 
@@ -69,6 +70,7 @@ for command in (
     convert_command,
     license_group,
     dataset_group,
+    train_command,
     dev_group,
 ):
     cli.add_command(command)

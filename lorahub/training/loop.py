@@ -53,7 +53,10 @@ class Step:
     total: int
     loss: float
     lr: float
+    seconds: float
+    """How long this step took."""
     elapsed_s: float
+    """Since this ``train`` call started."""
 
 
 @dataclass
@@ -390,6 +393,7 @@ class Trainer:
         until = min(until, self.config.steps)
         start = time.perf_counter()
         while self.run.step < until:
+            began = time.perf_counter()
             loss = self._optimizer_step()
             if not math.isfinite(loss):
                 raise errors.TrainingError(
@@ -400,7 +404,8 @@ class Trainer:
             self.run.losses.append(loss)
             if on_step is not None:
                 lr = float(self.lr_schedule.get_last_lr()[0])
-                on_step(Step(self.run.step, self.config.steps, loss, lr, time.perf_counter() - start))
+                now = time.perf_counter()
+                on_step(Step(self.run.step, self.config.steps, loss, lr, now - began, now - start))
 
     def evaluate(self, *, seed: int = 1234, repeats: int = 4) -> float:
         """Mean loss on the held-out examples with latents (the VAE's mean), noise and timesteps fixed by
