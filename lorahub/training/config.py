@@ -135,7 +135,8 @@ def _bad(name: str, value: Any, expected: str) -> errors.LorahubError:
 
 
 def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
-    """The settings of a resumed run: the checkpoint's, except what :data:`RESUMABLE_OVERRIDES` allows. A request
+    """The settings of a resumed run: the checkpoint's, except what :data:`RESUMABLE_OVERRIDES` allows and the
+    request sets (a value other than the default; without ``steps`` a run goes to its own total). A request
     that sets anything else to a value other than both the default and the saved one is refused, not ignored."""
     default = TrainConfig()
     conflicts = [
@@ -151,5 +152,9 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
             hint="Leave them out (only --steps, --save-every and --log-every may change on resume), "
             "or start a new run.",
         )
-    changes = {name: getattr(requested, name) for name in RESUMABLE_OVERRIDES}
+    changes = {
+        name: getattr(requested, name)
+        for name in RESUMABLE_OVERRIDES
+        if getattr(requested, name) != getattr(default, name)
+    }
     return dataclasses.replace(saved, **changes)

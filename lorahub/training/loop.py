@@ -160,7 +160,9 @@ class Trainer:
             target_modules=list(targets),
         )
         try:
-            self.denoiser.add_adapter(lora, adapter_name=ADAPTER_NAME)
+            with self.torch.random.fork_rng(devices=[]):
+                self.torch.manual_seed(self.config.seed)  # peft's gaussian init of A draws from the global RNG
+                self.denoiser.add_adapter(lora, adapter_name=ADAPTER_NAME)
         except ValueError as exc:
             raise errors.TrainingError(
                 f"cannot put a LoRA on {', '.join(targets)}: {exc}",
