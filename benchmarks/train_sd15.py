@@ -16,6 +16,7 @@ The loops run in the same process, alternating, ``--rounds`` times; the figure i
 lorahub / diffusers, which GPU clock drift affects less than the it/s themselves.
 
     python benchmarks/train_sd15.py [--steps 30] [--warmup 5] [--rounds 2] [--json]
+    python benchmarks/train_sd15.py --smoke   # tiny pipeline on CPU: checks the script runs, measures nothing
 """
 
 from __future__ import annotations
@@ -123,14 +124,14 @@ def write_base(directory: Path) -> Path:
     return directory
 
 
-def write_images(directory: Path) -> Path:
+def write_images(directory: Path, resolution: int) -> Path:
     import numpy as np
     from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for index in range(IMAGES):
-        pixels = rng.integers(0, 256, (RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(directory / f"img-{index}.png")
         (directory / f"img-{index}.txt").write_text(f"a photo of sks thing number {index}")
     return directory
@@ -142,7 +143,7 @@ def write_images(directory: Path) -> Path:
 class DiffusersLoop:
     """The model set-up (lines ~480-560) and the inner loop (lines ~850-950) of the diffusers example script."""
 
-    def __init__(self, base: Path, data: Path) -> None:
+    def __init__(self, base: Path, data: Path, device: str, resolution: int) -> None:
         import torch
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from diffusers.optimization import get_scheduler
@@ -151,7 +152,7 @@ class DiffusersLoop:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         self.torch = torch
-        device, weight_dtype = torch.device("cuda"), torch.bfloat16
+        weight_dtype = torch.bfloat16
         self.noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
         tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
         self.text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
@@ -173,16 +174,16 @@ class DiffusersLoop:
         pixels, ids = [], []
         for index in range(IMAGES):
             image = Image.open(data / f"img-{index}.png").convert("RGB")
-            array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(RESOLUTION, RESOLUTION, 3)
+            array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3)
             pixels.append(array.permute(2, 0, 1).float() / 127.5 - 1.0)
             caption = (data / f"img-{index}.txt").read_text()
             ids.append(tokenizer(caption, max_length=77, padding="max_length", truncation=True, return_tensors="pt")[
                 "input_ids"][0])  # fmt: skip
         self.batches = [
-            (torch.stack(pixels[i : i + BATCH]).pin_memory(), torch.stack(ids[i : i + BATCH]).pin_memory())
+            (_pinned(torch.stack(pixels[i : i + BATCH])), _pinned(torch.stack(ids[i : i + BATCH])))
             for i in range(0, IMAGES, BATCH)
         ]
-        self.weight_dtype, self.device, self.step_index = weight_dtype, device, 0
+        self.weight_dtype, self.device, self.step_index = weight_dtype, torch.device(device), 0
 
     def step(self) -> float:
         torch, F = self.torch, self.torch.nn.functional
@@ -199,7 +200,7 @@ class DiffusersLoop:
         encoder_hidden_states = self.text_encoder(input_ids, return_dict=False)[0]
         target = noise
         # accelerate.prepare(unet) under mixed_precision="bf16": the UNet's forward runs in autocast, outputs in fp32
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
             model_pred = self.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
         loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")
         loss.backward()
@@ -210,18 +211,30 @@ class DiffusersLoop:
         return float(loss.detach())
 
 
+def _pinned(tensor: Any) -> Any:
+    return tensor.pin_memory() if tensor.device.type == "cpu" and _cuda() else tensor
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 class LorahubLoop:
-    def __init__(self, base: Path, data: Path, *, cache_latents: bool, total_steps: int) -> None:
+    def __init__(
+        self, base: Path, data: Path, *, cache_latents: bool, total_steps: int, device: str, resolution: int
+    ) -> None:
         from lorahub.training.base import describe_base
         from lorahub.training.config import TrainConfig
         from lorahub.training.data import read_dataset
         from lorahub.training.loop import Trainer
 
         config = TrainConfig(
-            rank=RANK, steps=total_steps, lr=LR, batch=BATCH, resolution=RESOLUTION, mixed_precision="bf16",
+            rank=RANK, steps=total_steps, lr=LR, batch=BATCH, resolution=resolution, mixed_precision="bf16",
             cache_latents=cache_latents, targets=tuple(TARGETS),
         )  # fmt: skip
-        self.trainer = Trainer(describe_base(base), config, read_dataset(data).examples, device="cuda")
+        self.trainer = Trainer(describe_base(base), config, read_dataset(data).examples, device=device)
 
     def step(self) -> float:
         self.trainer.train(self.trainer.run.step + 1)
@@ -232,18 +245,22 @@ def measure(make: Callable[[], Any], steps: int, warmup: int) -> dict[str, float
     import torch
 
     gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    cuda = _cuda()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     loop = make()
     for _ in range(warmup):
         loop.step()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         loop.step()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     del loop
     return {"it_s": steps / seconds, "peak_gib": peak}
 
@@ -254,19 +271,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="Tiny pipeline on CPU, 2 steps: does the script run?")
     args = parser.parse_args()
     import torch
 
-    if not torch.cuda.is_available():
-        raise SystemExit("this benchmark needs a CUDA GPU")
+    if args.smoke:
+        args.steps, args.warmup, args.rounds = 2, 1, 1
+    elif not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU (--smoke runs a tiny pipeline on CPU)")
+    device, resolution = ("cpu", 64) if args.smoke else ("cuda", RESOLUTION)
     total = args.steps + args.warmup + 1
     with tempfile.TemporaryDirectory() as tmp:
-        base = write_base(Path(tmp) / "sd15")
-        data = write_images(Path(tmp) / "data")
+        if args.smoke:
+            from lorahub.dev.tiny_pipeline import write_tiny_pipeline
+
+            base = write_tiny_pipeline(Path(tmp) / "tiny", "sd1")
+        else:
+            base = write_base(Path(tmp) / "sd15")
+        data = write_images(Path(tmp) / "data", resolution)
+        common = {"total_steps": total, "device": device, "resolution": resolution}
         loops: dict[str, Callable[[], Any]] = {
-            "diffusers": lambda: DiffusersLoop(base, data),
-            "lorahub": lambda: LorahubLoop(base, data, cache_latents=False, total_steps=total),
-            "lorahub --cache-latents": lambda: LorahubLoop(base, data, cache_latents=True, total_steps=total),
+            "diffusers": lambda: DiffusersLoop(base, data, device, resolution),
+            "lorahub": lambda: LorahubLoop(base, data, cache_latents=False, **common),
+            "lorahub --cache-latents": lambda: LorahubLoop(base, data, cache_latents=True, **common),
         }
         results: dict[str, list[dict[str, float]]] = {name: [] for name in loops}
         for _ in range(args.rounds):
@@ -285,11 +312,12 @@ def main() -> None:
         for name in loops
         if name != "diffusers"
     }
-    machine = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version()}
+    gpu = torch.cuda.get_device_name(0) if _cuda() else "no GPU (smoke run)"
+    machine = {"gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
     if args.json:
         print(json.dumps({"machine": machine, "results": summary, "ratio_vs_diffusers": ratios}, indent=2))
         return
-    print(f"machine: {machine['gpu']}, torch {machine['torch']}; SD1.5 UNet, {RESOLUTION}px, batch {BATCH}, bf16, "
+    print(f"machine: {machine['gpu']}, torch {machine['torch']}; SD1.5 UNet, {resolution}px, batch {BATCH}, bf16, "
           f"rank {RANK}; {args.steps} timed steps after {args.warmup}, {args.rounds} rounds")  # fmt: skip
     for name, row in summary.items():
         ratio = f"  ×{ratios[name]:.2f} vs diffusers" if name in ratios else ""

@@ -280,7 +280,7 @@ class Trainer:
             std = torch.stack([i.latent_std for i in items])
             sample = mean + std * torch.randn(mean.shape, generator=self.noise_gen, device=self.device, dtype=std.dtype)
         else:
-            pixels = torch.stack([i.pixels for i in items]).to(self.device, dtype=self.vae.dtype)
+            pixels = torch.stack([i.pixels for i in items]).to(self.device, non_blocking=True).to(self.vae.dtype)
             with torch.no_grad():
                 dist = self.vae.encode(_to_unit(pixels)).latent_dist
                 sample = dist.mean + dist.std * torch.randn(
