@@ -25,6 +25,7 @@ from lorahub.training.config import TrainConfig, resumed_config
 
 if TYPE_CHECKING:
     from lorahub.consent import Manifest
+    from lorahub.registry.runs import NewRun, TrainingRuns
     from lorahub.sdk.adding import AddResult
     from lorahub.sdk.hub import Hub
     from lorahub.signing.card import Parent
@@ -117,20 +118,15 @@ def train(
         hub, base_path=Path(base), data=Path(data), name=name, trigger=trigger, requested=requested, prior=prior,
         sources=sources, manifest=manifest, resume=resume,
     )  # fmt: skip
-    trainer = _trainer(run, device)
-    from lorahub.training.loop import iterate_steps
-
-    for stop in iterate_steps(run.config.steps, run.config.save_every):
-        if stop <= trainer.run.step:
-            continue
-        trainer.train(stop, on_step)
-        _checkpoint(run, trainer, final=stop == run.config.steps)
-    last = run.versions[-1] if run.versions else None
-    if last is None:
-        raise errors.TrainingError(
-            f"the checkpoint is already at step {trainer.run.step} of {run.config.steps}: nothing to train",
-            hint="Pass a larger --steps to continue the run.",
-        )
+    runs = training_runs(hub)
+    runs.start(_new_run(run))
+    try:
+        trainer = _trainer(run, device)
+        _train_and_checkpoint(run, trainer, on_step)
+    except BaseException:
+        runs.fail(run.run_id)  # the row says the run died; its catalogued checkpoints stay resumable
+        raise
+    last = run.versions[-1]
     assert last.signed is not None and last.signed.card.training is not None
     return TrainResult(
         name=run.name,
@@ -139,6 +135,40 @@ def train(
         training=last.signed.card.training,
         state_dir=_run_dir(hub, run.run_id),
         notes=tuple(trainer.notes),
+    )
+
+
+def training_runs(hub: Hub) -> TrainingRuns:
+    """The home's training-run rows (progress of every run: running, finished or failed)."""
+    from lorahub.registry.runs import TrainingRuns
+
+    return TrainingRuns(hub.catalog.engine)
+
+
+def _train_and_checkpoint(run: _Run, trainer: Trainer, on_step: Callable[[Step], None] | None) -> None:
+    from lorahub.training.loop import iterate_steps
+
+    for stop in iterate_steps(run.config.steps, run.config.save_every):
+        if stop <= trainer.run.step:
+            continue
+        trainer.train(stop, on_step)
+        _checkpoint(run, trainer, final=stop == run.config.steps)
+
+
+def _new_run(run: _Run) -> NewRun:
+    from lorahub.registry.runs import NewRun
+
+    return NewRun(
+        run_id=run.run_id,
+        name=run.name,
+        trainer=run.signer.keyid,
+        base_name=run.base.name,
+        base_weights_digest=run.base_digest,
+        dataset_digest=run.dataset.used.digest,
+        steps_done=int(run.resumed.info["step"]) if run.resumed is not None else 0,
+        steps_total=run.config.steps,
+        config=run.config.card_dict(),
+        started_at=run.started,
     )
 
 
@@ -179,6 +209,11 @@ def _prepare(
     config = requested
     if resumed is not None:
         config = resumed_config(TrainConfig.from_card_dict(resumed.info["config"]), requested).check()
+        if config.steps <= int(resumed.info["step"]):
+            raise errors.TrainingError(
+                f"the checkpoint is at step {resumed.info['step']} of {config.steps}: nothing to train",
+                hint="Pass a larger --steps to continue the run.",
+            )
         trigger = trigger or resumed.info.get("trigger")
     final_name = check_name(name or resumed_name or _default_name(data))
     base = describe_base(base_path)
@@ -334,6 +369,9 @@ def _checkpoint(run: _Run, trainer: Trainer, *, final: bool) -> None:
     path.unlink(missing_ok=True)  # the blob store keeps the bytes
     save_state(trainer, directory, _state_info(run, result.content_digest))
     run.versions.append(result)
+    training_runs(run.hub).checkpoint(
+        run.run_id, step=step, version=result.version, digest=result.content_digest, final=final
+    )
 
 
 def _state_info(run: _Run, adapter_digest: str) -> dict[str, Any]:

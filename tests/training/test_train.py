@@ -11,6 +11,7 @@ import lorahub
 from lorahub import Hub, errors
 from lorahub.dev.example_dataset import write_example_dataset
 from lorahub.files.safetensors import read_header
+from lorahub.sdk.training import training_runs
 from lorahub.training.base import describe_base
 from lorahub.training.config import TrainConfig
 from lorahub.training.data import read_dataset
@@ -82,6 +83,10 @@ def test_card_records_the_whole_lineage(hub: Hub, tiny_bases: dict[str, Path], t
     events = [e for e in hub.audit(adapter="tiny-style") if e["action"] == "train"]
     assert [e["details"]["step"] for e in events] == [2, 4]
     assert lorahub.Hub.verify(hub, "tiny-style@2").ok
+    [row] = training_runs(hub).list("tiny-style")
+    assert (row.run_id, row.status, row.steps_done, row.steps_total) == (result.run_id, "finished", 4, 4)
+    assert (row.latest_version, row.latest_digest) == (2, result.final.content_digest)
+    assert row.trainer == hub.signer().keyid and row.config["rank"] == 4
 
 
 def test_policy_can_refuse_unknown_consent(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
@@ -178,4 +183,5 @@ def test_bad_settings_are_refused_before_training(hub: Hub, tiny_bases: dict[str
     with pytest.raises(errors.TrainingError, match="not a diffusers pipeline folder"):
         lorahub.train(tmp_path, data, hub=hub)
     with pytest.raises(errors.TrainingError, match="cannot put a LoRA on nope"):
-        lorahub.train(tiny_bases["sd1"], data, hub=hub, targets=["nope"], steps=1, **FAST)
+        lorahub.train(tiny_bases["sd1"], data, name="broken", hub=hub, targets=["nope"], steps=1, **FAST)
+    assert [(r.name, r.status) for r in training_runs(hub).list()] == [("broken", "failed")]
