@@ -435,6 +435,10 @@ def _training_record(
         "base_model": run.base.card_dict(run.base_digest),
         "objective": run.base.prediction_type,
         "dataset": run.dataset.card_dict() | {"trigger": run.trigger},
+        "consent_manifest": {
+            "path": run.manifest_path.relative_to(run.hub.settings.home).as_posix(),
+            "digest": _combined(run.dataset, run.prior).digest,
+        },
         "prior": run.prior.card_dict() if run.prior else None,
         "hyperparameters": hyper,
         "seed": config.seed,

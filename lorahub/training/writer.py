@@ -45,7 +45,7 @@ def write_adapter(
     if base.family == "flux1":
         tensors = {f"transformer.{key}": _entry(value, storage) for key, value in lora.items()}
         config: dict[str, Any] = {"transformer.r": rank, "transformer.lora_alpha": _number(alpha)}
-        config["transformer.target_modules"] = sorted({k.rsplit(".", 3)[0].rsplit(".", 1)[-1] for k in lora})
+        config["transformer.target_modules"] = sorted({key.rsplit(".", 2)[0] for key in lora})  # module paths
         header = {"format": "pt", **metadata, "lora_adapter_metadata": json.dumps(config, sort_keys=True)}
         _write_hashed(path, tensors, header)
         return "diffusers"

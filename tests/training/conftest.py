@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lorahub import Hub
-from lorahub.dev.tiny_pipeline import Family, write_tiny_pipeline
+from lorahub.dev.tiny_pipeline import write_tiny_pipeline
 
 SQUARE_COLOURS = (
     (220, 40, 40),
@@ -41,13 +41,9 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Written once per session: sd1 and sdxl (flux1 on demand)."""
+    """Written once per session (a fraction of a second each)."""
     root = tmp_path_factory.mktemp("bases")
-    return {family: write_tiny_pipeline(root / family, family) for family in ("sd1", "sdxl")}
-
-
-def tiny_base(bases: dict[str, Path], family: Family) -> Path:
-    return bases[family]
+    return {family: write_tiny_pipeline(root / family, family) for family in ("sd1", "sdxl", "flux1")}
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 import lorahub
 from lorahub import Hub, errors
 from lorahub.dev.example_dataset import write_example_dataset
+from lorahub.dev.tiny_pipeline import CALL_KWARGS
 from lorahub.files.safetensors import read_header
 from lorahub.sdk.training import training_runs
 from lorahub.training.base import describe_base
@@ -26,7 +29,7 @@ FAST = {"resolution": 64, "batch": 1, "log_every": 2}
 TRAINING_FIELDS = {
     "schema", "run_id", "final", "trainer", "base_model", "objective", "dataset", "prior", "hyperparameters", "seed",
     "precision", "steps", "software", "hardware", "started_at", "finished_at", "loss_curve", "resumed_from",
-    "output", "state", "notes",
+    "output", "state", "notes", "consent_manifest",
 }  # fmt: skip
 
 
@@ -69,7 +72,7 @@ def test_card_records_the_whole_lineage(hub: Hub, tiny_bases: dict[str, Path], t
     # the opted-out image is excluded and recorded, and the pinned manifest is the one trained on
     dataset = training["dataset"]
     assert dataset["images"] == 3 and [e["path"] for e in dataset["excluded"]] == ["img-3.png"]
-    assert card.consent.manifest_digest == dataset["manifest_digest"]
+    assert card.consent.manifest_digest == dataset["manifest_digest"] == training["consent_manifest"]["digest"]
     assert card.consent.status == "mixed" and card.trigger_words == ("sks",)
     # the file carries kohya's and SAI's keys, and the audit log says "train"
     header = read_header(hub.blobs.path_for(hub.version("tiny-style@2").blob_sha256))
@@ -121,7 +124,7 @@ def test_resume_continues_the_same_run(tiny_bases: dict[str, Path], tmp_path: Pa
         lorahub.train(tiny_bases["sd1"], data, hub=split, resume="run@1", steps=4, rank=8)
 
 
-@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+@pytest.mark.parametrize("family", ["sd1", "sdxl", "flux1"])
 def test_result_loads_into_the_pipeline_and_changes_it(
     family: str, hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -129,22 +132,28 @@ def test_result_loads_into_the_pipeline_and_changes_it(
     result = lorahub.train(tiny_bases[family], data, name="look", trigger="sks", hub=hub, steps=3, lr=1e-2, **FAST)
     exported = hub.export("look", tmp_path / "look.safetensors")
     assert exported.family == family
+    assert result.training["objective"] == ("flow" if family == "flux1" else "epsilon")
 
     pipe = diffusers.DiffusionPipeline.from_pretrained(tiny_bases[family])
+    extra = CALL_KWARGS[family]  # type: ignore[index]  # the parametrized str is a Family
 
     def generate() -> Any:
         generator = torch.Generator().manual_seed(0)
-        return pipe("sks, square", num_inference_steps=2, height=64, width=64, output_type="np", generator=generator)
+        return pipe("sks, square", num_inference_steps=2, height=64, width=64, output_type="np", generator=generator,
+                    **extra).images  # fmt: skip
 
-    before = generate().images
-    pipe.load_lora_weights(str(tmp_path / "look.safetensors"), adapter_name="look")
-    after = generate().images
+    before = generate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # peft warns when config and weights disagree
+        pipe.load_lora_weights(str(tmp_path / "look.safetensors"), adapter_name="look")
+    after = generate()
     assert abs(after - before).max() > 1e-3
     # every trained module arrived with its weights and its scale (alpha / rank)
     trained = _state_lora(hub, result.training)
+    denoiser = pipe.transformer if family == "flux1" else pipe.unet
     loaded = {
         name.replace(".look.", "."): param.detach()
-        for name, param in pipe.unet.named_parameters()
+        for name, param in denoiser.named_parameters()
         if ".lora_" in name and ".look." in name
     }
     assert set(loaded) == set(trained)
@@ -185,3 +194,21 @@ def test_bad_settings_are_refused_before_training(hub: Hub, tiny_bases: dict[str
     with pytest.raises(errors.TrainingError, match="cannot put a LoRA on nope"):
         lorahub.train(tiny_bases["sd1"], data, name="broken", hub=hub, targets=["nope"], steps=1, **FAST)
     assert [(r.name, r.status) for r in training_runs(hub).list()] == [("broken", "failed")]
+
+
+def test_prior_preservation_images_are_trained_on_and_recorded(
+    hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path
+) -> None:
+    data = write_squares(tmp_path / "data", 2)
+    prior = write_squares(tmp_path / "prior", 3, caption="a square")
+    result = lorahub.train(
+        tiny_bases["sd1"], data, prior=prior, name="kept", trigger="sks", hub=hub, steps=2, prior_weight=0.5, **FAST
+    )
+    training = result.training
+    assert training["prior"]["images"] == 3 and training["hyperparameters"]["prior_weight"] == "0.5"
+    manifest = json.loads((hub.settings.home / training["consent_manifest"]["path"]).read_text())
+    assert [item["path"] for item in manifest["items"]] == [
+        "prior/sq-0.png", "prior/sq-1.png", "prior/sq-2.png", "sq-0.png", "sq-1.png",
+    ]  # fmt: skip
+    header = read_header(hub.blobs.path_for(hub.version("kept").blob_sha256))
+    assert header.metadata["ss_num_reg_images"] == "3" and header.metadata["ss_prior_loss_weight"] == "0.5"
