@@ -128,7 +128,10 @@ class Trainer:
     def _load(self) -> None:
         diffusers = _module("diffusers")
         try:
-            pipe = diffusers.DiffusionPipeline.from_pretrained(str(self.base.path), dtype=self.weight_dtype)
+            extra = {"safety_checker": None} if self.base.pipeline_class == "StableDiffusionPipeline" else {}
+            pipe = diffusers.DiffusionPipeline.from_pretrained(
+                str(self.base.path), dtype=self.weight_dtype, **extra
+            )  # the safety checker is an image classifier for inference: training never runs it
         except (OSError, ValueError, RuntimeError) as exc:
             raise errors.TrainingError(f"cannot load the base pipeline {self.base.path}: {exc}") from None
         pipe.set_progress_bar_config(disable=True)
@@ -336,7 +339,7 @@ class Trainer:
             index = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen, device=self.device)
         else:
             index = timesteps
-        sigmas = scheduler.sigmas.to(self.device)[index.cpu()].to(self.device, dtype=latents.dtype)
+        sigmas = scheduler.sigmas[index.cpu()].to(self.device, dtype=latents.dtype)
         noisy = (1.0 - sigmas[:, None, None, None]) * latents + sigmas[:, None, None, None] * noise
         packed = pipeline._pack_latents(noisy, batch, channels, height, width)
         image_ids = pipeline._prepare_latent_image_ids(batch, height // 2, width // 2, self.device, latents.dtype)
@@ -345,7 +348,7 @@ class Trainer:
             guidance = torch.full((batch,), FLUX_GUIDANCE, device=self.device, dtype=latents.dtype)
         pred = self.denoiser(
             hidden_states=packed,
-            timestep=scheduler.timesteps.to(self.device)[index.cpu()].to(latents.dtype) / 1000.0,
+            timestep=scheduler.timesteps[index.cpu()].to(self.device, dtype=latents.dtype) / 1000.0,
             guidance=guidance,
             pooled_projections=text["pooled"],
             encoder_hidden_states=text["embeds"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,16 @@ def test_prior_preservation_images_are_trained_on_and_recorded(
     ]  # fmt: skip
     header = read_header(hub.blobs.path_for(hub.version("kept").blob_sha256))
     assert header.metadata["ss_num_reg_images"] == "3" and header.metadata["ss_prior_loss_weight"] == "0.5"
+
+
+def test_v_prediction_bases_train_on_velocity(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+    base = tmp_path / "v-base"
+    shutil.copytree(tiny_bases["sd1"], base)
+    config_path = base / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps(config | {"prediction_type": "v_prediction"}))
+    result = lorahub.train(base, write_squares(tmp_path / "data", 1), name="vee", hub=hub, steps=1, **FAST)
+    assert result.training["objective"] == "v_prediction"
+    header = read_header(hub.blobs.path_for(hub.version("vee").blob_sha256))
+    assert header.metadata["modelspec.prediction_type"] == "v"
+    assert header.metadata["ss_base_model_version"] == "sd_v1_v"
