@@ -420,7 +420,7 @@ def _training_record(
     """The card's ``training`` field: the lineage of this version (no floats: the card's rule)."""
     from lorahub.training.environment import hardware, software
 
-    config = run.config
+    config, versions = run.config, software()
     hyper = config.card_dict() | {"targets": list(trainer.targets), "optimizer": trainer.optimizer_name}
     return {
         "schema": TRAINING_SCHEMA,
@@ -429,7 +429,7 @@ def _training_record(
         "trainer": {
             "tool": "lorahub",
             "version": __version__,
-            "git_commit": software()["lorahub_git_commit"],
+            "git_commit": versions["lorahub_git_commit"],
             "identity": {"fingerprint": run.signer.keyid, "name": run.signer.identity.user_id},
         },
         "base_model": run.base.card_dict(run.base_digest),
@@ -444,7 +444,7 @@ def _training_record(
         "seed": config.seed,
         "precision": {"requested": trainer.precision.requested, "used": trainer.precision.used},
         "steps": {"done": trainer.run.step, "total": config.steps},
-        "software": software(),
+        "software": versions,
         "hardware": hardware(trainer.torch, trainer.device),
         "started_at": _timestamp(run.started),
         "finished_at": _timestamp(finished),

@@ -88,7 +88,8 @@ class RunState:
 
 class Trainer:
     """One run on one base. Build it, call :meth:`train` (possibly several times, each up to a step), read
-    :meth:`lora_state` for the weights and :meth:`state` / :meth:`restore` for checkpoints."""
+    :meth:`lora_state` for the weights; :mod:`lorahub.training.state` saves and restores the whole run.
+    ``held_out`` examples are prepared for :meth:`evaluate` (a validation loss), never trained on."""
 
     def __init__(
         self,
