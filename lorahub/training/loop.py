@@ -188,7 +188,7 @@ class Trainer:
         torch = self.torch
         optimizer_class, self.optimizer_name = torch.optim.AdamW, "torch.optim.AdamW"
         if self.device.type == "cuda":
-            with contextlib.suppress(ImportError):
+            with contextlib.suppress(ImportError, OSError, RuntimeError):  # a broken bitsandbytes: plain AdamW
                 optimizer_class = importlib.import_module("bitsandbytes").optim.AdamW8bit
                 self.optimizer_name = "bitsandbytes.optim.AdamW8bit"
         self.optimizer = optimizer_class(

@@ -226,3 +226,27 @@ def test_v_prediction_bases_train_on_velocity(hub: Hub, tiny_bases: dict[str, Pa
     header = read_header(hub.blobs.path_for(hub.version("vee").blob_sha256))
     assert header.metadata["modelspec.prediction_type"] == "v"
     assert header.metadata["ss_base_model_version"] == "sd_v1_v"
+
+
+def test_the_other_knobs_train_and_are_recorded(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+    """Gradient accumulation, cosine schedule with warm-up, gradient checkpointing, cached latents, other targets."""
+    lrs: list[float] = []
+    result = lorahub.train(
+        tiny_bases["sd1"], write_squares(tmp_path / "data", 2), name="knobs", hub=hub, steps=3, grad_accum=2,
+        scheduler="cosine", warmup=1, gradient_checkpointing=True, cache_latents=True, targets=["to_q", "proj_in"],
+        rank=2, alpha=1.0, seed=7, lr=1e-3, on_step=lambda s: lrs.append(s.lr), **FAST,
+    )  # fmt: skip
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] < lrs[0]  # warm-up reached the peak, then the cosine decays
+    hyper = result.training["hyperparameters"]
+    assert (hyper["grad_accum"], hyper["scheduler"], hyper["warmup"], hyper["seed"]) == (2, "cosine", 1, 7)
+    assert hyper["gradient_checkpointing"] is True and hyper["cache_latents"] is True
+    assert hyper["targets"] == ["to_q", "proj_in"] and hyper["alpha"] == "1.0"
+    header = read_header(hub.blobs.path_for(hub.version("knobs").blob_sha256))
+    assert any(".proj_in." not in k and "proj_in" in k for k in header.tensors)
+    assert header.metadata["ss_network_alpha"] == "1.0" and header.metadata["ss_total_batch_size"] == "2"
+    # alpha travels in the file: diffusers applies alpha / rank = 0.5 to every module, conv proj_in included
+    hub.export("knobs", tmp_path / "knobs.safetensors")
+    pipe = diffusers.DiffusionPipeline.from_pretrained(tiny_bases["sd1"])
+    pipe.load_lora_weights(str(tmp_path / "knobs.safetensors"), adapter_name="knobs")
+    scales = {m.scaling["knobs"] for m in pipe.unet.modules() if hasattr(m, "scaling") and "knobs" in m.scaling}
+    assert scales == {0.5}
