@@ -119,6 +119,8 @@ class _Bar:
         )
         self.progress = Progress(*columns, console=_output.stderr, transient=True, disable=disabled)
         self.task = self.progress.add_task("train", total=None, loss="-", rate="-")
+        self.speed: float | None = None
+        self.loss: float | None = None
 
     def __enter__(self) -> _Bar:
         self.progress.__enter__()
@@ -128,8 +130,13 @@ class _Bar:
         self.progress.__exit__(None, None, None)
 
     def update(self, step: Any) -> None:
-        rate = f"{1.0 / step.seconds:.2f}" if step.seconds > 0 else "-"
-        self.progress.update(self.task, completed=step.step, total=step.total, loss=f"{step.loss:.4f}", rate=rate)
+        """Smoothed (exponential moving average over ~10 steps) so the numbers can be read while they change."""
+        if step.seconds > 0:
+            speed = 1.0 / step.seconds
+            self.speed = speed if self.speed is None else 0.9 * self.speed + 0.1 * speed
+        self.loss = step.loss if self.loss is None else 0.9 * self.loss + 0.1 * step.loss
+        rate = f"{self.speed:.2f}" if self.speed is not None else "-"
+        self.progress.update(self.task, completed=step.step, total=step.total, loss=f"{self.loss:.4f}", rate=rate)
 
 
 def _render(result: TrainResult) -> None:
