@@ -121,6 +121,14 @@ def test_resume_continues_the_same_run(tiny_bases: dict[str, Path], tmp_path: Pa
     assert card.training["hyperparameters"]["lr"] == "0.001"  # the run's own settings, not the defaults
     assert [p[0] for p in card.training["loss_curve"]["points"]] == [2, 4]
     assert card.training["started_at"] == first.training["started_at"]
+    [row] = training_runs(split).list()
+    assert (row.run_id, row.status, row.steps_done, row.latest_version) == (first.run_id, "finished", 4, 2)
+    with pytest.raises(errors.TrainingError, match="nothing to train"):
+        lorahub.train(tiny_bases["sd1"], data, hub=split, resume="run@2")
+    # from the state folder instead of the ref: the same two steps again give the same, already catalogued weights
+    state = split.settings.home / first.training["state"]
+    again = lorahub.train(tiny_bases["sd1"], data, hub=split, resume=state, steps=4)
+    assert again.final.already and again.final.content_digest == whole.final.content_digest
     with pytest.raises(errors.TrainingError, match=r"keeps its settings.*rank"):
         lorahub.train(tiny_bases["sd1"], data, hub=split, resume="run@1", steps=4, rank=8)
 
