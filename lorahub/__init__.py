@@ -11,7 +11,19 @@ from lorahub.errors import LorahubError
 
 __version__ = "0.1.0"
 
-__all__ = ["Hub", "LorahubError", "Report", "__version__", "apply_prompt", "errors", "inspect", "load", "stack"]
+__all__ = [
+    "Hub",
+    "LorahubError",
+    "Report",
+    "TrainConfig",
+    "__version__",
+    "apply_prompt",
+    "errors",
+    "inspect",
+    "load",
+    "stack",
+    "train",
+]
 
 if TYPE_CHECKING:
     from lorahub import errors
@@ -19,6 +31,8 @@ if TYPE_CHECKING:
     from lorahub.sdk.inspect import Report, inspect
     from lorahub.sdk.loading import load
     from lorahub.sdk.prompts import apply_prompt, stack
+    from lorahub.sdk.training import train
+    from lorahub.training.config import TrainConfig
 
 _LAZY = {
     "Hub": ("lorahub.sdk.hub", "Hub"),
@@ -28,6 +42,8 @@ _LAZY = {
     "load": ("lorahub.sdk.loading", "load"),
     "stack": ("lorahub.sdk.prompts", "stack"),
     "apply_prompt": ("lorahub.sdk.prompts", "apply_prompt"),
+    "train": ("lorahub.sdk.training", "train"),
+    "TrainConfig": ("lorahub.training.config", "TrainConfig"),
 }
 
 

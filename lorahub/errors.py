@@ -320,3 +320,24 @@ class ContentCredentialsInvalidError(VerificationFailedError):
 class C2paFailedError(LorahubError):
     code = "c2pa-failed"
     default_hint = "The C2PA library refused the operation; run with LORAHUB_DEBUG=1 for details."
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+
+class TrainingError(LorahubError):
+    """A training run cannot start or continue: bad settings, an unusable base or dataset, a checkpoint that does
+    not belong to the run."""
+
+    code = "training-failed"
+
+
+class ConsentRefusedError(TrainingError):
+    """The home policy refuses the dataset's consent (e.g. ``require_known_consent`` and an image of unknown
+    consent); nothing was trained."""
+
+    code = "consent-refused"
+    default_hint = (
+        "Record each image's consent in a sources file (lorahub dataset scan DIR --sources FILE), remove the "
+        "images, or change the home policy (policy.toml)."
+    )

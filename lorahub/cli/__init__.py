@@ -39,6 +39,7 @@ from lorahub.cli.provenance import (
     trust_add_ca,
     trust_list_ca,
 )
+from lorahub.cli.train import train_command
 from lorahub.cli.verify import audit_command, verify_command
 
 
@@ -83,6 +84,7 @@ for command in (
     generate_command,
     license_group,
     dataset_group,
+    train_command,
     dev_group,
     provenance_group,
 ):

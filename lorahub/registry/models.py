@@ -187,3 +187,30 @@ class FileCache(SQLModel, table=True):
     sha256: str
     content_digest: str | None = None
     checked_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class TrainingRun(SQLModel, table=True):
+    """One ``lorahub train`` run: where it stands (``running``, ``finished``, ``failed``) and what it has made.
+
+    Unlike versions this row changes (steps, latest checkpoint, status), so it is an index of progress, not a
+    record: the record of each checkpoint is its signed card (``training``) and its ``train`` audit event. The row
+    answers what the card cannot: which runs are still going, or died, and which versions one run produced.
+    """
+
+    __tablename__ = "training_run"
+
+    run_id: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    status: str
+    trainer: str
+    base_name: str
+    base_weights_digest: str
+    dataset_digest: str
+    steps_done: int
+    steps_total: int
+    latest_version: int | None = None
+    latest_digest: str | None = None
+    config_json: str = Field(default="{}", sa_type=Text)
+    started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -1,0 +1,160 @@
+"""Training settings: one frozen record, checked before anything heavy is loaded, and written into the card.
+
+Every setting that changes the result is here, so the card's ``training.hyperparameters`` is simply this record.
+Cards hold no floats (they canonicalise differently across languages), so :meth:`TrainConfig.card_dict` writes
+them as strings: ``"0.0001"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lorahub import errors
+
+Scheduler = Literal["cosine", "constant"]
+MixedPrecision = Literal["bf16", "fp16", "no"]
+SCHEDULERS: tuple[Scheduler, ...] = ("cosine", "constant")
+MIXED_PRECISION: tuple[MixedPrecision, ...] = ("bf16", "fp16", "no")
+
+DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+"""The attention projections: what diffusers' LoRA scripts and kohya's default network train in a UNet (and FLUX's
+joint attention uses the same names for its image stream)."""
+FLUX_EXTRA_TARGETS: tuple[str, ...] = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+"""FLUX's text-stream projections of the same attention layers, added to the default for FLUX bases."""
+
+RESUMABLE_OVERRIDES = frozenset({"steps", "save_every", "log_every"})
+"""What a resumed run may change: how far it goes and how often it reports. Everything else is the run's own."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The hyperparameters of one run (defaults follow diffusers' ``train_text_to_image_lora.py`` where it has
+    one: rank 4, alpha = rank, AdamW with weight decay 1e-2, clip 1.0; the learning rate is LoRA's usual 1e-4)."""
+
+    rank: int = 4
+    alpha: float | None = None
+    """None: alpha = rank (scale 1), as diffusers' SD scripts hard-wire."""
+    targets: tuple[str, ...] = ()
+    """Module-name suffixes to wrap (peft ``target_modules``); empty: the attention projections."""
+    steps: int = 200
+    lr: float = 1e-4
+    scheduler: Scheduler = "constant"
+    warmup: int = 0
+    batch: int = 1
+    grad_accum: int = 1
+    resolution: int = 512
+    mixed_precision: MixedPrecision = "bf16"
+    gradient_checkpointing: bool = False
+    cache_latents: bool = False
+    seed: int = 0
+    save_every: int = 0
+    """Catalogue a checkpoint version every N optimizer steps (0: only the final adapter)."""
+    log_every: int = 10
+    """A loss-curve point (the mean of the last N steps' losses) every N steps."""
+    prior_weight: float = 1.0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form settings recorded as given (strings and integers only)."""
+
+    @property
+    def network_alpha(self) -> float:
+        return float(self.rank) if self.alpha is None else self.alpha
+
+    def check(self) -> TrainConfig:
+        """Refuse settings that cannot train, naming the setting; returns self for chaining."""
+        positive = {"rank": self.rank, "steps": self.steps, "batch": self.batch, "grad_accum": self.grad_accum}
+        positive |= {"resolution": self.resolution, "log_every": self.log_every}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise _bad(name, value, "a positive integer")
+        if self.resolution % 8:
+            raise _bad("resolution", self.resolution, "a multiple of 8 (the VAE downsamples by 8)")
+        for name, value in {"warmup": self.warmup, "save_every": self.save_every}.items():
+            if not isinstance(value, int) or value < 0:
+                raise _bad(name, value, "an integer ≥ 0")
+        if not self.lr > 0:
+            raise _bad("lr", self.lr, "a positive number")
+        if self.alpha is not None and not self.alpha > 0:
+            raise _bad("alpha", self.alpha, "a positive number")
+        if self.scheduler not in SCHEDULERS:
+            raise _bad("scheduler", self.scheduler, f"one of {', '.join(SCHEDULERS)}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise _bad("mixed_precision", self.mixed_precision, f"one of {', '.join(MIXED_PRECISION)}")
+        if not self.prior_weight >= 0:
+            raise _bad("prior_weight", self.prior_weight, "a number ≥ 0")
+        if any(not t or not isinstance(t, str) for t in self.targets):
+            raise _bad("targets", self.targets, "module-name suffixes such as to_q,to_k")
+        return self
+
+    def card_dict(self) -> dict[str, Any]:
+        """Every setting, JSON without floats (the card's rule): numbers that are not integers become strings."""
+        out = {f.name: _card_value(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"}
+        out["alpha"] = _card_value(self.network_alpha)
+        out |= {key: _card_value(value) for key, value in sorted(self.extra.items())}
+        out |= {"optimizer": "AdamW", "loss": "mse"}
+        return out
+
+    @classmethod
+    def from_card_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`card_dict` (a resumed run reads its settings back from the checkpoint)."""
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data and f.name != "extra":
+                kwargs[f.name] = _from_card(f.name, data[f.name])
+        return cls(**kwargs)
+
+
+FLOAT_FIELDS = frozenset({"alpha", "lr", "prior_weight", "weight_decay", "max_grad_norm", "adam_epsilon"})
+
+
+def _from_card(name: str, value: Any) -> Any:
+    if name in FLOAT_FIELDS:
+        return float(value)
+    if name == "adam_betas":
+        return tuple(float(v) for v in value)
+    if name == "targets":
+        return tuple(value)
+    return value
+
+
+def _card_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return [_card_value(v) for v in value]
+    return value
+
+
+def _bad(name: str, value: Any, expected: str) -> errors.LorahubError:
+    return errors.TrainingError(f"training setting {name} = {value!r} is not valid: expected {expected}")
+
+
+def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
+    """The settings of a resumed run: the checkpoint's, except what :data:`RESUMABLE_OVERRIDES` allows and the
+    request sets (a value other than the default; without ``steps`` a run goes to its own total). A request
+    that sets anything else to a value other than both the default and the saved one is refused, not ignored."""
+    default = TrainConfig()
+    conflicts = [
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_OVERRIDES
+        and getattr(requested, f.name) != getattr(default, f.name)
+        and getattr(requested, f.name) != getattr(saved, f.name)
+    ]
+    if conflicts:
+        raise errors.TrainingError(
+            f"a resumed run keeps its settings; these differ from the checkpoint's: {', '.join(conflicts)}",
+            hint="Leave them out (only --steps, --save-every and --log-every may change on resume), "
+            "or start a new run.",
+        )
+    changes = {
+        name: getattr(requested, name)
+        for name in RESUMABLE_OVERRIDES
+        if getattr(requested, name) != getattr(default, name)
+    }
+    return dataclasses.replace(saved, **changes)

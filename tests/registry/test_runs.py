@@ -1,0 +1,49 @@
+"""Training-run rows on SQLite and PostgreSQL: started, checkpointed, failed, reopened by a resume."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from lorahub import errors
+from lorahub.registry.catalog import Catalog
+from lorahub.registry.runs import NewRun, TrainingRuns
+
+
+def _run(run_id: str, name: str = "style", *, steps_done: int = 0, steps_total: int = 10) -> NewRun:
+    return NewRun(
+        run_id=run_id, name=name, trainer="f" * 64, base_name="sd15", base_weights_digest="a" * 64,
+        dataset_digest="b" * 64, steps_done=steps_done, steps_total=steps_total, config={"rank": 4, "lr": "0.0001"},
+        started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )  # fmt: skip
+
+
+def test_a_run_moves_from_running_to_finished_and_is_reopened_by_resume(catalog: Catalog) -> None:
+    runs = TrainingRuns(catalog.engine)
+    runs.start(_run("r1"))
+    assert runs.get("r1").status == "running" and runs.get("r1").latest_version is None
+    runs.checkpoint("r1", step=5, version=1, digest="c" * 64, final=False)
+    row = runs.get("r1")
+    assert (row.status, row.steps_done, row.latest_version) == ("running", 5, 1)
+    runs.checkpoint("r1", step=10, version=2, digest="d" * 64, final=True)
+    row = runs.get("r1")
+    assert (row.status, row.steps_done, row.latest_digest) == ("finished", 10, "d" * 64)
+    assert row.finished_at is not None and row.started_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert row.as_dict()["latest"] == "style@2" and row.config == {"rank": 4, "lr": "0.0001"}
+
+    runs.start(_run("r1", steps_done=10, steps_total=20))  # a resume continues the same row
+    row = runs.get("r1")
+    assert (row.status, row.steps_done, row.steps_total, row.finished_at) == ("running", 10, 20, None)
+
+
+def test_failed_runs_and_listing(catalog: Catalog) -> None:
+    runs = TrainingRuns(catalog.engine)
+    runs.start(_run("r1", "a"))
+    runs.start(_run("r2", "b"))
+    runs.fail("r2")
+    runs.fail("missing")  # nothing to mark: no error, a failing run must not hide its own error
+    assert {(r.run_id, r.status) for r in runs.list()} == {("r1", "running"), ("r2", "failed")}
+    assert [r.run_id for r in runs.list("a")] == ["r1"]
+    with pytest.raises(errors.TrainingError, match="no training run nope"):
+        runs.get("nope")

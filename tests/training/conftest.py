@@ -1,0 +1,69 @@
+"""Tiny pipelines, datasets and hubs for the training tests.
+
+Training tests run with one torch thread: the test machine's two cores are shared, and two spinning intra-op
+threads on an oversubscribed machine made a tiny UNet step 20× slower than one thread did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lorahub import Hub
+from lorahub.dev.tiny_pipeline import write_tiny_pipeline
+
+SQUARE_COLOURS = (
+    (220, 40, 40),
+    (40, 160, 60),
+    (40, 80, 220),
+    (230, 200, 40),
+    (200, 40, 200),
+    (40, 200, 200),
+    (250, 250, 250),
+    (20, 20, 20),
+)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Written once per session (a fraction of a second each)."""
+    root = tmp_path_factory.mktemp("bases")
+    return {family: write_tiny_pipeline(root / family, family) for family in ("sd1", "sdxl", "flux1")}
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
+    """A fresh SQLite home with one identity (the trainer)."""
+    monkeypatch.delenv("LORAHUB_DATABASE_URL", raising=False)
+    opened = Hub.open(tmp_path / "home")
+    opened.create_identity("Trainer <trainer@example.com>")
+    return opened
+
+
+def write_squares(directory: Path, count: int = 8, *, size: int = 64, caption: str = "sks square") -> Path:
+    """Coloured squares on grey with captions: a dataset a tiny model can learn something from in 100 steps."""
+    from PIL import Image, ImageDraw
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        colour = SQUARE_COLOURS[index % len(SQUARE_COLOURS)]
+        image = Image.new("RGB", (size, size), (128, 128, 128))
+        ImageDraw.Draw(image).rectangle((size // 4, size // 4, 3 * size // 4 - 1, 3 * size // 4 - 1), fill=colour)
+        image.save(directory / f"sq-{index}.png")
+        (directory / f"sq-{index}.txt").write_text(f"{caption}, colour {index}\n", encoding="utf-8")
+    return directory
