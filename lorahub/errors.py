@@ -255,3 +255,23 @@ class ConversionRefusedError(LorahubError):
     def __init__(self, message: str, *, report: object, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
+
+
+# --- merging and baking ----------------------------------------------------------------------------------------
+
+
+class FamilyMismatchError(LorahubError):
+    """An adapter trained for one base-model family was pointed at another (an SD1 adapter on an SDXL base)."""
+
+    code = "family-mismatch"
+    default_hint = "Use an adapter trained for this base model; `lorahub inspect FILE` shows an adapter's family."
+
+
+class UnmatchedLayersError(LorahubError):
+    """Adapter layers that land on no tensor of the base: baking them would silently drop part of the adapter."""
+
+    code = "layers-unmatched"
+    default_hint = (
+        "The base is not the model the adapter was trained for, or a component is missing from this base file "
+        "(bake a single-component file with --component to leave the others out on purpose)."
+    )
