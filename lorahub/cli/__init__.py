@@ -22,6 +22,7 @@ from lorahub.cli.adapters import (
     show_command,
     sign_command,
 )
+from lorahub.cli.bake import bake_command
 from lorahub.cli.convert import convert_command
 from lorahub.cli.dataset import dataset_group
 from lorahub.cli.dev import dev_group
@@ -67,6 +68,7 @@ for command in (
     verify_command,
     audit_command,
     convert_command,
+    bake_command,
     license_group,
     dataset_group,
     dev_group,

@@ -156,7 +156,7 @@ def _expected_size(layer: CanonicalLayer) -> int | None:
 def _region_shape(info: TensorInfo, target: Target) -> tuple[int, ...]:
     shape = info.shape
     if target.chunk is not None:
-        index, count = target.chunk
+        _, count = target.chunk
         shape = (shape[0] // count, *shape[1:])
     if target.transpose:
         shape = tuple(reversed(shape))
