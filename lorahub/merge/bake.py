@@ -22,7 +22,9 @@ import hashlib
 import json
 import math
 import os
+import queue
 import struct
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +35,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lorahub import errors
-from lorahub.adapters.delta import BASE_KINDS, delta_weight
-from lorahub.files.numeric import as_numpy, to_float32
-from lorahub.files.safetensors import METADATA_KEY, Header, SafetensorsFile, TensorInfo, atomic_write
+from lorahub.adapters.delta import BASE_KINDS, delta_weight, lora_factors
+from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, TensorInfo, atomic_file
+from lorahub.merge.arith import WRITABLE, Arithmetic, Backend, backend, numel
 from lorahub.merge.layouts import BaseLayout, Target, detect_layout
 
 if TYPE_CHECKING:
@@ -50,10 +52,10 @@ BAKE_METADATA_KEY = "lorahub.bake"
 BAKE_FORMAT = "lorahub.bake/v1"
 STALE_METADATA = frozenset({"sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256"})
 """Base metadata that states a hash of the base's tensors: wrong for the baked file, so it is not copied."""
-_WRITABLE = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": None}
 _BIAS_ROLES = frozenset({"diff_b", "up_bias", "b_norm"})
 _COPY_CHUNK = 64 * 1024 * 1024
 _UNMATCHED_SHOWN = 20
+_WRITEBACK = 256 * 1024 * 1024
 _PLACEHOLDER = "0" * 64
 
 
@@ -81,6 +83,7 @@ class BakeReport:
     layers: int
     adapters: list[dict[str, Any]]
     skipped_layers: list[str] = field(default_factory=list)
+    engine: str = "numpy"
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +99,7 @@ class BakeReport:
             "layers": self.layers,
             "adapters": self.adapters,
             "skipped_layers": self.skipped_layers,
+            "engine": self.engine,
             "seconds": round(self.seconds, 3),
         }
 
@@ -166,7 +170,7 @@ def _region_shape(info: TensorInfo, target: Target) -> tuple[int, ...]:
 def _check_target(layer: CanonicalLayer, target: Target, tensors: Mapping[str, TensorInfo]) -> str | None:
     """Why this layer cannot be baked into its target (None: it can)."""
     info = tensors[target.weight]
-    if info.dtype not in _WRITABLE:
+    if info.dtype not in WRITABLE:
         return f"{layer.name}: base tensor {info.name} is {info.dtype}, which bake cannot write back exactly"
     if target.chunk is not None and info.shape[0] % target.chunk[1]:
         return f"{layer.name}: {info.name} rows ({info.shape[0]}) do not split into {target.chunk[1]} parts"
@@ -227,17 +231,8 @@ def _plan(
 # --- the arithmetic ------------------------------------------------------------------------------------------------
 
 
-def _read(container: SafetensorsFile, info: TensorInfo) -> Array:
-    """A writable float copy of a base tensor: float64 for F64 bases, float32 otherwise."""
-    raw = container.raw(info.name)
-    if info.dtype == "F64":
-        return np.array(as_numpy(raw, info), dtype=np.float64)
-    array: Array = to_float32(raw, info)
-    return array
-
-
-def _region(array: Array, target: Target) -> Array:
-    """The view of a base tensor that a layer's ΔW (in the layer's own orientation) adds to."""
+def _region(array: Any, target: Target) -> Any:
+    """The view of a base tensor (numpy or torch) that a layer's ΔW, in the layer's orientation, adds to."""
     view = array
     if target.chunk is not None:
         index, count = target.chunk
@@ -246,14 +241,16 @@ def _region(array: Array, target: Target) -> Array:
     return view.T if target.transpose else view
 
 
-def _delta(contribution: _Contribution, original: Array) -> tuple[Array, Array | None]:
-    """ΔW (and bias ΔW) of one layer, shaped like its region; the base weight is given to kinds that need it."""
+def _needs_original(contribution: _Contribution) -> bool:
     layer = contribution.layer
-    region = _region(original, contribution.target)
-    needs_base = layer.kind in BASE_KINDS or "magnitude" in layer.tensors or "dora_scale" in layer.tensors
-    delta = delta_weight(
-        layer.tensors, alpha=layer.alpha, base=region if needs_base else None, rslora=contribution.rslora
-    )
+    return layer.kind in BASE_KINDS or "magnitude" in layer.tensors or "dora_scale" in layer.tensors
+
+
+def _delta(contribution: _Contribution, region: Array) -> tuple[Array, Array | None]:
+    """ΔW (and bias ΔW) of one layer from :mod:`lorahub.adapters.delta`; kinds that need it get the base region."""
+    layer = contribution.layer
+    base = region if _needs_original(contribution) else None
+    delta = delta_weight(layer.tensors, alpha=layer.alpha, base=base, rslora=contribution.rslora)
     if delta.weight.size != region.size:
         raise errors.LorahubError(
             f"{layer.name}: ΔW has shape {list(delta.weight.shape)}, its base tensor region {list(region.shape)}",
@@ -262,29 +259,34 @@ def _delta(contribution: _Contribution, original: Array) -> tuple[Array, Array |
     return delta.weight.reshape(region.shape), delta.bias
 
 
-def _merged(container: SafetensorsFile, info: TensorInfo, contributions: Sequence[_Contribution]) -> Array:
-    """``W + Σ wᵢ·ΔWᵢ`` for one base tensor; every ΔW is taken against the original W."""
-    original = _read(container, info)
-    result = original.copy() if any(_needs_original(c) for c in contributions) else original
+def _merged(
+    arith: Arithmetic, container: SafetensorsFile, info: TensorInfo, contributions: Sequence[_Contribution]
+) -> Any:
+    """``W + Σ wᵢ·ΔWᵢ`` for one base tensor; every ΔW is taken against the original W. Plain LoRA/LoCon layers are
+    applied from their factors (one float32 product); every other kind through ΔW."""
+    original = arith.widen(container.raw(info.name), info)
+    result = arith.copy(original) if any(_needs_original(c) for c in contributions) else original
     for contribution in contributions:
-        weight, _ = _delta(contribution, original)
+        layer = contribution.layer
         region = _region(result, contribution.target)
-        region += (contribution.weight * weight).astype(result.dtype, copy=False)
+        factors = lora_factors(layer.tensors, alpha=layer.alpha, rslora=contribution.rslora)
+        if factors is not None and factors[0].shape[0] * factors[1].shape[1] == numel(region):
+            up, down, scale = factors
+            arith.add_lora(region, up, down, contribution.weight * scale)
+            continue
+        weight, _ = _delta(contribution, arith.to_numpy(_region(original, contribution.target)))
+        arith.add(region, (contribution.weight * weight).astype(np.float32, copy=False))
     return result
 
 
-def _needs_original(contribution: _Contribution) -> bool:
-    layer = contribution.layer
-    return layer.kind in BASE_KINDS or "magnitude" in layer.tensors or "dora_scale" in layer.tensors
-
-
-def _bias_deltas(container: SafetensorsFile, plan: _Plan) -> dict[str, Array]:
+def _bias_deltas(arith: Arithmetic, container: SafetensorsFile, plan: _Plan) -> dict[str, Array]:
     """Σ wᵢ·Δbᵢ per base bias tensor, computed up front: a bias may come before its weight in the file."""
     sums: dict[str, Array] = {}
     tensors = container.header.tensors
     for contribution in plan.bias_layers:
         info = tensors[contribution.target.weight]
-        _, bias = _delta(contribution, _read(container, info))
+        weight = arith.to_numpy(arith.widen(container.raw(info.name), info))
+        _, bias = _delta(contribution, _region(weight, contribution.target))
         container.release(info.begin, info.end)
         key = contribution.target.bias
         if bias is None or key is None:
@@ -303,25 +305,10 @@ def _bias_deltas(container: SafetensorsFile, plan: _Plan) -> dict[str, Array]:
     return sums
 
 
-def _bf16(array: Array) -> bytes:
-    """float32 → bfloat16 bits, rounding to nearest even (as torch does); NaN stays NaN."""
-    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    rounded[np.isnan(array)] = 0x7FC0
-    return rounded.astype("<u2").tobytes()
-
-
-def _encode(array: Array, dtype: str) -> bytes:
-    """The tensor in the base's own storage type, little-endian."""
-    if dtype == "BF16":
-        return _bf16(array.astype(np.float32, copy=False))
-    return np.ascontiguousarray(array).astype(_WRITABLE[dtype], copy=False).tobytes()
-
-
 # --- writing -------------------------------------------------------------------------------------------------------
 
 
-def _output_header(header: Header, order: Sequence[TensorInfo], metadata: Mapping[str, str]) -> bytes:
+def _output_header(order: Sequence[TensorInfo], metadata: Mapping[str, str]) -> bytes:
     entries: dict[str, Any] = {METADATA_KEY: dict(metadata)}
     offset = 0
     for info in order:
@@ -342,75 +329,172 @@ def _output_metadata(base: Mapping[str, str], record: Mapping[str, Any]) -> dict
     return kept
 
 
+class _Output:
+    """The output side of the pass, on three threads so that the main thread only computes:
+
+    * the writer writes the header (with a placeholder base digest of the same length) and then each tensor's bytes
+      as the main thread hands them over through a bounded queue, and starts write-back of what is hashed already;
+    * the base hasher reads the base file once (the page cache it fills serves the main thread's map);
+    * the output hasher, once the base digest is known, hashes the final header and then reads the data back from
+      the temporary file as it grows.
+
+    ``finish`` writes the final header over the placeholder. Any thread's error is raised in the main thread."""
+
+    def __init__(self, out: BinaryIO, tmp: Path, base: Path, header_for: Callable[[str], bytes]) -> None:
+        self._out, self._tmp, self._base, self._header_for = out, tmp, base, header_for
+        self._header_length = len(header_for(_PLACEHOLDER))
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=3)
+        self._cond = threading.Condition()
+        self._written = 0
+        self._hashed = 0
+        self._flushed = 0
+        self._closed = False
+        self._aborted = False
+        self._failed: list[BaseException] = []
+        self.base_sha256 = ""
+        self.output_sha256 = ""
+        self._base_thread = self._start(self._hash_base, "bake-base-sha256")
+        self._threads = [
+            self._base_thread,
+            self._start(self._write, "bake-writer"),
+            self._start(self._hash_output, "bake-output-sha256"),
+        ]
+
+    def _start(self, target: Callable[[], None], name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # handed to the main thread
+                with self._cond:
+                    self._failed.append(exc)
+                    self._aborted = self._closed = True
+                    self._cond.notify_all()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    # --- main thread ---
+
+    def put(self, data: bytes) -> None:
+        while True:
+            self._raise()
+            try:
+                self._queue.put(data, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._raise()
+        self._out.seek(0)
+        self._out.write(self._header_for(self.base_sha256))
+        self._out.seek(0, os.SEEK_END)
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = self._closed = True
+            self._cond.notify_all()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _raise(self) -> None:
+        if self._failed:
+            raise self._failed[0]
+
+    # --- threads ---
+
+    def _write(self) -> None:
+        self._out.write(self._header_for(_PLACEHOLDER))
+        self._advance(self._header_length)
+        while (data := self._queue.get()) is not None and not self._aborted:
+            self._out.write(data)
+            self._advance(len(data))
+            if self._hashed - self._flushed >= _WRITEBACK and hasattr(os, "posix_fadvise"):
+                # write-back of bytes both written and hashed: the final fsync then has little left to wait for
+                os.posix_fadvise(
+                    self._out.fileno(), self._flushed, self._hashed - self._flushed, os.POSIX_FADV_DONTNEED
+                )
+                self._flushed = self._hashed
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _advance(self, count: int) -> None:
+        self._out.flush()
+        with self._cond:
+            self._written += count
+            self._cond.notify_all()
+
+    def _hash_base(self) -> None:
+        digest = hashlib.sha256()
+        with open(self._base, "rb") as handle:
+            while chunk := handle.read(_COPY_CHUNK):
+                if self._aborted:
+                    return
+                digest.update(chunk)
+        self.base_sha256 = digest.hexdigest()
+
+    def _hash_output(self) -> None:
+        self._base_thread.join()
+        if not self.base_sha256:
+            return
+        digest = hashlib.sha256(self._header_for(self.base_sha256))
+        position = self._header_length
+        fd = os.open(self._tmp, os.O_RDONLY)
+        try:
+            while True:
+                with self._cond:
+                    while self._written <= position and not self._closed:
+                        self._cond.wait()
+                    available, closed = self._written, self._closed
+                if self._aborted or (closed and position >= available):
+                    break
+                while position < available:
+                    chunk = os.pread(fd, min(_COPY_CHUNK, available - position), position)
+                    digest.update(chunk)
+                    position += len(chunk)
+                    self._hashed = position
+        finally:
+            os.close(fd)
+        self.output_sha256 = digest.hexdigest()
+
+
 @dataclass
 class _Stream:
-    """The single pass: copies or merges every tensor in file order, hashing the base as it goes."""
+    """The main thread's pass over the base: every tensor in file order is copied, or merged and narrowed, and
+    handed to the output; its mapped pages are dropped as soon as it is done."""
 
+    arith: Arithmetic
     container: SafetensorsFile
     plan: _Plan
     biases: dict[str, Array]
-    base_hash: Any = field(default_factory=hashlib.sha256)
 
-    def run(self, out: BinaryIO, order: Sequence[TensorInfo], header_for: Callable[[str], bytes]) -> None:
-        header = self.container.header
-        with open(self.container.path, "rb") as handle:
-            self.base_hash.update(handle.read(header.data_start))
-        out.write(header_for(_PLACEHOLDER))
-        position = 0
+    def run(self, output: _Output, order: Sequence[TensorInfo]) -> None:
         for info in order:
-            self._hash_gap(position, info.begin)
             if info.name in self.plan.by_tensor:
-                self._write_merged(out, info, self.plan.by_tensor[info.name])
+                merged = _merged(self.arith, self.container, info, self.plan.by_tensor[info.name])
+                output.put(self.arith.encode(merged, info.dtype))
             elif info.name in self.biases:
-                self._write_bias(out, info)
+                array = self.arith.widen(self.container.raw(info.name), info).reshape(-1)
+                self.arith.add(array, self.biases[info.name].astype(np.float32))
+                output.put(self.arith.encode(array.reshape(info.shape), info.dtype))
             else:
-                self._copy(out, info)
-            position = max(position, info.end)
-        self._hash_gap(position, header.data_length)
-        out.seek(0)
-        out.write(header_for(self.base_hash.hexdigest()))
-        out.seek(0, os.SEEK_END)
-
-    def _hash_gap(self, begin: int, end: int) -> None:
-        """Bytes between tensors are part of the file's SHA-256 too (the strict reader allows and reports them)."""
-        if end > begin:
-            with open(self.container.path, "rb") as handle:
-                handle.seek(self.container.header.data_start + begin)
-                self.base_hash.update(handle.read(end - begin))
-
-    def _copy(self, out: BinaryIO, info: TensorInfo) -> None:
-        raw = self.container.raw(info.name)
-        for start in range(0, info.nbytes, _COPY_CHUNK):
-            piece = raw[start : start + _COPY_CHUNK]
-            self.base_hash.update(piece)
-            out.write(piece)
-            self.container.release(info.begin + start, info.begin + start + len(piece))
-        raw.release()
-
-    def _write_merged(self, out: BinaryIO, info: TensorInfo, contributions: Sequence[_Contribution]) -> None:
-        raw = self.container.raw(info.name)
-        self.base_hash.update(raw)
-        raw.release()
-        merged = _merged(self.container, info, contributions)
-        self.container.release(info.begin, info.end)
-        out.write(_encode(merged, info.dtype))
-
-    def _write_bias(self, out: BinaryIO, info: TensorInfo) -> None:
-        raw = self.container.raw(info.name)
-        self.base_hash.update(raw)
-        raw.release()
-        array = _read(self.container, info).reshape(-1)
-        array += self.biases[info.name].astype(array.dtype)
-        self.container.release(info.begin, info.end)
-        out.write(_encode(array.reshape(info.shape), info.dtype))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+                raw = self.container.raw(info.name)
+                for start in range(0, info.nbytes, _COPY_CHUNK):
+                    output.put(bytes(raw[start : start + _COPY_CHUNK]))
+                    self.container.release(info.begin + start, info.begin + start + _COPY_CHUNK)
+                raw.release()
+            self.container.release(info.begin, info.end)
 
 
 def _adapter_records(
@@ -441,13 +525,15 @@ def bake(
     sources: Sequence[AdapterSource] | None = None,
     components: Sequence[str] | None = None,
     layout: BaseLayout | None = None,
+    engine: Backend = "auto",
 ) -> BakeReport:
     """Write ``out_path``: the base with every adapter layer merged in (``W + Σ wᵢ·ΔWᵢ``), dtypes kept.
 
     ``sources`` (one per adapter) name the adapters in the output metadata. ``components`` bakes only the layers
     of those components (``unet``, ``text_encoder`` …) and lists the others as skipped — for a diffusers component
     file, whose base holds one component; without it every layer must land on a base tensor. ``layout`` overrides
-    detection. Raises (and writes nothing) on a family mismatch or a layer that lands nowhere.
+    detection; ``engine`` picks the arithmetic backend (torch when installed, else numpy). Raises, and writes
+    nothing, on a family mismatch or a layer that lands nowhere.
     """
     started = time.perf_counter()
     base, out = Path(base_path), Path(out_path)
@@ -457,12 +543,13 @@ def bake(
         raise ValueError("sources must name every adapter")
     if out.resolve() == base.resolve():
         raise errors.LorahubError(f"{out} is the base itself", hint="Write the baked checkpoint to a new file.")
+    arith = backend(engine)
     with SafetensorsFile(base) as container:
         tensors = container.header.tensors
         found = layout or detect_layout(tensors, base)
         family = _check_family(found, adapters, base)
         plan = _plan(found, adapters, tensors, components)
-        biases = _bias_deltas(container, plan)
+        biases = _bias_deltas(arith, container, plan)
         record: dict[str, Any] = {
             "format": BAKE_FORMAT,
             "base": {"file": base.name, "sha256": _PLACEHOLDER, "layout": found.name},
@@ -473,22 +560,28 @@ def bake(
 
         def header_for(digest: str) -> bytes:
             record["base"]["sha256"] = digest
-            return _output_header(container.header, order, _output_metadata(base_metadata, record))
+            return _output_header(order, _output_metadata(base_metadata, record))
 
-        stream = _Stream(container, plan, biases)
-        atomic_write(out, lambda handle: stream.run(handle, order, header_for))
-        base_sha256 = stream.base_hash.hexdigest()
+        with atomic_file(out) as (handle, tmp):
+            output = _Output(handle, tmp, base, header_for)
+            try:
+                _Stream(arith, container, plan, biases).run(output, order)
+                output.finish()
+            except BaseException:
+                output.abort()
+                raise
     return BakeReport(
         base=str(base),
         out=str(out),
         layout=found.name,
         family=family,
-        base_sha256=base_sha256,
-        output_sha256=_sha256_file(out),
+        base_sha256=output.base_sha256,
+        output_sha256=output.output_sha256,
         tensors=len(order),
         changed_tensors=len(plan.by_tensor) + len(biases),
         layers=plan.layers,
         adapters=record["adapters"],
         skipped_layers=plan.skipped,
+        engine=arith.name,
         seconds=time.perf_counter() - started,
     )

@@ -16,6 +16,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from safetensors.torch import load_file, save_file
 
 from lorahub import Hub, errors
+from lorahub.adapters.delta import delta_weight
 from lorahub.adapters.model import read_adapter
 from lorahub.adapters.names import from_canonical
 from lorahub.files.safetensors import read_header
@@ -127,9 +128,11 @@ def test_diffusers_files_equal_fused_pipeline_tensors_and_image(base: Base, fuse
     assert np.abs(tiny.image(pipe) - tiny.image(base.fresh())).max() > 1e-3  # the adapters do change the image
 
 
-def test_ldm_single_file_equals_fused_pipeline(base: Base, fused: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_ldm_single_file_equals_fused_pipeline(base: Base, fused: Any, tmp_path: Path, engine: Any) -> None:
     out = tmp_path / "baked.safetensors"
-    report = bake(base.ldm, base.read(), out)
+    report = bake(base.ldm, base.read(), out, engine=engine)
+    assert report.engine == engine
     assert report.layout == "ldm" and report.layers == 2 * (len(tiny.UNET_TARGETS) + len(tiny.TE_TARGETS))
     baked = load_file(str(out))
     _assert_close(convert_ldm_unet_checkpoint(baked, base.config), fused.unet.state_dict())
@@ -149,20 +152,21 @@ def test_metadata_names_base_digest_and_adapters(base: Base, tmp_path: Path) -> 
     assert [a["layers"] for a in record["adapters"]] == [len(tiny.UNET_TARGETS) + len(tiny.TE_TARGETS)] * 2
 
 
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_dtype_preserved_and_rounded_like_torch(base: Base, tmp_path: Path, dtype: torch.dtype) -> None:
+def test_dtype_preserved_and_rounded_like_torch(base: Base, tmp_path: Path, dtype: torch.dtype, engine: Any) -> None:
     state = {k: v.to(dtype) for k, v in load_file(str(base.unet)).items()}
     low = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
     low.parent.mkdir()
     save_file(state, str(low))
     fp32_out, out = tmp_path / "fp32.safetensors", tmp_path / "baked.safetensors"
     adapters = base.read()
-    bake(low, adapters, out, components=["unet"])
+    bake(low, adapters, out, components=["unet"], engine=engine)
     # the fp32 reference: the same low-precision base, widened, baked in fp32
     wide = tmp_path / "wide" / "unet" / "diffusion_pytorch_model.safetensors"
     wide.parent.mkdir(parents=True)
     save_file({k: v.float() for k, v in state.items()}, str(wide))
-    bake(wide, adapters, fp32_out, components=["unet"])
+    bake(wide, adapters, fp32_out, components=["unet"], engine=engine)
     baked, reference = load_file(str(out)), load_file(str(fp32_out))
     assert {k: v.dtype for k, v in baked.items()} == {k: dtype for k in state}
     for key, value in baked.items():
@@ -205,6 +209,47 @@ def test_family_mismatch_is_an_error_and_writes_nothing(base: Base, tmp_path: Pa
     with pytest.raises(errors.FamilyMismatchError, match="sdxl"):
         bake(base.ldm, [(adapter, 1.0)], out)
     _no_output(out)
+
+
+def test_other_kinds_go_through_delta_with_the_base_weight(base: Base, tmp_path: Path) -> None:
+    """LoHa, a full diff with a bias diff, and DoRA (which needs the base weight): W + w·ΔW as delta.py computes it."""
+    rng = np.random.default_rng(5)
+    unet = {k: v.numpy() for k, v in load_file(str(base.unet)).items()}
+    block = "down_blocks.0.attentions.0.transformer_blocks.0"
+    loha, full, dora = f"{block}.attn1.to_q", f"{block}.ff.net.2", f"{block}.attn2.to_v"
+    q, ff, v = unet[f"{loha}.weight"], unet[f"{full}.weight"], unet[f"{dora}.weight"]
+
+    def r(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    kohya = {name: f"lora_unet_{name.replace('.', '_')}" for name in (loha, full, dora)}
+    tensors = {
+        **{f"{kohya[loha]}.hada_w{n}_a": r(q.shape[0], 2) for n in (1, 2)},
+        **{f"{kohya[loha]}.hada_w{n}_b": r(2, q.shape[1]) for n in (1, 2)},
+        f"{kohya[loha]}.alpha": np.array(1.0, np.float32),
+        f"{kohya[full]}.diff": r(*ff.shape),
+        f"{kohya[full]}.diff_b": r(ff.shape[0]),
+        f"{kohya[dora]}.lora_down.weight": r(4, v.shape[1]),
+        f"{kohya[dora]}.lora_up.weight": r(v.shape[0], 4),
+        f"{kohya[dora]}.alpha": np.array(4.0, np.float32),
+        f"{kohya[dora]}.dora_scale": (np.abs(r(v.shape[0], 1)) + 1).astype(np.float32),
+    }
+    path = tmp_path / "lycoris.safetensors"
+    save_file({k: torch.from_numpy(a) for k, a in tensors.items()}, str(path))
+    adapter = read_adapter(path, family="sd1")
+    assert {layer.kind for layer in adapter.layers.values()} == {"loha", "full", "lora"}
+    out = tmp_path / "baked.safetensors"
+    bake(base.unet, [(adapter, 0.5)], out)
+    baked = {k: v.numpy() for k, v in load_file(str(out)).items()}
+    for name, base_weight in ((loha, q), (full, ff), (dora, v)):
+        layer = adapter.layers[f"unet.{name}"]
+        delta = delta_weight(layer.tensors, alpha=layer.alpha, base=base_weight)
+        np.testing.assert_allclose(baked[f"{name}.weight"], base_weight + 0.5 * delta.weight, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        baked[f"{full}.bias"], unet[f"{full}.bias"] + 0.5 * tensors[f"{kohya[full]}.diff_b"], rtol=1e-6, atol=1e-7
+    )
+    untouched = [k for k in unet if not k.startswith((loha, full, dora))]
+    assert all(np.array_equal(baked[k], unet[k]) for k in untouched)
 
 
 # --- through the Hub: licences, verification, audit ---------------------------------------------------------------
