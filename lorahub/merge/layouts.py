@@ -61,11 +61,18 @@ Tensors = Mapping[str, TensorInfo]
 Detector = Callable[[Tensors, Path | None], BaseLayout | None]
 
 
-def _target(tensors: Tensors, weight: str, bias: str | None = None, **kw: object) -> Target | None:
+def _target(
+    tensors: Tensors,
+    weight: str,
+    bias: str | None = None,
+    *,
+    chunk: tuple[int, int] | None = None,
+    transpose: bool = False,
+) -> Target | None:
     """A target when the weight exists in the base; the bias only when the base has one."""
     if weight not in tensors:
         return None
-    return Target(weight, bias if bias is not None and bias in tensors else None, **kw)  # type: ignore[arg-type]
+    return Target(weight, bias if bias is not None and bias in tensors else None, chunk, transpose)
 
 
 def _linear(tensors: Tensors, path: str) -> Target | None:
