@@ -341,3 +341,16 @@ class ConsentRefusedError(TrainingError):
         "Record each image's consent in a sources file (lorahub dataset scan DIR --sources FILE), remove the "
         "images, or change the home policy (policy.toml)."
     )
+
+
+# --- merging and baking ----------------------------------------------------------------------------------------
+
+
+class UnmatchedLayersError(LorahubError):
+    """Adapter layers that land on no tensor of the base: baking them would silently drop part of the adapter."""
+
+    code = "layers-unmatched"
+    default_hint = (
+        "The base is not the model the adapter was trained for, or a component is missing from this base file "
+        "(bake a single-component file with --component to leave the others out on purpose)."
+    )

@@ -390,3 +390,20 @@ def module_delta(
         stored = scalar(container.raw(info.name), info)
         alpha = stored if stored is not None else alpha
     return delta_weight(tensors, alpha=alpha, base=base, rslora=rslora)
+
+
+def lora_factors(
+    tensors: Mapping[str, Array], *, alpha: float | None, rslora: bool = False
+) -> tuple[Array, Array, float] | None:
+    """ΔW of a plain LoRA/LoCon module in factored form: ``ΔW = scale · up @ down`` with ``up`` [out, r] and
+    ``down`` [r, in·kh·kw] (float32, flattened as :func:`delta_weight` does), or None for every other kind
+    (Tucker ``mid``, DoRA, LoHa, LoKr, base-dependent kinds, …).
+
+    Why: applying a rank-r LoRA as one float32 ``addmm`` is several times faster than building ΔW in float64, which
+    matters when a whole checkpoint is baked; callers that combine factors (``cat`` merges) need them too. The scale
+    follows the same rule as :func:`delta_weight`."""
+    if kind_of(tensors) not in ("lora", "locon") or {"mid", "magnitude", "dora_scale"} & set(tensors):
+        return None
+    down, up = np.asarray(tensors["down"], dtype=np.float32), np.asarray(tensors["up"], dtype=np.float32)
+    scale = _rank_scale(_Inputs(tensors, alpha, None, rslora), down.shape[0])
+    return _flat(up), _flat(down), float(scale)

@@ -22,6 +22,7 @@ from lorahub.cli.adapters import (
     show_command,
     sign_command,
 )
+from lorahub.cli.bake import bake_command
 from lorahub.cli.combine import lineage_command, merge_command
 from lorahub.cli.convert import convert_command, resize_command
 from lorahub.cli.dataset import dataset_group
@@ -80,6 +81,7 @@ for command in (
     convert_command,
     resize_command,
     merge_command,
+    bake_command,
     lineage_command,
     generate_command,
     license_group,

@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -286,6 +287,20 @@ class SafetensorsFile:
     def iter_tensors(self) -> Iterator[TensorInfo]:
         return iter(self.header.tensors.values())
 
+    def release(self, begin: int, end: int) -> None:
+        """Drop the mapped pages of data-section bytes ``[begin, end)`` from this process's resident set.
+
+        Why: pages of a file map that were read stay resident (and count in RSS) until the kernel needs them, so a
+        streaming pass over a 5 GB file would otherwise "use" 5 GB. The bytes stay in the page cache; reading them
+        again faults them back in. No-op where ``madvise`` is unavailable.
+        """
+        if self._map is None or end <= begin or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = (self.header.data_start + begin) // page * page
+        stop = min(self.header.data_start + end, len(self._map))
+        self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
 
 def write(
     path: str | os.PathLike[str],
@@ -320,17 +335,25 @@ def atomic_write(
     """Replace ``path`` so that readers see the old file or the complete new one, never a mix: a temporary file in
     the same folder (given ``mode`` before any byte is written), written by ``write`` (or from a list of chunks),
     fsynced, renamed over ``path``, and the folder fsynced so the rename survives a crash."""
+    with atomic_file(path, mode=mode) as (out, _):
+        if callable(write):
+            write(out)
+        else:
+            for chunk in write:
+                out.write(chunk)
+
+
+@contextmanager
+def atomic_file(path: Path, *, mode: int | None = None) -> Iterator[tuple[BinaryIO, Path]]:
+    """:func:`atomic_write` as a context manager that also gives the temporary file's path (for a writer that reads
+    back what it wrote, as bake's output hashing does); an exception leaves ``path`` untouched and no temp file."""
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
             if mode is not None:
                 os.fchmod(out.fileno(), mode)
-            if callable(write):
-                write(out)
-            else:
-                for chunk in write:
-                    out.write(chunk)
+            yield out, Path(tmp)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from lorahub.registry.blobs import BlobStore
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
     from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.generating import GenerateResult
@@ -455,6 +456,34 @@ class Hub(ProvenanceMixin):
         except errors.LorahubError:
             return engine.terms_for(item)
         return engine.from_card_license(self.signed_card(version).card.license)
+
+    # --- baking -----------------------------------------------------------------------------------------------
+
+    def bake(
+        self,
+        base: str | os.PathLike[str],
+        specs: list[str],
+        out: str | os.PathLike[str],
+        *,
+        use: str | None = None,
+        base_license: str | None = None,
+        accept_uncertain: bool = False,
+        components: list[str] | None = None,
+    ) -> BakeResult:
+        """Bake ``specs`` (``NAME[@V][:W]``) into the base checkpoint ``base``, written to ``out``: licence check
+        first, verified blobs, streaming merge, audit event (see :mod:`lorahub.sdk.baking`)."""
+        from lorahub.sdk.baking import bake
+
+        return bake(
+            self,
+            base,
+            specs,
+            out,
+            use=use,
+            base_license=base_license,
+            accept_uncertain=accept_uncertain,
+            components=components,
+        )
 
     # --- audit ------------------------------------------------------------------------------------------------
 

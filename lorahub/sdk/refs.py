@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -43,15 +44,28 @@ def parse_ref(text: str) -> Ref:
     return Ref(name=check_name(name), version=int(version) if version else None)
 
 
-def parse_weighted(spec: str, default: float = 1.0) -> tuple[str, float]:
-    """``NAME[@V][:W]`` (or a path or digest, optionally ``:W``) → (reference, weight). A ``sha256:`` prefix is part
-    of the reference, not a weight separator."""
-    ref, sep, weight = spec.strip().rpartition(":")
-    if not sep or ref.lower() == "sha256" or ref == "":
-        return spec.strip(), default
-    try:
-        return ref, float(weight)
-    except ValueError:
-        raise errors.LorahubError(
-            f"{spec!r}: the weight after ':' must be a number", hint="For example pixel-art:0.7 or ink@2:0.4."
-        ) from None
+_WEIGHT = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+
+
+def parse_weighted(spec: str, *, default: float = 1.0) -> tuple[str, float]:
+    """``NAME[@V][:W]`` (or ``DIGEST[:W]``) → (reference, weight); a missing weight is ``default``.
+
+    The weight is the part after the last ``:`` when it reads as a number, so ``sha256:<hex>`` keeps its colon.
+    A catalogue reference is checked with :func:`parse_ref`, so a typo fails here, before anything is loaded;
+    a path (``stack`` and ``load`` take files too) is left to the caller.
+    """
+    text = spec.strip()
+    ref, weight = text, ""
+    head, colon, tail = text.rpartition(":")
+    if colon and head.lower() != "sha256":
+        if not _WEIGHT.match(tail.strip()):
+            raise errors.LorahubError(
+                f"{spec!r}: the weight after ':' must be a number", hint="For example pixel-art:0.7 or ink@2:0.4."
+            )
+        ref, weight = head, tail
+    value = float(weight) if weight else default
+    if not math.isfinite(value):
+        raise errors.LorahubError(f"{spec!r}: the weight must be a finite number", hint="For example pixel-art:0.7.")
+    if "/" not in ref and not ref.endswith(".safetensors"):
+        parse_ref(ref)
+    return ref.strip(), value

@@ -1,0 +1,74 @@
+"""``lorahub bake BASE A[:w] … --out MERGED.safetensors``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from lorahub.cli import _output
+from lorahub.cli._context import HubContext, pass_hub_context
+
+COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+@click.command("bake")
+@click.argument("base", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("adapters", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The baked checkpoint.")
+@click.option("--use", type=click.Choice(["commercial", "non-commercial", "research"]), help="Intended use of it.")
+@click.option("--base-license", help="The base model's licence id, for the licence check.")
+@click.option("--accept-uncertain", is_flag=True, help="Go ahead when the licence answer is uncertain (audited).")
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    type=click.Choice(COMPONENTS),
+    help="Bake only this component's layers (repeatable), e.g. for a diffusers unet/ file; others are skipped.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
+def bake_command(
+    context: HubContext,
+    *,
+    base: Path,
+    adapters: tuple[str, ...],
+    out: Path,
+    use: str | None,
+    base_license: str | None,
+    accept_uncertain: bool,
+    components: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Merge catalogued ADAPTERS (NAME[@V][:WEIGHT]) into the BASE checkpoint, written to --out.
+
+    BASE is an SD 1.x/2.x/SDXL single file (LDM/SGM names) or a diffusers component file (unet/, text_encoder/,
+    transformer/). The base is streamed tensor by tensor (fp32 arithmetic, its dtypes kept); the licences are
+    checked first and every adapter is verified before use. Nothing is written on any refusal.
+    """
+    result = context.hub.bake(
+        base,
+        list(adapters),
+        out,
+        use=use,
+        base_license=base_license,
+        accept_uncertain=accept_uncertain,
+        components=list(components) or None,
+    )
+    if as_json:
+        _output.print_json(result.as_dict())
+        return
+    report = result.report
+    _output.stdout.print(
+        f"baked {len(report.adapters)} adapter(s), {report.layers} layers, into {escape(str(out))} "
+        f"({report.layout}, {report.family}): {report.changed_tensors} of {report.tensors} tensors changed "
+        f"in {report.seconds:.1f} s"
+    )
+    for adapter in report.adapters:
+        label = f"{adapter['name']}@{adapter['version']}"
+        _output.stdout.print(f"  {escape(label)} × {adapter['weight']:g}  ({adapter['layers']} layers)")
+    if report.skipped_layers:
+        _output.stdout.print(f"  skipped {len(report.skipped_layers)} layers of other components")
+    _output.stdout.print(f"base sha256 {report.base_sha256}\nout  sha256 {report.output_sha256}")
+    _output.stdout.print(f"licence: {result.license.verdict}" + (" (accepted)" if result.accepted_uncertain else ""))

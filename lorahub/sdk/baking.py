@@ -1,0 +1,157 @@
+"""``Hub.bake``: catalogued adapters, licence-checked and verified, baked into a base checkpoint, audited.
+
+Order matters, and is the point of this module: the licence engine is asked before any tensor is read (a
+forbidden combination never costs a 5 GB pass), every adapter blob is verified against the home policy and its
+catalogued content digest before it is read, and only then is the base streamed. The audit event records what
+was baked, with which weights, from which base (by SHA-256), and whether an uncertain licence answer was accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorahub import errors
+
+if TYPE_CHECKING:
+    from lorahub.adapters.model import CanonicalAdapter
+    from lorahub.licenses import Verdict
+    from lorahub.merge.bake import BakeReport
+    from lorahub.registry.catalog import AdapterVersion
+    from lorahub.sdk.hub import Hub
+
+__all__ = ["BakeResult", "WeightedVersion", "bake", "license_gate", "resolve_weighted"]
+
+
+@dataclass(frozen=True)
+class WeightedVersion:
+    """One ``NAME[@V][:W]`` spec resolved against the catalog."""
+
+    spec: str
+    version: AdapterVersion
+    weight: float
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    report: BakeReport
+    license: Verdict
+    accepted_uncertain: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.report.as_dict(),
+            "license": self.license.as_dict(),
+            "accepted_uncertain": self.accepted_uncertain,
+        }
+
+
+def resolve_weighted(hub: Hub, specs: Sequence[str]) -> list[WeightedVersion]:
+    """Each spec parsed (``parse_weighted``) and looked up; unknown names fail here, before anything is read."""
+    from lorahub.sdk.refs import parse_weighted
+
+    if not specs:
+        raise errors.LorahubError("name at least one adapter", hint="e.g. lorahub bake BASE pixel-art:0.7 --out OUT")
+    resolved = []
+    for spec in specs:
+        ref, weight = parse_weighted(spec)
+        resolved.append(WeightedVersion(spec, hub.version(ref), weight))
+    return resolved
+
+
+def license_gate(
+    hub: Hub,
+    refs: Sequence[str],
+    *,
+    use: str | None = None,
+    base_license: str | None = None,
+    accept_uncertain: bool = False,
+) -> Verdict:
+    """May these adapters be combined (and, with ``use``, the combined model used that way)? Forbidden raises
+    :class:`~lorahub.errors.LicenseForbiddenError`; uncertain raises unless ``accept_uncertain``. The worse of the
+    two answers counts."""
+    verdict = hub.license_check(list(refs), merge=True, base_license=base_license)
+    if use is not None:
+        used = hub.license_check(list(refs), use=use, base_license=base_license, subject="model")
+        verdict = _worse(verdict, used)
+    reasons = "; ".join(r.text for r in verdict.reasons if r.text) or "no reason given"
+    if verdict.verdict == "forbidden":
+        raise errors.LicenseForbiddenError(f"the licences forbid this: {reasons}")
+    if verdict.verdict == "uncertain" and not accept_uncertain:
+        raise errors.LicenseUncertainError(
+            f"the licence answer is uncertain: {reasons}",
+            hint="Check `lorahub license check … --merge`; pass --accept-uncertain to go ahead (recorded in the "
+            "audit log).",
+        )
+    return verdict
+
+
+_SEVERITY = {"allowed": 0, "allowed-with-obligations": 1, "uncertain": 2, "forbidden": 3}
+
+
+def _worse(a: Verdict, b: Verdict) -> Verdict:
+    return b if _SEVERITY.get(b.verdict, 3) > _SEVERITY.get(a.verdict, 3) else a
+
+
+def verified_adapter(hub: Hub, version: AdapterVersion) -> CanonicalAdapter:
+    """The catalogued blob, verified (home policy, content digest as catalogued), read into the canonical model."""
+    from lorahub.adapters.model import read_adapter
+    from lorahub.adapters.names import FAMILIES
+
+    report = hub.verify(version.ref)
+    if not report.ok or report.content_digest != version.content_digest:
+        failed = ", ".join(f"{c.name} ({c.detail})" for c in report.checks if not c.ok) or "content digest differs"
+        raise errors.VerificationFailedError(
+            f"{version.ref} failed verification: {failed}", hint=f"See `lorahub verify {version.ref}`."
+        )
+    path = hub.blobs.path_for(version.blob_sha256)
+    return read_adapter(path, family=version.family if version.family in FAMILIES else None)
+
+
+def bake(
+    hub: Hub,
+    base: str | os.PathLike[str],
+    specs: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    use: str | None = None,
+    base_license: str | None = None,
+    accept_uncertain: bool = False,
+    components: Sequence[str] | None = None,
+) -> BakeResult:
+    """Licence gate, verification, streaming bake, audit event ``bake`` — in that order."""
+    from lorahub.merge.bake import AdapterSource
+    from lorahub.merge.bake import bake as bake_files
+
+    resolved = resolve_weighted(hub, specs)
+    verdict = license_gate(
+        hub,
+        [r.version.ref for r in resolved],
+        use=use,
+        base_license=base_license,
+        accept_uncertain=accept_uncertain,
+    )
+    actor = hub.audit_actor()  # before the long pass: a home that cannot sign the event fails now
+    adapters = [(verified_adapter(hub, r.version), r.weight) for r in resolved]
+    sources = [AdapterSource(r.version.name, r.version.number, r.version.content_digest) for r in resolved]
+    report = bake_files(base, adapters, out, sources=sources, components=components)
+    accepted = verdict.verdict == "uncertain"
+    hub.catalog.log(
+        "bake",
+        audit=actor,
+        details={
+            "base": str(Path(base)),
+            "base_sha256": report.base_sha256,
+            "out": str(Path(out)),
+            "output_sha256": report.output_sha256,
+            "layout": report.layout,
+            "adapters": report.adapters,
+            "use": use,
+            "license": verdict.verdict,
+            "accepted_uncertain": accepted,
+        },
+    )
+    return BakeResult(report, verdict, accepted)
