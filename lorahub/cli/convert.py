@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 
 from lorahub.cli import _output
+from lorahub.cli._context import HubContext, pass_hub_context
+
+if TYPE_CHECKING:
+    from lorahub.sdk.exporting import ConvertResult
+    from lorahub.sdk.hub import Hub
 
 _TARGETS = ["kohya", "diffusers", "peft", "comfyui", "full"]
 _DTYPES = click.Choice(["fp16", "bf16", "fp32"])
 
 
+CATALOGUE = click.option(
+    "--catalogue/--no-catalogue",
+    default=None,
+    help="Add the output as a new signed version derived from SOURCE (default: when SOURCE is a catalogued name).",
+)
+
+
 @click.command("convert")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--to", "target", type=click.Choice(_TARGETS), required=True, help="Output layout (peft: a folder).")
 @click.option("--dtype", type=_DTYPES, help="Storage dtype (default: the source's).")
@@ -28,10 +40,13 @@ _DTYPES = click.Choice(["fp16", "bf16", "fp32"])
     help="Base checkpoint (.safetensors) for kinds whose ΔW depends on the base weight (GLoRA, OFT, IA3, DoRA).",
 )
 @click.option("--no-check", is_flag=True, help="Skip recomputing ΔW of input and output (not recommended).")
+@CATALOGUE
 @click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
 def convert_command(
+    ctx: HubContext,
     *,
-    source: Path,
+    source: str,
     out: Path,
     target: str,
     dtype: str | None,
@@ -39,29 +54,32 @@ def convert_command(
     rank: int | None,
     base: Path | None,
     no_check: bool,
+    catalogue: bool | None,
     as_json: bool,
 ) -> None:
     """Convert an adapter, and prove it: ΔW of every module is recomputed and the largest error reported.
 
-    SOURCE is a .safetensors file, a PEFT adapter folder, or a pickled .ckpt/.pt/.bin that passes the opcode scan.
-    Conversions that cannot be exact are refused (error[conversion-refused]) and nothing is written, unless --lossy.
+    SOURCE is a catalogued NAME[@V] (read from its verified blob; the output becomes its next signed version,
+    converted from it), a .safetensors file, a PEFT adapter folder, or a pickled .ckpt/.pt/.bin that passes the opcode
+    scan. Conversions that cannot be exact are refused (error[conversion-refused]) and nothing is written, unless
+    --lossy.
     """
-    from lorahub.adapters.convert import convert
+    from lorahub.adapters.convert import ConversionReport
+    from lorahub.adapters.convert import convert as convert_file
+    from lorahub.sdk.exporting import report_dict
 
-    report = convert(
-        source,
-        out,
-        to=target,  # type: ignore[arg-type]
-        dtype=dtype,  # type: ignore[arg-type]
-        check=not no_check,
-        lossy=lossy,
-        rank=rank,
-        base=base,
-    )
+    result = _run(
+        ctx, source, catalogue,
+        via_hub=lambda hub: hub.convert(source, out, to=target, dtype=dtype, check=not no_check, lossy=lossy,
+                                        rank=rank, base=base, catalogue=catalogue),
+        direct=lambda: convert_file(source, out, to=target, dtype=dtype, check=not no_check,  # type: ignore[arg-type]
+                                    lossy=lossy, rank=rank, base=base),
+        out=out,
+    )  # fmt: skip
+    report = result.report
+    assert isinstance(report, ConversionReport)
     if as_json:
-        data: dict[str, Any] = dataclasses.asdict(report)
-        data["per_module"] = {name: {"abs": a, "rel": r} for name, (a, r) in report.per_module.items()}
-        _output.print_json(data)
+        _output.print_json(report_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
         return
     _output.stdout.print(
         f"converted {escape(str(source))} ({report.source_format}, {report.family}) → {escape(str(out))} ({target}): "
@@ -79,35 +97,38 @@ def convert_command(
         worst = sorted(report.per_module.items(), key=lambda item: -item[1][1])[:5] if report.lossy else []
         for name, (absolute, relative) in worst:
             _output.stdout.print(f"  {escape(name)}: abs {absolute:.3g}, rel {relative:.3g}")
+    _print_catalogued(result)
 
 
 @click.command("resize")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--rank", type=click.IntRange(min=1), help="New rank of every layer.")
 @click.option("--energy", type=click.FloatRange(0.0, 1.0, min_open=True), help="Keep this share of Σσ² per layer.")
 @click.option("--dtype", type=_DTYPES, help="Storage dtype (default: the source's).")
+@CATALOGUE
 @click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
 def resize_command(
-    *, source: Path, out: Path, rank: int | None, energy: float | None, dtype: str | None, as_json: bool
-) -> None:
+    ctx: HubContext, *, source: str, out: Path, rank: int | None, energy: float | None, dtype: str | None,
+    catalogue: bool | None, as_json: bool,
+) -> None:  # fmt: skip
     """Reduce a LoRA's rank by truncated SVD (through QR of the factors; exact singular values), with the energy
-    kept and the ΔW error of every module reported. The output keeps the source's naming."""
-    from lorahub.adapters.resize import resize
+    kept and the ΔW error of every module reported. The output keeps the source's naming; a catalogued SOURCE's
+    output becomes its next signed version, resized from it."""
+    from lorahub.adapters.resize import ResizeReport
+    from lorahub.adapters.resize import resize as resize_file
 
-    report = resize(source, out, rank=rank, energy=energy, dtype=dtype)
+    result = _run(
+        ctx, source, catalogue,
+        via_hub=lambda hub: hub.resize(source, out, rank=rank, energy=energy, dtype=dtype, catalogue=catalogue),
+        direct=lambda: resize_file(source, out, rank=rank, energy=energy, dtype=dtype),
+        out=out,
+    )  # fmt: skip
+    report = result.report
+    assert isinstance(report, ResizeReport)
     if as_json:
-        data: dict[str, Any] = {
-            "modules": report.modules,
-            "output": report.output,
-            "source_format": report.source_format,
-            "target": report.target,
-            "min_kept_energy": report.min_kept_energy,
-            "max_abs_error": report.max_abs_error,
-            "max_rel_error": report.max_rel_error,
-            "per_module": {name: dataclasses.asdict(layer) for name, layer in report.per_module.items()},
-        }
-        _output.print_json(data)
+        _output.print_json(result.as_dict())
         return
     ranks = sorted({layer.rank_after for layer in report.per_module.values()})
     shown = ", ".join(map(str, ranks[:8])) + ("…" if len(ranks) > 8 else "")
@@ -118,3 +139,29 @@ def resize_command(
         f"kept energy ≥ {report.min_kept_energy:.4f}; ΔW max abs error {report.max_abs_error:.3g}, "
         f"max rel error {report.max_rel_error:.3g}"
     )
+    _print_catalogued(result)
+
+
+def _run(
+    ctx: HubContext,
+    source: str,
+    catalogue: bool | None,
+    *,
+    via_hub: Callable[[Hub], ConvertResult],
+    direct: Callable[[], Any],
+    out: Path,
+) -> ConvertResult:
+    """A catalogued name (or --catalogue) goes through the home; a plain file conversion opens none."""
+    from lorahub.sdk.exporting import ConvertResult
+    from lorahub.sdk.refs import is_catalogue_ref
+
+    if catalogue or is_catalogue_ref(source):
+        return via_hub(ctx.hub)
+    return ConvertResult(direct(), out)
+
+
+def _print_catalogued(result: ConvertResult) -> None:
+    if result.version is None or result.parent is None:
+        return
+    how = "already catalogued as" if result.reused else "catalogued as"
+    _output.stdout.print(f"{how} {escape(result.version.ref)} (from {escape(result.parent.ref)})")

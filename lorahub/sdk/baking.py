@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lorahub.registry.catalog import AdapterVersion
     from lorahub.sdk.hub import Hub
 
-__all__ = ["BakeResult", "WeightedVersion", "bake", "license_gate", "resolve_weighted"]
+__all__ = ["BakeResult", "WeightedVersion", "bake", "resolve_weighted"]
 
 
 @dataclass(frozen=True)
@@ -62,53 +62,14 @@ def resolve_weighted(hub: Hub, specs: Sequence[str]) -> list[WeightedVersion]:
     return resolved
 
 
-def license_gate(
-    hub: Hub,
-    refs: Sequence[str],
-    *,
-    use: str | None = None,
-    base_license: str | None = None,
-    accept_uncertain: bool = False,
-) -> Verdict:
-    """May these adapters be combined (and, with ``use``, the combined model used that way)? Forbidden raises
-    :class:`~lorahub.errors.LicenseForbiddenError`; uncertain raises unless ``accept_uncertain``. The worse of the
-    two answers counts."""
-    verdict = hub.license_check(list(refs), merge=True, base_license=base_license)
-    if use is not None:
-        used = hub.license_check(list(refs), use=use, base_license=base_license, subject="model")
-        verdict = _worse(verdict, used)
-    reasons = "; ".join(r.text for r in verdict.reasons if r.text) or "no reason given"
-    if verdict.verdict == "forbidden":
-        raise errors.LicenseForbiddenError(f"the licences forbid this: {reasons}")
-    if verdict.verdict == "uncertain" and not accept_uncertain:
-        raise errors.LicenseUncertainError(
-            f"the licence answer is uncertain: {reasons}",
-            hint="Check `lorahub license check … --merge`; pass --accept-uncertain to go ahead (recorded in the "
-            "audit log).",
-        )
-    return verdict
-
-
-_SEVERITY = {"allowed": 0, "allowed-with-obligations": 1, "uncertain": 2, "forbidden": 3}
-
-
-def _worse(a: Verdict, b: Verdict) -> Verdict:
-    return b if _SEVERITY.get(b.verdict, 3) > _SEVERITY.get(a.verdict, 3) else a
-
-
-def verified_adapter(hub: Hub, version: AdapterVersion) -> CanonicalAdapter:
-    """The catalogued blob, verified (home policy, content digest as catalogued), read into the canonical model."""
-    from lorahub.adapters.model import read_adapter
+def _verified(hub: Hub, version: AdapterVersion) -> CanonicalAdapter:
+    """The catalogued blob, verified as ``load`` verifies it, read as the family the catalogue recorded."""
     from lorahub.adapters.names import FAMILIES
+    from lorahub.sdk.loading import resolve, settle_family
 
-    report = hub.verify(version.ref)
-    if not report.ok or report.content_digest != version.content_digest:
-        failed = ", ".join(f"{c.name} ({c.detail})" for c in report.checks if not c.ok) or "content digest differs"
-        raise errors.VerificationFailedError(
-            f"{version.ref} failed verification: {failed}", hint=f"See `lorahub verify {version.ref}`."
-        )
-    path = hub.blobs.path_for(version.blob_sha256)
-    return read_adapter(path, family=version.family if version.family in FAMILIES else None)
+    verified = resolve(hub, version.ref)
+    settle_family(verified, [version.family] if version.family in FAMILIES else [])
+    return verified.adapter
 
 
 def bake(
@@ -125,17 +86,21 @@ def bake(
     """Licence gate, verification, streaming bake, audit event ``bake`` — in that order."""
     from lorahub.merge.bake import AdapterSource
     from lorahub.merge.bake import bake as bake_files
+    from lorahub.sdk.licensing import require_license
 
     resolved = resolve_weighted(hub, specs)
-    verdict = license_gate(
+    verdict = require_license(
         hub,
         [r.version.ref for r in resolved],
         use=use,
+        merge=True,
         base_license=base_license,
+        subject="model",
         accept_uncertain=accept_uncertain,
+        action="bake",
     )
     actor = hub.audit_actor()  # before the long pass: a home that cannot sign the event fails now
-    adapters = [(verified_adapter(hub, r.version), r.weight) for r in resolved]
+    adapters = [(_verified(hub, r.version), r.weight) for r in resolved]
     sources = [AdapterSource(r.version.name, r.version.number, r.version.content_digest) for r in resolved]
     report = bake_files(base, adapters, out, sources=sources, components=components)
     accepted = verdict.verdict == "uncertain"

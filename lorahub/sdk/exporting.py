@@ -23,6 +23,7 @@ A version already in a layout the tool reads natively (LyCORIS for A1111, say) i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,9 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lorahub import errors
+from lorahub.sdk.refs import is_catalogue_ref
 
 if TYPE_CHECKING:
     from lorahub.adapters.convert import ConversionReport
+    from lorahub.adapters.resize import ResizeReport
     from lorahub.registry.catalog import AdapterVersion
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.sidecars import LineageEntry, WrittenFile
@@ -68,18 +71,20 @@ TOOLS: tuple[str, ...] = tuple(TARGETS)
 class ConvertResult:
     """A conversion and, when catalogued, the version it became (``reused``: that content was catalogued already)."""
 
-    report: ConversionReport
+    report: ConversionReport | ResizeReport
     output: Path
     parent: AdapterVersion | None = None
     version: AdapterVersion | None = None
     reused: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        from lorahub.adapters.convert import ConversionReport
         from lorahub.sdk.hub import summary
 
+        report = self.report
         return {
             "output": str(self.output),
-            "report": report_dict(self.report),
+            "report": report_dict(report) if isinstance(report, ConversionReport) else resize_dict(report),
             "parent": self.parent.ref if self.parent else None,
             "catalogued": summary(self.version) if self.version else None,
             "reused": self.reused,
@@ -111,10 +116,22 @@ class ExportResult:
         }
 
 
+def resize_dict(report: ResizeReport) -> dict[str, Any]:
+    """A resize report as JSON (the same shape as ``lorahub resize --json``)."""
+    return {
+        "modules": report.modules,
+        "output": report.output,
+        "source_format": report.source_format,
+        "target": report.target,
+        "min_kept_energy": report.min_kept_energy,
+        "max_abs_error": report.max_abs_error,
+        "max_rel_error": report.max_rel_error,
+        "per_module": {name: dataclasses.asdict(layer) for name, layer in report.per_module.items()},
+    }
+
+
 def report_dict(report: ConversionReport) -> dict[str, Any]:
     """A conversion report as JSON (the same shape as ``lorahub convert --json``)."""
-    import dataclasses
-
     data: dict[str, Any] = dataclasses.asdict(report)
     data["per_module"] = {name: {"abs": a, "rel": r} for name, (a, r) in report.per_module.items()}
     return data
@@ -153,14 +170,19 @@ def verified_blob(hub: Hub, version: AdapterVersion) -> Path:
     return path
 
 
-def is_catalogue_ref(source: str | os.PathLike[str]) -> bool:
-    """The rule ``lorahub verify`` uses: an existing path, anything with a separator or a .safetensors name is a
-    file; anything else is a catalogue reference (``name``, ``name@N``, content digest)."""
-    text = os.fspath(source)
-    return not (Path(text).exists() or os.sep in text or text.endswith(".safetensors"))
-
-
 # --- conversion ------------------------------------------------------------------------------------------------
+
+
+def _source(
+    hub: Hub, source: str | os.PathLike[str], catalogue: bool | None
+) -> tuple[Path, AdapterVersion | None, bool]:
+    """(file to read, catalogued parent, whether to catalogue the output). A reference is read from its verified
+    blob and catalogued by default; a file only when asked, and then its content must be catalogued already."""
+    if not is_catalogue_ref(source):
+        path = Path(source)
+        return path, _catalogued_content(hub, path) if catalogue else None, bool(catalogue)
+    parent = hub.version(os.fspath(source))
+    return verified_blob(hub, parent), parent, True if catalogue is None else catalogue
 
 
 def convert(
@@ -168,34 +190,67 @@ def convert(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    to: Literal["kohya", "diffusers"],
+    to: str,
     dtype: Dtype | None = None,
     catalogue: bool | None = None,
     check: bool = True,
+    lossy: bool = False,
+    rank: int | None = None,
+    base: str | os.PathLike[str] | None = None,
 ) -> ConvertResult:
     """Convert a catalogued version (``name``, ``name@N``, digest) or a file to ``out``.
 
     ``catalogue`` (default: when ``source`` is a reference) adds the output as a new signed version converted from
     its parent; for a file, the parent is the catalogued version with the file's content, and there must be one.
+    A ``peft`` folder is not a single file, so it is never catalogued.
     """
     from lorahub.adapters.convert import convert as convert_file
 
-    parent: AdapterVersion | None = None
-    if not is_catalogue_ref(source):
-        path = Path(source)
-        if catalogue:
-            parent = _catalogued_content(hub, path)
-    else:
-        parent = hub.version(os.fspath(source))
-        path = verified_blob(hub, parent)
-        catalogue = True if catalogue is None else catalogue
+    path, parent, catalogue = _source(hub, source, catalogue)
+    catalogue = catalogue and to != "peft"
     if catalogue:
         hub.audit_actor()  # no identity to sign with: say so before converting, not after
-    report = convert_file(path, out, to=to, dtype=dtype, check=check)
+    report = convert_file(path, out, to=to, dtype=dtype, check=check, lossy=lossy, rank=rank, base=base)  # type: ignore[arg-type]
     result = ConvertResult(report, Path(out), parent)
     if not catalogue or parent is None:
         return result
-    return _catalogue_conversion(hub, result, parent, dtype)
+    parameters = {
+        "format": report.target,
+        "dtype": dtype,
+        "max_abs_error": _number(report.max_abs_error),
+        "max_rel_error": _number(report.max_rel_error),
+    } | ({"lossy": True, "rank": rank} if report.lossy else {})
+    return _catalogue_output(hub, result, parent, parameters, relation="converted-from", action="convert")
+
+
+def resize(
+    hub: Hub,
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    rank: int | None = None,
+    energy: float | None = None,
+    dtype: Dtype | None = None,
+    catalogue: bool | None = None,
+) -> ConvertResult:
+    """Resize a catalogued version or a file (see :func:`lorahub.adapters.resize.resize`); a catalogued source's
+    output becomes its next version, ``resized-from`` it, with the kept energy and error in the card."""
+    from lorahub.adapters.resize import resize as resize_file
+
+    path, parent, catalogue = _source(hub, source, catalogue)
+    if catalogue:
+        hub.audit_actor()
+    report = resize_file(path, out, rank=rank, energy=energy, dtype=dtype)
+    result = ConvertResult(report, Path(out), parent)
+    if not catalogue or parent is None:
+        return result
+    parameters = {
+        "rank": rank,
+        "energy": _number(energy) if energy is not None else None,
+        "min_kept_energy": _number(report.min_kept_energy),
+        "max_rel_error": _number(report.max_rel_error),
+    }
+    return _catalogue_output(hub, result, parent, parameters, relation="resized-from", action="resize")
 
 
 def _catalogued_content(hub: Hub, path: Path) -> AdapterVersion:
@@ -218,24 +273,19 @@ def _number(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else "unchecked"
 
 
-def _catalogue_conversion(hub: Hub, result: ConvertResult, parent: AdapterVersion, dtype: str | None) -> ConvertResult:
+def _catalogue_output(
+    hub: Hub, result: ConvertResult, parent: AdapterVersion, parameters: dict[str, Any], *, relation: str, action: str
+) -> ConvertResult:
     """Add the output as ``parent``'s next version, or find the version that already has its content."""
     from lorahub.sdk.derive import add_derived
 
-    report = result.report
-    parameters = {
-        "format": report.target,
-        "dtype": dtype,
-        "max_abs_error": _number(report.max_abs_error),
-        "max_rel_error": _number(report.max_rel_error),
-    }
     try:
-        added = add_derived(hub, result.output, [(parent, parameters)], relation="converted-from", action="convert")
+        added = add_derived(hub, result.output, [(parent, parameters)], relation=relation, action=action)
     except errors.DuplicateContentError:
         existing = _existing(hub, result.output)
-        return ConvertResult(report, result.output, parent, existing, reused=True)
+        return dataclasses.replace(result, version=existing, reused=True)
     version = hub.catalog.get(added.name, added.version)
-    return ConvertResult(report, result.output, parent, version, reused=added.already)
+    return dataclasses.replace(result, version=version, reused=added.already)
 
 
 def _existing(hub: Hub, path: Path) -> AdapterVersion:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from lorahub import errors
 from lorahub.sdk.home import Settings, mask_url
@@ -360,21 +360,21 @@ class Hub(ProvenanceMixin):
         return version
 
     def convert(
-        self,
-        source: str | os.PathLike[str],
-        out: str | os.PathLike[str],
-        *,
-        to: Literal["kohya", "diffusers"],
-        dtype: Dtype | None = None,
-        catalogue: bool | None = None,
-        check: bool = True,
+        self, source: str | os.PathLike[str], out: str | os.PathLike[str], *, to: str, **options: Any
     ) -> ConvertResult:
         """Convert a catalogued version (``name``, ``name@N``, digest: read from the verified blob) or a file.
         A catalogued source's output becomes a new signed version converted from it (``catalogue=False`` to skip);
-        content already catalogued is reused, not added twice."""
+        content already catalogued is reused, not added twice. Options: ``dtype``, ``catalogue``, ``check``,
+        ``lossy``, ``rank``, ``base`` (see exporting.convert)."""
         from lorahub.sdk.exporting import convert
 
-        return convert(self, source, out, to=to, dtype=dtype, catalogue=catalogue, check=check)
+        return convert(self, source, out, to=to, **options)
+
+    def resize(self, source: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> ConvertResult:
+        """Resize a catalogued version or a file; a catalogued one's output is its next version, resized from it."""
+        from lorahub.sdk.exporting import resize
+
+        return resize(self, source, out, **options)
 
     def gc(self) -> tuple[int, int]:
         """Delete unreferenced blobs and stale temporary files; returns (blobs removed, bytes freed)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorahub import errors
+from lorahub.sdk.refs import is_catalogue_ref
 
 if TYPE_CHECKING:
     from lorahub.adapters.model import CanonicalAdapter
@@ -65,11 +66,6 @@ class VerifiedAdapter:
         return self.card.trigger_words if self.card is not None else ()
 
 
-def _is_path(ref: str | os.PathLike[str]) -> bool:
-    text = str(ref)
-    return isinstance(ref, os.PathLike) or Path(text).exists() or os.sep in text or text.endswith(".safetensors")
-
-
 def _require(report: VerifyReport) -> VerifyReport:
     if not report.ok:
         failed = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if not c.ok)
@@ -108,7 +104,7 @@ def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> Ve
 
     version: AdapterVersion | None = None
     report: VerifyReport | None = None
-    if _is_path(ref):
+    if isinstance(ref, os.PathLike) or not is_catalogue_ref(ref):
         path = check_path(Path(ref))
         if verify:
             report = _require(hub.verify(path))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from lorahub import errors
 
@@ -22,6 +24,13 @@ class Ref:
         if self.digest:
             return self.digest
         return f"{self.name}@{self.version}" if self.version is not None else str(self.name)
+
+
+def is_catalogue_ref(source: str | os.PathLike[str]) -> bool:
+    """The one rule for "file or catalogue reference": an existing path, anything with a separator or a
+    .safetensors name is a file; anything else is ``name``, ``name@N`` or a content digest."""
+    text = os.fspath(source)
+    return not (Path(text).exists() or os.sep in text or text.endswith(".safetensors"))
 
 
 def check_name(name: str) -> str:

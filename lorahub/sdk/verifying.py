@@ -91,8 +91,10 @@ def verify(hub: Hub, target: str | os.PathLike[str], policy: Policy) -> VerifyRe
 
 def _resolve(hub: Hub, target: str | os.PathLike[str]) -> tuple[Path, Any]:
     """A path on disk, or a catalogue reference resolved to its stored blob."""
+    from lorahub.sdk.refs import is_catalogue_ref
+
     path = Path(target)
-    if path.exists() or os.sep in str(target) or str(target).endswith(".safetensors"):
+    if not is_catalogue_ref(target):
         return path, None
     version = hub.version(str(target))
     return hub.blobs.path_for(version.blob_sha256), version

@@ -75,3 +75,22 @@ def test_convert_lossy_and_resize_report_errors(tmp_path: Path) -> None:
     assert resized["target"] == "comfyui" and resized["modules"] == 2  # type: ignore[index]
     assert all(m["rank_after"] == 1 for m in resized["per_module"].values())  # type: ignore[index]
     assert 0 < resized["min_kept_energy"] < 1  # type: ignore[index]
+
+
+def test_catalogued_convert_and_resize_become_signed_versions_with_lineage(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    home.run("keys", "create", "Alice <alice@example.com>")
+    source = tmp_path / "ink.safetensors"
+    home.run("dev", "example-lora", str(source), "--rank", "4")
+    home.run("add", str(source), "--name", "ink", "--license", "MIT")
+    converted = home.json("convert", "ink", str(tmp_path / "ink-diffusers.safetensors"), "--to", "diffusers")
+    assert converted["parent"] == "ink@1" and converted["catalogued"]["version"] == 2
+    assert converted["max_rel_error"] == 0.0
+    resized = home.json("resize", "ink@1", str(tmp_path / "ink-r2.safetensors"), "--rank", "2")
+    assert resized["parent"] == "ink@1" and resized["catalogued"]["version"] == 3
+    assert 0 < resized["report"]["min_kept_energy"] < 1
+    tree = home.json("lineage", "ink@3")
+    assert [(p["ref"], p["relation"]) for p in tree["parents"]] == [("ink@1", "resized-from")]  # type: ignore[index]
+    assert {e["action"] for e in home.json("audit")} >= {"convert", "resize"}  # type: ignore[union-attr]
+    plain = home.json("convert", str(source), str(tmp_path / "plain.safetensors"), "--to", "diffusers")
+    assert plain["catalogued"] is None  # a file is converted without touching the catalogue
