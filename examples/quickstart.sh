@@ -51,6 +51,16 @@ lorahub convert "$work/catundchat-kohya.safetensors" "$work/catundchat-diffusers
 lorahub inspect --json "$work/catundchat-kohya.safetensors" \
   | python -c 'import json,sys; r=json.load(sys.stdin); print(r["format"], r["base_model"]["family"], [c["status"] for c in r["claims"]])'
 
+step "lorahub export --for: what A1111/Forge/ComfyUI and the Hugging Face Hub read (conversions are catalogued)"
+lorahub export catundchat-sd15@1 "$work/webui" --for a1111 --weight 0.8
+lorahub export catundchat-sd15@1 "$work/hf" --for hf
+ls "$work/webui" "$work/hf"
+lorahub lineage catundchat-sd15@2
+
+step "lorahub convert --to comfyui / resize: other layouts, and a smaller rank with the energy kept reported"
+lorahub convert "$work/example.safetensors" "$work/example-comfy.safetensors" --to comfyui
+lorahub resize "$work/example.safetensors" "$work/example-r2.safetensors" --rank 2
+
 step "lorahub license check: may these go together, and be used commercially? (guidance with citations)"
 lorahub license check catundchat-sd15 --base-license creativeml-openrail-m
 set +e
@@ -69,6 +79,51 @@ set +e
 lorahub verify consent-demo --policy "$work/strict-policy.toml" > /dev/null
 echo "verify with a policy that forbids opted-out data: exit code $?"
 set -e
+
+step "lorahub train: a tiny SD 1.5-shaped pipeline (random weights, made offline), trained for real; lineage in the card"
+lorahub dev tiny-pipeline "$work/tiny-sd1" --family sd1
+export OMP_NUM_THREADS=1  # tiny models: one thread is faster than two fighting
+lorahub train --base "$work/tiny-sd1" --data "$work/images" --sources "$work/images/sources.csv" \
+  --trigger "example style" --name example-style --steps 20 --save-every 10 --resolution 64 --lr 1e-3
+lorahub train --base "$work/tiny-sd1" --data "$work/images" --sources "$work/images/sources.csv" \
+  --trigger "inky" --name ink-style --steps 20 --resolution 64 --lr 1e-3 --seed 1
+lorahub show example-style --json | python -c 'import json,sys; t=json.load(sys.stdin)["card"]["training"]; print(json.dumps({k: t[k] for k in ("base_model","dataset","steps","loss_curve")}, indent=1)[:1500])'
+
+step "from lorahub import load / stack: verified adapters applied to a diffusers pipeline, with weights"
+python - "$work/tiny-sd1" <<'PY'
+import sys
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+import lorahub
+
+pipe = DiffusionPipeline.from_pretrained(sys.argv[1], local_files_only=True)
+def image():
+    out = pipe("a photo of a cat", num_inference_steps=2, height=64, width=64, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    return np.asarray(out.images[0])
+base = image()
+handles = lorahub.stack(pipe, ["example-style:0.7", "ink-style:0.4"])  # verified, licence-checked, then applied
+print("stacked:", [(h.adapter.label, h.weight) for h in handles], "max pixel change", round(float(abs(image() - base).max()), 3))
+applied = lorahub.apply_prompt(pipe, "a photo of a cat <lora:ink-style:0.5>")
+print("prompt syntax:", repr(applied.prompt), [(h.adapter.label, h.weight) for h in applied.handles])
+PY
+
+step "lorahub merge + lineage: two adapters into one (exact), licence-checked, signed, with its parents"
+lorahub merge example-style:0.7 ink-style:0.4 --out styles-merged
+lorahub lineage styles-merged
+
+step "lorahub bake: adapters merged into a base checkpoint, streaming tensor by tensor"
+lorahub bake "$work/tiny-sd1/unet/diffusion_pytorch_model.safetensors" styles-merged --component unet \
+  --out "$work/baked-unet.safetensors"
+
+step "lorahub generate: an image with Content Credentials naming the base and the adapters; read back"
+lorahub generate --base "$work/tiny-sd1" --prompt "a lighthouse <lora:styles-merged:0.8>" --steps 2 --size 64x64 \
+  --seed 1 --use commercial --out "$work/lighthouse.png"
+lorahub provenance inspect "$work/lighthouse.png"
+lorahub audit --adapter styles-merged
 
 step "lorahub list / search / show"
 lorahub list
