@@ -118,6 +118,7 @@ def resize_command(
     output becomes its next signed version, resized from it."""
     from lorahub.adapters.resize import ResizeReport
     from lorahub.adapters.resize import resize as resize_file
+    from lorahub.sdk.exporting import resize_dict
 
     result = _run(
         ctx, source, catalogue,
@@ -128,7 +129,7 @@ def resize_command(
     report = result.report
     assert isinstance(report, ResizeReport)
     if as_json:
-        _output.print_json(result.as_dict())
+        _output.print_json(resize_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
         return
     ranks = sorted({layer.rank_after for layer in report.per_module.values()})
     shown = ", ".join(map(str, ranks[:8])) + ("…" if len(ranks) > 8 else "")

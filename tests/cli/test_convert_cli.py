@@ -88,7 +88,7 @@ def test_catalogued_convert_and_resize_become_signed_versions_with_lineage(tmp_p
     assert converted["max_rel_error"] == 0.0
     resized = home.json("resize", "ink@1", str(tmp_path / "ink-r2.safetensors"), "--rank", "2")
     assert resized["parent"] == "ink@1" and resized["catalogued"]["version"] == 3
-    assert 0 < resized["report"]["min_kept_energy"] < 1
+    assert 0 < resized["min_kept_energy"] < 1
     tree = home.json("lineage", "ink@3")
     assert [(p["ref"], p["relation"]) for p in tree["parents"]] == [("ink@1", "resized-from")]  # type: ignore[index]
     assert {e["action"] for e in home.json("audit")} >= {"convert", "resize"}  # type: ignore[union-attr]

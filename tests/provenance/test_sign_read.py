@@ -182,7 +182,7 @@ def test_bad_inputs_are_clear_errors(hub: Hub, tmp_path: Path) -> None:
         hub.inspect_image(signed.data[:2000])
     with pytest.raises(errors.AdapterNotFoundError):
         hub.adapter_uses(["no-such-adapter:0.5"])
-    with pytest.raises(errors.LorahubError, match="NAME"):
+    with pytest.raises(errors.LorahubError, match="must be a number"):
         hub.adapter_uses(["pixel-art:heavy"])
     with pytest.raises(errors.LorahubError, match="not a SHA-256"):
         BaseRef("sd15", digest="abc")
