@@ -204,7 +204,7 @@ def apply(
                 f"the pipeline already has an adapter named {name!r} holding other tensors",
                 hint="Pass another adapter_name, or unload that adapter first.",
             )
-        inject(pipe, states, name)
+        inject(pipe, states, name, copy=verified.content_digest in contents.values())
         contents[name] = verified.content_digest
     weights[name] = float(weight)
     activate(pipe)
@@ -253,8 +253,11 @@ def _swap(
         hotswappable,
         inject,
         injected_contents,
+        prepared_states,
     )
 
+    contents = injected_contents(handle.pipe)
+    prepared_states(handle.pipe).drop(contents.get(handle.adapter_name))  # its tensors may be the slot's weights
     swap = hotswappable(handle.targets, targets)
     for component in set(handle.targets) - swap:
         delete_component_adapter(handle.pipe, component, handle.adapter_name)
@@ -262,7 +265,7 @@ def _swap(
         hotswap(handle.pipe, component, states[component], handle.adapter_name)
     inject(handle.pipe, {c: s for c, s in states.items() if c not in swap}, handle.adapter_name)
     applied(handle.pipe)[handle.adapter_name] = float(weight)
-    injected_contents(handle.pipe)[handle.adapter_name] = verified.content_digest
+    contents[handle.adapter_name] = verified.content_digest
     activate(handle.pipe)
     handle.adapter, handle.hotswapped = verified, bool(swap)
     handle.targets = {c: (handle.targets[c] if c in swap else t) for c, t in targets.items()}

@@ -177,11 +177,13 @@ def _call(method: Callable[..., Any], **kwargs: Any) -> None:
     method(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
-def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str) -> None:
-    """Load each component's state under ``adapter_name`` through the pipeline's own ``load_lora_into_*``."""
+def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *, copy: bool = True) -> None:
+    """Load each component's state under ``adapter_name`` through the pipeline's own ``load_lora_into_*``. PEFT may
+    keep the given tensors as the layer's parameters: without ``copy`` the caller hands over the state's tensors
+    (and must drop the state before anything writes into that adapter's weights, see :class:`PreparedStates`)."""
     for component, state in states.items():
         common = {
-            "state_dict": state.fresh(),
+            "state_dict": state.fresh() if copy else state.tensors,
             "network_alphas": None,
             "adapter_name": adapter_name,
             "metadata": state.config,
@@ -245,7 +247,11 @@ def applied(pipe: Any) -> dict[str, float]:
 
 class PreparedStates:
     """Content digest → the converted PEFT state for one pipeline, the most recent :data:`PREPARED_KEPT`. Content
-    is immutable, so an entry never goes stale; verification still runs on every load."""
+    is immutable, so an entry never goes stale; verification still runs on every load.
+
+    The first injection of a content hands its tensors to PEFT without a copy (the load stays as fast as diffusers'
+    own); those tensors may then be the live adapter's parameters, so before a hotswap writes into a slot, the entry
+    of the content that slot held is dropped (:meth:`drop`)."""
 
     def __init__(self) -> None:
         self._states: dict[str, dict[str, ComponentState]] = {}
@@ -255,6 +261,10 @@ class PreparedStates:
         if states is not None:
             self._states[digest] = states  # most recent last
         return states
+
+    def drop(self, digest: str | None) -> None:
+        if digest is not None:
+            self._states.pop(digest, None)
 
     def put(self, digest: str, states: dict[str, ComponentState]) -> dict[str, ComponentState]:
         self._states[digest] = states
