@@ -144,7 +144,8 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
         refuse(
             f"{src}: {len(adapter.unsplit)} fused or row-swapped module(s) have no exact diffusers form: "
             f"{', '.join(adapter.unsplit[:3])}",
-            "a non-LoRA delta over a fused qkv/linear1 has no exact per-projection form (…--lossy, not yet supported)",
+            "a non-LoRA delta over a fused qkv/linear1 has no exact per-projection form; --lossy --rank N splits its "
+            "dense ΔW by rows and decomposes each part, with the error reported",
             refused=list(adapter.unsplit),
         )
     refused = _refusals(adapter) if target != "full" else []
@@ -511,7 +512,7 @@ def convert(
         if streamed is not None:
             _refuse_if_lost(streamed, out_path, to)
             return streamed  # type: ignore[no-any-return]
-    adapter = load_adapter(src_path)
+    adapter = load_adapter(src_path, materialize_fused=lossy)
     _check_convertible(adapter, to, src_path, lossy=lossy)
     bases = _Bases(base, adapter.family)
     try:

@@ -190,9 +190,12 @@ def _plausible_shapes(canonical: str, module: Module) -> bool:
     return (fan_out == 8 * fan_in) == canonical.endswith("ff.net.0.proj")
 
 
-def read_adapter(path: str | os.PathLike[str], *, family: str | None = None) -> CanonicalAdapter:
+def read_adapter(
+    path: str | os.PathLike[str], *, family: str | None = None, materialize_fused: bool = False
+) -> CanonicalAdapter:
     """Read any supported file into the canonical model: detect layout and family (unless ``family`` is given, as a
-    converter does when it reads back what it wrote), map names, widen tensors."""
+    converter does when it reads back what it wrote), map names, widen tensors. ``materialize_fused`` (lossy
+    conversions) splits fused SD3/FLUX modules of kinds without exact per-part factors through their dense ΔW."""
     with SafetensorsFile(path) as container:
         metadata = dict(container.metadata)
         layout = detect(container.header.tensors, metadata)
@@ -207,7 +210,7 @@ def read_adapter(path: str | os.PathLike[str], *, family: str | None = None) -> 
         unsplit: list[str] = []
         for module, layer in zip(layout.modules, _read_layers(container, layout.modules), strict=True):
             if family in native.FAMILIES:
-                placed = _place_native(family, module, layer, unsplit)
+                placed = _place_native(family, module, layer, unsplit, materialize=materialize_fused)
             else:
                 name = index_map.get(module.name) or canonical_name(family, layout.format, module)
                 placed = None if name is None else [replace(layer, name=name)]
@@ -257,12 +260,12 @@ def _read_layer(container: SafetensorsFile, module: Module) -> CanonicalLayer:
 
 
 def _place_native(
-    family: str, module: Module, layer: CanonicalLayer, unsplit: list[str]
+    family: str, module: Module, layer: CanonicalLayer, unsplit: list[str], *, materialize: bool = False
 ) -> list[CanonicalLayer] | None:
     """SD3/FLUX: the canonical layers of one module (split, swapped or renamed), None when it does not map; a fused
     module that cannot be split exactly is recorded in ``unsplit`` and kept whole."""
     component = module.component if module.component != "unknown" else None
-    expanded = native.expand(family, module.name, component, layer)
+    expanded = native.expand(family, module.name, component, layer, materialize=materialize)
     if expanded is None:
         return None
     if expanded.unsplit is not None:

@@ -33,20 +33,37 @@ class Expanded:
     unsplit: str | None = None
 
 
-def expand(family: str, module_name: str, component: str | None, layer: CanonicalLayer) -> Expanded | None:
+def expand(
+    family: str, module_name: str, component: str | None, layer: CanonicalLayer, *, materialize: bool = False
+) -> Expanded | None:
     """The canonical layers of one module read from a file (``layer`` carries its tensors under any name), or None
-    when the name is not one of the family's modules."""
+    when the name is not one of the family's modules. ``materialize`` (a ``--lossy`` conversion) turns a delta that
+    cannot be split exactly (a LoKr over fused qkv) into its dense ΔW, which splits exactly by rows; the lossy
+    converter then decomposes each part and reports the error."""
     native = dit_names.lookup(family, module_name, component)
     if native is None:
         return None
     if native.identity:
         return Expanded([replace(layer, name=native.parts[0])])
     reason = fused.splittable(layer.tensors)
+    if reason is not None and materialize:
+        layer = _materialized(layer)
+        reason = fused.splittable(layer.tensors)
     if reason is not None:
         if not native.fused:  # a modulation whose [shift, scale] halves may need swapping
             reason = f"the [shift, scale] rows of a {layer.kind} delta cannot be swapped exactly"
         return Expanded([], f"{module_name}: {reason}")
     return _transformed(native, module_name, layer)
+
+
+def _materialized(layer: CanonicalLayer) -> CanonicalLayer:
+    from lorahub.adapters.delta import delta_weight
+
+    delta = delta_weight(layer.tensors, alpha=layer.alpha)
+    tensors = {"diff": delta.weight.reshape(delta.weight.shape[0], -1)}
+    if delta.bias is not None:
+        tensors["diff_b"] = delta.bias
+    return replace(layer, kind="full", tensors=tensors, alpha=None)
 
 
 def _transformed(native: dit_names.Native, module_name: str, layer: CanonicalLayer) -> Expanded:

@@ -280,13 +280,15 @@ def _family_of(names: list[str], metadata: Mapping[str, str]) -> str:
 # --- entry point -------------------------------------------------------------------------------------------------
 
 
-def load_adapter(path: str | os.PathLike[str], *, family: str | None = None) -> CanonicalAdapter:
+def load_adapter(
+    path: str | os.PathLike[str], *, family: str | None = None, materialize_fused: bool = False
+) -> CanonicalAdapter:
     """Read any accepted input into the canonical model (see the module docstring)."""
     source = Path(path)
     if source.is_dir():
         return _read_peft_dir(source, family)
     with safetensors_view(source) as view:
-        adapter = read_adapter(view, family=family)
+        adapter = read_adapter(view, family=family, materialize_fused=materialize_fused)
     return _remap_comfyui(adapter)
 
 

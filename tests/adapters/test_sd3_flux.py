@@ -836,3 +836,28 @@ def test_flux_comfyui_writes_native_fused_modules_and_peft_keeps_diffusers_paths
     assert set(read_adapter(tmp_path / "comfy.safetensors").layers) == set(expected)
     peft = convert(source, tmp_path / "peft", to="peft")
     assert peft.max_rel_error == 0.0
+
+
+def test_fused_lokr_with_lossy_splits_its_dense_delta_and_reports_the_error(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    w1, w2 = rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal((16, 8)).astype(np.float32)
+    qkv = "diffusion_model.double_blocks.0.img_attn.qkv"
+    source = _write(
+        tmp_path / "lokr.safetensors",
+        {f"{qkv}.lokr_w1": w1, f"{qkv}.lokr_w2": w2},
+        {"ss_base_model_version": "flux1"},
+    )
+    out = tmp_path / "out.safetensors"
+    report = convert(source, out, to="diffusers", lossy=True, rank=2)
+    full = np.kron(w1.astype(np.float64), w2.astype(np.float64))  # the LoKr ΔW (full-rank LoKr: scale 1), 48 × 16
+    written = read_adapter(out, family="flux1")
+    for i, part in enumerate(("to_q", "to_k", "to_v")):
+        expected = full[16 * i : 16 * (i + 1)]
+        u, s, vt = np.linalg.svd(expected)
+        best = (u[:, :2] * s[:2]) @ vt[:2]  # Eckart-Young: the best rank-2 approximation
+        layer = written.layers[f"transformer.transformer_blocks.0.attn.{part}"]
+        got = layer.tensors["up"].astype(np.float64) @ layer.tensors["down"].astype(np.float64) * (layer.alpha or 2) / 2
+        np.testing.assert_allclose(got, best, atol=1e-4)
+        name = f"transformer.transformer_blocks.0.attn.{part}"
+        assert report.per_module[name][0] == pytest.approx(np.abs(expected - got).max(), rel=1e-3, abs=1e-5)
+    assert report.max_rel_error > 0 and report.lossy
