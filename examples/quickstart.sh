@@ -84,9 +84,9 @@ step "lorahub train: a tiny SD 1.5-shaped pipeline (random weights, made offline
 lorahub dev tiny-pipeline "$work/tiny-sd1" --family sd1
 export OMP_NUM_THREADS=1  # tiny models: one thread is faster than two fighting
 lorahub train --base "$work/tiny-sd1" --data "$work/images" --sources "$work/images/sources.csv" \
-  --trigger "example style" --name example-style --steps 20 --save-every 10 --resolution 64 --lr 1e-3
+  --trigger "example style" --name example-style --license MIT --steps 20 --save-every 10 --resolution 64 --lr 1e-3
 lorahub train --base "$work/tiny-sd1" --data "$work/images" --sources "$work/images/sources.csv" \
-  --trigger "inky" --name ink-style --steps 20 --resolution 64 --lr 1e-3 --seed 1
+  --trigger "inky" --name ink-style --license CC-BY-4.0 --steps 20 --resolution 64 --lr 1e-3 --seed 1
 lorahub show example-style --json | python -c 'import json,sys; t=json.load(sys.stdin)["card"]["training"]; print(json.dumps({k: t[k] for k in ("base_model","dataset","steps","loss_curve")}, indent=1)[:1500])'
 
 step "from lorahub import load / stack: verified adapters applied to a diffusers pipeline, with weights"

@@ -34,6 +34,7 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 )
 @click.option("--trigger", help="Trigger words, put first in every caption that lacks them.")
 @click.option("--name", help="Adapter name in the catalog (default: the data folder's name).")
+@click.option("--license", "license_id", help="The adapter's licence (SPDX id, LicenseRef-… or alias).")
 @click.option("--rank", type=click.IntRange(1, 1024), default=4, show_default=True)
 @click.option("--alpha", type=float, help="LoRA alpha (default: the rank, scale 1).")
 @click.option(
@@ -92,7 +93,7 @@ def train_command(context: HubContext, /, **options: Any) -> None:  # fmt: skip
 
     as_json = options.pop("as_json")
     paths = {key: options.pop(key) for key in ("base", "data", "prior", "sources", "manifest", "resume")}
-    named = {key: options.pop(key) for key in ("name", "trigger", "device")}
+    named = {key: options.pop(key) for key in ("name", "trigger", "device")} | {"license": options.pop("license_id")}
     options["targets"] = options["targets"] or ()
     with _Bar(disabled=as_json) as bar:
         result = train(paths.pop("base"), paths.pop("data"), hub=context.hub, on_step=bar.update, **paths, **named,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from lorahub.licenses.catalogue import UNKNOWN, CatalogueLicense, Term, get_license, list_licenses, load_catalogue
 from lorahub.licenses.engine import Reason, Verdict, effective, merge, use
-from lorahub.licenses.terms import LicenseTerms, from_card_license, terms_for
+from lorahub.licenses.terms import LicenseTerms, from_card_license, from_card_licenses, terms_for
 
 __all__ = [
     "UNKNOWN",
@@ -18,6 +18,7 @@ __all__ = [
     "Verdict",
     "effective",
     "from_card_license",
+    "from_card_licenses",
     "get_license",
     "list_licenses",
     "load_catalogue",

@@ -7,6 +7,7 @@ each restriction to the licence clause or to the creator's flag it came from.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -72,6 +73,17 @@ def terms_for(
         derivatives_allowed=derivatives_allowed,
         different_license_allowed=different_license_allowed,
     )
+
+
+CONJUNCTION = " AND "
+"""SPDX's conjunction: a merge's card names every parent's licence (``MIT AND CC-BY-4.0``), all of which apply."""
+
+
+def from_card_licenses(card_license: CardLicense, *, strict: bool = True) -> list[LicenseTerms]:
+    """The terms of every licence a card names: one, or each part of an SPDX ``A AND B`` conjunction (what a merge
+    writes), each with the card's permissions."""
+    ids = card_license.id.split(CONJUNCTION) if CONJUNCTION in card_license.id else [card_license.id]
+    return [from_card_license(dataclasses.replace(card_license, id=i.strip()), strict=strict) for i in ids]
 
 
 def from_card_license(card_license: CardLicense, *, strict: bool = True) -> LicenseTerms:

@@ -435,7 +435,7 @@ class Hub(ProvenanceMixin):
         for ``use``? What merge, stack, load and generate ask before they act."""
         from lorahub import licenses as engine
 
-        parts = [self._license_terms(item) for item in items] + [engine.terms_for(i) for i in licenses or []]
+        parts = [t for item in items for t in self._license_terms(item)] + [engine.terms_for(i) for i in licenses or []]
         if not parts:
             raise errors.LorahubError(
                 "name at least one adapter or licence", hint="e.g. lorahub license check pixel-art --use commercial"
@@ -447,15 +447,16 @@ class Hub(ProvenanceMixin):
             return engine.merge(parts, base)
         return engine.effective(parts[0], base)
 
-    def _license_terms(self, item: str) -> LicenseTerms:
-        """A catalogued adapter's card licence (with its Civitai-style permissions), else a licence id or alias."""
+    def _license_terms(self, item: str) -> list[LicenseTerms]:
+        """A catalogued adapter's card licences (with its Civitai-style permissions; a merge names several), else a
+        licence id or alias."""
         from lorahub import licenses as engine
 
         try:
             version = self.version(item)
         except errors.LorahubError:
-            return engine.terms_for(item)
-        return engine.from_card_license(self.signed_card(version).card.license)
+            return [engine.terms_for(item)]
+        return engine.from_card_licenses(self.signed_card(version).card.license)
 
     # --- baking -----------------------------------------------------------------------------------------------
 

@@ -85,6 +85,8 @@ class _Run:
     resumed: SavedState | None = None
     parent: Parent | None = None
     versions: list[AddResult] = field(default_factory=list)
+    license: str | None = None
+    """The licence id the trainer gives the adapter (the card's ``license``; unknown when not given)."""
 
 
 def train(
@@ -101,6 +103,7 @@ def train(
     hub: Hub | None = None,
     on_step: Callable[[Step], None] | None = None,
     device: str | None = None,
+    license: str | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Train a LoRA on the pipeline folder ``base`` from ``data`` (images + caption .txt files, or a JSONL).
@@ -118,6 +121,7 @@ def train(
         hub, base_path=Path(base), data=Path(data), name=name, trigger=trigger, requested=requested, prior=prior,
         sources=sources, manifest=manifest, resume=resume,
     )  # fmt: skip
+    run.license = license
     runs = training_runs(hub)
     runs.start(_new_run(run))
     try:
@@ -357,6 +361,7 @@ def _checkpoint(run: _Run, trainer: Trainer, *, final: bool) -> None:
         name=run.name,
         base_model=run.base.name,
         base_weights_digest=run.base_digest,
+        license=run.license,
         triggers=[run.trigger] if run.trigger else [],
         consent=run.manifest_path,
         training=training,

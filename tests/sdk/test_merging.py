@@ -81,3 +81,14 @@ def test_a_tampered_blob_is_never_merged(hub: Hub, example_lora: Callable[..., P
     with pytest.raises(errors.VerificationFailedError, match="blob integrity"):
         hub.merge(["ink", "pixel"], out="both")
     assert not hub.audit(action="merge")
+
+
+def test_a_merge_names_every_parent_licence_and_the_engine_reads_them_all(
+    hub: Hub, example_lora: Callable[..., Path]
+) -> None:
+    _add(hub, example_lora, "ink", 0, "MIT", commercial_use=["image"])
+    _add(hub, example_lora, "pixel", 1, "CC-BY-NC-4.0", commercial_use=["image"])
+    hub.merge(["ink", "pixel"], out="both")
+    assert hub.signed_card(hub.version("both")).card.license.id == "MIT AND CC-BY-NC-4.0"
+    verdict = hub.license_check(["both"], use="commercial")
+    assert verdict.verdict == "forbidden" and "CC-BY-NC-4.0" in verdict.effective_license
