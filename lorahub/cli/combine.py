@@ -67,7 +67,8 @@ def _label(node: dict[str, Any]) -> str:
 def _grow(tree: Tree, node: dict[str, Any]) -> None:
     training = node["training"]
     if training:
-        tree.add(f"[green]trained[/green] {escape(', '.join(f'{k}={v}' for k, v in training.items()))}")
+        shown = {k: (f"{v[:12]}…" if isinstance(v, str) and len(v) == 64 else v) for k, v in training.items()}
+        tree.add(f"[green]trained[/green] {escape(', '.join(f'{k}={v}' for k, v in shown.items()))}")
     for baked in node["baked_into"]:
         tree.add(f"[magenta]baked into[/magenta] {escape(str(baked['output']))} ({baked['time']})")
     for parent in node["parents"]:

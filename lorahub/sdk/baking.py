@@ -63,12 +63,13 @@ def resolve_weighted(hub: Hub, specs: Sequence[str]) -> list[WeightedVersion]:
 
 
 def _verified(hub: Hub, version: AdapterVersion) -> CanonicalAdapter:
-    """The catalogued blob, verified as ``load`` verifies it, read as the family the catalogue recorded."""
+    """The catalogued blob, verified as ``load`` verifies it, read as the family the catalogue recorded (or, when the
+    geometry left it open, the first family whose names all its modules map to; the bake then checks the base's)."""
     from lorahub.adapters.names import FAMILIES
     from lorahub.sdk.loading import resolve, settle_family
 
     verified = resolve(hub, version.ref)
-    settle_family(verified, [version.family] if version.family in FAMILIES else [])
+    settle_family(verified, [version.family] if version.family in FAMILIES else FAMILIES)
     return verified.adapter
 
 

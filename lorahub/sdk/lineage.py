@@ -52,10 +52,25 @@ class LineageNode:
 
 
 def _training_summary(training: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The facts a lineage reader wants from a ``lorahub.training/v1`` record (the card has all of it)."""
     if training is None:
         return None
-    keys = ("base", "dataset", "steps", "seed", "trainer", "started", "finished")
-    return {k: training[k] for k in keys if k in training}
+    base = training.get("base_model") or {}
+    dataset = training.get("dataset") or {}
+    steps = training.get("steps") or {}
+    identity = (training.get("trainer") or {}).get("identity") or {}
+    summary = {
+        "base": base.get("name"),
+        "base_digest": base.get("weights_digest"),
+        "dataset_manifest": dataset.get("manifest_digest"),
+        "images": dataset.get("images"),
+        "excluded": len(dataset.get("excluded") or []),
+        "consent": (dataset.get("consent") or {}).get("status"),
+        "steps": steps.get("done") if isinstance(steps, dict) else steps,
+        "seed": training.get("seed"),
+        "trainer": identity.get("name"),
+    }
+    return {k: v for k, v in summary.items() if v is not None}
 
 
 def _signers(hub: Hub, version: AdapterVersion) -> list[dict[str, Any]]:
