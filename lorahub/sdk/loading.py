@@ -149,7 +149,7 @@ def load(
 
     ``use`` (``commercial``, ``non-commercial``, ``research``) asks the licence engine first: forbidden stops the
     load, uncertain too unless ``accept_uncertain``. ``replace`` swaps this adapter into the place of an applied
-    one, in place through diffusers hotswap when the targets allow it (much faster than a fresh load).
+    one, in place through a PEFT hotswap when the targets allow it (much faster than a fresh load).
     """
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.licensing import require_license
@@ -186,8 +186,8 @@ def apply(
         prepared_states,
     )
 
-    states = prepared_states(pipe).get(verified.content_digest)
-    if states is None:  # checks passed once for this content on this pipeline: its tensors are ready
+    states = prepared_states(pipe).get(verified.content_digest)  # prepared: checked and converted for this pipeline
+    if states is None:
         settle_family(verified, pipeline_family(pipe))
         check_family(verified.adapter, pipe, verified.label)
         check_loadable(verified.adapter, verified.label)
