@@ -252,7 +252,8 @@ def _print_report(report: ImageReport) -> None:
         )
     if report.base:
         base = report.base
-        out.print(f"base     {base.get('name')}  digest {base.get('digest')}  licence {base.get('license')}")
+        license_id = base.get("license") or "not stated"
+        out.print(f"base     {base.get('name')}  digest {base.get('digest')}  licence {license_id}")
     for adapter in report.adapters:
         known = {
             True: "[green]catalogued[/] " + str(adapter.catalog_ref),
