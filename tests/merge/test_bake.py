@@ -36,7 +36,7 @@ class Base:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        pipe = tiny.pipeline(root / "build")
+        pipe = tiny.pipeline()
         pipe.save_pretrained(root / "pipe")
         self.unet = root / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"
         self.text_encoder = root / "pipe" / "text_encoder" / "model.safetensors"

@@ -3,7 +3,6 @@ diffusers → LDM single-file key mapping (checked against diffusers' own LDM �
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,91 +11,12 @@ import numpy as np
 from lorahub.adapters import name_tables as t
 from lorahub.merge.layouts import unet_spec_from_diffusers
 
-VOCAB_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 
+def pipeline(seed: int = 0) -> Any:
+    """The tiny SD1.5-shaped pipeline of ``lorahub dev tiny-pipeline`` (merge-and-train.md §4.1), seeded."""
+    from lorahub.dev.tiny_pipeline import build_tiny_pipeline
 
-def _bytes_to_unicode() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-def tokenizer(folder: Path) -> Any:
-    """A byte-level CLIP BPE tokenizer with no merges: every character is a token."""
-    from transformers import CLIPTokenizer
-
-    symbols = _bytes_to_unicode()
-    vocab = {s: i for i, s in enumerate(symbols + [f"{s}</w>" for s in symbols] + list(VOCAB_SPECIALS))}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=77)
-
-
-def pipeline(folder: Path, seed: int = 0) -> Any:
-    """The tiny SD1.5-shaped pipeline (UNet 32/64 channels, CLIP width 32, 2 layers), seeded random weights."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    tok = tokenizer(folder / "tokenizer")
-    eos = tok.convert_tokens_to_ids("<|endoftext|>")
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=32,
-            bos_token_id=tok.convert_tokens_to_ids("<|startoftext|>"),
-            eos_token_id=eos,
-            pad_token_id=eos,
-        )
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(16, 16, 16, 16),
-        norm_num_groups=4,
-        latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-    )
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tok,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return build_tiny_pipeline("sd1", seed)
 
 
 def image(pipe: Any) -> Any:
