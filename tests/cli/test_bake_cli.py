@@ -15,7 +15,7 @@ EXIT_FORBIDDEN = 9
 
 
 def test_bake_cli(tmp_path: Path) -> None:
-    pipe = tiny.pipeline(tmp_path / "build")
+    pipe = tiny.pipeline()
     base = tmp_path / "sd1.safetensors"
     save_file(tiny.ldm_state_dict(pipe), str(base))
     home = Home(tmp_path / "home")
