@@ -319,7 +319,7 @@ class AdapterHandle:
     adapter: VerifiedAdapter
     targets: dict[str, dict[str, int]] = field(default_factory=dict)
     hotswapped: bool = False
-    """Whether the last :meth:`swap` (or load into this slot) reused the injected layers."""
+    """Whether the last switch into this slot (``load(..., replace=handle)``) reused the injected layers."""
 
     @property
     def weight(self) -> float:
