@@ -34,22 +34,6 @@ from typing import Any
 
 import numpy as np
 
-SDXL_UNET: dict[str, Any] = {
-    "sample_size": 128,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "block_out_channels": [320, 640, 1280],
-    "layers_per_block": 2,
-    "transformer_layers_per_block": [1, 2, 10],
-    "attention_head_dim": [5, 10, 20],
-    "cross_attention_dim": 2048,
-    "use_linear_projection": True,
-    "addition_embed_type": "text_time",
-    "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816,
-}
 RANK = 16
 ALPHA = 8.0
 WEIGHT = 0.8
@@ -97,6 +81,8 @@ def unet_shapes() -> dict[str, tuple[int, ...]]:
     """Every tensor of the SDXL UNet with its shape, without allocating it."""
     import torch
     from diffusers import UNet2DConditionModel
+
+    from lorahub.dev.model_configs import SDXL_UNET
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SDXL_UNET)

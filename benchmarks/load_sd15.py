@@ -23,27 +23,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SD15_UNET = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "attention_head_dim": 8,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}  # fmt: skip
-
 
 def sd15_pipeline() -> Any:
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from lorahub.dev.model_configs import CLIP_L, SD15_UNET
     from lorahub.dev.tiny_pipeline import build_tiny_pipeline
 
     tiny = build_tiny_pipeline("sd1")
     unet = UNet2DConditionModel(**SD15_UNET).to(torch.float16)
-    text = CLIPTextModel(
-        CLIPTextConfig(vocab_size=tiny.tokenizer.vocab_size, hidden_size=768, intermediate_size=3072,
-                       num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77)
-    ).to(torch.float16)  # fmt: skip
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=tiny.tokenizer.vocab_size, max_position_embeddings=77, **CLIP_L)).to(
+        torch.float16
+    )
     vae: AutoencoderKL = tiny.vae
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text, tokenizer=tiny.tokenizer, unet=unet, scheduler=DDIMScheduler(),

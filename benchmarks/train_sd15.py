@@ -32,26 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SD15_UNET = {
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
-"""``runwayml/stable-diffusion-v1-5`` ``unet/config.json`` (the keys that differ from diffusers' defaults)."""
+from lorahub.dev.model_configs import CLIP_L, SD15_UNET
 
 SD15_VAE = {
     "act_fn": "silu",
@@ -66,11 +47,8 @@ SD15_VAE = {
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 
-CLIP_L = {
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_attention_heads": 12,
-    "num_hidden_layers": 12,
+CLIP_L_TEXT = {
+    **CLIP_L,
     "max_position_embeddings": 77,
     "projection_dim": 768,
     "hidden_act": "quick_gelu",
@@ -107,7 +85,7 @@ def write_base(directory: Path) -> Path:
         bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        **CLIP_L,
+        **CLIP_L_TEXT,
     )
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**SD15_VAE),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from lorahub import Hub, errors
+from lorahub.dev.model_configs import CLIP_L, SD15_UNET
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import read_header
 from lorahub.sdk.adding import AddOptions
@@ -268,23 +269,6 @@ def test_hf_file_loads_into_a_transformers_5_clip_text_encoder(ink: Hub, tmp_pat
     )
     loaded = peft_utils.get_peft_model_state_dict(encoder, adapter_name="ink")
     assert len(loaded) == 2 * 6
-
-
-SD15_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
-CLIP_L: dict[str, Any] = {
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_attention_heads": 12,
-    "num_hidden_layers": 12,
-}
 
 
 # --- catalogued conversions ------------------------------------------------------------------------------------
