@@ -187,5 +187,6 @@ def merge_adapters(
         report.max_rank = max(report.max_rank, int(facts["rank"]))
         report.max_rel_error = max(report.max_rel_error, facts["error"])
         report.min_kept_energy = min(report.min_kept_energy, facts["kept"])
-    merged = CanonicalAdapter(family=families[0], layers=layers, metadata={}, source_format="merge")
+    metadata = {"ss_network_module": "networks.lora"}  # what kohya-reading tools expect of a LoRA file
+    merged = CanonicalAdapter(family=families[0], layers=layers, metadata=metadata, source_format="merge")
     return merged, report

@@ -9,7 +9,6 @@ its weight and the method.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +99,7 @@ def merge(
     accept_uncertain: bool = False,
     dtype: str | None = None,
 ) -> MergeResult:
+    from lorahub.adapters.convert import write_adapter
     from lorahub.adapters.names import FAMILIES
     from lorahub.merge.combine import merge_adapters
     from lorahub.sdk.adding import AddOptions
@@ -129,7 +129,7 @@ def merge(
     cards = [v.signed.card for v, _ in verified if v.signed is not None]
     with tempfile.TemporaryDirectory(dir=hub.settings.home) as scratch:
         path = Path(scratch) / f"{out}.safetensors"
-        write_kohya(merged, path, dtype=dtype)
+        write_adapter(merged, path, to="kohya", dtype=dtype)  # type: ignore[arg-type]
         added = add_derived(
             hub,
             path,
@@ -140,18 +140,3 @@ def merge(
             details={"method": method, "rank": rank, "report": report.as_dict(), "license": verdict.verdict},
         )
     return MergeResult(added=added, report=report, verdict=verdict.as_dict())
-
-
-def write_kohya(adapter: Any, path: str | os.PathLike[str], *, dtype: str | None = None) -> None:
-    """Write a canonical adapter as a kohya file (what A1111, Forge, ComfyUI and Civitai read), with its
-    ``sshs_model_hash`` claim."""
-    from lorahub.adapters.convert import _hash_claims, _kohya_tensors
-    from lorahub.files.digests import digest_file
-    from lorahub.files.safetensors import read_header, write
-
-    tensors = _kohya_tensors(adapter, dtype)
-    metadata = {"ss_network_module": "networks.lora", "lorahub.merge": "1"}
-    write(Path(path), tensors, metadata)
-    autov3 = digest_file(path, read_header(path), check_values=False).hashes.autov3
-    assert autov3 is not None
-    write(Path(path), tensors, {**metadata, **_hash_claims({}, "kohya", autov3)})
