@@ -1,25 +1,37 @@
 # Two entry points for a fresh clone (see README.md):
-#   make demo   set up .venv and run the quickstart
-#   make test   set up .venv and run lint, types and the whole test suite
+#   make demo   set up .venv with the tested, pinned set of dependencies and run the quickstart
+#   make test   set up .venv the same way and run lint, types, the layer contract and the whole test suite
 #
-# TORCH_SPEC: on the project's CPU machines `torch==2.13.0` is a CPU wheel already on disk; installing it before the
-# project keeps pip from fetching a multi-GB CUDA build. On a GPU machine, `make TORCH_SPEC=torch demo`.
+# The tested set is requirements/lock.txt: exact versions with the SHA-256 of every file, installed in pip's
+# hash-checking mode (`make lock` regenerates it from .venv after a deliberate upgrade). torch is installed first,
+# on its own: its wheel differs between CPU and CUDA builds. On the project's CPU machines `torch==2.13.0` is a CPU
+# wheel already on disk; on a GPU machine, `make TORCH_SPEC=torch==2.13.0 demo` with pip's ordinary index gives the
+# CUDA build of the same version.
+#
+# `make test-latest` installs the newest releases instead (in .venv-latest) and runs the tests: drift is seen
+# before users see it. It is not part of CI's required path. torch stays at TORCH_SPEC unless
+# LATEST_TORCH_SPEC=torch asks for the newest one too.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+PIP_SPEC ?= pip==26.3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lorahub-installed
+LATEST := .venv-latest
+LATEST_TORCH_SPEC ?= $(TORCH_SPEC)
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench lock test-latest clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml requirements/lock.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(PIP_SPEC)"
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/lock.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,5 +52,17 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) benchmarks/hash_throughput.py
 
+lock: $(STAMP)
+	requirements/lock.sh $(VENV)
+
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[all,dev]" "$(LATEST_TORCH_SPEC)"
+	$(LATEST)/bin/python -m pip freeze --exclude-editable
+	touch $(LATEST)/.lorahub-installed
+	$(MAKE) VENV=$(LATEST) lint typecheck unit
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LATEST) .mypy_cache .ruff_cache .pytest_cache .hypothesis site

@@ -195,13 +195,32 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *
         elif component == "transformer":
             _call(pipe.load_lora_into_transformer, transformer=pipe.transformer, **common)
         else:
-            _call(
-                pipe.load_lora_into_text_encoder,
-                text_encoder=getattr(pipe, component),
-                prefix=component,
-                lora_scale=getattr(pipe, "lora_scale", 1.0),
-                **common,
-            )
+            _inject_text_encoder(pipe, component, common["state_dict"], state.config, adapter_name)
+
+
+def _inject_text_encoder(
+    pipe: Any, component: str, tensors: Mapping[str, Any], config: Mapping[str, Any], adapter_name: str
+) -> None:
+    """Through PEFT itself, as diffusers does for UNets and transformers, not through transformers' PEFT
+    integration (what ``load_lora_into_text_encoder`` calls): that integration refuses PEFT releases older than
+    the one it was built against (transformers 5.25 asks for a PEFT that is not released yet). lorahub already
+    has the complete LoRA config, so nothing of diffusers' config guessing is needed."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    encoder = getattr(pipe, component)
+    prefix = f"{component}."
+    lora = LoraConfig(**{key.removeprefix(prefix): value for key, value in config.items()})
+    state = {key.removeprefix(prefix): value for key, value in tensors.items()}
+    inject_adapter_in_model(lora, encoder, adapter_name=adapter_name, low_cpu_mem_usage=True)
+    result = set_peft_model_state_dict(encoder, state, adapter_name=adapter_name, low_cpu_mem_usage=True)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise errors.LorahubError(
+            f"{len(unexpected)} {component} tensors match no LoRA layer (first: {unexpected[0]})",
+            hint="This is a bug in lorahub's name tables for this text encoder; please report it.",
+        )
+    encoder._hf_peft_config_loaded = True  # what diffusers and transformers look at to find adapters on it
+    encoder.to(device=encoder.device, dtype=encoder.dtype)
 
 
 def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str) -> None:

@@ -31,7 +31,7 @@ def make_adapter(
     with its adapter metadata: the format diffusers' training scripts write."""
     import torch
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     pipe = tiny(family)
@@ -52,7 +52,9 @@ def make_adapter(
     }
     if text_encoder:
         te_config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TEXT_TARGETS, init_lora_weights=False)
-        pipe.text_encoder.add_adapter(te_config, adapter_name="x")
+        # PEFT itself, not transformers' integration (``add_adapter``), which refuses PEFT releases older than the
+        # one it was built against (transformers 5.25 asks for a PEFT that does not exist yet).
+        inject_adapter_in_model(te_config, pipe.text_encoder, adapter_name="x")
         layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
             get_peft_model_state_dict(pipe.text_encoder, adapter_name="x")
         )
