@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lorahub import errors
-from lorahub.files.safetensors import atomic_write
+from lorahub.files.atomic import atomic_write
 from lorahub.training.loop import ADAPTER_NAME, Trainer
 
 SCHEMA = "lorahub.training-state/v1"
