@@ -54,7 +54,7 @@ class PendingFile:
             os.fsync(self.file.fileno())
             os.fchmod(self.file.fileno(), self.mode)
             _name(self.path, target, exclusive=exclusive)
-            self.path.unlink(missing_ok=True)  # still there after a link; its removal is made durable below
+            self.path.unlink(missing_ok=True)  # still there after a link
             fsync_directory(target.parent)
         finally:
             self.discard()
