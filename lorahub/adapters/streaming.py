@@ -34,8 +34,9 @@ import numpy as np
 
 from lorahub.adapters.model import CanonicalLayer, canonical_name
 from lorahub.adapters.names import from_canonical
+from lorahub.files.atomic import atomic_write
 from lorahub.files.numeric import scalar, to_float32
-from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, atomic_write
+from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile
 from lorahub.formats import detect
 from lorahub.formats.base import Layout, Module
 from lorahub.formats.diffusers import adapter_configs

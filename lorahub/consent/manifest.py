@@ -21,7 +21,7 @@ import rfc8785
 from lorahub import errors
 from lorahub.consent import signals as sig
 from lorahub.consent.sources import STATUSES, SourceEntry, read_sources
-from lorahub.files.safetensors import atomic_write
+from lorahub.files.atomic import atomic_write
 
 if TYPE_CHECKING:
     from lorahub.signing.card import Consent

@@ -1,4 +1,4 @@
-"""A strict safetensors reader and an atomic writer.
+"""A strict safetensors reader and an atomic writer (through :mod:`lorahub.files.atomic`).
 
 The reader validates the whole header before anything else looks at the file: every later step (digests,
 detection, conversion) may then assume offsets are in bounds, tensors do not overlap and sizes add up. It never
@@ -12,15 +12,14 @@ import math
 import mmap
 import os
 import struct
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 from lorahub import errors
+from lorahub.files.atomic import atomic_write
 from lorahub.files.dtypes import DTYPE_BITS
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -327,41 +326,3 @@ def write(
     chunks: list[bytes | memoryview] = [struct.pack("<Q", len(header)), header]
     chunks += [tensors[name][2] for name in order]
     atomic_write(Path(path), chunks)
-
-
-def atomic_write(
-    path: Path, write: Callable[[BinaryIO], object] | list[bytes | memoryview], *, mode: int | None = None
-) -> None:
-    """Replace ``path`` so that readers see the old file or the complete new one, never a mix: a temporary file in
-    the same folder (given ``mode`` before any byte is written), written by ``write`` (or from a list of chunks),
-    fsynced, renamed over ``path``, and the folder fsynced so the rename survives a crash."""
-    with atomic_file(path, mode=mode) as (out, _):
-        if callable(write):
-            write(out)
-        else:
-            for chunk in write:
-                out.write(chunk)
-
-
-@contextmanager
-def atomic_file(path: Path, *, mode: int | None = None) -> Iterator[tuple[BinaryIO, Path]]:
-    """:func:`atomic_write` as a context manager that also gives the temporary file's path (for a writer that reads
-    back what it wrote, as bake's output hashing does); an exception leaves ``path`` untouched and no temp file."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if mode is not None:
-                os.fchmod(out.fileno(), mode)
-            yield out, Path(tmp)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -36,7 +36,8 @@ import numpy.typing as npt
 
 from lorahub import errors
 from lorahub.adapters.delta import BASE_KINDS, delta_weight, lora_factors
-from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, TensorInfo, atomic_file
+from lorahub.files.atomic import atomic_file
+from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, TensorInfo
 from lorahub.merge.arith import WRITABLE, Arithmetic, Backend, backend, numel
 from lorahub.merge.layouts import BaseLayout, Target, detect_layout
 

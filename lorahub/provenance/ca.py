@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import secrets
 import shutil
 import tomllib
@@ -40,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from lorahub import errors
-from lorahub.files.safetensors import atomic_write
+from lorahub.files.atomic import OWNER_ONLY, atomic_write
 
 if TYPE_CHECKING:
     from lorahub.signing.keys import Identity
@@ -216,9 +215,10 @@ class LocalCA:
         _private_dir(self.directory)
         staging = self.directory / f".root.{secrets.token_hex(6)}.tmp"
         staging.mkdir(mode=0o700)
+        root_pem = root.public_bytes(serialization.Encoding.PEM)
         try:
-            _write_new(staging / "ca.key.pem", _private_pem(key, passphrase))
-            _write_new(staging / "ca.pem", root.public_bytes(serialization.Encoding.PEM))
+            atomic_write(staging / "ca.key.pem", [_private_pem(key, passphrase)], mode=OWNER_ONLY, exclusive=True)
+            atomic_write(staging / "ca.pem", [root_pem], mode=OWNER_ONLY, exclusive=True)
             try:
                 staging.rename(self.root_dir)
             except OSError:
@@ -566,12 +566,3 @@ def _private_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> b
 def _private_dir(directory: Path) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     directory.mkdir(mode=0o700, exist_ok=True)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` mode 0600 (never briefly readable by others) and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())

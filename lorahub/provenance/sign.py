@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from lorahub import __version__, errors
-from lorahub.files.safetensors import atomic_write
+from lorahub.files.atomic import atomic_write
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from lorahub import errors
+from lorahub.files.atomic import PendingFile, fsync_directory
 
 CHUNK_BYTES: Final = 8 * 1024 * 1024
 TEMP_PREFIX: Final = ".tmp-"
@@ -50,14 +50,6 @@ def check_sha256(sha256: str) -> str:
     return sha256
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class BlobWriter:
     """Streams one blob into a locked temporary file, hashing as it goes; see :meth:`BlobStore.writer`."""
 
@@ -68,15 +60,17 @@ class BlobWriter:
         self._size = 0
         self._result: BlobInfo | None = None
         store.temp_dir.mkdir(parents=True, exist_ok=True)
-        self.temp_path = store.temp_dir / f"{TEMP_PREFIX}{secrets.token_hex(12)}"
-        fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file = os.fdopen(fd, "wb")
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._pending = PendingFile(store.temp_dir, prefix=TEMP_PREFIX, suffix="", mode=READ_ONLY)
+        fcntl.flock(self._pending.file.fileno(), fcntl.LOCK_EX)
+
+    @property
+    def temp_path(self) -> Path:
+        return self._pending.path
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        if self._result is not None or self._file.closed:
+        if self._result is not None or self._pending.file.closed:
             raise ValueError("this blob writer is already committed or aborted")
-        self._file.write(chunk)
+        self._pending.file.write(chunk)
         if not self._hashed_by_caller:
             self._sha.update(chunk)
         self._size += len(chunk)
@@ -101,42 +95,20 @@ class BlobWriter:
                 f"the bytes hash to sha256 {sha256}, not the expected {expected_sha256.lower()}",
                 hint="The source changed or was damaged in transit; nothing was stored.",
             )
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        os.fchmod(self._file.fileno(), READ_ONLY)
         final = self._store.path_for(sha256)
-        existed = self._place(final)
-        self._file.close()  # releases the lock only after the temporary name is gone
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._pending.commit(final, exclusive=True)  # never replaces a blob: concurrent writers agree who stored it
+        except FileExistsError:
+            existed = True
+        else:
+            existed = False
         self._result = BlobInfo(sha256=sha256, size=self._size, path=final, existed=existed)
         return self._result
 
-    def _place(self, final: Path) -> bool:
-        """Link the temporary file to ``final`` unless a blob is there already; False when this call placed it.
-
-        A hard link, unlike a rename, never replaces an existing blob, so concurrent writers of the same bytes
-        agree on who stored it. Filesystems without hard links fall back to a rename.
-        """
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(self.temp_path, final)
-        except FileExistsError:
-            self.temp_path.unlink()
-            return True
-        except OSError:
-            if final.exists():
-                self.temp_path.unlink()
-                return True
-            os.replace(self.temp_path, final)
-        else:
-            self.temp_path.unlink()
-        _fsync_dir(final.parent)
-        return False
-
     def abort(self) -> None:
         """Drop the temporary file; the store is as it was. Safe to call more than once."""
-        if not self._file.closed:
-            self._file.close()
-        self.temp_path.unlink(missing_ok=True)
+        self._pending.discard()
 
     def __enter__(self) -> Self:
         return self
@@ -194,7 +166,7 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_directory(path.parent)
         return True
 
     def iter_blobs(self) -> Iterator[str]:

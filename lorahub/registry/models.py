@@ -192,9 +192,13 @@ class FileCache(SQLModel, table=True):
 class TrainingRun(SQLModel, table=True):
     """One ``lorahub train`` run: where it stands (``running``, ``finished``, ``failed``) and what it has made.
 
-    Unlike versions this row changes (steps, latest checkpoint, status), so it is an index of progress, not a
-    record: the record of each checkpoint is its signed card (``training``) and its ``train`` audit event. The row
-    answers what the card cannot: which runs are still going, or died, and which versions one run produced.
+    Unlike versions this row changes (steps, latest checkpoint, status), so it is an index of progress, not proof:
+    what is signed is each checkpoint's card (``training``) and its ``train`` audit event. The row answers what the
+    card cannot: which runs are still going, or died, and which versions one run produced.
+
+    The columns are the fields of :class:`~lorahub.registry.runs.RunRow`, the run's
+    :class:`~lorahub.registry.runs.RunRecord` and its progress (``config`` as JSON text in ``config_json``);
+    ``tests/registry/test_runs.py`` holds the two together.
     """
 
     __tablename__ = "training_run"

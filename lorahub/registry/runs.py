@@ -1,4 +1,8 @@
-"""Training-run rows: progress of ``lorahub train`` runs (see :class:`~lorahub.registry.models.TrainingRun`).
+"""Training runs: the one record of a ``lorahub train`` run, and the catalog rows that follow its progress.
+
+:class:`RunRecord` is how every place spells a run: the catalog row (:class:`~lorahub.registry.models.TrainingRun`)
+stores exactly its fields, and the run's resumable ``state.json`` and its cards' ``training`` field take their run
+facts from it (:mod:`lorahub.sdk.training`). A test holds the row's columns to the record's fields.
 
 These writes append no audit event: they index progress that is recorded elsewhere (each checkpoint's card and
 its ``train`` event), and a run's heartbeat is not an act anyone needs to prove. Callers get frozen
@@ -7,6 +11,7 @@ its ``train`` event), and a run's heartbeat is not an act anyone needs to prove.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,84 +26,66 @@ from lorahub.registry.models import TrainingRun, utc_now
 
 Status = Literal["running", "finished", "failed"]
 
+CONFIG_COLUMN = "config_json"
+"""The one column whose name and form differ from its field: ``config`` is stored as sorted-key JSON text."""
 
-@dataclass(frozen=True)
-class RunRow:
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """One run: who trains what on which data with which settings, since when, and how far it has come."""
+
     run_id: str
     name: str
-    status: str
+    """The adapter name its checkpoints are catalogued under."""
     trainer: str
+    """The fingerprint of the key that signs its cards."""
     base_name: str
     base_weights_digest: str
     dataset_digest: str
+    """The digest of the consent manifest of the images trained on."""
     steps_done: int
     steps_total: int
+    config: dict[str, Any]
+    """The settings in the card's form (``TrainConfig.card_dict()``)."""
+    started_at: datetime
+    """A resumed run keeps its first part's start."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRow(RunRecord):
+    """A run as the catalog has it now: its record, where it stands and what it has made so far."""
+
+    status: str
     latest_version: int | None
     latest_digest: str | None
-    config: dict[str, Any]
-    started_at: datetime
     updated_at: datetime
     finished_at: datetime | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "name": self.name,
-            "status": self.status,
-            "trainer": self.trainer,
-            "base_name": self.base_name,
-            "base_weights_digest": self.base_weights_digest,
-            "dataset_digest": self.dataset_digest,
-            "steps_done": self.steps_done,
-            "steps_total": self.steps_total,
-            "latest": f"{self.name}@{self.latest_version}" if self.latest_version is not None else None,
-            "latest_digest": self.latest_digest,
-            "config": self.config,
-            "started_at": self.started_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-        }
-
-
-@dataclass(frozen=True)
-class NewRun:
-    run_id: str
-    name: str
-    trainer: str
-    base_name: str
-    base_weights_digest: str
-    dataset_digest: str
-    steps_done: int
-    steps_total: int
-    config: dict[str, Any]
-    started_at: datetime
+        """JSON-ready, in the table's column order; ``latest`` is the newest checkpoint as ``NAME@V``."""
+        out: dict[str, Any] = {}
+        for column in TrainingRun.model_fields:
+            name = "config" if column == CONFIG_COLUMN else column
+            value = getattr(self, name)
+            if name == "latest_version":
+                name, value = "latest", f"{self.name}@{value}" if value is not None else None
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
 
 
 class TrainingRuns:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def start(self, run: NewRun) -> None:
+    def start(self, run: RunRecord) -> None:
         """Record a run as ``running``; a resumed run's row is reopened (same id) with its new total."""
         with write_transaction(self.engine) as session:
             row = session.get(TrainingRun, run.run_id)
             if row is None:
-                row = TrainingRun(
-                    run_id=run.run_id,
-                    name=run.name,
-                    status="running",
-                    trainer=run.trainer,
-                    base_name=run.base_name,
-                    base_weights_digest=run.base_weights_digest,
-                    dataset_digest=run.dataset_digest,
-                    steps_done=run.steps_done,
-                    steps_total=run.steps_total,
-                    config_json=json.dumps(run.config, sort_keys=True),
-                    started_at=run.started_at,
-                )
+                row = TrainingRun(**_columns(run), status="running")
             else:
                 row.status, row.steps_total, row.finished_at = "running", run.steps_total, None
-                row.config_json, row.updated_at = json.dumps(run.config, sort_keys=True), utc_now()
+                row.config_json, row.updated_at = _config_text(run.config), utc_now()
             session.add(row)
 
     def checkpoint(self, run_id: str, *, step: int, version: int, digest: str, final: bool) -> None:
@@ -139,21 +126,16 @@ class TrainingRuns:
         return row
 
 
+def _columns(run: RunRecord) -> dict[str, Any]:
+    values = {field.name: getattr(run, field.name) for field in dataclasses.fields(RunRecord)}
+    values[CONFIG_COLUMN] = _config_text(values.pop("config"))
+    return values
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
 def _view(row: TrainingRun) -> RunRow:
-    return RunRow(
-        run_id=row.run_id,
-        name=row.name,
-        status=row.status,
-        trainer=row.trainer,
-        base_name=row.base_name,
-        base_weights_digest=row.base_weights_digest,
-        dataset_digest=row.dataset_digest,
-        steps_done=row.steps_done,
-        steps_total=row.steps_total,
-        latest_version=row.latest_version,
-        latest_digest=row.latest_digest,
-        config=json.loads(row.config_json),
-        started_at=row.started_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-    )
+    values = {column: getattr(row, column) for column in TrainingRun.model_fields if column != CONFIG_COLUMN}
+    return RunRow(**values, config=json.loads(row.config_json))

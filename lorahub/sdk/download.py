@@ -28,7 +28,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import httpx
 
 from lorahub import __version__, errors
-from lorahub.files.safetensors import atomic_write
+from lorahub.files.atomic import atomic_write, fsync_directory
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called with (bytes of the file so far, expected total or None) after every chunk."""
@@ -485,11 +485,7 @@ def _place(partial: _Partial, target: Path, sha256: str) -> Path:
     target = _free_name(target, sha256)
     os.replace(partial.data, target)
     partial.meta.unlink(missing_ok=True)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(target.parent)
     return target
 
 

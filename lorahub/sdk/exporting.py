@@ -380,7 +380,7 @@ def _written(path: Path) -> WrittenFile:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    from lorahub.files.safetensors import atomic_write
+    from lorahub.files.atomic import atomic_write
 
     data = text.encode("utf-8")
     atomic_write(path, lambda out: out.write(data), mode=0o644)

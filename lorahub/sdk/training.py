@@ -25,7 +25,7 @@ from lorahub.training.config import TrainConfig, resumed_config
 
 if TYPE_CHECKING:
     from lorahub.consent import Manifest
-    from lorahub.registry.runs import NewRun, TrainingRuns
+    from lorahub.registry.runs import RunRecord, TrainingRuns
     from lorahub.sdk.adding import AddResult
     from lorahub.sdk.hub import Hub
     from lorahub.signing.card import Parent
@@ -68,20 +68,18 @@ class TrainResult:
 
 @dataclass
 class _Run:
-    """Everything a run needs once the checks have passed."""
+    """Everything a run needs once the checks have passed. ``record`` is the run's one record: the catalog row,
+    ``state.json`` and each card's ``training`` field take the run's facts from it."""
 
     hub: Hub
     signer: Signer
-    name: str
+    record: RunRecord
     trigger: str | None
     base: Base
-    base_digest: str
     dataset: Dataset
     prior: Dataset | None
     config: TrainConfig
-    run_id: str
     manifest_path: Path
-    started: datetime
     resumed: SavedState | None = None
     parent: Parent | None = None
     versions: list[AddResult] = field(default_factory=list)
@@ -123,21 +121,21 @@ def train(
     )  # fmt: skip
     run.license = license
     runs = training_runs(hub)
-    runs.start(_new_run(run))
+    runs.start(run.record)
     try:
         trainer = _trainer(run, device)
         _train_and_checkpoint(run, trainer, on_step)
     except BaseException:
-        runs.fail(run.run_id)  # the row says the run died; its catalogued checkpoints stay resumable
+        runs.fail(run.record.run_id)  # the row says the run died; its catalogued checkpoints stay resumable
         raise
     last = run.versions[-1]
     assert last.signed is not None and last.signed.card.training is not None
     return TrainResult(
-        name=run.name,
-        run_id=run.run_id,
+        name=run.record.name,
+        run_id=run.record.run_id,
         versions=tuple(run.versions),
         training=last.signed.card.training,
-        state_dir=_run_dir(hub, run.run_id),
+        state_dir=_run_dir(hub, run.record.run_id),
         notes=tuple(trainer.notes),
     )
 
@@ -157,23 +155,6 @@ def _train_and_checkpoint(run: _Run, trainer: Trainer, on_step: Callable[[Step],
             continue
         trainer.train(stop, on_step)
         _checkpoint(run, trainer, final=stop == run.config.steps)
-
-
-def _new_run(run: _Run) -> NewRun:
-    from lorahub.registry.runs import NewRun
-
-    return NewRun(
-        run_id=run.run_id,
-        name=run.name,
-        trainer=run.signer.keyid,
-        base_name=run.base.name,
-        base_weights_digest=run.base_digest,
-        dataset_digest=run.dataset.used.digest,
-        steps_done=int(run.resumed.info["step"]) if run.resumed is not None else 0,
-        steps_total=run.config.steps,
-        config=run.config.card_dict(),
-        started_at=run.started,
-    )
 
 
 def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainConfig:
@@ -205,6 +186,7 @@ def _prepare(
     manifest: str | os.PathLike[str] | None,
     resume: str | os.PathLike[str] | None,
 ) -> _Run:
+    from lorahub.registry.runs import RunRecord
     from lorahub.training.base import describe_base, weights_digest
     from lorahub.training.data import read_dataset
 
@@ -229,12 +211,22 @@ def _prepare(
     _check_policy(hub, dataset, prior_set)
     if resumed is not None:
         _check_same_run(resumed, base_digest, dataset, prior_set)
-    run_id = str(resumed.info["run_id"]) if resumed is not None else uuid.uuid4().hex
-    manifest_path = _write_manifest(hub, run_id, dataset, prior_set)
-    started = _parse_time(resumed.info["started_at"]) if resumed is not None else datetime.now(UTC)
+    record = RunRecord(
+        run_id=str(resumed.info["run_id"]) if resumed is not None else uuid.uuid4().hex,
+        name=final_name,
+        trainer=signer.keyid,
+        base_name=base.name,
+        base_weights_digest=base_digest,
+        dataset_digest=dataset.used.digest,
+        steps_done=int(resumed.info["step"]) if resumed is not None else 0,
+        steps_total=config.steps,
+        config=config.card_dict(),
+        started_at=_parse_time(resumed.info["started_at"]) if resumed is not None else datetime.now(UTC),
+    )
+    manifest_path = _write_manifest(hub, record.run_id, dataset, prior_set)
     return _Run(
-        hub, signer, final_name, trigger, base, base_digest, dataset, prior_set, config, run_id, manifest_path,
-        started, resumed, parent,
+        hub=hub, signer=signer, record=record, trigger=trigger, base=base, dataset=dataset, prior=prior_set,
+        config=config, manifest_path=manifest_path, resumed=resumed, parent=parent,
     )  # fmt: skip
 
 
@@ -342,11 +334,13 @@ def _checkpoint(run: _Run, trainer: Trainer, *, final: bool) -> None:
     from lorahub.training.writer import kohya_metadata, write_adapter
 
     step = trainer.run.step
-    directory = _run_dir(run.hub, run.run_id) / f"step-{step}"
+    record = dataclasses.replace(run.record, steps_done=step)
+    run.record = record
+    directory = _run_dir(run.hub, record.run_id) / f"step-{step}"
     directory.mkdir(parents=True, exist_ok=True)
     finished = datetime.now(UTC)
     facts = _facts(run, trainer, finished)
-    path = directory / f"{run.name}-step{step}.safetensors"
+    path = directory / f"{record.name}-step{step}.safetensors"
     layout = write_adapter(
         path,
         trainer.lora_state(),
@@ -358,9 +352,9 @@ def _checkpoint(run: _Run, trainer: Trainer, *, final: bool) -> None:
     )
     training = _training_record(run, trainer, finished, layout=layout, final=final, state=directory)
     options = AddOptions(
-        name=run.name,
-        base_model=run.base.name,
-        base_weights_digest=run.base_digest,
+        name=record.name,
+        base_model=record.base_name,
+        base_weights_digest=record.base_weights_digest,
         license=run.license,
         triggers=[run.trigger] if run.trigger else [],
         consent=run.manifest_path,
@@ -368,52 +362,56 @@ def _checkpoint(run: _Run, trainer: Trainer, *, final: bool) -> None:
         lineage=(run.parent,) if run.parent is not None else (),
         tags=["trained", "checkpoint"] if not final else ["trained"],
         audit_action="train",
-        audit_details={"run_id": run.run_id, "step": step, "steps": run.config.steps, "final": final},
+        audit_details={"run_id": record.run_id, "step": step, "steps": record.steps_total, "final": final},
     )
     result = run.hub.add(path, options)
     path.unlink(missing_ok=True)  # the blob store keeps the bytes
     save_state(trainer, directory, _state_info(run, result.content_digest))
     run.versions.append(result)
     training_runs(run.hub).checkpoint(
-        run.run_id, step=step, version=result.version, digest=result.content_digest, final=final
+        record.run_id, step=step, version=result.version, digest=result.content_digest, final=final
     )
 
 
 def _state_info(run: _Run, adapter_digest: str) -> dict[str, Any]:
+    """What ``state.json`` keeps of the run: what a resume reads back to rebuild its record and to check that it
+    continues on the same base and data."""
+    record = run.record
     return {
-        "run_id": run.run_id,
-        "name": run.name,
+        "run_id": record.run_id,
+        "name": record.name,
         "trigger": run.trigger,
-        "config": run.config.card_dict(),
+        "config": record.config,
         "adapter_digest": adapter_digest,
-        "base_weights_digest": run.base_digest,
-        "dataset_digest": run.dataset.used.digest,
+        "base_weights_digest": record.base_weights_digest,
+        "dataset_digest": record.dataset_digest,
         "prior_digest": run.prior.used.digest if run.prior else None,
-        "started_at": _timestamp(run.started),
+        "started_at": _timestamp(record.started_at),
     }
 
 
 def _facts(run: _Run, trainer: Trainer, finished: datetime) -> dict[str, Any]:
     """What the kohya header needs, in one place."""
+    record = run.record
     captions = [e.caption for e in run.dataset.examples]
     tags = Counter(tag.strip() for caption in captions for tag in caption.split(",") if tag.strip())
     return {
-        "run_id": run.run_id,
-        "name": run.name,
+        "run_id": record.run_id,
+        "name": record.name,
         "trigger": run.trigger,
         "author": run.signer.identity.user_id,
         "lorahub_version": __version__,
-        "config": run.config.card_dict() | {"targets": list(trainer.targets)},
+        "config": record.config | {"targets": list(trainer.targets)},
         "targets": list(trainer.targets),
-        "base": run.base.card_dict(run.base_digest),
+        "base": run.base.card_dict(record.base_weights_digest),
         "optimizer": trainer.optimizer_name,
         "precision_used": trainer.precision.used,
-        "step": trainer.run.step,
+        "step": record.steps_done,
         "images": len(run.dataset.examples),
         "prior_images": len(run.prior.examples) if run.prior else 0,
         "dataset_dir": Path(run.dataset.examples[0].path).parent.name,
         "tag_frequency": {Path(run.dataset.examples[0].path).parent.name: dict(tags.most_common(200))},
-        "started_epoch": str(int(run.started.timestamp())),
+        "started_epoch": str(int(record.started_at.timestamp())),
         "finished_epoch": str(int(finished.timestamp())),
         "finished_at": _timestamp(finished),
     }
@@ -425,19 +423,19 @@ def _training_record(
     """The card's ``training`` field: the lineage of this version (no floats: the card's rule)."""
     from lorahub.training.environment import hardware, software
 
-    config, versions = run.config, software()
-    hyper = config.card_dict() | {"targets": list(trainer.targets), "optimizer": trainer.optimizer_name}
+    record, versions = run.record, software()
+    hyper = record.config | {"targets": list(trainer.targets), "optimizer": trainer.optimizer_name}
     return {
         "schema": TRAINING_SCHEMA,
-        "run_id": run.run_id,
+        "run_id": record.run_id,
         "final": final,
         "trainer": {
             "tool": "lorahub",
             "version": __version__,
             "git_commit": versions["lorahub_git_commit"],
-            "identity": {"fingerprint": run.signer.keyid, "name": run.signer.identity.user_id},
+            "identity": {"fingerprint": record.trainer, "name": run.signer.identity.user_id},
         },
-        "base_model": run.base.card_dict(run.base_digest),
+        "base_model": run.base.card_dict(record.base_weights_digest),
         "objective": run.base.prediction_type,
         "dataset": run.dataset.card_dict() | {"trigger": run.trigger},
         "consent_manifest": {
@@ -446,14 +444,14 @@ def _training_record(
         },
         "prior": run.prior.card_dict() if run.prior else None,
         "hyperparameters": hyper,
-        "seed": config.seed,
+        "seed": run.config.seed,
         "precision": {"requested": trainer.precision.requested, "used": trainer.precision.used},
-        "steps": {"done": trainer.run.step, "total": config.steps},
+        "steps": {"done": record.steps_done, "total": record.steps_total},
         "software": versions,
         "hardware": hardware(trainer.torch, trainer.device),
-        "started_at": _timestamp(run.started),
+        "started_at": _timestamp(record.started_at),
         "finished_at": _timestamp(finished),
-        "loss_curve": loss_curve(trainer.run.losses, config.log_every),
+        "loss_curve": loss_curve(trainer.run.losses, run.config.log_every),
         "resumed_from": run.parent.parameters | {"digest": run.parent.digest} if run.parent else None,
         "output": {"layout": layout, "dtype": {"no": "fp32"}.get(trainer.precision.used, trainer.precision.used)},
         "state": state.relative_to(run.hub.settings.home).as_posix(),

@@ -224,7 +224,9 @@ class Card:
     lineage: tuple[Parent, ...] = ()
     training: dict[str, Any] | None = None
     """How the adapter was trained (``lorahub train``): base and dataset digests, hyperparameters, seed, software,
-    hardware, times, loss curve. Free-form JSON without floats."""
+    hardware, times, loss curve. Free-form JSON without floats, so that every card signed with it verifies as it was
+    signed; lorahub's trainer writes its ``lorahub.training/v1`` form from the run's one record
+    (``lorahub.registry.runs.RunRecord``, assembled in ``lorahub.sdk.training``)."""
     created: str = field(default_factory=utc_now)
     schema: str = SCHEMA
 

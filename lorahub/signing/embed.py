@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lorahub import errors
+from lorahub.files.atomic import atomic_write
 from lorahub.files.digests import digest_file
-from lorahub.files.safetensors import MAX_HEADER_BYTES, METADATA_KEY, Header, atomic_write, check_path, read_header
+from lorahub.files.safetensors import MAX_HEADER_BYTES, METADATA_KEY, Header, check_path, read_header
 from lorahub.signing.dsse import Envelope, parse_signatures
 from lorahub.signing.signed import CARD_PAYLOAD_TYPE, SignedCard
 

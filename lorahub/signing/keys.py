@@ -13,9 +13,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import os
 import re
-import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lorahub import errors
+from lorahub.files.atomic import OWNER_ONLY, atomic_write
 from lorahub.signing._time import utc_now
 
 MIN_PREFIX = 8
@@ -215,7 +214,8 @@ class KeyStore:
     def set_default(self, ref: str) -> Identity:
         identity = self.get(ref)
         self._ensure_directory()
-        _replace_private(self.directory / DEFAULT_FILE, identity.fingerprint.encode("ascii") + b"\n")
+        pointer = identity.fingerprint.encode("ascii") + b"\n"
+        atomic_write(self.directory / DEFAULT_FILE, [pointer], mode=OWNER_ONLY)
         return identity
 
     def export_public(self, ref: str) -> str:
@@ -311,49 +311,10 @@ def _json_bytes(data: dict[str, Any]) -> bytes:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 and ``data``, never overwriting and never briefly readable by others.
-
-    The bytes go to a temporary file opened with O_CREAT|O_EXCL and mode 0600, which is fsynced and then
-    hard-linked to its name: the link fails if the name exists, and a crash leaves no half-written key.
-    """
-    tmp = _write_temp(path, data)
+    """Create ``path`` with mode 0600 and ``data``, never overwriting and never briefly readable by others: the
+    bytes go to an owner-only temporary file, fsynced, that is then linked to its name, so a crash leaves no
+    half-written key."""
     try:
-        os.link(tmp, path)
+        atomic_write(path, [data], mode=OWNER_ONLY, exclusive=True)
     except FileExistsError:
         raise errors.KeyExistsError(f"{path} already exists") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
-def _replace_private(path: Path, data: bytes) -> None:
-    """Like :func:`_write_private`, but replacing an existing file (for the default-identity pointer)."""
-    tmp = _write_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _write_temp(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

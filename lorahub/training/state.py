@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lorahub import errors
-from lorahub.files.safetensors import atomic_write
+from lorahub.files.atomic import atomic_write
 from lorahub.training.loop import ADAPTER_NAME, Trainer
 
 SCHEMA = "lorahub.training-state/v1"
@@ -31,8 +31,11 @@ class SavedState:
 
 
 def save_state(trainer: Trainer, directory: Path, info: dict[str, Any]) -> Path:
-    """Write the trainer's resumable state to ``directory`` (created); ``info`` is stored in state.json."""
-    from safetensors.torch import save_file
+    """Write the trainer's resumable state to ``directory`` (created); ``info`` is stored in state.json.
+
+    Each file is replaced atomically, never half-written: a resumed run that reaches the same step again rewrites
+    this folder over a state that may still be needed."""
+    from safetensors.torch import save
 
     torch = trainer.torch
     directory.mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,7 @@ def save_state(trainer: Trainer, directory: Path, info: dict[str, Any]) -> Path:
     tensors["rng.noise"] = trainer.noise_gen.get_state().cpu()
     tensors["order.instance"] = torch.tensor(trainer.order or [-1], dtype=torch.int64)
     tensors["order.prior"] = torch.tensor(trainer.prior_order or [-1], dtype=torch.int64)
-    save_file(tensors, str(directory / STATE_TENSORS))
+    atomic_write(directory / STATE_TENSORS, [save(tensors)])
     document = {
         "schema": SCHEMA,
         **info,

@@ -1,18 +1,21 @@
-"""Training-run rows on SQLite and PostgreSQL: started, checkpointed, failed, reopened by a resume."""
+"""Training-run rows on SQLite and PostgreSQL: started, checkpointed, failed, reopened by a resume; the row stores
+exactly the one run record."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 
 from lorahub import errors
 from lorahub.registry.catalog import Catalog
-from lorahub.registry.runs import NewRun, TrainingRuns
+from lorahub.registry.models import TrainingRun
+from lorahub.registry.runs import CONFIG_COLUMN, RunRecord, RunRow, TrainingRuns
 
 
-def _run(run_id: str, name: str = "style", *, steps_done: int = 0, steps_total: int = 10) -> NewRun:
-    return NewRun(
+def _run(run_id: str, name: str = "style", *, steps_done: int = 0, steps_total: int = 10) -> RunRecord:
+    return RunRecord(
         run_id=run_id, name=name, trainer="f" * 64, base_name="sd15", base_weights_digest="a" * 64,
         dataset_digest="b" * 64, steps_done=steps_done, steps_total=steps_total, config={"rank": 4, "lr": "0.0001"},
         started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
@@ -47,3 +50,9 @@ def test_failed_runs_and_listing(catalog: Catalog) -> None:
     assert [r.run_id for r in runs.list("a")] == ["r1"]
     with pytest.raises(errors.TrainingError, match="no training run nope"):
         runs.get("nope")
+
+
+def test_the_table_stores_the_record_and_its_progress_field_for_field() -> None:
+    columns = {"config" if c == CONFIG_COLUMN else c for c in TrainingRun.model_fields}
+    assert columns == {f.name for f in dataclasses.fields(RunRow)}
+    assert {f.name for f in dataclasses.fields(RunRecord)} < columns
