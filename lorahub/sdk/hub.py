@@ -39,6 +39,8 @@ PASSPHRASE_ENV = "LORAHUB_PASSPHRASE"
 
 @dataclass(frozen=True)
 class IdentityView:
+    """An identity of this home as :meth:`Hub.identities` lists it, with whether it signs by default."""
+
     identity: Identity
     default: bool
 
