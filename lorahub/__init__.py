@@ -1,6 +1,14 @@
 """lorahub: a local registry and SDK for LoRA-family adapters of image diffusion models.
 
-The package root is the SDK. Importing it is cheap: submodules (and torch, where needed) load on first use.
+The package root is the SDK: open a home with :meth:`Hub.open` and call its methods, or use the root functions
+(:func:`load`, :func:`stack`, :func:`apply_prompt`, :func:`train`, :func:`inspect`). Importing it is cheap:
+submodules (and torch, where needed) load on first use.
+
+Stability: the public API is exactly the names in ``lorahub.__all__`` (the root functions, :class:`Hub`, and the
+option and result types their signatures name) plus the :mod:`lorahub.errors` module. Everything else, including
+the subpackages (``lorahub.sdk``, ``lorahub.adapters``, ``lorahub.registry``, ``lorahub.cli``, …) and any name
+starting with an underscore, is internal and may change in any release; import types from ``lorahub``, not from
+the module that happens to define them.
 """
 
 from __future__ import annotations
@@ -10,12 +18,49 @@ from typing import TYPE_CHECKING, Any
 from lorahub.errors import LorahubError
 
 __version__ = "0.1.0"
+"""The installed lorahub release; signed images and training records name it as the software that made them."""
 
 __all__ = [
+    "AdapterFacts",
+    "AdapterHandle",
+    "AdapterUse",
+    "AdapterVersion",
+    "AddOptions",
+    "AddResult",
+    "AppliedPrompt",
+    "BakeResult",
+    "BaseRef",
+    "BatchResult",
+    "C2paCredentials",
+    "CertificateInfo",
+    "CertificateView",
+    "ConvertResult",
+    "ExportResult",
+    "Filters",
+    "GenerateResult",
     "Hub",
+    "Identity",
+    "IdentityView",
+    "ImageReport",
+    "KeyRecord",
+    "LineageNode",
+    "LocalCA",
     "LorahubError",
+    "MergeResult",
+    "Policy",
+    "ProvenanceSettings",
     "Report",
+    "SignedCard",
+    "SignedImage",
+    "Signer",
+    "Step",
     "TrainConfig",
+    "TrainResult",
+    "TrainingMiningEntry",
+    "Unset",
+    "Verdict",
+    "VerifiedAdapter",
+    "VerifyReport",
     "__version__",
     "apply_prompt",
     "errors",
@@ -27,23 +72,67 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lorahub import errors
-    from lorahub.sdk.hub import Hub
+    from lorahub._unset import Unset
+    from lorahub.licenses.engine import Verdict
+    from lorahub.provenance.ca import CertificateInfo, LocalCA, ProvenanceSettings
+    from lorahub.provenance.read import AdapterFacts, ImageReport
+    from lorahub.provenance.sign import AdapterUse, BaseRef, C2paCredentials, SignedImage, TrainingMiningEntry
+    from lorahub.registry.catalog import AdapterVersion, Filters
+    from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.baking import BakeResult
+    from lorahub.sdk.batch import BatchResult
+    from lorahub.sdk.exporting import ConvertResult, ExportResult
+    from lorahub.sdk.generating import GenerateResult
+    from lorahub.sdk.hub import Hub, IdentityView
     from lorahub.sdk.inspect import Report, inspect
-    from lorahub.sdk.loading import load
-    from lorahub.sdk.prompts import apply_prompt, stack
-    from lorahub.sdk.training import train
+    from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.loading import VerifiedAdapter, load
+    from lorahub.sdk.merging import MergeResult
+    from lorahub.sdk.pipelines import AdapterHandle
+    from lorahub.sdk.policy import Policy
+    from lorahub.sdk.prompts import AppliedPrompt, apply_prompt, stack
+    from lorahub.sdk.provenance import CertificateView
+    from lorahub.sdk.training import TrainResult, train
+    from lorahub.sdk.verifying import VerifyReport
+    from lorahub.signing.keys import Identity, Signer
+    from lorahub.signing.signed import SignedCard
+    from lorahub.signing.trust import KeyRecord
     from lorahub.training.config import TrainConfig
+    from lorahub.training.loop import Step
 
-_LAZY = {
-    "Hub": ("lorahub.sdk.hub", "Hub"),
-    "inspect": ("lorahub.sdk.inspect", "inspect"),
-    "Report": ("lorahub.sdk.inspect", "Report"),
-    "errors": ("lorahub.errors", None),
-    "load": ("lorahub.sdk.loading", "load"),
-    "stack": ("lorahub.sdk.prompts", "stack"),
-    "apply_prompt": ("lorahub.sdk.prompts", "apply_prompt"),
-    "train": ("lorahub.sdk.training", "train"),
-    "TrainConfig": ("lorahub.training.config", "TrainConfig"),
+_HOMES = {
+    "lorahub._unset": ("Unset",),
+    "lorahub.licenses.engine": ("Verdict",),
+    "lorahub.provenance.ca": ("CertificateInfo", "LocalCA", "ProvenanceSettings"),
+    "lorahub.provenance.read": ("AdapterFacts", "ImageReport"),
+    "lorahub.provenance.sign": ("AdapterUse", "BaseRef", "C2paCredentials", "SignedImage", "TrainingMiningEntry"),
+    "lorahub.registry.catalog": ("AdapterVersion", "Filters"),
+    "lorahub.sdk.adding": ("AddOptions", "AddResult"),
+    "lorahub.sdk.baking": ("BakeResult",),
+    "lorahub.sdk.batch": ("BatchResult",),
+    "lorahub.sdk.exporting": ("ConvertResult", "ExportResult"),
+    "lorahub.sdk.generating": ("GenerateResult",),
+    "lorahub.sdk.hub": ("Hub", "IdentityView"),
+    "lorahub.sdk.inspect": ("Report", "inspect"),
+    "lorahub.sdk.lineage": ("LineageNode",),
+    "lorahub.sdk.loading": ("VerifiedAdapter", "load"),
+    "lorahub.sdk.merging": ("MergeResult",),
+    "lorahub.sdk.pipelines": ("AdapterHandle",),
+    "lorahub.sdk.policy": ("Policy",),
+    "lorahub.sdk.prompts": ("AppliedPrompt", "apply_prompt", "stack"),
+    "lorahub.sdk.provenance": ("CertificateView",),
+    "lorahub.sdk.training": ("TrainResult", "train"),
+    "lorahub.sdk.verifying": ("VerifyReport",),
+    "lorahub.signing.keys": ("Identity", "Signer"),
+    "lorahub.signing.signed": ("SignedCard",),
+    "lorahub.signing.trust": ("KeyRecord",),
+    "lorahub.training.config": ("TrainConfig",),
+    "lorahub.training.loop": ("Step",),
+}
+"""Where each lazily loaded public name lives: the module is imported on first access, not with ``lorahub``."""
+
+_LAZY: dict[str, tuple[str, str | None]] = {"errors": ("lorahub.errors", None)} | {
+    name: (module, name) for module, names in _HOMES.items() for name in names
 }
 
 

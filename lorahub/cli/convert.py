@@ -13,7 +13,7 @@ from lorahub.cli import _output
 from lorahub.cli._context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
-    from lorahub.sdk.exporting import ConvertResult
+    from lorahub.sdk.exporting import ConvertResult, Dtype
     from lorahub.sdk.hub import Hub
 
 _TARGETS = ["kohya", "diffusers", "peft", "comfyui", "full"]
@@ -49,7 +49,7 @@ def convert_command(
     source: str,
     out: Path,
     target: str,
-    dtype: str | None,
+    dtype: Dtype | None,
     lossy: bool,
     rank: int | None,
     base: Path | None,
@@ -110,7 +110,7 @@ def convert_command(
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
 def resize_command(
-    ctx: HubContext, *, source: str, out: Path, rank: int | None, energy: float | None, dtype: str | None,
+    ctx: HubContext, *, source: str, out: Path, rank: int | None, energy: float | None, dtype: Dtype | None,
     catalogue: bool | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Reduce a LoRA's rank by truncated SVD (through QR of the factors; exact singular values), with the energy

@@ -140,6 +140,9 @@ class AdapterUse:
 
 @dataclass(frozen=True)
 class TrainingMiningEntry:
+    """One AI training-and-mining permission of a signed image (:meth:`Hub.sign_image`): ``allowed``,
+    ``notAllowed``, or ``constrained`` with ``constraint_info`` saying how."""
+
     use: TrainingMiningUse
     constraint_info: str | None = None
 

@@ -36,6 +36,10 @@ MAX_NUMBER_RACES = 5
 
 @dataclass
 class AddOptions:
+    """What to record with a file added to the catalog (:meth:`Hub.add`, :meth:`Hub.add_url`, :meth:`Hub.add_tree`):
+    its name and version, base model, licence, trigger words, consent and tags, and whether to sign it and write
+    the signed card into the file or beside it. What is left unset is filled from the file's own metadata."""
+
     name: str | None = None
     version: int | None = None
     base_model: str | None = None
@@ -62,6 +66,9 @@ class AddOptions:
 
 @dataclass(frozen=True)
 class AddResult:
+    """The catalogued version a file became: its ``name@version``, digests, who signed its card, where a card was
+    written, what was filled from the file's metadata (``suggestions``) and the file's inspection ``report``."""
+
     name: str
     version: int
     content_digest: str

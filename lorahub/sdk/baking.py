@@ -37,6 +37,9 @@ class WeightedVersion:
 
 @dataclass(frozen=True)
 class BakeResult:
+    """What :meth:`Hub.bake` wrote (the bake report: base and output digests, adapters, tensors changed) and the licence
+    verdict it was allowed under, with whether an uncertain verdict was accepted."""
+
     report: BakeReport
     license: Verdict
     accepted_uncertain: bool

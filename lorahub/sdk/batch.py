@@ -28,6 +28,10 @@ PATTERN = "*.safetensors"
 
 @dataclass
 class BatchResult:
+    """What :meth:`Hub.add_tree` did with every file under the folder: added, already catalogued, unchanged since
+    the last run, duplicates of another file, or failed (path, error code, message). One bad file does not stop
+    the others."""
+
     added: list[AddResult] = field(default_factory=list)
     already: list[AddResult] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)

@@ -93,6 +93,9 @@ class ConvertResult:
 
 @dataclass(frozen=True)
 class ExportResult:
+    """What :meth:`Hub.export` wrote for a tool (``a1111``, ``comfyui``, ``hf``): the files by role and, when the
+    tool needed another layout, the conversion that was made and catalogued first."""
+
     tool: str
     requested: AdapterVersion
     version: AdapterVersion

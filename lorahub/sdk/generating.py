@@ -25,6 +25,9 @@ FLUX_MAX_SEQUENCE = 256
 
 @dataclass
 class GenerateResult:
+    """The signed image :meth:`Hub.generate` wrote, the prompt the pipeline saw, the adapters it used (ref,
+    content digest, weight) and the licence verdict for the declared use."""
+
     image: SignedImage
     prompt: str
     """The prompt the pipeline saw: tags removed, trigger words appended."""

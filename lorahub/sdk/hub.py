@@ -19,6 +19,8 @@ from lorahub.sdk.policy import Policy, ensure_default_policy
 from lorahub.sdk.provenance import ProvenanceMixin
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from lorahub.licenses import LicenseTerms, Verdict
     from lorahub.registry.blobs import BlobStore
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
@@ -39,6 +41,8 @@ PASSPHRASE_ENV = "LORAHUB_PASSPHRASE"
 
 @dataclass(frozen=True)
 class IdentityView:
+    """An identity of this home as :meth:`Hub.identities` lists it, with whether it signs by default."""
+
     identity: Identity
     default: bool
 
@@ -360,21 +364,46 @@ class Hub(ProvenanceMixin):
         return version
 
     def convert(
-        self, source: str | os.PathLike[str], out: str | os.PathLike[str], *, to: str, **options: Any
+        self,
+        source: str | os.PathLike[str],
+        out: str | os.PathLike[str],
+        *,
+        to: str,
+        dtype: Dtype | None = None,
+        catalogue: bool | None = None,
+        check: bool = True,
+        lossy: bool = False,
+        rank: int | None = None,
+        base: str | os.PathLike[str] | None = None,
     ) -> ConvertResult:
         """Convert a catalogued version (``name``, ``name@N``, digest: read from the verified blob) or a file.
+
         A catalogued source's output becomes a new signed version converted from it (``catalogue=False`` to skip);
-        content already catalogued is reused, not added twice. Options: ``dtype``, ``catalogue``, ``check``,
-        ``lossy``, ``rank``, ``base`` (see exporting.convert)."""
+        content already catalogued is reused, not added twice. ``dtype`` re-stores the factors; ``check`` reads the
+        output back and compares every module's ΔW; ``lossy`` allows a conversion that must approximate (truncated
+        SVD at ``rank``); ``base`` is the base checkpoint that kinds whose ΔW depends on the base weight need (GLoRA,
+        OFT, IA3, DoRA)."""
         from lorahub.sdk.exporting import convert
 
-        return convert(self, source, out, to=to, **options)
+        return convert(
+            self, source, out, to=to, dtype=dtype, catalogue=catalogue, check=check, lossy=lossy, rank=rank, base=base
+        )
 
-    def resize(self, source: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> ConvertResult:
-        """Resize a catalogued version or a file; a catalogued one's output is its next version, resized from it."""
+    def resize(
+        self,
+        source: str | os.PathLike[str],
+        out: str | os.PathLike[str],
+        *,
+        rank: int | None = None,
+        energy: float | None = None,
+        dtype: Dtype | None = None,
+        catalogue: bool | None = None,
+    ) -> ConvertResult:
+        """Resize a catalogued version or a file to ``rank``, or to the smallest rank keeping ``energy`` of each
+        layer; a catalogued one's output is its next version, resized from it (``catalogue=False`` to skip)."""
         from lorahub.sdk.exporting import resize
 
-        return resize(self, source, out, **options)
+        return resize(self, source, out, rank=rank, energy=energy, dtype=dtype, catalogue=catalogue)
 
     def gc(self) -> tuple[int, int]:
         """Delete unreferenced blobs and stale temporary files; returns (blobs removed, bytes freed)."""
@@ -408,11 +437,33 @@ class Hub(ProvenanceMixin):
             accept_uncertain=accept_uncertain, dtype=dtype,
         )  # fmt: skip
 
-    def generate(self, base: str | os.PathLike[str], prompt: str, **options: Any) -> GenerateResult:
-        """An image from a local pipeline folder and the prompt's ``<lora:…>`` adapters, signed (see generating.py)."""
+    def generate(
+        self,
+        base: str | os.PathLike[str],
+        prompt: str,
+        *,
+        out: str | os.PathLike[str],
+        negative_prompt: str | None = None,
+        seed: int = 0,
+        steps: int = 20,
+        size: tuple[int, int] | None = None,
+        guidance: float | None = None,
+        use: str | None = None,
+        accept_uncertain: bool = False,
+        base_license: str | None = None,
+        key: str | None = None,
+        pipe: Any = None,
+    ) -> GenerateResult:
+        """An image from a local pipeline folder and the prompt's ``<lora:…>`` adapters, signed with ``key`` (default:
+        the default identity) and written to ``out``. ``size`` is (width, height); ``use`` asks the licence engine
+        first; ``pipe`` reuses a pipeline of ``base`` already open."""
         from lorahub.sdk.generating import generate
 
-        return generate(self, base, prompt, **options)
+        return generate(
+            self, base, prompt, out=out, negative_prompt=negative_prompt, seed=seed, steps=steps, size=size,
+            guidance=guidance, use=use, accept_uncertain=accept_uncertain, base_license=base_license, key=key,
+            pipe=pipe,
+        )  # fmt: skip
 
     def lineage(self, ref: str) -> LineageNode:
         from lorahub.sdk.lineage import lineage
@@ -488,8 +539,20 @@ class Hub(ProvenanceMixin):
 
     # --- audit ------------------------------------------------------------------------------------------------
 
-    def audit(self, **query: Any) -> list[dict[str, Any]]:
-        return [event_dict(e) for e in self.catalog.audit_events(**query)]
+    def audit(
+        self,
+        *,
+        who: str | None = None,
+        adapter: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The audit log, oldest first, as JSON-ready dicts; each filter narrows it: ``who`` (a key fingerprint
+        prefix), ``adapter`` (a name: its own events and the images made with it), ``action`` (``add``,
+        ``generate``…), ``since`` (a time or ISO-8601 text); ``limit`` keeps the newest N."""
+        events = self.catalog.audit_events(who=who, adapter=adapter, action=action, since=since, limit=limit)
+        return [event_dict(e) for e in events]
 
     def verify_audit(self) -> list[dict[str, Any]]:
         from lorahub.signing.keys import verify_signature

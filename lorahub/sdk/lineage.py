@@ -21,6 +21,10 @@ MAX_DEPTH = 32
 
 @dataclass
 class LineageNode:
+    """One adapter in the tree :meth:`Hub.lineage` returns: how it was made from its ``parents`` (``relation``
+    and ``parameters``), its licence, signers, training record and the bakes it went into. A parent that this
+    home has not catalogued is a node with only its content digest (``known`` is false)."""
+
     content_digest: str
     relation: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)

@@ -29,6 +29,9 @@ CONSENT_ORDER = ("opted-out", "unknown", "mixed", "opt-out-checked", "licensed",
 
 @dataclass
 class MergeResult:
+    """The new signed version :meth:`Hub.merge` catalogued, the merge report (method, ranks, per-module
+    errors) and the licence verdict the merge was allowed under."""
+
     added: AddResult
     report: MergeReport
     verdict: dict[str, Any]

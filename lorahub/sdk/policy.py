@@ -34,6 +34,10 @@ max_unknown_keys = 0
 
 @dataclass(frozen=True)
 class Policy:
+    """The home's rules for what verification accepts (``<home>/policy.toml``, or the file given to
+    :meth:`Hub.verify`): required signatures and trusted signers, licences, consent, unknown keys. ``source``
+    says where the rules came from."""
+
     require_signature: bool = True
     trusted_signers: list[str] = field(default_factory=list)
     require_license: bool = False

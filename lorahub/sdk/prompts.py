@@ -44,6 +44,9 @@ class ParsedPrompt:
 
 @dataclass
 class AppliedPrompt:
+    """What :func:`lorahub.apply_prompt` did: the prompt to give the pipeline and a handle for each adapter it
+    applied (to change a weight or unload it)."""
+
     prompt: str
     """The prompt to give the pipeline: tags removed, trigger words appended unless asked not to."""
     handles: list[AdapterHandle] = field(default_factory=list)

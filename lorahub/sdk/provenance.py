@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import rfc8785
 
 from lorahub import errors
+from lorahub._unset import UNSET, Unset, given
 from lorahub.sdk.refs import parse_weighted
 
 if TYPE_CHECKING:
@@ -87,10 +88,17 @@ class ProvenanceMixin:
 
         return CertificateInfo.of(self.certificate_authority.ensure(self._passphrase()), "local-ca")
 
-    def provenance_settings(self, **changes: Any) -> ProvenanceSettings:
-        """The CA settings (organisation, leaf validity in days, timestamp-authority URL); keyword arguments
-        change them (``tsa_url=None`` removes the URL)."""
+    def provenance_settings(
+        self,
+        *,
+        organization: str | Unset = UNSET,
+        leaf_days: int | Unset = UNSET,
+        tsa_url: str | Unset | None = UNSET,
+    ) -> ProvenanceSettings:
+        """The CA settings (organisation, leaf validity in days, timestamp-authority URL); the arguments given
+        change them and are saved (``tsa_url=None`` removes the URL), those left out stay as they are."""
         ca = self.certificate_authority
+        changes = given(organization=organization, leaf_days=leaf_days, tsa_url=tsa_url)
         return ca.update_settings(**changes) if changes else ca.settings()
 
     def issue_certificate(
@@ -273,12 +281,18 @@ class ProvenanceMixin:
         record: bool = True,
         training_mining: Mapping[str, str | TrainingMiningEntry] | None = None,
         replace: bool = False,
-        **generation: Any,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        scheduler: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        thumbnail: bool = False,
     ) -> SignedImage:
         """Sign ``image`` as made by ``base`` and ``adapters`` with an identity's certificate, write it to
-        ``out``, and (``record``) append a ``generate`` audit event. ``generation`` takes ``prompt``,
-        ``negative_prompt``, ``seed``, ``steps``, ``scheduler``, ``parameters`` and ``thumbnail`` (see
-        :func:`lorahub.provenance.sign_image`)."""
+        ``out``, and (``record``) append a ``generate`` audit event. The prompt, seed, steps, scheduler and other
+        ``parameters`` go into the manifest as the generation's settings; ``thumbnail`` embeds a 256-px JPEG
+        preview (off by default: it costs several times the signing)."""
         from lorahub.provenance.sign import sign_image
 
         credentials = self.c2pa_credentials(key)
@@ -290,7 +304,13 @@ class ProvenanceMixin:
             out=out,
             training_mining=training_mining,
             replace=replace,
-            **generation,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            steps=steps,
+            scheduler=scheduler,
+            parameters=parameters,
+            thumbnail=thumbnail,
         )
         if record:
             self.record_generation(

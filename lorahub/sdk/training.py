@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Never
 
 from lorahub import __version__, errors
+from lorahub._unset import UNSET, Unset, given
 from lorahub.sdk.refs import check_name
-from lorahub.training.config import TrainConfig, resumed_config
+from lorahub.training.config import MixedPrecision, Scheduler, TrainConfig, resumed_config
 
 if TYPE_CHECKING:
     from lorahub.consent import Manifest
@@ -102,19 +103,51 @@ def train(
     on_step: Callable[[Step], None] | None = None,
     device: str | None = None,
     license: str | None = None,
-    **settings: Any,
+    rank: int | Unset = UNSET,
+    alpha: float | Unset | None = UNSET,
+    targets: Sequence[str] | Unset = UNSET,
+    steps: int | Unset = UNSET,
+    lr: float | Unset = UNSET,
+    scheduler: Scheduler | Unset = UNSET,
+    warmup: int | Unset = UNSET,
+    batch: int | Unset = UNSET,
+    grad_accum: int | Unset = UNSET,
+    resolution: int | Unset = UNSET,
+    mixed_precision: MixedPrecision | Unset = UNSET,
+    gradient_checkpointing: bool | Unset = UNSET,
+    cache_latents: bool | Unset = UNSET,
+    seed: int | Unset = UNSET,
+    save_every: int | Unset = UNSET,
+    log_every: int | Unset = UNSET,
+    prior_weight: float | Unset = UNSET,
+    weight_decay: float | Unset = UNSET,
+    max_grad_norm: float | Unset = UNSET,
+    adam_betas: tuple[float, float] | Unset = UNSET,
+    adam_epsilon: float | Unset = UNSET,
+    extra: dict[str, Any] | Unset = UNSET,
+    **unknown: Never,
 ) -> TrainResult:
     """Train a LoRA on the pipeline folder ``base`` from ``data`` (images + caption .txt files, or a JSONL).
 
-    Settings are :class:`~lorahub.training.config.TrainConfig` fields, given as ``config`` or as keywords
-    (``steps=200, rank=8, lr=1e-4``…). ``resume`` (``NAME@V`` of a checkpoint, or its state folder) continues that
-    run with its own settings (``steps``, ``save_every`` and ``log_every`` may change). ``on_step`` is called after
-    every optimizer step with a :class:`~lorahub.training.loop.Step`. Returns the catalogued versions.
+    The settings from ``rank`` on are the :class:`~lorahub.TrainConfig` fields of the same names
+    (documented there); one given here replaces ``config``'s, one left out keeps it (or the TrainConfig default).
+    ``resume`` (``NAME@V`` of a checkpoint, or its state folder) continues that run with its own settings
+    (``steps``, ``save_every`` and ``log_every`` may change). ``on_step`` is called after every optimizer step with
+    a :class:`~lorahub.Step`. Returns the catalogued versions. Any other keyword is refused with a
+    :class:`~lorahub.errors.TrainingError` that lists the known settings (``unknown`` exists for that message;
+    type checkers refuse such keywords already).
     """
     from lorahub.sdk.hub import Hub
 
     hub = hub or Hub.open()
-    requested = _config(config, settings)
+    settings = given(
+        rank=rank, alpha=alpha, targets=targets, steps=steps, lr=lr, scheduler=scheduler, warmup=warmup, batch=batch,
+        grad_accum=grad_accum, resolution=resolution, mixed_precision=mixed_precision,
+        gradient_checkpointing=gradient_checkpointing, cache_latents=cache_latents, seed=seed, save_every=save_every,
+        log_every=log_every, prior_weight=prior_weight, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+        adam_betas=adam_betas, adam_epsilon=adam_epsilon, extra=extra,
+    )  # fmt: skip
+    requested = _config(config, settings | unknown)
     run = _prepare(
         hub, base_path=Path(base), data=Path(data), name=name, trigger=trigger, requested=requested, prior=prior,
         sources=sources, manifest=manifest, resume=resume,

@@ -30,6 +30,9 @@ class Check:
 
 @dataclass
 class VerifyReport:
+    """The answer of :meth:`Hub.verify`: every check (bytes, card, signatures, trust, home policy) with its
+    detail, so a refusal says which one failed; ``ok`` is true only when there were checks and all passed."""
+
     target: str
     path: str
     checks: list[Check] = field(default_factory=list)
