@@ -2,7 +2,7 @@
 
 Every error carries a stable, kebab-case ``code`` that scripts and docs can rely on, and a ``hint`` that tells the
 user what to do next. The CLI turns these into ``error[CODE]: message`` / ``hint: …`` and an exit code, in one
-place (``lorahub.cli._errors``); the SDK only raises them.
+place (``lorahub.cli.exits``); the SDK only raises them.
 """
 
 from __future__ import annotations
