@@ -48,7 +48,7 @@ def add_tree(
     hub: Hub, root: Path, options: AddOptions, *, progress: Progress | None = None, workers: int | None = None
 ) -> BatchResult:
     if options.name or options.version or options.embed or options.sidecar:
-        raise errors.LorahubError(
+        raise errors.ConflictingArgumentsError(
             "--name, --version, --embed and --sidecar apply to one file, not to a directory",
             hint="Add the directory without them, or add files one by one.",
         )

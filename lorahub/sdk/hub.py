@@ -437,7 +437,7 @@ class Hub(ProvenanceMixin):
 
         parts = [t for item in items for t in self._license_terms(item)] + [engine.terms_for(i) for i in licenses or []]
         if not parts:
-            raise errors.LorahubError(
+            raise errors.MissingArgumentError(
                 "name at least one adapter or licence", hint="e.g. lorahub license check pixel-art --use commercial"
             )
         base = engine.terms_for(base_license) if base_license else None
