@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from lorahub.cli import output
+from lorahub.cli import exits, output
 from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
@@ -142,6 +143,9 @@ def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool)
             output.stdout.print(f"  duplicate  {path}  (same tensors as {existing})")
         for path, code, message in result.failures:
             output.stdout.print(f"  [red]failed[/]     {escape(str(path))}  {escape(f'error[{code}]: {message}')}")
+    if exits.debug_enabled():
+        for path, text in result.tracebacks.items():
+            sys.stderr.write(f"{path}:\n{text}")
     if result.failures:
         raise errors.PartialFailureError(
             f"{len(result.failures)} file(s) under {root} failed",

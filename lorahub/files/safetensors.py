@@ -357,9 +357,8 @@ def atomic_file(path: Path, *, mode: int | None = None) -> Iterator[tuple[Binary
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # after the replace the temporary name is already gone
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

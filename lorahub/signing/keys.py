@@ -16,6 +16,8 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -316,28 +318,26 @@ def _write_private(path: Path, data: bytes) -> None:
     The bytes go to a temporary file opened with O_CREAT|O_EXCL and mode 0600, which is fsynced and then
     hard-linked to its name: the link fails if the name exists, and a crash leaves no half-written key.
     """
-    tmp = _write_temp(path, data)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise errors.KeyExistsError(f"{path} already exists") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _private_temp(path, data) as tmp:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise errors.KeyExistsError(f"{path} already exists") from None
     _fsync_directory(path.parent)
 
 
 def _replace_private(path: Path, data: bytes) -> None:
     """Like :func:`_write_private`, but replacing an existing file (for the default-identity pointer)."""
-    tmp = _write_temp(path, data)
-    try:
+    with _private_temp(path, data) as tmp:
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _fsync_directory(path.parent)
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
+@contextmanager
+def _private_temp(path: Path, data: bytes) -> Iterator[Path]:
+    """``data`` in a fsynced 0600 file beside ``path``, whose name is removed on the way out whatever happened: after
+    a link that leaves the linked name, after a replace there is nothing left to remove, after a failure no stray
+    copy of a private key stays behind."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -345,10 +345,9 @@ def _write_temp(path: Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-    except BaseException:
+        yield tmp
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def _fsync_directory(directory: Path) -> None:
