@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from lorahub import errors
 from lorahub.cli import output
@@ -57,10 +58,14 @@ def audit_command(
     """Who did what: the append-only, signed, hash-chained event log."""
     if check:
         problems = context.hub.verify_audit()
+        unsigned = context.hub.unsigned_audit_events()
         if as_json:
-            output.print_json({"ok": not problems, "problems": problems})
+            output.print_json({"ok": not problems, "problems": problems, "unsigned": unsigned})
         for problem in problems if not as_json else []:
             output.stdout.print(f"[bold red]✗[/] event {problem['seq']}: {problem['kind']}: {problem['detail']}")
+        for event in unsigned if not as_json else []:
+            text = f"event {event['seq']}: {event['action']} is unsigned: {event['unsigned']}"
+            output.stdout.print(f"[yellow]![/] {escape(text)}")
         if problems:
             raise errors.AuditChainError(
                 f"the audit chain is broken in {len(problems)} place(s)",
@@ -79,6 +84,8 @@ def audit_command(
             subject = ", ".join(f"{a.get('name')}:{a.get('weight')}" for a in event["details"].get("adapters", []))
         if event["subject_version"] is not None:
             subject += f"@{event['subject_version']}"
+        if not event["signed"]:
+            subject += "  (unsigned)"
         output.stdout.print(
             f"{event['seq']:>5} {event['time']}  {event['actor'][:16]}…  {event['action']:<10} {subject}"
         )
