@@ -91,7 +91,8 @@ class BaseRef:
             )
         if self.digest is not None and not _is_sha256(self.digest):
             raise errors.InvalidArgumentError(
-                f"base model {self.name}: the digest {self.digest!r} is not a SHA-256 (64 lowercase hex)"
+                f"base model {self.name}: the digest {self.digest!r} is not a SHA-256 (64 lowercase hex)",
+                hint="Give the SHA-256 of the base's weights file (or of its pipeline folder's index), or none.",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,9 +117,14 @@ class AdapterUse:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight):
-            raise errors.InvalidArgumentError(f"adapter {self.name}: the weight {self.weight} is not a finite number")
+            raise errors.InvalidArgumentError(
+                f"adapter {self.name}: the weight {self.weight} is not a finite number", hint="For example 0.8."
+            )
         if not _is_sha256(self.content_digest):
-            raise errors.InvalidArgumentError(f"adapter {self.name}: the content digest is not 64 lowercase hex")
+            raise errors.InvalidArgumentError(
+                f"adapter {self.name}: the content digest is not 64 lowercase hex",
+                hint="Give the adapter's content_digest as `lorahub show NAME --json` lists it.",
+            )
         object.__setattr__(self, "signers", tuple(self.signers))
 
     @property
