@@ -2,7 +2,7 @@
 
 Every error carries a stable, kebab-case ``code`` that scripts and docs can rely on, and a ``hint`` that tells the
 user what to do next. The CLI turns these into ``error[CODE]: message`` / ``hint: …`` and an exit code, in one
-place (``lorahub.cli._errors``); the SDK only raises them.
+place (``lorahub.cli.exits``); the SDK only raises them.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ class NotAFileError(LorahubError, IsADirectoryError):
 class FileReadError(LorahubError, OSError):
     code = "file-unreadable"
     default_hint = "Check the file's permissions and that the disk is readable."
+
+
+class NotAFolderError(LorahubError, NotADirectoryError):
+    code = "not-a-folder"
+    default_hint = "Name a folder (it is created when missing), not a file."
 
 
 # --- files that are not what they claim ------------------------------------------------------------------------
@@ -126,6 +131,46 @@ class MissingExtraError(LorahubError, ImportError):
             hint=f"pip install 'lorahub[{extra}]'",
         )
         self.extra = extra
+
+
+# --- arguments (values a command or an SDK call was given) -----------------------------------------------------
+
+
+class InvalidArgumentError(LorahubError, ValueError):
+    """A value the caller gave is not usable; nothing was read or written because of it."""
+
+    code = "argument-invalid"
+    default_hint = "Check the value against the command's --help (or the SDK function's docstring)."
+
+
+class MissingArgumentError(InvalidArgumentError):
+    code = "argument-missing"
+    default_hint = "Give what the message names; --help shows the command's arguments."
+
+
+class ConflictingArgumentsError(InvalidArgumentError):
+    code = "arguments-conflict"
+    default_hint = "Drop one of them; --help says which options go together."
+
+
+class UnknownChoiceError(InvalidArgumentError):
+    code = "choice-unknown"
+    default_hint = "Use one of the values the message lists."
+
+
+class InvalidReferenceError(InvalidArgumentError):
+    """An adapter reference (``NAME``, ``NAME@V``, a content digest, each optionally ``:WEIGHT``) that cannot be
+    read; it is refused before anything is looked up or loaded."""
+
+    code = "reference-invalid"
+    default_hint = "Write NAME, NAME@VERSION or a content digest, optionally with :WEIGHT (e.g. pixel-art@2:0.7)."
+
+
+class PromptTagError(InvalidArgumentError):
+    code = "prompt-tag-invalid"
+    default_hint = (
+        "Write <lora:NAME> or <lora:NAME:WEIGHT> (NAME may carry @VERSION); escape a literal tag as \\<lora:…>."
+    )
 
 
 # --- identities and signatures ---------------------------------------------------------------------------------
@@ -224,6 +269,13 @@ class PartialFailureError(LorahubError):
     code = "partial-failure"
 
 
+class NotCataloguedError(LorahubError):
+    """An adapter given as a file where the operation needs a catalogued version (its signed card, its lineage)."""
+
+    code = "adapter-not-catalogued"
+    default_hint = "Add it first (lorahub add FILE) and name it by its catalogue name."
+
+
 # --- licences --------------------------------------------------------------------------------------------------
 
 
@@ -240,6 +292,14 @@ class LicenseUncertainError(LorahubError):
 class UnknownLicenseError(LorahubError, LookupError):
     code = "license-unknown"
     default_hint = "See `lorahub license list` for the identifiers and aliases lorahub knows."
+
+
+class LicenseCatalogueError(LorahubError):
+    """The licence catalogue (the packaged one or a replacement) cannot be used: every licence decision rests on
+    it, so a malformed entry stops everything rather than being skipped."""
+
+    code = "license-catalogue-invalid"
+    default_hint = "Fix the entry in the licence catalogue; docs/licenses.md describes every field."
 
 
 # --- conversion ------------------------------------------------------------------------------------------------
@@ -271,6 +331,23 @@ class UnknownAdapterNameError(AdapterNotFoundError):
     """A name in a prompt or a stack that the catalogue does not have; the message lists near matches."""
 
     code = "adapter-not-found"
+
+
+class UnsupportedPipelineError(LorahubError):
+    code = "pipeline-unsupported"
+    default_hint = "Supported: StableDiffusion (1.x/2.x), StableDiffusionXL, StableDiffusion3 and Flux pipelines."
+
+
+class AdapterNotLoadableError(LorahubError):
+    """An adapter of the right family that this pipeline still cannot take as LoRA as it is."""
+
+    code = "adapter-not-loadable"
+    default_hint = "`lorahub inspect` shows the adapter's layers; bake it into the base (lorahub bake) instead."
+
+
+class AdapterNameTakenError(LorahubError):
+    code = "adapter-name-taken"
+    default_hint = "Pass another adapter_name, or unload the adapter that holds the name first."
 
 
 # --- provenance (C2PA Content Credentials) ---------------------------------------------------------------------

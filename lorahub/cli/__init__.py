@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 
 from lorahub import __version__
-from lorahub.cli import _errors
-from lorahub.cli._context import HubContext
+from lorahub.cli import exits
 from lorahub.cli.adapters import (
     add_command,
     export_command,
@@ -24,6 +23,7 @@ from lorahub.cli.adapters import (
 )
 from lorahub.cli.bake import bake_command
 from lorahub.cli.combine import lineage_command, merge_command
+from lorahub.cli.context import HubContext
 from lorahub.cli.convert import convert_command, resize_command
 from lorahub.cli.dataset import dataset_group
 from lorahub.cli.dev import dev_group
@@ -98,4 +98,4 @@ for command in (trust_add_ca, trust_list_ca):
 
 
 def main() -> None:
-    _errors.run(lambda: cli.main(standalone_mode=False))
+    exits.run(lambda: cli.main(standalone_mode=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,8 +10,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import exits, output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
     from lorahub.registry.catalog import AdapterVersion
@@ -69,18 +70,18 @@ def add_command(context: HubContext, /, target: str, as_json: bool, **options: A
     else:
         result = context.hub.add(Path(target), add_options)
     if as_json:
-        _output.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     if result.already:
-        _output.stdout.print(f"already catalogued: [bold]{result.name}@{result.version}[/] (same content)")
+        output.stdout.print(f"already catalogued: [bold]{result.name}@{result.version}[/] (same content)")
         return
     signed = "signed" if result.signed_by else "unsigned"
-    _output.stdout.print(
+    output.stdout.print(
         f"added [bold]{result.name}@{result.version}[/]  {result.report.format}, {result.report.base_model.family}, "
         f"{signed}  content {result.content_digest[:16]}…"
     )
     for field_name, source in result.suggestions.items():
-        _output.stderr.print(f"  {field_name} from {source}")
+        output.stderr.print(f"  {field_name} from {source}")
 
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -100,7 +101,7 @@ def _add_url(context: HubContext, url: str, add_options: Any, options: dict[str,
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=_output.stderr, transient=True, disable=as_json) as bar:
+    with Progress(*columns, console=output.stderr, transient=True, disable=as_json) as bar:
         task = bar.add_task("download", total=None)
         return context.hub.add_url(
             url,
@@ -124,7 +125,7 @@ def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool)
         TimeRemainingColumn(),
         TextColumn("{task.fields[file]}"),
     )
-    with Progress(*columns, console=_output.stderr, transient=True, disable=as_json) as bar:
+    with Progress(*columns, console=output.stderr, transient=True, disable=as_json) as bar:
         task = bar.add_task("add", total=None, file="")
 
         def advance(done: int, total: int, path: Path) -> None:
@@ -132,16 +133,19 @@ def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool)
 
         result = context.hub.add_tree(root, options, progress=advance)
     if as_json:
-        _output.print_json(result.as_dict())
+        output.print_json(result.as_dict())
     else:
-        _output.stdout.print(
+        output.stdout.print(
             f"added {len(result.added)}, already catalogued {len(result.already)}, unchanged {len(result.unchanged)}, "
             f"duplicates {len(result.duplicates)}, failed {len(result.failures)}"
         )
         for path, existing in result.duplicates:
-            _output.stdout.print(f"  duplicate  {path}  (same tensors as {existing})")
+            output.stdout.print(f"  duplicate  {path}  (same tensors as {existing})")
         for path, code, message in result.failures:
-            _output.stdout.print(f"  [red]failed[/]     {escape(str(path))}  {escape(f'error[{code}]: {message}')}")
+            output.stdout.print(f"  [red]failed[/]     {escape(str(path))}  {escape(f'error[{code}]: {message}')}")
+    if exits.debug_enabled():
+        for path, text in result.tracebacks.items():
+            sys.stderr.write(f"{path}:\n{text}")
     if result.failures:
         raise errors.PartialFailureError(
             f"{len(result.failures)} file(s) under {root} failed",
@@ -184,7 +188,7 @@ def _table(versions: list[AdapterVersion], as_json: bool) -> None:
     if as_json:
         from lorahub.sdk.hub import summary
 
-        _output.print_json([summary(v) for v in versions])
+        output.print_json([summary(v) for v in versions])
         return
     table = Table("name", "format", "family", "licence", "signed", "content", box=None)
     for v in versions:
@@ -197,8 +201,8 @@ def _table(versions: list[AdapterVersion], as_json: bool) -> None:
             "yes" if v.signers else "no",
             v.content_digest[:16] + "…",
         )
-    _output.stdout.print(table)
-    _output.stderr.print(f"{len(versions)} version(s)")
+    output.stdout.print(table)
+    output.stderr.print(f"{len(versions)} version(s)")
 
 
 @click.command("list")
@@ -226,20 +230,20 @@ def show_command(context: HubContext, ref: str, as_json: bool) -> None:
     """A version's card, signatures with their trust, hashes, lineage and audit trail."""
     details = context.hub.show(ref)
     if as_json:
-        _output.print_json(details)
+        output.print_json(details)
         return
     card = details["card"]
-    _output.stdout.print(f"[bold]{card['name']}@{card['version']}[/]  {card['format']}, {card['base_model']['family']}")
+    output.stdout.print(f"[bold]{card['name']}@{card['version']}[/]  {card['format']}, {card['base_model']['family']}")
     for key in ("description", "trigger_words", "tags", "license", "consent", "content_digest", "created"):
-        _output.stdout.print(f"[cyan]{key:<15}[/] {escape(str(card.get(key)))}")
+        output.stdout.print(f"[cyan]{key:<15}[/] {escape(str(card.get(key)))}")
     for name, value in card["hashes"].items():
-        _output.stdout.print(f"[cyan]{name:<15}[/] {value or '-'}")
+        output.stdout.print(f"[cyan]{name:<15}[/] {value or '-'}")
     for parent in card["lineage"]:
-        _output.stdout.print(f"[cyan]{'lineage':<15}[/] {parent['relation']} {parent['digest']} {parent['parameters']}")
+        output.stdout.print(f"[cyan]{'lineage':<15}[/] {parent['relation']} {parent['digest']} {parent['parameters']}")
     for signature in details["signatures"]:
-        _output.stdout.print(f"[cyan]{'signature':<15}[/] {signature['fingerprint'][:16]}… {signature['trust']}")
+        output.stdout.print(f"[cyan]{'signature':<15}[/] {signature['fingerprint'][:16]}… {signature['trust']}")
     for event in details["audit"]:
-        _output.stdout.print(f"[cyan]{'audit':<15}[/] {event['time']} {event['action']} by {event['actor'][:16]}…")
+        output.stdout.print(f"[cyan]{'audit':<15}[/] {event['time']} {event['action']} by {event['actor'][:16]}…")
 
 
 @click.command("sign")
@@ -250,7 +254,7 @@ def sign_command(context: HubContext, ref: str, key: str | None) -> None:
     """Add your signature to a catalogued card (a curator vouching for it); the card itself never changes."""
     view, added = context.hub.sign(ref, key=key)
     state = "signed" if added else "already signed by this key:"
-    _output.stdout.print(f"{state} {view.ref}")
+    output.stdout.print(f"{state} {view.ref}")
 
 
 @click.command("rm")
@@ -259,7 +263,7 @@ def sign_command(context: HubContext, ref: str, key: str | None) -> None:
 def rm_command(context: HubContext, ref: str) -> None:
     """Remove a version (or every version of a name) from the catalog; recorded, blob kept until `gc`."""
     removed = context.hub.remove(ref)
-    _output.stdout.print("removed " + ", ".join(v.ref for v in removed))
+    output.stdout.print("removed " + ", ".join(v.ref for v in removed))
 
 
 @click.command("export")
@@ -293,13 +297,13 @@ def export_command(
         if as_json:
             from lorahub.sdk.hub import summary
 
-            _output.print_json({**summary(view), "out": str(out)})
+            output.print_json({**summary(view), "out": str(out)})
             return
-        _output.stdout.print(f"exported {view.ref} to {escape(str(out))}")
+        output.stdout.print(f"exported {view.ref} to {escape(str(out))}")
         return
     result = context.hub.export(ref, out, tool=tool, weight=weight, dtype=dtype)
     if as_json:
-        _output.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     _print_export(result)
 
@@ -308,13 +312,13 @@ def _print_export(result: Any) -> None:
     conversion = result.conversion
     if conversion is not None:
         state = "already catalogued as" if conversion.reused else "catalogued as"
-        _output.stdout.print(
+        output.stdout.print(
             f"converted {result.requested.ref} ({result.requested.format}) → {conversion.report.target}, "
             f"max abs ΔW error {conversion.report.max_abs_error:.3g}; {state} [bold]{result.version.ref}[/]"
         )
-    _output.stdout.print(f"exported [bold]{result.version.ref}[/] for {result.tool}:")
+    output.stdout.print(f"exported [bold]{result.version.ref}[/] for {result.tool}:")
     for path in result.files.values():
-        _output.stdout.print(f"  {escape(str(path))}")
+        output.stdout.print(f"  {escape(str(path))}")
 
 
 @click.command("gc")
@@ -322,4 +326,4 @@ def _print_export(result: Any) -> None:
 def gc_command(context: HubContext) -> None:
     """Delete blobs no catalogued version uses any more, and stale temporary files."""
     removed, freed = context.hub.gc()
-    _output.stdout.print(f"removed {removed} blob(s), {freed:,} bytes")
+    output.stdout.print(f"removed {removed} blob(s), {freed:,} bytes")

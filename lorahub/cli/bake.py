@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -57,18 +57,18 @@ def bake_command(
         components=list(components) or None,
     )
     if as_json:
-        _output.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     report = result.report
-    _output.stdout.print(
+    output.stdout.print(
         f"baked {len(report.adapters)} adapter(s), {report.layers} layers, into {escape(str(out))} "
         f"({report.layout}, {report.family}): {report.changed_tensors} of {report.tensors} tensors changed "
         f"in {report.seconds:.1f} s"
     )
     for adapter in report.adapters:
         label = f"{adapter['name']}@{adapter['version']}"
-        _output.stdout.print(f"  {escape(label)} × {adapter['weight']:g}  ({adapter['layers']} layers)")
+        output.stdout.print(f"  {escape(label)} × {adapter['weight']:g}  ({adapter['layers']} layers)")
     if report.skipped_layers:
-        _output.stdout.print(f"  skipped {len(report.skipped_layers)} layers of other components")
-    _output.stdout.print(f"base sha256 {report.base_sha256}\nout  sha256 {report.output_sha256}")
-    _output.stdout.print(f"licence: {result.license.verdict}" + (" (accepted)" if result.accepted_uncertain else ""))
+        output.stdout.print(f"  skipped {len(report.skipped_layers)} layers of other components")
+    output.stdout.print(f"base sha256 {report.base_sha256}\nout  sha256 {report.output_sha256}")
+    output.stdout.print(f"licence: {result.license.verdict}" + (" (accepted)" if result.accepted_uncertain else ""))

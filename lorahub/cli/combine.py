@@ -8,8 +8,8 @@ import click
 from rich.markup import escape
 from rich.tree import Tree
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 USES = click.Choice(["commercial", "non-commercial", "research"])
 
@@ -37,15 +37,15 @@ def merge_command(
         list(adapters), out=out, method=method, rank=rank, use=use, accept_uncertain=accept_uncertain, dtype=dtype
     )
     if as_json:
-        _output.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     report = result.report
-    _output.stdout.print(
+    output.stdout.print(
         f"merged {len(adapters)} adapters → {escape(result.added.name)}@{result.added.version} "
         f"({report.method}, {report.modules} modules, rank ≤ {report.max_rank}); licence: {result.verdict['verdict']}"
     )
     if report.method == "svd":
-        _output.stdout.print(
+        output.stdout.print(
             f"svd: max relative error {report.max_rel_error:.3g}, min kept energy {report.min_kept_energy:.4f}"
         )
 
@@ -83,8 +83,8 @@ def lineage_command(ctx: HubContext, *, ref: str, as_json: bool) -> None:
     """The tree of an adapter's parents (trained, merged, converted, resized from), with signers and licences."""
     data = ctx.hub.lineage(ref).as_dict()
     if as_json:
-        _output.print_json(data)
+        output.print_json(data)
         return
     tree = Tree(_label(data))
     _grow(tree, data)
-    _output.stdout.print(tree)
+    output.stdout.print(tree)

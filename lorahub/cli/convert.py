@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
     from lorahub.sdk.exporting import ConvertResult, Dtype
@@ -79,24 +79,24 @@ def convert_command(
     report = result.report
     assert isinstance(report, ConversionReport)
     if as_json:
-        _output.print_json(report_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
+        output.print_json(report_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
         return
-    _output.stdout.print(
+    output.stdout.print(
         f"converted {escape(str(source))} ({report.source_format}, {report.family}) → {escape(str(out))} ({target}): "
         f"{report.modules} modules"
     )
     if report.lossy:
         ranks = sorted(set(report.ranks.values()))
-        _output.stdout.print(
+        output.stdout.print(
             f"lossy: {len(report.lossy)} module(s) converted by truncated SVD at rank {', '.join(map(str, ranks))}"
         )
     if not no_check:
-        _output.stdout.print(
+        output.stdout.print(
             f"ΔW check: max abs error {report.max_abs_error:.3g}, max rel error {report.max_rel_error:.3g}"
         )
         worst = sorted(report.per_module.items(), key=lambda item: -item[1][1])[:5] if report.lossy else []
         for name, (absolute, relative) in worst:
-            _output.stdout.print(f"  {escape(name)}: abs {absolute:.3g}, rel {relative:.3g}")
+            output.stdout.print(f"  {escape(name)}: abs {absolute:.3g}, rel {relative:.3g}")
     _print_catalogued(result)
 
 
@@ -129,14 +129,14 @@ def resize_command(
     report = result.report
     assert isinstance(report, ResizeReport)
     if as_json:
-        _output.print_json(resize_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
+        output.print_json(resize_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
         return
     ranks = sorted({layer.rank_after for layer in report.per_module.values()})
     shown = ", ".join(map(str, ranks[:8])) + ("…" if len(ranks) > 8 else "")
-    _output.stdout.print(
+    output.stdout.print(
         f"resized {escape(str(source))} → {escape(str(out))} ({report.target}): {report.modules} modules, rank {shown}"
     )
-    _output.stdout.print(
+    output.stdout.print(
         f"kept energy ≥ {report.min_kept_energy:.4f}; ΔW max abs error {report.max_abs_error:.3g}, "
         f"max rel error {report.max_rel_error:.3g}"
     )
@@ -165,4 +165,4 @@ def _print_catalogued(result: ConvertResult) -> None:
     if result.version is None or result.parent is None:
         return
     how = "already catalogued as" if result.reused else "catalogued as"
-    _output.stdout.print(f"{how} {escape(result.version.ref)} (from {escape(result.parent.ref)})")
+    output.stdout.print(f"{how} {escape(result.version.ref)} (from {escape(result.parent.ref)})")

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from lorahub import errors
-from lorahub.cli import _output
+from lorahub.cli import output
 
 if TYPE_CHECKING:
     from lorahub.consent import ConsentReport
@@ -31,7 +31,7 @@ def dataset_scan(directory: Path, sources: Path | None, out: Path) -> None:
     manifest = scan(directory, sources)
     manifest.write(out)
     counts = ", ".join(f"{status} {n}" for status, n in manifest.summary().items() if n)
-    _output.stdout.print(
+    output.stdout.print(
         f"wrote {escape(str(out))}: {len(manifest.items)} image(s) ({counts}); digest {manifest.digest}"
     )
 
@@ -48,7 +48,7 @@ def dataset_check(manifest: Path, as_json: bool) -> None:
 
     report = check(load(manifest))
     if as_json:
-        _output.print_json(report.as_dict())
+        output.print_json(report.as_dict())
     else:
         _render(report)
     if not report.ok:
@@ -60,12 +60,12 @@ def dataset_check(manifest: Path, as_json: bool) -> None:
 
 def _render(report: ConsentReport) -> None:
     counts = ", ".join(f"{status} {n}" for status, n in report.counts.items() if n) or "no images"
-    _output.stdout.print(f"{counts}\ncard status: [bold]{report.card_status}[/]  digest {report.manifest_digest}")
+    output.stdout.print(f"{counts}\ncard status: [bold]{report.card_status}[/]  digest {report.manifest_digest}")
     for item in report.opted_out:
-        _output.stdout.print(f"[red]opted out[/]  {escape(item.path)}: {escape('; '.join(item.reasons))}")
+        output.stdout.print(f"[red]opted out[/]  {escape(item.path)}: {escape('; '.join(item.reasons))}")
     for flag in report.people:
-        _output.stdout.print(f"[red]people[/]     {escape(flag.path)}: {escape(flag.problem)}")
+        output.stdout.print(f"[red]people[/]     {escape(flag.path)}: {escape(flag.problem)}")
     if report.unknown:
-        _output.stdout.print(f"[yellow]unknown[/]    {len(report.unknown)} image(s) with no consent information")
+        output.stdout.print(f"[yellow]unknown[/]    {len(report.unknown)} image(s) with no consent information")
     if report.ok:
-        _output.stdout.print("[green]ok[/]")
+        output.stdout.print("[green]ok[/]")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lorahub.cli import _output
+from lorahub.cli import output
 
 
 @click.group("dev")
@@ -24,7 +24,7 @@ def example_lora(out: Path, rank: int, alpha: float, seed: int) -> None:
     from lorahub.dev.example_lora import write_example_lora
 
     write_example_lora(out, rank=rank, alpha=alpha, seed=seed, name=out.stem)
-    _output.stderr.print(f"wrote {out}")
+    output.stderr.print(f"wrote {out}")
 
 
 @dev_group.command("example-dataset")
@@ -34,7 +34,7 @@ def example_dataset(directory: Path) -> None:
     from lorahub.dev.example_dataset import write_example_dataset
 
     sources = write_example_dataset(directory)
-    _output.stderr.print(f"wrote {directory} (sources: {sources})")
+    output.stderr.print(f"wrote {directory} (sources: {sources})")
 
 
 @dev_group.command("tiny-pipeline")
@@ -48,4 +48,4 @@ def tiny_pipeline(directory: Path, family: str, seed: int) -> None:
     from lorahub.dev.tiny_pipeline import write_tiny_pipeline
 
     write_tiny_pipeline(directory, family=family, seed=seed)  # type: ignore[arg-type]  # click.Choice checked it
-    _output.stderr.print(f"wrote {directory} ({family} tiny pipeline, seed {seed})")
+    output.stderr.print(f"wrote {directory} ({family} tiny pipeline, seed {seed})")

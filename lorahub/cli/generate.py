@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
 from lorahub.cli.combine import USES
+from lorahub.cli.context import HubContext, pass_hub_context
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -48,8 +48,8 @@ def generate_command(
         guidance=guidance, use=use, accept_uncertain=accept_uncertain, base_license=base_license, key=key,
     )  # fmt: skip
     if as_json:
-        _output.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     names = ", ".join(f"{a['ref']}:{a['weight']:g}" for a in result.adapters) or "no adapters"
-    _output.stdout.print(f"generated {escape(str(out))} with {escape(names)}; signed ({result.image.format})")
-    _output.stdout.print(f"prompt: {escape(result.prompt)}")
+    output.stdout.print(f"generated {escape(str(out))} with {escape(names)}; signed ({result.image.format})")
+    output.stdout.print(f"prompt: {escape(result.prompt)}")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import click
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 
 def _print_settings(settings: dict[str, object], as_json: bool) -> None:
     if as_json:
-        _output.print_json(settings)
+        output.print_json(settings)
         return
     sources = settings.get("sources", {})
     for key, value in settings.items():
         if key != "sources":
             origin = f"  [dim]({sources[key]})[/]" if isinstance(sources, dict) and key in sources else ""
-            _output.stdout.print(f"[bold cyan]{key:<17}[/] {value}{origin}")
+            output.stdout.print(f"[bold cyan]{key:<17}[/] {value}{origin}")
 
 
 @click.command("init")
@@ -29,7 +29,7 @@ def init_command(context: HubContext, as_json: bool) -> None:
     settings = context.hub.describe() | {"certificate_authority": root.subject}
     _print_settings(settings, as_json)
     if not as_json and settings["default_identity"] is None:
-        _output.stderr.print('next: lorahub keys create "Your Name <you@example.com>"')
+        output.stderr.print('next: lorahub keys create "Your Name <you@example.com>"')
 
 
 @click.group("config")

@@ -12,7 +12,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from lorahub.cli import _output
+from lorahub.cli import output
 
 if TYPE_CHECKING:
     from lorahub.sdk.inspect import Report, Spread
@@ -36,14 +36,14 @@ def inspect_command(path: Path, as_json: bool, all_metadata: bool) -> None:
 
     report = inspect(path)
     if as_json:
-        _output.print_json(report.as_dict())
+        output.print_json(report.as_dict())
     else:
         render(report, all_metadata=all_metadata)
     report.raise_if_dangerous()
 
 
 def render(report: Report, *, all_metadata: bool = False) -> None:
-    out = _output.stdout
+    out = output.stdout
     out.print(f"[bold]{escape(report.path)}[/]  {report.file_size:,} bytes  {report.container}")
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold cyan", no_wrap=True)
@@ -102,7 +102,7 @@ def _metadata(metadata: dict[str, dict[str, Any]], full: bool) -> None:
             if not full and len(text) > METADATA_PREVIEW_CHARS:
                 text = text[:METADATA_PREVIEW_CHARS] + f"… ({len(text):,} chars, --all-metadata)"
             table.add_row(f"  {escape(key)}", escape(text))
-    _output.stdout.print(table)
+    output.stdout.print(table)
 
 
 def _collapse_numbered(values: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -127,11 +127,11 @@ def _plain(value: Any) -> str:
 
 def _problems(report: Report) -> None:
     if not report.problems:
-        _output.stdout.print("[green]no problems found[/]")
+        output.stdout.print("[green]no problems found[/]")
         return
-    _output.stdout.print("[bold]problems[/]")
+    output.stdout.print("[bold]problems[/]")
     for problem in report.problems:
         style = SEVERITY_STYLE.get(problem.severity, "")
         keys = f"  e.g. {escape(problem.keys[0])}" if problem.keys else ""
         label = escape(f"{problem.severity}[{problem.code}]")
-        _output.stdout.print(f"  [{style}]{label}[/] {escape(problem.message)}{keys}")
+        output.stdout.print(f"  [{style}]{label}[/] {escape(problem.message)}{keys}")

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 
 @click.group("keys")
@@ -25,9 +25,9 @@ def keys_group() -> None:
 def keys_create(context: HubContext, user_id: str, passphrase_env: str | None) -> None:
     """Create an identity, e.g. lorahub keys create "Alice <alice@studio.example>"."""
     identity = context.hub.create_identity(user_id, passphrase_env=passphrase_env)
-    _output.stdout.print(f"created {identity.user_id}\nfingerprint {identity.fingerprint}")
+    output.stdout.print(f"created {identity.user_id}\nfingerprint {identity.fingerprint}")
     if identity.encrypted:
-        _output.stderr.print("the key is encrypted: set LORAHUB_PASSPHRASE when signing")
+        output.stderr.print("the key is encrypted: set LORAHUB_PASSPHRASE when signing")
 
 
 @keys_group.command("list")
@@ -37,7 +37,7 @@ def keys_list(context: HubContext, as_json: bool) -> None:
     """Your identities and their fingerprints; * marks the default."""
     views = context.hub.identities()
     if as_json:
-        _output.print_json(
+        output.print_json(
             [
                 {"user_id": v.identity.user_id, "fingerprint": v.identity.fingerprint, "default": v.default}
                 | {"encrypted": v.identity.encrypted, "created": v.identity.created}
@@ -48,7 +48,7 @@ def keys_list(context: HubContext, as_json: bool) -> None:
     for view in views:
         mark = "*" if view.default else " "
         lock = " (encrypted)" if view.identity.encrypted else ""
-        _output.stdout.print(f"{mark} {view.identity.fingerprint}  {view.identity.user_id}{lock}")
+        output.stdout.print(f"{mark} {view.identity.fingerprint}  {view.identity.user_id}{lock}")
 
 
 @keys_group.command("export")
@@ -65,7 +65,7 @@ def keys_export(context: HubContext, ref: str) -> None:
 def keys_default(context: HubContext, ref: str) -> None:
     """Sign with this identity unless told otherwise."""
     context.hub.keys.set_default(ref)
-    _output.stdout.print(f"default identity: {context.hub.keys.get(ref).user_id}")
+    output.stdout.print(f"default identity: {context.hub.keys.get(ref).user_id}")
 
 
 @click.group("trust")
@@ -80,7 +80,7 @@ def trust_group() -> None:
 def trust_add(context: HubContext, pem_file: Path, name: str | None) -> None:
     """Trust the signatures of the public key in PEM_FILE."""
     record = context.hub.trust_add(pem_file.read_text(encoding="utf-8"), name=name)
-    _output.stdout.print(f"trusted {record.name}  {record.fingerprint}")
+    output.stdout.print(f"trusted {record.name}  {record.fingerprint}")
 
 
 @trust_group.command("list")
@@ -90,7 +90,7 @@ def trust_list(context: HubContext, as_json: bool) -> None:
     """Every key the catalog knows, with its state: own, trusted or revoked."""
     records = context.hub.trusted_keys()
     if as_json:
-        _output.print_json(
+        output.print_json(
             [
                 {"fingerprint": r.fingerprint, "name": r.name, "own": r.own, "trusted": r.trusted}
                 | {"revoked_at": r.revoked_at}
@@ -102,7 +102,7 @@ def trust_list(context: HubContext, as_json: bool) -> None:
     for r in records:
         state = f"revoked {r.revoked_at}" if r.revoked_at else ("own" if r.own else "trusted")
         table.add_row(r.fingerprint, r.name, state)
-    _output.stdout.print(table)
+    output.stdout.print(table)
 
 
 @trust_group.command("revoke")
@@ -111,4 +111,4 @@ def trust_list(context: HubContext, as_json: bool) -> None:
 def trust_revoke(context: HubContext, fingerprint: str) -> None:
     """Stop trusting a key. Its signatures, earlier ones included, no longer count (see docs/reference/card.md)."""
     record = context.hub.trust_revoke(fingerprint)
-    _output.stdout.print(f"revoked {record.name}  {record.fingerprint}")
+    output.stdout.print(f"revoked {record.name}  {record.fingerprint}")

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from lorahub import errors
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
     from lorahub.licenses import Verdict
@@ -36,7 +36,7 @@ def license_list(as_json: bool) -> None:
 
     licences = list_licenses()
     if as_json:
-        _output.print_json([lic.as_dict() for lic in licences])
+        output.print_json([lic.as_dict() for lic in licences])
         return
     table = Table(box=None)
     table.add_column("id", no_wrap=True)
@@ -46,7 +46,7 @@ def license_list(as_json: bool) -> None:
     for lic in licences:
         commercial = f"{lic.commercial_use_model.value} / {lic.commercial_use_outputs.value}"
         table.add_row(lic.id, lic.name, commercial, ", ".join(lic.families))
-    _output.stdout.print(table)
+    output.stdout.print(table)
 
 
 @license_group.command("show")
@@ -59,14 +59,14 @@ def license_show(license_id: str, as_json: bool) -> None:
     lic = get_license(license_id)
     data = lic.as_dict()
     if as_json:
-        _output.print_json(data)
+        output.print_json(data)
         return
-    _output.stdout.print(f"[bold]{escape(lic.name)}[/]  {lic.id}\naliases: {escape(', '.join(lic.aliases))}")
-    _output.stdout.print(f"text: {lic.url or 'n/a'}")
+    output.stdout.print(f"[bold]{escape(lic.name)}[/]  {lic.id}\naliases: {escape(', '.join(lic.aliases))}")
+    output.stdout.print(f"text: {lic.url or 'n/a'}")
     for name, term in data.items():
         if isinstance(term, dict) and "clause" in term:
             sure = "" if term["certain"] else " [yellow](uncertain)[/]"
-            _output.stdout.print(f"[cyan]{name:<28}[/] {escape(term['value'])}{sure}  [dim]{escape(term['clause'])}[/]")
+            output.stdout.print(f"[cyan]{name:<28}[/] {escape(term['value'])}{sure}  [dim]{escape(term['clause'])}[/]")
 
 
 @license_group.command("check")
@@ -104,7 +104,7 @@ def license_check(
         list(items), licenses=list(licenses), base_license=base_license, merge=merge, use=use, subject=subject
     )
     if as_json:
-        _output.print_json(verdict.as_dict())
+        output.print_json(verdict.as_dict())
     else:
         _render(verdict)
     if verdict.verdict == "forbidden":
@@ -115,8 +115,8 @@ def license_check(
 
 def _render(verdict: Verdict) -> None:
     style = VERDICT_STYLE.get(verdict.verdict, "")
-    _output.stdout.print(f"[{style}]{verdict.verdict}[/]  effective licence: {', '.join(verdict.effective_license)}")
+    output.stdout.print(f"[{style}]{verdict.verdict}[/]  effective licence: {', '.join(verdict.effective_license)}")
     for reason in verdict.reasons:
-        _output.stdout.print(f"  - {escape(reason.text)}  [dim]({escape(reason.license)}: {escape(reason.clause)})[/]")
+        output.stdout.print(f"  - {escape(reason.text)}  [dim]({escape(reason.license)}: {escape(reason.clause)})[/]")
     for obligation in verdict.obligations:
-        _output.stdout.print(f"  obligation: {escape(obligation)}")
+        output.stdout.print(f"  obligation: {escape(obligation)}")

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lorahub import errors
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
     from lorahub.provenance import CertificateInfo, ImageReport
@@ -36,7 +36,7 @@ def provenance_inspect(context: HubContext, image: Path, as_json: bool) -> None:
     """
     report = context.hub.inspect_image(image)
     if as_json:
-        _output.print_json(report.as_dict())
+        output.print_json(report.as_dict())
     else:
         _print_report(report)
     if not report.valid:
@@ -120,9 +120,9 @@ def provenance_sign(
         scheduler=scheduler,
     )
     if as_json:
-        _output.print_json({"out": str(signed.path), "sha256": signed.sha256, "format": signed.format})
+        output.print_json({"out": str(signed.path), "sha256": signed.sha256, "format": signed.format})
         return
-    _output.stdout.print(f"signed {signed.path}\nsha256 {signed.sha256}")
+    output.stdout.print(f"signed {signed.path}\nsha256 {signed.sha256}")
 
 
 @provenance_group.command("settings")
@@ -152,10 +152,10 @@ def provenance_settings(
     settings = context.hub.provenance_settings(**changes)
     data = {"organization": settings.organization, "leaf_days": settings.leaf_days, "tsa_url": settings.tsa_url}
     if as_json:
-        _output.print_json(data)
+        output.print_json(data)
         return
     for name, value in data.items():
-        _output.stdout.print(f"[bold cyan]{name:<13}[/] {value}")
+        output.stdout.print(f"[bold cyan]{name:<13}[/] {value}")
 
 
 # --- keys: certificates ----------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def provenance_settings(
 def keys_import_cert(context: HubContext, chain_file: Path, key: str | None) -> None:
     """Sign images with CHAIN_FILE (PEM, leaf first), e.g. your organisation's C2PA certificate for this key."""
     chain = context.hub.import_certificate(chain_file.read_bytes(), key)
-    _output.stdout.print(f"imported {chain[0].subject} (issued by {chain[0].issuer}, until {chain[0].not_after})")
+    output.stdout.print(f"imported {chain[0].subject} (issued by {chain[0].issuer}, until {chain[0].not_after})")
 
 
 @click.command("issue-cert")
@@ -178,7 +178,7 @@ def keys_import_cert(context: HubContext, chain_file: Path, key: str | None) -> 
 def keys_issue_cert(context: HubContext, key: str | None, days: int | None) -> None:
     """Issue a fresh certificate for an identity from the home's CA (replaces an imported one)."""
     chain = context.hub.issue_certificate(key, days=days)
-    _output.stdout.print(f"issued {chain[0].subject} serial {chain[0].serial}, valid until {chain[0].not_after}")
+    output.stdout.print(f"issued {chain[0].subject} serial {chain[0].serial}, valid until {chain[0].not_after}")
 
 
 @click.command("cert")
@@ -194,13 +194,13 @@ def keys_cert(context: HubContext, key: str | None, as_pem: bool, as_json: bool)
         return
     if as_json:
         chain = [_cert_dict(info) for info in view.chain]
-        _output.print_json(
+        output.print_json(
             {"identity": view.identity, "fingerprint": view.fingerprint, "source": view.source} | {"chain": chain}
         )
         return
-    _output.stdout.print(f"{view.identity}  ({view.source})")
+    output.stdout.print(f"{view.identity}  ({view.source})")
     for info in view.chain:
-        _output.stdout.print(
+        output.stdout.print(
             f"  {info.subject}\n    issuer {info.issuer}\n    valid {info.not_before} .. {info.not_after}"
         )
 
@@ -214,7 +214,7 @@ def keys_cert(context: HubContext, key: str | None, as_pem: bool, as_json: bool)
 def trust_add_ca(context: HubContext, pem_file: Path) -> None:
     """Trust the CA certificate(s) in PEM_FILE when checking images (e.g. another home's ca/root/ca.pem)."""
     for info in context.hub.trust_add_ca(pem_file.read_bytes()):
-        _output.stdout.print(f"trusted CA {info.subject}  sha256 {info.sha256}")
+        output.stdout.print(f"trusted CA {info.subject}  sha256 {info.sha256}")
 
 
 @click.command("list-ca")
@@ -224,17 +224,17 @@ def trust_list_ca(context: HubContext, as_json: bool) -> None:
     """The CAs whose certificates this home trusts in images: its own root, then those added."""
     infos = context.hub.trusted_cas()
     if as_json:
-        _output.print_json([_cert_dict(info) for info in infos])
+        output.print_json([_cert_dict(info) for info in infos])
         return
     for info in infos:
-        _output.stdout.print(f"{info.source:<13} {info.subject}  until {info.not_after}")
+        output.stdout.print(f"{info.source:<13} {info.subject}  until {info.not_after}")
 
 
 # --- rendering -------------------------------------------------------------------------------------------------
 
 
 def _print_report(report: ImageReport) -> None:
-    out = _output.stdout
+    out = output.stdout
     style = STATE_STYLE.get(report.state, "bold")
     codes = f"  ({', '.join(report.codes)})" if report.codes else ""
     out.print(f"[{style}]{report.state}[/]{codes}  {report.path}")

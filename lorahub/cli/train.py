@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
     from lorahub.sdk.training import TrainResult
@@ -99,7 +99,7 @@ def train_command(context: HubContext, /, **options: Any) -> None:  # fmt: skip
         result = train(paths.pop("base"), paths.pop("data"), hub=context.hub, on_step=bar.update, **paths, **named,
                        **options)  # fmt: skip
     if as_json:
-        _output.print_json(result.as_dict())
+        output.print_json(result.as_dict())
     else:
         _render(result)
 
@@ -118,7 +118,7 @@ class _Bar:
             TextColumn("{task.fields[rate]} it/s"),
             TimeRemainingColumn(),
         )
-        self.progress = Progress(*columns, console=_output.stderr, transient=True, disable=disabled)
+        self.progress = Progress(*columns, console=output.stderr, transient=True, disable=disabled)
         self.task = self.progress.add_task("train", total=None, loss="-", rate="-")
         self.speed: float | None = None
         self.loss: float | None = None
@@ -141,7 +141,7 @@ class _Bar:
 
 
 def _render(result: TrainResult) -> None:
-    out = _output.stdout
+    out = output.stdout
     training = result.training
     for version in result.versions:
         out.print(f"catalogued [bold]{escape(version.name)}@{version.version}[/]  {version.content_digest[:16]}…")

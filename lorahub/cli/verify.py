@@ -6,10 +6,11 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from lorahub import errors
-from lorahub.cli import _output
-from lorahub.cli._context import HubContext, pass_hub_context
+from lorahub.cli import output
+from lorahub.cli.context import HubContext, pass_hub_context
 
 
 @click.command("verify")
@@ -24,11 +25,11 @@ def verify_command(context: HubContext, target: str, policy: Path | None, as_jso
     """
     report = context.hub.verify(target, policy=policy)
     if as_json:
-        _output.print_json(report.as_dict())
+        output.print_json(report.as_dict())
     else:
         for check in report.checks:
             mark = "[green]✓[/]" if check.ok else "[bold red]✗[/]"
-            _output.stdout.print(f"{mark} {check.name:<20} {check.detail}", markup=True)
+            output.stdout.print(f"{mark} {check.name:<20} {check.detail}", markup=True)
     if not report.ok:
         failed = ", ".join(c.name for c in report.checks if not c.ok)
         raise errors.VerificationFailedError(
@@ -57,21 +58,25 @@ def audit_command(
     """Who did what: the append-only, signed, hash-chained event log."""
     if check:
         problems = context.hub.verify_audit()
+        unsigned = context.hub.unsigned_audit_events()
         if as_json:
-            _output.print_json({"ok": not problems, "problems": problems})
+            output.print_json({"ok": not problems, "problems": problems, "unsigned": unsigned})
         for problem in problems if not as_json else []:
-            _output.stdout.print(f"[bold red]✗[/] event {problem['seq']}: {problem['kind']}: {problem['detail']}")
+            output.stdout.print(f"[bold red]✗[/] event {problem['seq']}: {problem['kind']}: {problem['detail']}")
+        for event in unsigned if not as_json else []:
+            text = f"event {event['seq']}: {event['action']} is unsigned: {event['unsigned']}"
+            output.stdout.print(f"[yellow]![/] {escape(text)}")
         if problems:
             raise errors.AuditChainError(
                 f"the audit chain is broken in {len(problems)} place(s)",
                 hint="Someone changed the catalog database directly; restore it from a backup.",
             )
         if not as_json:
-            _output.stdout.print("[green]✓[/] audit chain intact")
+            output.stdout.print("[green]✓[/] audit chain intact")
         return
     events = context.hub.audit(who=who, adapter=adapter, action=action, since=since)
     if as_json:
-        _output.print_json(events)
+        output.print_json(events)
         return
     for event in events:
         subject = event["subject_name"] or ""
@@ -79,6 +84,8 @@ def audit_command(
             subject = ", ".join(f"{a.get('name')}:{a.get('weight')}" for a in event["details"].get("adapters", []))
         if event["subject_version"] is not None:
             subject += f"@{event['subject_version']}"
-        _output.stdout.print(
+        if not event["signed"]:
+            subject += "  (unsigned)"
+        output.stdout.print(
             f"{event['seq']:>5} {event['time']}  {event['actor'][:16]}…  {event['action']:<10} {subject}"
         )

@@ -304,7 +304,9 @@ def _seeded(seed: int) -> Iterator[None]:
 def build_tiny_pipeline(family: Family = "sd1", seed: int = 0) -> Any:
     """The tiny pipeline of ``family`` in memory (fp32, CPU); the same ``seed`` gives the same weights."""
     if family not in BUILDERS:
-        raise errors.LorahubError(f"unknown tiny pipeline family {family!r}", hint=f"use one of: {', '.join(FAMILIES)}")
+        raise errors.UnknownChoiceError(
+            f"unknown tiny pipeline family {family!r}", hint=f"use one of: {', '.join(FAMILIES)}"
+        )
     try:
         import diffusers  # noqa: F401
         import transformers  # noqa: F401

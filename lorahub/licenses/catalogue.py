@@ -43,7 +43,6 @@ TERM_KEYS = frozenset({"value", "clause", "certain", "note"})
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
-CATALOGUE_HINT = "Fix the entry in the licence catalogue; docs/licenses.md describes every field."
 UNKNOWN_HINT = "Run `lorahub license list` to see the known licences and their aliases."
 
 
@@ -109,8 +108,8 @@ class CatalogueLicense:
 # --- validation ------------------------------------------------------------------------------------------------
 
 
-def _fail(source: str, label: str, problem: str) -> errors.LorahubError:
-    return errors.LorahubError(f"{source}: licence entry {label}: {problem}", hint=CATALOGUE_HINT)
+def _fail(source: str, label: str, problem: str) -> errors.LicenseCatalogueError:
+    return errors.LicenseCatalogueError(f"{source}: licence entry {label}: {problem}")
 
 
 def _string(value: Any, source: str, label: str, field: str) -> str:
@@ -199,21 +198,21 @@ def _check_unique(entries: list[CatalogueLicense], source: str) -> None:
                 raise _fail(source, repr(entry.id), f"id or alias {name!r} is already used by {seen[key]!r}")
             seen[key] = entry.id
     if UNKNOWN not in seen:
-        raise errors.LorahubError(f"{source}: the catalogue has no {UNKNOWN!r} entry", hint=CATALOGUE_HINT)
+        raise errors.LicenseCatalogueError(f"{source}: the catalogue has no {UNKNOWN!r} entry")
 
 
 def parse_catalogue(text: str, source: str = "catalogue.toml") -> tuple[CatalogueLicense, ...]:
-    """Parse and validate catalogue text; raise ``LorahubError`` naming the entry at the first problem."""
+    """Parse and validate catalogue text; raise ``LicenseCatalogueError`` naming the entry at the first problem."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise errors.LorahubError(f"{source}: not valid TOML: {exc}", hint=CATALOGUE_HINT) from exc
+        raise errors.LicenseCatalogueError(f"{source}: not valid TOML: {exc}") from exc
     extra = sorted(set(data) - {"license"})
     if extra:
-        raise errors.LorahubError(f"{source}: unknown top-level keys {extra}", hint=CATALOGUE_HINT)
+        raise errors.LicenseCatalogueError(f"{source}: unknown top-level keys {extra}")
     raw = data.get("license")
     if not isinstance(raw, list) or not raw:
-        raise errors.LorahubError(f"{source}: no [[license]] entries", hint=CATALOGUE_HINT)
+        raise errors.LicenseCatalogueError(f"{source}: no [[license]] entries")
     entries = [_entry(item, source, i) for i, item in enumerate(raw)]
     _check_unique(entries, source)
     return tuple(entries)

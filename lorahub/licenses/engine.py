@@ -315,7 +315,7 @@ def merge(parts: list[LicenseTerms], base: LicenseTerms | None) -> Verdict:
     of every input (Civitai Att. B "Merge"; FAIPL "combine a model with another model"), so every input's licence,
     every creator's permissions and the base's licence must all hold over it."""
     if not parts:
-        raise errors.LorahubError(
+        raise errors.MissingArgumentError(
             "a merge needs at least one adapter", hint="Give the licences of the adapters to merge."
         )
     ledger = _Ledger()
@@ -375,13 +375,13 @@ def use(parts: list[LicenseTerms], base: LicenseTerms | None, use: Use, *, subje
     question is the use of the model itself (running it for revenue), which several licences answer differently
     from the use of its outputs (FLUX.1 [dev] §2(a) vs §2(d))."""
     if use not in USES:
-        raise errors.LorahubError(f"unknown use {use!r}", hint=f"Use one of {list(USES)}.")
+        raise errors.UnknownChoiceError(f"unknown use {use!r}", hint=f"Use one of {list(USES)}.")
     if subject not in SUBJECTS:
-        raise errors.LorahubError(f"unknown subject {subject!r}", hint=f"Use one of {list(SUBJECTS)}.")
+        raise errors.UnknownChoiceError(f"unknown subject {subject!r}", hint=f"Use one of {list(SUBJECTS)}.")
     ledger = _Ledger()
     items = [t for t in (base, *parts) if t is not None]
     if not items:
-        raise errors.LorahubError("nothing to judge", hint="Give a base licence, adapter licences, or both.")
+        raise errors.MissingArgumentError("nothing to judge", hint="Give a base licence, adapter licences, or both.")
     for terms in items:
         ledger.use(terms)
     _check_unknown(ledger, items)

@@ -46,11 +46,11 @@ def _commercial_use(values: Iterable[str]) -> frozenset[str]:
     found = frozenset(v.strip().lower() for v in values)
     bad = sorted(found - COMMERCIAL_USES)
     if bad:
-        raise errors.LorahubError(
+        raise errors.UnknownChoiceError(
             f"unknown commercial-use permission {bad}", hint=f"Use some of {sorted(COMMERCIAL_USES)}."
         )
     if "none" in found and len(found) > 1:
-        raise errors.LorahubError(
+        raise errors.ConflictingArgumentsError(
             "commercial-use permission 'none' cannot be combined with others",
             hint="'none' means no commercial use at all; give it alone.",
         )

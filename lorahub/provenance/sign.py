@@ -86,12 +86,13 @@ class BaseRef:
 
     def __post_init__(self) -> None:
         if not self.name.strip():
-            raise errors.LorahubError(
+            raise errors.MissingArgumentError(
                 "the base model needs a name", hint="e.g. stabilityai/stable-diffusion-xl-base-1.0"
             )
         if self.digest is not None and not _is_sha256(self.digest):
-            raise errors.LorahubError(
-                f"base model {self.name}: the digest {self.digest!r} is not a SHA-256 (64 lowercase hex)"
+            raise errors.InvalidArgumentError(
+                f"base model {self.name}: the digest {self.digest!r} is not a SHA-256 (64 lowercase hex)",
+                hint="Give the SHA-256 of the base's weights file (or of its pipeline folder's index), or none.",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,9 +117,14 @@ class AdapterUse:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight):
-            raise errors.LorahubError(f"adapter {self.name}: the weight {self.weight} is not a finite number")
+            raise errors.InvalidArgumentError(
+                f"adapter {self.name}: the weight {self.weight} is not a finite number", hint="For example 0.8."
+            )
         if not _is_sha256(self.content_digest):
-            raise errors.LorahubError(f"adapter {self.name}: the content digest is not 64 lowercase hex")
+            raise errors.InvalidArgumentError(
+                f"adapter {self.name}: the content digest is not 64 lowercase hex",
+                hint="Give the adapter's content_digest as `lorahub show NAME --json` lists it.",
+            )
         object.__setattr__(self, "signers", tuple(self.signers))
 
     @property
@@ -348,14 +354,14 @@ def training_mining_entries(
     for name, choice in (choices or {}).items():
         key = name if "." in name else f"cawg.{name}"
         if key.startswith("cawg.") and key not in TRAINING_MINING_KEYS:
-            raise errors.LorahubError(
+            raise errors.UnknownChoiceError(
                 f"{name!r} is not a CAWG training-and-data-mining entry",
                 hint=f"Use one of {', '.join(k.removeprefix('cawg.') for k in TRAINING_MINING_KEYS)}, or a "
                 "namespaced key of your own (e.g. com.example.use).",
             )
         entry = choice if isinstance(choice, TrainingMiningEntry) else TrainingMiningEntry(choice)  # type: ignore[arg-type]
         if entry.use not in TRAINING_MINING_USES:
-            raise errors.LorahubError(
+            raise errors.UnknownChoiceError(
                 f"{name}: {entry.use!r} is not a training-and-data-mining choice",
                 hint="Use allowed, notAllowed or constrained.",
             )
@@ -407,7 +413,7 @@ def _credentials(signer: C2paCredentials | str | None, hub: CredentialSource | N
     if isinstance(signer, C2paCredentials):
         return signer
     if hub is None:
-        raise errors.LorahubError(
+        raise errors.MissingArgumentError(
             "sign_image needs credentials: pass signer=C2paCredentials(...) or hub=Hub.open()",
             hint="Hub.c2pa_credentials() gives an identity's credentials; Hub.sign_image does both.",
         )

@@ -12,6 +12,13 @@ hash to cover an edit breaks the signature. The newest event's (seq, hash) is al
 valid on its own. Someone able to rewrite both that row and the events could still truncate the log unnoticed;
 keep a copy of the head outside the database (``head()``) and pass it to ``verify_chain`` to rule that out.
 
+A few actions that only record something done outside the catalog (:data:`UNSIGNED_ACTIONS`) may be appended
+unsigned, with the reason in ``details["unsigned"]``, when the actor cannot sign (a key locked by a passphrase that
+was not given): recording the event without its author's proof is more honest than losing it. Such an event is
+still hashed and linked, so editing, deleting or moving it is found like any other; what it lacks is the proof of
+who wrote it, so ``verify_chain`` passes it and :func:`unsigned_reason` lets a reader list it. Every other action
+must be signed.
+
 Appending must happen inside :func:`lorahub.registry.db.write_transaction`, which serialises writers: the next
 seq and the previous hash are read in the same transaction that inserts the event. Signing is injected (``sign``
 and ``verify`` callables) so the registry does not depend on the signing package.
@@ -41,6 +48,11 @@ ProblemKind = Literal["edited", "deleted", "reordered", "bad-signature", "unknow
 Sign = Callable[[bytes], bytes]
 Verify = Callable[[str, bytes, bytes], bool]
 """``verify(public_pem, message, signature) -> bool``."""
+
+UNSIGNED_ACTIONS: Final = frozenset({"verify-failed", "export", "issue-cert", "import-cert", "trust-ca"})
+"""Actions that may be appended unsigned (with a reason) rather than dropped when the actor's key is locked."""
+UNSIGNED_REASON: Final = "unsigned"
+"""The ``details`` key that carries why an event is unsigned."""
 
 
 @dataclass(frozen=True)
@@ -101,14 +113,17 @@ def append(
     session: Session,
     *,
     actor_fingerprint: str,
-    sign: Sign,
+    sign: Sign | None,
     action: str,
     subject_name: str | None,
     subject_version: int | None,
     subject_digest: str | None,
     details: Mapping[str, Any],
 ) -> AuditEvent:
-    """Add the next event to the chain; the caller's serialised write transaction commits it."""
+    """Add the next event to the chain; the caller's serialised write transaction commits it. ``sign=None`` appends
+    it unsigned, which only :data:`UNSIGNED_ACTIONS` with a reason in ``details`` may be."""
+    if sign is None and not _may_be_unsigned(action, details):
+        raise ValueError(f"a {action} event must be signed, or be one of {sorted(UNSIGNED_ACTIONS)} with a reason")
     head = session.get(ChainHead, 1)
     last = _last_event(session)
     seq = last.seq + 1 if last is not None else 1
@@ -126,7 +141,7 @@ def append(
         signature="",
     )
     event.hash = event_hash(event)
-    event.signature = base64.b64encode(sign(signed_message(event.hash))).decode("ascii")
+    event.signature = "" if sign is None else base64.b64encode(sign(signed_message(event.hash))).decode("ascii")
     session.add(event)
     if head is None:
         session.add(ChainHead(id=1, seq=seq, hash=event.hash))
@@ -135,6 +150,23 @@ def append(
         session.add(head)
     session.flush()
     return event
+
+
+def _may_be_unsigned(action: str, details: Any) -> bool:
+    reason = details.get(UNSIGNED_REASON) if isinstance(details, Mapping) else None
+    return action in UNSIGNED_ACTIONS and isinstance(reason, str) and bool(reason.strip())
+
+
+def unsigned_reason(event: AuditEvent) -> str | None:
+    """Why an event was appended unsigned, or None for a signed event (or a blank signature with no valid reason,
+    which ``verify_chain`` reports)."""
+    if event.signature != "":
+        return None
+    try:
+        details = json.loads(event.details)
+    except ValueError:
+        return None
+    return str(details[UNSIGNED_REASON]) if _may_be_unsigned(event.action, details) else None
 
 
 def _last_event(session: Session) -> AuditEvent | None:
@@ -301,6 +333,11 @@ def _edited(event: AuditEvent) -> ChainProblem:
 
 
 def _check_signature(event: AuditEvent, public_keys: Mapping[str, str], verify: Verify) -> list[ChainProblem]:
+    if event.signature == "":
+        if unsigned_reason(event) is not None:
+            return []  # nothing to verify; its hash and links were checked like any other event's
+        detail = f"unsigned, and a {event.action} event must be signed (or say why it is not)"
+        return [ChainProblem(event.seq, "bad-signature", detail)]
     pem = public_keys.get(event.actor)
     if pem is None:
         return [ChainProblem(event.seq, "unknown-actor", f"no public key for actor {event.actor}")]

@@ -416,6 +416,32 @@ class Catalog:
         with write_transaction(self.engine) as session:
             return _event(session, audit, action, (subject_name, subject_version, subject_digest), details or {})
 
+    def log_unsigned(
+        self,
+        action: str,
+        *,
+        actor: str,
+        reason: str,
+        subject_name: str | None = None,
+        subject_version: int | None = None,
+        subject_digest: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append an event the actor cannot sign (its key is locked), with ``reason`` in its details rather than
+        drop it; only :data:`~lorahub.registry.audit.UNSIGNED_ACTIONS` may be. ``actor`` is the fingerprint the
+        event would have been signed with ("" when there is none), a claim the chain cannot prove."""
+        with write_transaction(self.engine) as session:
+            return audit_log.append(
+                session,
+                actor_fingerprint=actor,
+                sign=None,
+                action=action,
+                subject_name=subject_name,
+                subject_version=subject_version,
+                subject_digest=subject_digest,
+                details={**(details or {}), audit_log.UNSIGNED_REASON: reason},
+            )
+
     def audit_events(
         self,
         *,

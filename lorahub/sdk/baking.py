@@ -57,7 +57,9 @@ def resolve_weighted(hub: Hub, specs: Sequence[str]) -> list[WeightedVersion]:
     from lorahub.sdk.refs import parse_weighted
 
     if not specs:
-        raise errors.LorahubError("name at least one adapter", hint="e.g. lorahub bake BASE pixel-art:0.7 --out OUT")
+        raise errors.MissingArgumentError(
+            "name at least one adapter", hint="e.g. lorahub bake BASE pixel-art:0.7 --out OUT"
+        )
     resolved = []
     for spec in specs:
         ref, weight = parse_weighted(spec)

@@ -8,6 +8,7 @@ catalogue transaction run one at a time in the calling thread, in file order, so
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class BatchResult:
     unchanged: list[Path] = field(default_factory=list)
     duplicates: list[tuple[Path, str]] = field(default_factory=list)
     failures: list[tuple[Path, str, str]] = field(default_factory=list)
+    tracebacks: dict[Path, str] = field(default_factory=dict)
+    """The traceback of each failure: one bad file must not stop the batch, yet a bug behind an ``internal``
+    failure still needs its traceback to be reported (the CLI prints them under ``LORAHUB_DEBUG=1``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,7 +56,7 @@ def add_tree(
     hub: Hub, root: Path, options: AddOptions, *, progress: Progress | None = None, workers: int | None = None
 ) -> BatchResult:
     if options.name or options.version or options.embed or options.sidecar:
-        raise errors.LorahubError(
+        raise errors.ConflictingArgumentsError(
             "--name, --version, --embed and --sidecar apply to one file, not to a directory",
             hint="Add the directory without them, or add files one by one.",
         )
@@ -88,9 +92,11 @@ def _settle(
         return
     except errors.LorahubError as error:
         result.failures.append((path, error.code, error.message))
+        result.tracebacks[path] = traceback.format_exc()
         return
-    except Exception as error:
+    except Exception as error:  # any other error is a bug, but only this file's: the batch goes on
         result.failures.append((path, "internal", f"{error.__class__.__name__}: {error}"))
+        result.tracebacks[path] = traceback.format_exc()
         return
     (result.already if added.already else result.added).append(added)
     stat = path.stat()

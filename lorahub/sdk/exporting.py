@@ -317,7 +317,7 @@ def export_for(
     signed card (embedded and beside it) and the tool's sidecars. Files already there are replaced atomically."""
     target = TARGETS.get(tool)
     if target is None:
-        raise errors.LorahubError(f"unknown export target {tool!r}", hint=f"choose one of {', '.join(TOOLS)}")
+        raise errors.UnknownChoiceError(f"unknown export target {tool!r}", hint=f"choose one of {', '.join(TOOLS)}")
     requested = hub.version(ref)
     directory = _directory(out_dir)
     file_name = target.file_name or f"{requested.name}.safetensors"
@@ -338,7 +338,7 @@ def export_for(
 def _directory(out_dir: str | os.PathLike[str]) -> Path:
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
-        raise errors.LorahubError(
+        raise errors.NotAFolderError(
             f"{directory} is a file; an export for a tool writes a folder of files",
             hint="Name a folder (it is created), or drop --for to write one file.",
         )

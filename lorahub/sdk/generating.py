@@ -95,7 +95,9 @@ def generate(
     )
     missing = [h.adapter.label for h in applied.handles if h.adapter.version is None]
     if missing:
-        raise errors.LorahubError(f"generate names catalogued adapters only; not catalogued: {', '.join(missing)}")
+        raise errors.NotCataloguedError(
+            f"generate names catalogued adapters only; not catalogued: {', '.join(missing)}"
+        )
     call: dict[str, Any] = {"num_inference_steps": steps, "output_type": "pil"}
     if size is not None:
         call["width"], call["height"] = size

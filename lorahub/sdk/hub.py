@@ -226,25 +226,33 @@ class Hub(ProvenanceMixin):
         from lorahub.sdk.verifying import verify
 
         report = verify(self, target, self.policy(policy))
-        if not report.ok and self.keys.default() is not None:
+        if not report.ok:
             failed = [c.name for c in report.checks if not c.ok]
             self._log_quietly("verify-failed", report.content_digest, {"target": str(target), "failed": failed})
         return report
 
     def _log_quietly(self, action: str, digest: str | None, details: dict[str, Any]) -> None:
-        """Audit a read-only event when an identity can sign it without asking for a passphrase."""
+        """Audit an event of something done outside the catalog without asking for a passphrase: signed by the
+        default identity when its key is usable, else appended unsigned with the reason (a locked or unreadable
+        key, no default identity). The step it records has happened either way, so the event is never dropped."""
+        record = self.catalog.find_by_content(digest, include_removed=True) if digest else None
+        name, number = (record.name, record.number) if record else (None, None)
         try:
             actor = self.audit_actor()
-        except errors.LorahubError:
+        except (errors.PassphraseError, errors.KeyFileError, errors.KeyNotFoundError) as error:
+            default = self.keys.default()
+            self.catalog.log_unsigned(
+                action,
+                actor=default.fingerprint if default is not None else "",
+                reason=error.message,
+                subject_name=name,
+                subject_version=number,
+                subject_digest=digest,
+                details=details,
+            )
             return
-        record = self.catalog.find_by_content(digest, include_removed=True) if digest else None
         self.catalog.log(
-            action,
-            audit=actor,
-            subject_name=record.name if record else None,
-            subject_version=record.number if record else None,
-            subject_digest=digest,
-            details=details,
+            action, audit=actor, subject_name=name, subject_version=number, subject_digest=digest, details=details
         )
 
     def version(self, ref: str) -> AdapterVersion:
@@ -488,7 +496,7 @@ class Hub(ProvenanceMixin):
 
         parts = [t for item in items for t in self._license_terms(item)] + [engine.terms_for(i) for i in licenses or []]
         if not parts:
-            raise errors.LorahubError(
+            raise errors.MissingArgumentError(
                 "name at least one adapter or licence", hint="e.g. lorahub license check pixel-art --use commercial"
             )
         base = engine.terms_for(base_license) if base_license else None
@@ -560,6 +568,17 @@ class Hub(ProvenanceMixin):
         problems = self.catalog.verify_audit(verify=verify_signature)
         return [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in problems]
 
+    def unsigned_audit_events(self) -> list[dict[str, Any]]:
+        """Events appended unsigned because their actor could not sign, each with why: an intact chain proves their
+        place, not their author, so ``audit --verify`` lists them."""
+        from lorahub.registry.audit import unsigned_reason
+
+        return [
+            event_dict(event) | {"unsigned": reason}
+            for event in self.catalog.audit_events()
+            if (reason := unsigned_reason(event)) is not None
+        ]
+
 
 def summary(version: AdapterVersion) -> dict[str, Any]:
     """The public JSON shape of a version in ``list``, ``search`` and ``show``."""
@@ -592,4 +611,5 @@ def event_dict(event: Any) -> dict[str, Any]:
         "subject_digest": event.subject_digest,
         "details": json.loads(event.details),
         "hash": event.hash,
+        "signed": event.signature != "",
     }

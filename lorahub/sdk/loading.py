@@ -200,7 +200,7 @@ def apply(
     name = adapter_name or _free_name(pipe, adapter_name_for(verified), verified.content_digest)
     if contents.get(name) != verified.content_digest:  # the same content stays injected: only its weight changes
         if name in loaded(pipe):
-            raise errors.LorahubError(
+            raise errors.AdapterNameTakenError(
                 f"the pipeline already has an adapter named {name!r} holding other tensors",
                 hint="Pass another adapter_name, or unload that adapter first.",
             )

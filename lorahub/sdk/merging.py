@@ -114,7 +114,9 @@ def merge(
     check_name(out)
     pairs = [parse_weighted(spec) for spec in specs]
     if len(pairs) < 2:
-        raise errors.LorahubError("a merge needs at least two adapters", hint="lorahub merge A:0.7 B:0.5 --out C")
+        raise errors.MissingArgumentError(
+            "a merge needs at least two adapters", hint="lorahub merge A:0.7 B:0.5 --out C"
+        )
     refs = [ref for ref, _ in pairs]
     verdict = require_license(hub, refs, use=use, merge=True, accept_uncertain=accept_uncertain, action="merge")
     verified = [(resolve(hub, ref), weight) for ref, weight in pairs]
@@ -122,7 +124,7 @@ def merge(
         settle_family(item, FAMILIES)
     missing = [v.ref for v, _ in verified if v.version is None or v.signed is None]
     if missing:
-        raise errors.LorahubError(
+        raise errors.NotCataloguedError(
             f"merge takes catalogued adapters; not catalogued: {', '.join(missing)}",
             hint="Add them first (lorahub add FILE), so the merge's lineage can name them.",
         )

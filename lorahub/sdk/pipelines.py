@@ -54,10 +54,7 @@ def pipeline_family(pipe: Any) -> tuple[str, ...]:
                 exact = SD_CROSS_ATTENTION.get(width) if isinstance(width, int) else None
                 return (exact,) if exact else families
             return families
-    raise errors.LorahubError(
-        f"lorahub does not know how to apply adapters to a {name}",
-        hint="Supported: StableDiffusion (1.x/2.x), StableDiffusionXL, StableDiffusion3 and Flux pipelines.",
-    )
+    raise errors.UnsupportedPipelineError(f"lorahub does not know how to apply adapters to a {name}")
 
 
 def check_family(adapter: CanonicalAdapter, pipe: Any, label: str) -> None:
@@ -72,13 +69,13 @@ def check_family(adapter: CanonicalAdapter, pipe: Any, label: str) -> None:
 def check_loadable(adapter: CanonicalAdapter, label: str) -> None:
     other = sorted({layer.kind for layer in adapter.layers.values() if layer.kind not in LOADABLE_KINDS})
     if other:
-        raise errors.LorahubError(
+        raise errors.AdapterNotLoadableError(
             f"{label} has {', '.join(other)} layers, which diffusers pipelines do not load as LoRA",
             hint="Bake it into the base (lorahub bake), or convert it to LoRA with "
             "`lorahub convert --to diffusers --lossy --rank N` and load the result.",
         )
     if adapter.unmapped:
-        raise errors.LorahubError(
+        raise errors.AdapterNotLoadableError(
             f"{label}: {len(adapter.unmapped)} module(s) do not map to {adapter.family} model paths "
             f"(first: {adapter.unmapped[0]})",
             hint="lorahub inspect lists them; such files cannot be applied exactly.",
@@ -123,14 +120,17 @@ def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState
         component = canonical.partition(".")[0]
         module = getattr(pipe, component, None)
         if module is None:
-            raise errors.LorahubError(
+            raise errors.AdapterNotLoadableError(
                 f"the adapter has {component} layers but this {type(pipe).__name__} has no {component}",
                 hint="Load it into the pipeline of its base model.",
             )
         new_style = component in TEXT_COMPONENTS and not hasattr(module, "text_model")
         name = from_canonical(adapter.family, "diffusers", canonical, transformers5=new_style)
         if name is None:
-            raise errors.LorahubError(f"{canonical} has no diffusers name in the {adapter.family} tables")
+            raise errors.AdapterNotLoadableError(
+                f"{canonical} has no diffusers name in the {adapter.family} tables",
+                hint="lorahub's name tables miss this module: please report it, with `lorahub inspect --json` output.",
+            )
         path = name.partition(".")[2]
         state = states.setdefault(component, ComponentState())
         down, up = _shaped_like(module, path, _folded_down(layer), layer.tensors["up"])

@@ -70,17 +70,13 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
             return f"<lora:{body}>"
         parts = body.split(":")
         if len(parts) > 2 or not parts[0].strip():
-            raise errors.LorahubError(
-                f"cannot read the prompt tag <lora:{body}>",
-                hint="Write <lora:NAME> or <lora:NAME:WEIGHT> (NAME may carry @VERSION); "
-                "escape a literal tag as \\<lora:…>.",
-            )
+            raise errors.PromptTagError(f"cannot read the prompt tag <lora:{body}>")
         weight = 1.0
         if len(parts) == 2:
             try:
                 weight = float(parts[1])
             except ValueError:
-                raise errors.LorahubError(
+                raise errors.PromptTagError(
                     f"<lora:{body}>: the weight {parts[1]!r} is not a number", hint="For example <lora:ink:0.7>."
                 ) from None
         adapters.append(PromptAdapter(parts[0].strip(), weight))

@@ -35,7 +35,7 @@ def is_catalogue_ref(source: str | os.PathLike[str]) -> bool:
 
 def check_name(name: str) -> str:
     if not NAME.match(name):
-        raise errors.LorahubError(
+        raise errors.InvalidReferenceError(
             f"{name!r} is not a valid adapter name",
             hint="Use 1-128 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",
         )
@@ -49,7 +49,9 @@ def parse_ref(text: str) -> Ref:
         return Ref(digest=digest.group(1))
     name, _, version = text.partition("@")
     if version and not version.isdigit():
-        raise errors.LorahubError(f"{text!r}: the version after @ must be a number", hint="For example pixel-art@2.")
+        raise errors.InvalidReferenceError(
+            f"{text!r}: the version after @ must be a number", hint="For example pixel-art@2."
+        )
     return Ref(name=check_name(name), version=int(version) if version else None)
 
 
@@ -68,13 +70,15 @@ def parse_weighted(spec: str, *, default: float = 1.0) -> tuple[str, float]:
     head, colon, tail = text.rpartition(":")
     if colon and head.lower() != "sha256":
         if not _WEIGHT.match(tail.strip()):
-            raise errors.LorahubError(
+            raise errors.InvalidReferenceError(
                 f"{spec!r}: the weight after ':' must be a number", hint="For example pixel-art:0.7 or ink@2:0.4."
             )
         ref, weight = head, tail
     value = float(weight) if weight else default
     if not math.isfinite(value):
-        raise errors.LorahubError(f"{spec!r}: the weight must be a finite number", hint="For example pixel-art:0.7.")
+        raise errors.InvalidReferenceError(
+            f"{spec!r}: the weight must be a finite number", hint="For example pixel-art:0.7."
+        )
     if "/" not in ref and not ref.endswith(".safetensors"):
         parse_ref(ref)
     return ref.strip(), value

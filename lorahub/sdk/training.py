@@ -158,7 +158,7 @@ def train(
     try:
         trainer = _trainer(run, device)
         _train_and_checkpoint(run, trainer, on_step)
-    except BaseException:
+    except BaseException:  # any end but success, Ctrl-C included; re-raised, never handled here
         runs.fail(run.record.run_id)  # the row says the run died; its catalogued checkpoints stay resumable
         raise
     last = run.versions[-1]

@@ -44,3 +44,19 @@ def test_directory_add_lists_failures_and_skips_unchanged_files(tmp_path: Path) 
     assert len(second["unchanged"]) == 5  # the four styles and the copy: not even read
     assert len(second["failures"]) == 1
     assert len(home.json("audit", "--action", "add")) == 4  # type: ignore[arg-type]
+
+
+def test_each_failure_keeps_its_traceback_for_lorahub_debug(tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    write_example_lora(library / "good.safetensors", rank=1, name="good")
+    (library / "broken.safetensors").write_bytes(b"\x08" + bytes(20))
+    home = Home(tmp_path / "home")
+    home.run("keys", "create", "Curator <curator@example.com>")
+    quiet = home.run("add", str(library), "--license", "MIT", check=False)
+    assert quiet.returncode == EXIT_PARTIAL_FAILURE and "Traceback" not in quiet.stderr
+    (library / "good.safetensors").unlink()  # so the second run meets the broken file again, and only it
+    debug = home.run("add", str(library), "--license", "MIT", check=False, env={"LORAHUB_DEBUG": "1"})
+    assert debug.returncode == EXIT_PARTIAL_FAILURE
+    assert f"{library / 'broken.safetensors'}:\nTraceback (most recent call last)" in debug.stderr
+    assert "HeaderJSONError" in debug.stderr

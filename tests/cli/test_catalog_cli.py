@@ -220,6 +220,21 @@ def test_key_files_are_private_and_passphrases_are_checked(sqlite_home: Home, tm
     assert home.json("verify", "locked")["ok"] is True
 
 
+def test_a_verify_failure_with_a_locked_key_is_audited_unsigned(sqlite_home: Home, tmp_path: Path) -> None:
+    home = sqlite_home
+    home.run("keys", "create", "Bob <bob@example.com>", "--passphrase-env", "SECRET", env={"SECRET": "correct horse"})
+    locked = {"LORAHUB_PASSPHRASE": ""}
+    failed = home.run("verify", str(_adapter(tmp_path, "stray")), check=False, env=locked)
+    assert failed.returncode == EXIT_VERIFY_FAILED
+    checked = json.loads(home.run("audit", "--verify", "--json", env=locked).stdout)
+    assert checked["ok"] is True and [e["action"] for e in checked["unsigned"]] == ["verify-failed"]
+    text = home.run("audit", "--verify", env=locked).stdout
+    assert "verify-failed is unsigned: the key of Bob <bob@example.com> is encrypted" in text
+    assert "audit chain intact" in text
+    listed = home.run("audit", env=locked).stdout.splitlines()
+    assert [line.endswith("(unsigned)") for line in listed if "verify-failed" in line] == [True]
+
+
 def test_fresh_home_commands_need_no_init(sqlite_home: Home, tmp_path: Path) -> None:
     assert sqlite_home.json("list") == []
     assert sqlite_home.json("config", "show")["home"] == str(sqlite_home.root)  # type: ignore[index]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lorahub.cli import _errors, cli
+from lorahub.cli import cli, exits
 from lorahub.dev.example_lora import write_example_lora
 from tests.provenance.helpers import encoded, flip_image_byte, noise_image
 
@@ -28,7 +28,7 @@ class Home:
     def run(self, *args: str, expect: int = 0) -> tuple[str, str]:
         self.capsys.readouterr()
         with pytest.raises(SystemExit) as exited:
-            _errors.run(lambda: cli.main(["--home", str(self.root), *args], standalone_mode=False))
+            exits.run(lambda: cli.main(["--home", str(self.root), *args], standalone_mode=False))
         out, err = self.capsys.readouterr()
         assert exited.value.code == expect, f"lorahub {' '.join(args)} exited {exited.value.code}:\n{err}"
         return out, err

@@ -173,3 +173,29 @@ def test_appends_continue_the_chain_across_catalog_instances(catalog_url: str, s
 def test_an_edited_link_is_one_edit(busy: Catalog, signer: Signer, seq: int) -> None:
     _sql(busy, f"UPDATE audit_event SET prev_hash = '{'e' * 64}' WHERE seq = {seq}")
     assert _problems(busy, signer) == [(seq, "edited")]
+
+
+def test_an_unsigned_event_with_its_reason_keeps_the_chain_intact(busy: Catalog, signer: Signer) -> None:
+    reason = "the key of Alice is encrypted and no passphrase was given"
+    event = busy.log_unsigned("verify-failed", actor=signer.fingerprint, reason=reason, details={"target": "x"})
+    assert (event.seq, event.signature, audit.unsigned_reason(event)) == (7, "", reason)
+    assert busy.log("export", audit=signer.actor).prev_hash == event.hash  # later events link to it as to any
+    assert _problems(busy, signer) == []
+    assert [audit.unsigned_reason(e) for e in busy.audit_events()].count(reason) == 1
+
+
+def test_an_unsigned_event_is_still_hashed_and_linked(busy: Catalog, signer: Signer) -> None:
+    busy.log_unsigned("export", actor=signer.fingerprint, reason="locked", details={"out": "a"})
+    busy.log("export", audit=signer.actor)
+    _sql(busy, 'UPDATE audit_event SET details = \'{"out":"b","unsigned":"locked"}\' WHERE seq = 7')
+    assert _problems(busy, signer) == [(7, "edited")]
+
+
+def test_only_record_only_actions_with_a_reason_may_be_unsigned(busy: Catalog, signer: Signer) -> None:
+    with pytest.raises(ValueError, match="must be signed"):
+        busy.log_unsigned("remove", actor=signer.fingerprint, reason="locked")
+    with pytest.raises(ValueError, match="must be signed"):
+        busy.log_unsigned("export", actor=signer.fingerprint, reason=" ")
+    _sql(busy, "UPDATE audit_event SET signature = '' WHERE seq = 2")  # a stripped signature is not "unsigned"
+    assert _problems(busy, signer) == [(2, "bad-signature")]
+    assert audit.unsigned_reason(busy.audit_events()[1]) is None

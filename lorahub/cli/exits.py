@@ -25,6 +25,7 @@ EXIT_CODES: tuple[tuple[type[errors.LorahubError], int], ...] = (
     (errors.PathNotFoundError, 3),
     (errors.NotAFileError, 3),
     (errors.FileReadError, 3),
+    (errors.NotAFolderError, 3),
     (errors.UnsafePickleError, 5),
     (errors.InvalidFileError, 4),
     (errors.MissingExtraError, 6),
