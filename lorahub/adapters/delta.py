@@ -36,6 +36,10 @@ Array = npt.NDArray[Any]
 
 BASE_KINDS = frozenset({"glora", "oft", "boft", "ia3", "set"})
 """Kinds whose ΔW is a function of the base weight; DoRA (a ``dora_scale``/``magnitude`` on any kind) is another."""
+LOWRANK_KINDS = frozenset({"lora", "locon", "lora-tucker"})
+"""Kinds whose ΔW is one low-rank product ``scale · up @ down`` (after folding a Tucker ``mid`` into ``down``)."""
+DORA_ROLES = frozenset({"dora_scale", "magnitude"})
+"""Roles of a DoRA magnitude vector (LyCORIS ``dora_scale``, PEFT ``magnitude``), which can ride on any kind."""
 
 _EPS_Q = 1e-8
 """Added to ‖Q‖ before the OFT/BOFT constraint comparison, as ComfyUI and LyCORIS do."""
@@ -88,18 +92,65 @@ class _Raw:
     scale: float
 
 
-def _rank_scale(inputs: _Inputs, rank: int) -> float:
-    """``alpha/r`` (rsLoRA ``alpha/sqrt(r)``); no alpha means scale 1; an A1111 ``scale`` tensor overrides both."""
-    explicit = inputs.optional("scale")
-    if explicit is not None:
-        return float(explicit.reshape(-1)[0])
-    if inputs.alpha is None:
+# --- scale ---------------------------------------------------------------------------------------------------------
+
+
+def _rank_divisor(rank: int, rslora: bool) -> float:
+    """What alpha is divided by: the rank, or its square root for rsLoRA (PEFT ``use_rslora``)."""
+    return math.sqrt(rank) if rslora else float(rank)
+
+
+def lora_scale(alpha: float | None, rank: int, *, rslora: bool = False) -> float:
+    """The scale a rank-``rank`` module applies to its product: ``alpha/r`` (rsLoRA ``alpha/sqrt(r)``); no alpha
+    means scale 1, as kohya and PEFT read a file without one. Every scale in lorahub comes from here."""
+    if alpha is None:
         return 1.0
-    return inputs.alpha / (math.sqrt(rank) if inputs.rslora else rank)
+    return float(alpha) / _rank_divisor(rank, rslora)
+
+
+def alpha_for_scale(scale: float, rank: int, *, rslora: bool = False) -> float:
+    """The alpha that gives a rank-``rank`` module ``scale`` (the inverse of :func:`lora_scale`): what a writer
+    stores when it changes a module's rank but must keep its scale."""
+    return scale * _rank_divisor(rank, rslora)
+
+
+def written_alpha(alpha: float | None, rank: int) -> float:
+    """The alpha a writer stores: the module's own, or the rank when it has none (scale 1, which is what a file
+    without alpha meant), so every written module states its scale explicitly."""
+    return float(rank) if alpha is None else float(alpha)
+
+
+def module_scale(tensors: Mapping[str, Array], alpha: float | None, rank: int, *, rslora: bool = False) -> float:
+    """A rank-based module's scale: an A1111 ``scale`` tensor when the module has one, else :func:`lora_scale`."""
+    explicit = tensors.get("scale")
+    if explicit is not None:
+        return float(np.asarray(explicit, dtype=np.float64).reshape(-1)[0])
+    return lora_scale(alpha, rank, rslora=rslora)
+
+
+def _rank_scale(inputs: _Inputs, rank: int) -> float:
+    return module_scale(inputs.tensors, inputs.alpha, rank, rslora=inputs.rslora)
 
 
 def _flat(array: Array) -> Array:
     return array.reshape(array.shape[0], -1)
+
+
+def folded_down(tensors: Mapping[str, Array]) -> Array:
+    """``down`` with a LoCon-Tucker ``mid`` folded in: a ``mid`` [r,r,kh,kw] after a 1×1 ``down`` [r,in,1,1] is one
+    conv with kernel ``mid·down`` [r,in,kh,kw] (exact), which is how formats without ``mid`` (diffusers, PEFT) hold
+    it. Without ``mid``, ``down`` itself.
+
+    Why float32: the fold is computed in float64 and rounded once, to the float32 every other factor is held in
+    (:class:`~lorahub.adapters.model.CanonicalLayer`), so a writer encodes it exactly as it encodes ``up``, and the
+    lean converter (:mod:`lorahub.adapters.streaming`) writes the same bytes as the canonical one. Callers that
+    decompose it (resize, merge) widen it again; one float32 rounding is far below any truncation they report."""
+    down, mid = tensors["down"], tensors.get("mid")
+    if mid is None:
+        return down
+    flat = np.asarray(down, dtype=np.float64).reshape(down.shape[0], -1)
+    folded: Array = np.einsum("rshw,si->rihw", np.asarray(mid, dtype=np.float64), flat).astype(np.float32)
+    return folded
 
 
 # --- kinds ---------------------------------------------------------------------------------------------------------
@@ -291,6 +342,16 @@ def kind_of(tensors: Mapping[str, Array]) -> str:
 # --- DoRA ----------------------------------------------------------------------------------------------------------
 
 
+def has_dora(tensors: Mapping[str, object]) -> bool:
+    """Whether a DoRA magnitude vector rescales the module's delta (which then depends on the base weight)."""
+    return not DORA_ROLES.isdisjoint(tensors)
+
+
+def needs_base(kind: str, tensors: Mapping[str, object]) -> bool:
+    """Whether a module's ΔW is a function of the base weight (GLoRA, OFT, BOFT, IA3, set, or any kind with DoRA)."""
+    return kind in BASE_KINDS or has_dora(tensors)
+
+
 def _dora(tensors: Mapping[str, Array], base: Array, delta: Array) -> Array:
     """``W' = m · (W+ΔW)/‖W+ΔW‖`` and ΔW' = W' − W. The norm is per output row for PEFT ``magnitude`` [out] and a
     ``dora_scale`` [out,1,…], per input column for a ``dora_scale`` [1,in,…] (LyCORIS before ``wd_on_output``)."""
@@ -348,8 +409,8 @@ def delta_weight(
     rule = KINDS.get(kind)
     if rule is None:
         raise errors.LorahubError(f"no ΔW rule for a module with tensors {', '.join(sorted(tensors))}")
-    dora = "magnitude" in tensors or "dora_scale" in tensors
-    if (kind in BASE_KINDS or dora) and base is None:
+    dora = has_dora(tensors)
+    if needs_base(kind, tensors) and base is None:
         label = f"{kind}+dora" if dora else kind
         raise errors.LorahubError(
             f"a {label} module's ΔW depends on the base weight, and this module needs the base weight",
@@ -402,7 +463,7 @@ def lora_factors(
     Why: applying a rank-r LoRA as one float32 ``addmm`` is several times faster than building ΔW in float64, which
     matters when a whole checkpoint is baked; callers that combine factors (``cat`` merges) need them too. The scale
     follows the same rule as :func:`delta_weight`."""
-    if kind_of(tensors) not in ("lora", "locon") or {"mid", "magnitude", "dora_scale"} & set(tensors):
+    if kind_of(tensors) not in ("lora", "locon") or "mid" in tensors or has_dora(tensors):
         return None
     down, up = np.asarray(tensors["down"], dtype=np.float32), np.asarray(tensors["up"], dtype=np.float32)
     scale = _rank_scale(_Inputs(tensors, alpha, None, rslora), down.shape[0])

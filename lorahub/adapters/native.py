@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from lorahub import errors
 from lorahub.adapters import dit_names, fused
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.delta import delta_weight
 from lorahub.adapters.names import from_canonical
-
-if TYPE_CHECKING:
-    from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
 
 __all__ = ["Expanded", "expand", "written_layers"]
 
@@ -57,8 +55,6 @@ def expand(
 
 
 def _materialized(layer: CanonicalLayer) -> CanonicalLayer:
-    from lorahub.adapters.delta import delta_weight
-
     delta = delta_weight(layer.tensors, alpha=layer.alpha)
     tensors = {"diff": delta.weight.reshape(delta.weight.shape[0], -1)}
     if delta.bias is not None:

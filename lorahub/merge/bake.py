@@ -29,19 +29,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
 from lorahub import errors
-from lorahub.adapters.delta import BASE_KINDS, delta_weight, lora_factors
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.delta import delta_weight, lora_factors, needs_base
 from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, TensorInfo, atomic_file
 from lorahub.merge.arith import WRITABLE, Arithmetic, Backend, backend, numel
 from lorahub.merge.layouts import BaseLayout, Target, detect_layout
-
-if TYPE_CHECKING:
-    from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
 
 __all__ = ["BAKE_METADATA_KEY", "AdapterSource", "BakeReport", "bake"]
 
@@ -242,8 +240,7 @@ def _region(array: Any, target: Target) -> Any:
 
 
 def _needs_original(contribution: _Contribution) -> bool:
-    layer = contribution.layer
-    return layer.kind in BASE_KINDS or "magnitude" in layer.tensors or "dora_scale" in layer.tensors
+    return needs_base(contribution.layer.kind, contribution.layer.tensors)
 
 
 def _delta(contribution: _Contribution, region: Array) -> tuple[Array, Array | None]:

@@ -19,13 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from lorahub import errors
-from lorahub.adapters.delta import delta_weight
-from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.delta import LOWRANK_KINDS, delta_weight, folded_down, lora_scale
 
 Array = npt.NDArray[Any]
 Method = Literal["cat", "svd"]
 METHODS: tuple[str, ...] = ("cat", "svd")
-FACTOR_KINDS = frozenset({"lora", "locon", "lora-tucker"})
+FACTOR_KINDS = LOWRANK_KINDS
 
 
 @dataclass
@@ -51,15 +51,12 @@ class MergeReport:
 
 
 def _scale(layer: CanonicalLayer) -> float:
-    rank = int(layer.rank or 1)
-    return 1.0 if layer.alpha is None else float(layer.alpha) / rank
+    return lora_scale(layer.alpha, int(layer.rank or 1))
 
 
 def _factors(layer: CanonicalLayer, weight: float) -> tuple[Array, Array]:
     """(up·w·s flattened to [out, r], down flattened to [r, in·k]) in float64; Tucker ``mid`` folded into down."""
-    from lorahub.adapters.convert import _folded_down
-
-    down = _folded_down(layer).astype(np.float64)
+    down = folded_down(layer.tensors).astype(np.float64)
     up = layer.tensors["up"].astype(np.float64)
     return weight * _scale(layer) * up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
 
@@ -74,9 +71,7 @@ def _layer(name: str, up: Array, down: Array, template: CanonicalLayer, dtype: s
     rank = down.shape[0]
     down_shape = (rank, *template.tensors["down"].shape[1:]) if "mid" not in template.tensors else None
     if down_shape is None:  # a folded Tucker down carries the full kernel
-        from lorahub.adapters.convert import _folded_down
-
-        down_shape = (rank, *_folded_down(template).shape[1:])
+        down_shape = (rank, *folded_down(template.tensors).shape[1:])
     up_shape = (up.shape[0], rank, *template.tensors["up"].shape[2:])
     return CanonicalLayer(
         name=name,
