@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import LorahubError
-
-__version__ = "0.1.0"
+from lorahub.version import __version__
 
 __all__ = [
     "Hub",
@@ -27,10 +26,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lorahub import errors
+    from lorahub.sdk.entry import apply_prompt, load, stack
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.inspect import Report, inspect
-    from lorahub.sdk.loading import load
-    from lorahub.sdk.prompts import apply_prompt, stack
     from lorahub.sdk.training import train
     from lorahub.training.config import TrainConfig
 
@@ -39,9 +37,9 @@ _LAZY = {
     "inspect": ("lorahub.sdk.inspect", "inspect"),
     "Report": ("lorahub.sdk.inspect", "Report"),
     "errors": ("lorahub.errors", None),
-    "load": ("lorahub.sdk.loading", "load"),
-    "stack": ("lorahub.sdk.prompts", "stack"),
-    "apply_prompt": ("lorahub.sdk.prompts", "apply_prompt"),
+    "load": ("lorahub.sdk.entry", "load"),
+    "stack": ("lorahub.sdk.entry", "stack"),
+    "apply_prompt": ("lorahub.sdk.entry", "apply_prompt"),
     "train": ("lorahub.sdk.training", "train"),
     "TrainConfig": ("lorahub.training.config", "TrainConfig"),
 }

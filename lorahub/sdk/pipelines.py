@@ -20,7 +20,7 @@ from lorahub import errors
 
 if TYPE_CHECKING:
     from lorahub.adapters.model import CanonicalAdapter
-    from lorahub.sdk.loading import VerifiedAdapter
+    from lorahub.sdk.verified import VerifiedAdapter
 
 WEIGHTS_ATTRIBUTE = "_lorahub_weights"
 CONTENTS_ATTRIBUTE = "_lorahub_contents"

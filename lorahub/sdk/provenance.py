@@ -312,7 +312,7 @@ class ProvenanceMixin:
         the ``credentials`` the image was signed with, which saves loading the key again); ``lorahub audit
         --adapter NAME`` then lists it under each adapter it names."""
         from lorahub.registry.catalog import AuditActor
-        from lorahub.sdk.hub import event_dict
+        from lorahub.sdk.records import event_dict
 
         details = {
             "image_sha256": image_sha256,

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorahub import __version__, errors
+from lorahub import errors
 from lorahub.sdk.refs import check_name
 from lorahub.training.config import TrainConfig, resumed_config
+from lorahub.version import __version__
 
 if TYPE_CHECKING:
     from lorahub.consent import Manifest
