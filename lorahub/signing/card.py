@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import rfc8785
 
 from lorahub import errors
-from lorahub.signing._time import is_utc_timestamp, utc_now
+from lorahub.signing.timestamps import is_utc_timestamp, utc_now
 
 SCHEMA = "lorahub.card/v1"
 

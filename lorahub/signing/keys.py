@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lorahub import errors
-from lorahub.signing._time import utc_now
+from lorahub.signing.timestamps import utc_now
 
 MIN_PREFIX = 8
 """Shortest fingerprint prefix accepted as a reference: 32 bits make accidental collisions in one store unlikely."""
