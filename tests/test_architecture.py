@@ -193,3 +193,32 @@ def test_the_private_name_check_sees_every_form() -> None:
         "resize._probe_scale",
         "lorahub.adapters.delta._flat",
     ]
+
+
+# --- coded errors ----------------------------------------------------------------------------------------------------
+
+
+def _bare_raises(path: Path) -> Iterator[str]:
+    """``raise LorahubError(…)``/``errors.LorahubError(…)`` (and a factory returning one) in a module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _dotted(node.func) in ("LorahubError", "errors.LorahubError"):
+            yield f"{path.relative_to(ROOT)}:{node.lineno}"
+
+
+def test_adapters_and_merge_raise_coded_errors() -> None:
+    """Scripts branch on ``error[CODE]`` and the exit code: conversion and merging say which failure it was."""
+    paths = sorted((PACKAGE / "adapters").rglob("*.py")) + sorted((PACKAGE / "merge").rglob("*.py"))
+    bare = [site for path in paths for site in _bare_raises(path)]
+    assert not bare, "raise a specific error class (lorahub/errors.py) instead:\n" + "\n".join(bare)
+
+
+def test_every_error_code_is_documented() -> None:
+    import inspect
+
+    from lorahub import errors
+
+    table = (ROOT / "docs" / "reference" / "exit-codes.md").read_text(encoding="utf-8")
+    classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, errors.LorahubError)]
+    missing = sorted({cls.code for cls in classes if f"`{cls.code}`" not in table})
+    assert not missing, f"codes missing from docs/reference/exit-codes.md: {missing}"

@@ -77,7 +77,9 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
         raise ConversionRefusedError(message, report=report, hint=hint)
 
     if target not in TARGETS:
-        raise errors.LorahubError(f"unknown target format {target!r}", hint=f"choose one of {', '.join(TARGETS)}")
+        raise errors.ConversionOptionError(
+            f"unknown target format {target!r}", hint=f"choose one of {', '.join(TARGETS)}"
+        )
     if not adapter.layers:
         refuse(f"{src}: no adapter modules found", "check that this is a LoRA file")
     if adapter.family not in FAMILIES and target != "full":
@@ -146,7 +148,7 @@ def _plain_lora(
             )
         base = base_of(layer)
         if base is None and _flattened_conv(layer, adapter.family):
-            raise errors.LorahubError(
+            raise errors.BaseWeightRequiredError(
                 f"{name} is a convolution whose {layer.kind} factors do not record the kernel size",
                 hint="pass --base with the base model so the LoRA can be written with the conv kernel's shape",
             )
@@ -211,9 +213,9 @@ def convert(
     """
     src_path, out_path = Path(src), Path(out)
     if dtype is not None and dtype not in DTYPES:
-        raise errors.LorahubError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
+        raise errors.ConversionOptionError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
     if rank is not None and rank < 1:
-        raise errors.LorahubError(f"--rank must be at least 1, not {rank}")
+        raise errors.ConversionOptionError(f"--rank must be at least 1, not {rank}")
     if _streamable(src_path, to, lossy=lossy, base=base):
         streamed = stream_convert(src_path, out_path, to=to, dtype=dtype, check=check)
         if streamed is not None:

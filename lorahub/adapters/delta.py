@@ -11,7 +11,7 @@ for DoRA (§4.1). Where ComfyUI departs from the trainers, the trainers win: DoR
 ComfyUI's OFT adapter ignores it).
 
 Kinds that multiply the base weight (GLoRA, OFT, BOFT, IA3, set, DoRA) need it; without it they raise
-:class:`lorahub.errors.LorahubError` rather than return something that looks like a delta.
+:class:`lorahub.errors.BaseWeightRequiredError` rather than return something that looks like a delta.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class _Inputs:
     def get(self, role: str) -> Array:
         array = self.tensors.get(role)
         if array is None:
-            raise errors.LorahubError(f"the module has no {role} tensor, which its kind needs")
+            raise errors.ModuleIncompleteError(f"the module has no {role} tensor, which its kind needs")
         return np.asarray(array, dtype=np.float64)
 
     def optional(self, role: str) -> Array | None:
@@ -81,7 +81,9 @@ class _Inputs:
 
     def weight(self) -> Array:
         if self.base is None:
-            raise errors.LorahubError("this kind needs the base weight", hint="pass --base with the base model")
+            raise errors.BaseWeightRequiredError(
+                "this kind needs the base weight", hint="pass --base with the base model"
+            )
         return self.base
 
 
@@ -231,7 +233,7 @@ def _glora_is_old(a1: Array, a2: Array, b1: Array, b2: Array, base: Array) -> bo
     old = b2.shape[1] == b1.shape[0] == a1.shape[0] == a2.shape[1]
     new = b2.shape[0] == b1.shape[1] == a1.shape[1] == a2.shape[0]
     if not old and not new:
-        raise errors.LorahubError("GLoRA factor shapes fit neither the old nor the new layout")
+        raise errors.ModuleShapeError("GLoRA factor shapes fit neither the old nor the new layout")
     return old and (not new or a2.shape[0] == base.shape[0] == base.shape[1])
 
 
@@ -367,7 +369,7 @@ def _dora(tensors: Mapping[str, Array], base: Array, delta: Array) -> Array:
     else:
         in_dim = combined.shape[1]
         if magnitude.size != in_dim:
-            raise errors.LorahubError(
+            raise errors.ModuleShapeError(
                 f"DoRA magnitude has shape {list(magnitude.shape)}, which fits neither {out_dim} outputs nor "
                 f"{in_dim} inputs of the base weight"
             )
@@ -386,7 +388,7 @@ def _fit(weight: Array, base: Array | None) -> Array:
     if base is None or weight.shape == base.shape:
         return weight
     if weight.size != base.size:
-        raise errors.LorahubError(
+        raise errors.DeltaShapeError(
             f"the module's delta has shape {list(weight.shape)} but the base weight has shape {list(base.shape)}"
         )
     return weight.reshape(base.shape)
@@ -408,11 +410,11 @@ def delta_weight(
     kind = kind_of(tensors)
     rule = KINDS.get(kind)
     if rule is None:
-        raise errors.LorahubError(f"no ΔW rule for a module with tensors {', '.join(sorted(tensors))}")
+        raise errors.LayerKindUnsupportedError(f"no ΔW rule for a module with tensors {', '.join(sorted(tensors))}")
     dora = has_dora(tensors)
     if needs_base(kind, tensors) and base is None:
         label = f"{kind}+dora" if dora else kind
-        raise errors.LorahubError(
+        raise errors.BaseWeightRequiredError(
             f"a {label} module's ΔW depends on the base weight, and this module needs the base weight",
             hint="pass --base with the base model the adapter was trained on",
         )

@@ -85,8 +85,8 @@ def _transformed(native: dit_names.Native, module_name: str, layer: CanonicalLay
     )
 
 
-def _unnamed(canonical: str, family: str, fmt: str) -> errors.LorahubError:
-    return errors.LorahubError(
+def _unnamed(canonical: str, family: str, fmt: str) -> errors.LayerUnnamedError:
+    return errors.LayerUnnamedError(
         f"{canonical} has no {fmt} name in the {family} tables",
         hint="convert to a format that names this module (diffusers names every canonical layer)",
     )
@@ -97,7 +97,7 @@ def written_layers(
 ) -> list[tuple[str, CanonicalLayer]]:
     """``(name in fmt, layer)`` for every module ``fmt`` writes: canonical layers renamed, and for SD3/FLUX in a
     native-named format (kohya, comfyui) swapped and fused back into one module per native Linear. Raises a
-    :class:`~lorahub.errors.LorahubError` for a layer the format cannot name (nothing is dropped silently)."""
+    :class:`~lorahub.errors.LayerUnnamedError` for a layer the format cannot name (nothing is dropped silently)."""
     family = adapter.family
     if family not in FAMILIES or fmt not in dit_names.NATIVE_FORMATS:
         out = []
@@ -129,20 +129,20 @@ def _native_layer(native: dit_names.Native, parts: list[CanonicalLayer | None]) 
     first = next(part for part in parts if part is not None)
     for part in parts:
         if part is not None and fused.splittable(part.tensors) is not None and not native.identity:
-            raise errors.LorahubError(
+            raise errors.FusedLayerError(
                 f"{part.name} ({part.kind}) cannot be written into the fused {native.path}",
                 hint="only LoRA and full deltas are fused exactly",
             )
     if native.fused:
         units = {fused.rows(p.tensors) // native.ratios[i] for i, p in enumerate(parts) if p is not None}
         if len(units) != 1:
-            raise errors.LorahubError(f"the parts of {native.path} have inconsistent widths")
+            raise errors.FusedLayerError(f"the parts of {native.path} have inconsistent widths")
         unit = units.pop()
         widths = [ratio * unit for ratio in native.ratios]
         try:
             merged = fused.fuse([None if p is None else fused.Part(p.tensors, p.alpha) for p in parts], widths)
         except fused.FuseError as exc:
-            raise errors.LorahubError(f"cannot fuse the parts of {native.path}: {exc}") from exc
+            raise errors.FusedLayerError(f"cannot fuse the parts of {native.path}: {exc}") from exc
         tensors, alpha = merged.tensors, merged.alpha
     else:
         tensors, alpha = first.tensors, first.alpha

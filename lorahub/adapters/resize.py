@@ -293,11 +293,13 @@ def resize_adapter(
 
 def _check_request(rank: int | None, energy: float | None) -> None:
     if (rank is None) == (energy is None):
-        raise errors.LorahubError("give exactly one of --rank and --energy", hint="e.g. --rank 16 or --energy 0.99")
+        raise errors.ConversionOptionError(
+            "give exactly one of --rank and --energy", hint="e.g. --rank 16 or --energy 0.99"
+        )
     if rank is not None and rank < 1:
-        raise errors.LorahubError(f"--rank must be at least 1, not {rank}")
+        raise errors.ConversionOptionError(f"--rank must be at least 1, not {rank}")
     if energy is not None and not 0.0 < energy <= 1.0:
-        raise errors.LorahubError(f"--energy must be in (0, 1], not {energy}", hint="e.g. --energy 0.99")
+        raise errors.ConversionOptionError(f"--energy must be in (0, 1], not {energy}", hint="e.g. --energy 0.99")
 
 
 RESIZE_TARGETS = {
@@ -335,7 +337,9 @@ def resize(
             hint="convert them with `lorahub convert --lossy --rank N` (LyCORIS kinds, DoRA)",
         )
     if not adapter.layers:
-        raise errors.LorahubError(f"{src}: no adapter modules found", hint="check that this is a LoRA file")
+        raise errors.ConversionRefusedError(
+            f"{src}: no adapter modules found", report=None, hint="check that this is a LoRA file"
+        )
     target = to or RESIZE_TARGETS.get(adapter.source_format, "kohya")
     resized, per_module = resize_adapter(adapter, rank=rank, energy=energy)
     written = write_adapter(resized, Path(out), to=target, dtype=dtype)  # type: ignore[arg-type]
@@ -354,6 +358,8 @@ def _check_written(source: CanonicalAdapter, written: CanonicalAdapter, report: 
     """Per-module errors of what was written against the source's ΔW: truncation and storage rounding together."""
     for name, (absolute, relative) in compare(source, written).items():
         if not math.isfinite(absolute):
-            raise errors.LorahubError(f"the resized file lost {name}", hint="this is a lorahub bug; please report it")
+            raise errors.ConversionRefusedError(
+                f"the resized file lost {name}", report=None, hint="this is a lorahub bug; please report it"
+            )
         report.per_module[name].max_abs_error = absolute
         report.per_module[name].max_rel_error = relative

@@ -333,7 +333,7 @@ class BaseWeights:
             if info is not None:
                 return np.asarray(to_float32(self._file.raw(key), info), dtype=np.float32)
         tried = ", ".join(self.candidates(layer)[:4])
-        raise errors.LorahubError(
+        raise errors.BaseWeightMissingError(
             f"{self.path} has no weight for {layer.name} (tried {tried}, …)",
             hint="pass the base checkpoint the adapter was trained on, as diffusers-named or SGM-named safetensors",
         )

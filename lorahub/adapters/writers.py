@@ -131,7 +131,7 @@ def comfyui_tensors(adapter: CanonicalAdapter, dtype: str | None) -> Tensors:
     for canonical, layer in _comfyui_layers(adapter):
         name = comfyui_name(adapter.family, canonical) if adapter.family not in FUSED_FAMILIES else canonical
         if name is None:
-            raise errors.LorahubError(f"{canonical} has no ComfyUI name in the {adapter.family} tables")
+            raise errors.LayerUnnamedError(f"{canonical} has no ComfyUI name in the {adapter.family} tables")
         named.append((name, layer))
     return _kohya_named(named, dtype)
 
@@ -185,11 +185,11 @@ def write_peft(adapter: CanonicalAdapter, out: Path, *, dtype: str | None, metad
     for canonical, layer in adapter.layers.items():
         name = from_canonical(adapter.family, "diffusers", canonical) if adapter.family in FAMILIES else canonical
         if name is None:
-            raise errors.LorahubError(f"{canonical} has no diffusers path in the {adapter.family} tables")
+            raise errors.LayerUnnamedError(f"{canonical} has no diffusers path in the {adapter.family} tables")
         component, _, path = name.partition(".")
         by_component.setdefault(component, []).append((path, layer))
     if out.exists() and not out.is_dir():
-        raise errors.LorahubError(f"{out} exists and is not a directory", hint="PEFT output is a folder")
+        raise errors.OutputNotADirectoryError(f"{out} exists and is not a directory", hint="PEFT output is a folder")
     files = []
     for component, layers in by_component.items():
         folder = out if len(by_component) == 1 and component in _DIRECT else out / component

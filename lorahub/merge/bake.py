@@ -219,7 +219,7 @@ def _plan(
             f"{len(unmatched)} adapter layer(s) match no tensor of the base ({layout.name}): {shown}{more}"
         )
     if problems:
-        raise errors.LorahubError(
+        raise errors.LayersUnfitError(
             f"{len(problems)} adapter layer(s) do not fit the base: " + "; ".join(problems[:_UNMATCHED_SHOWN]),
             hint="The adapter was trained for a different model (or a different size of it).",
         )
@@ -249,7 +249,7 @@ def _delta(contribution: _Contribution, region: Array) -> tuple[Array, Array | N
     base = region if _needs_original(contribution) else None
     delta = delta_weight(layer.tensors, alpha=layer.alpha, base=base, rslora=contribution.rslora)
     if delta.weight.size != region.size:
-        raise errors.LorahubError(
+        raise errors.LayersUnfitError(
             f"{layer.name}: ΔW has shape {list(delta.weight.shape)}, its base tensor region {list(region.shape)}",
             hint="The adapter was trained for a different model (or a different size of it).",
         )
@@ -297,7 +297,7 @@ def _bias_deltas(arith: Arithmetic, container: SafetensorsFile, plan: _Plan) -> 
             full[index * rows : (index + 1) * rows] = part
             part = full
         if part.size != bias_info.numel:
-            raise errors.LorahubError(f"{contribution.layer.name}: bias ΔW does not fit {key} {bias_info.shape}")
+            raise errors.LayersUnfitError(f"{contribution.layer.name}: bias ΔW does not fit {key} {bias_info.shape}")
         sums[key] = sums.get(key, np.zeros(bias_info.numel, dtype=np.float64)) + part
     return sums
 
@@ -535,11 +535,13 @@ def bake(
     started = time.perf_counter()
     base, out = Path(base_path), Path(out_path)
     if not adapters:
-        raise errors.LorahubError("nothing to bake: name at least one adapter")
+        raise errors.MergeOptionError(
+            "nothing to bake: name at least one adapter", hint="Name an adapter: lorahub bake BASE A:1.0 --out OUT"
+        )
     if sources is not None and len(sources) != len(adapters):
         raise ValueError("sources must name every adapter")
     if out.resolve() == base.resolve():
-        raise errors.LorahubError(f"{out} is the base itself", hint="Write the baked checkpoint to a new file.")
+        raise errors.MergeOptionError(f"{out} is the base itself", hint="Write the baked checkpoint to a new file.")
     arith = backend(engine)
     with SafetensorsFile(base) as container:
         tensors = container.header.tensors

@@ -109,7 +109,10 @@ def _dense_sum(parts: Sequence[tuple[CanonicalLayer, float]]) -> tuple[Array, Ca
     for layer, weight in parts:
         delta = delta_weight(layer.tensors, alpha=layer.alpha)
         if delta.bias is not None:
-            raise errors.LorahubError(f"{layer.name} changes a bias, which a merged LoRA cannot carry")
+            raise errors.MergeRefusedError(
+                f"{layer.name} changes a bias, which a merged LoRA cannot carry",
+                hint="Bake it into the base instead (lorahub bake), which keeps its bias delta.",
+            )
         flat = weight * delta.weight.astype(np.float64).reshape(delta.weight.shape[0], -1)
         total = flat if total is None else total + flat
     assert total is not None
@@ -128,7 +131,7 @@ def _merge_module(
         return _layer(name, up, down, parts[0][0], dtype), {"rank": down.shape[0], "kept": kept, "error": error}
     if method == "cat":
         kinds = sorted({layer.kind for layer, _ in parts if not _is_factored(layer)})
-        raise errors.LorahubError(
+        raise errors.MergeRefusedError(
             f"{name} has {', '.join(kinds)} layers, which cannot be concatenated into a LoRA exactly",
             hint="Use --method svd --rank N: their ΔW is decomposed, and the error reported.",
         )
@@ -156,15 +159,17 @@ def merge_adapters(
 ) -> tuple[CanonicalAdapter, MergeReport]:
     """Combine ``(adapter, weight)`` pairs into one adapter (see the module docstring for the maths)."""
     if method not in METHODS:
-        raise errors.LorahubError(f"unknown merge method {method!r}", hint="Choose cat (exact) or svd (--rank N).")
+        raise errors.MergeOptionError(f"unknown merge method {method!r}", hint="Choose cat (exact) or svd (--rank N).")
     if not parts:
-        raise errors.LorahubError("nothing to merge", hint="Name at least two adapters: lorahub merge A:0.7 B:0.5 …")
+        raise errors.MergeOptionError(
+            "nothing to merge", hint="Name at least two adapters: lorahub merge A:0.7 B:0.5 …"
+        )
     families = sorted({adapter.family for adapter, _ in parts})
     if len(families) > 1:
         raise errors.FamilyMismatchError(f"the adapters are for different base models: {', '.join(families)}")
     unmapped = [name for adapter, _ in parts for name in adapter.unmapped]
     if unmapped:
-        raise errors.LorahubError(
+        raise errors.MergeRefusedError(
             f"{len(unmapped)} module(s) do not map to {families[0]} model paths (first: {unmapped[0]})",
             hint="Modules are matched by their canonical path; files of unknown layout cannot be merged exactly.",
         )
