@@ -12,6 +12,11 @@ ComfyUI's OFT adapter ignores it).
 
 Kinds that multiply the base weight (GLoRA, OFT, BOFT, IA3, set, DoRA) need it; without it they raise
 :class:`lorahub.errors.BaseWeightRequiredError` rather than return something that looks like a delta.
+
+The rules around ΔW live here too: a module's scale (:func:`lora_scale`: ``alpha/r``, rsLoRA ``alpha/sqrt(r)``; an
+A1111 ``scale`` tensor in :func:`module_scale`) and its inverse, the alpha a writer stores, the Tucker ``mid``
+folded into ``down``, which kinds need the base weight. Writers, the resizer, the merger, the baker and the pipeline
+loader all call them, so no formula exists twice.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import numpy as np
 
 from lorahub.adapters.canonical import CanonicalLayer
 from lorahub.adapters.check import ConversionReport, module_errors
-from lorahub.adapters.delta import folded_down, lora_scale, written_alpha
+from lorahub.adapters.delta import LOWRANK_KINDS, folded_down, lora_scale, written_alpha
 from lorahub.adapters.encoding import DTYPES, encode, hash_claims, kept_metadata
 from lorahub.adapters.model import canonical_name
 from lorahub.adapters.names import from_canonical
@@ -86,7 +86,7 @@ def _plan(container: SafetensorsFile, to: str) -> tuple[str, Layout, list[_Plan]
     seen: set[str] = set()
     for module in layout.modules:
         name = canonical_name(family, layout.format, module)
-        if name is None or name in seen or layer_kind(module) not in ("lora", "locon", "lora-tucker"):
+        if name is None or name in seen or layer_kind(module) not in LOWRANK_KINDS:
             return None
         if not set(module.tensors) <= _ROLES or "down" not in module.tensors or "up" not in module.tensors:
             return None
