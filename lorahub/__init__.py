@@ -16,9 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import LorahubError
-
-__version__ = "0.1.0"
-"""The installed lorahub release; signed images and training records name it as the software that made them."""
+from lorahub.version import __version__
 
 __all__ = [
     "AdapterFacts",
@@ -72,7 +70,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lorahub import errors
-    from lorahub._unset import Unset
     from lorahub.licenses.engine import Verdict
     from lorahub.provenance.ca import CertificateInfo, LocalCA, ProvenanceSettings
     from lorahub.provenance.read import AdapterFacts, ImageReport
@@ -81,27 +78,29 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult
+    from lorahub.sdk.entry import apply_prompt, load, stack
     from lorahub.sdk.exporting import ConvertResult, ExportResult
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.hub import Hub, IdentityView
     from lorahub.sdk.inspect import Report, inspect
     from lorahub.sdk.lineage import LineageNode
-    from lorahub.sdk.loading import VerifiedAdapter, load
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.pipelines import AdapterHandle
     from lorahub.sdk.policy import Policy
-    from lorahub.sdk.prompts import AppliedPrompt, apply_prompt, stack
+    from lorahub.sdk.prompts import AppliedPrompt
     from lorahub.sdk.provenance import CertificateView
     from lorahub.sdk.training import TrainResult, train
+    from lorahub.sdk.verified import VerifiedAdapter
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, Signer
     from lorahub.signing.signed import SignedCard
     from lorahub.signing.trust import KeyRecord
     from lorahub.training.config import TrainConfig
     from lorahub.training.loop import Step
+    from lorahub.unset import Unset
 
 _HOMES = {
-    "lorahub._unset": ("Unset",),
+    "lorahub.unset": ("Unset",),
     "lorahub.licenses.engine": ("Verdict",),
     "lorahub.provenance.ca": ("CertificateInfo", "LocalCA", "ProvenanceSettings"),
     "lorahub.provenance.read": ("AdapterFacts", "ImageReport"),
@@ -115,13 +114,14 @@ _HOMES = {
     "lorahub.sdk.hub": ("Hub", "IdentityView"),
     "lorahub.sdk.inspect": ("Report", "inspect"),
     "lorahub.sdk.lineage": ("LineageNode",),
-    "lorahub.sdk.loading": ("VerifiedAdapter", "load"),
+    "lorahub.sdk.entry": ("apply_prompt", "load", "stack"),
     "lorahub.sdk.merging": ("MergeResult",),
     "lorahub.sdk.pipelines": ("AdapterHandle",),
     "lorahub.sdk.policy": ("Policy",),
-    "lorahub.sdk.prompts": ("AppliedPrompt", "apply_prompt", "stack"),
+    "lorahub.sdk.prompts": ("AppliedPrompt",),
     "lorahub.sdk.provenance": ("CertificateView",),
     "lorahub.sdk.training": ("TrainResult", "train"),
+    "lorahub.sdk.verified": ("VerifiedAdapter",),
     "lorahub.sdk.verifying": ("VerifyReport",),
     "lorahub.signing.keys": ("Identity", "Signer"),
     "lorahub.signing.signed": ("SignedCard",),

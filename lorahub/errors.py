@@ -317,6 +317,81 @@ class ConversionRefusedError(LorahubError):
         self.report = report
 
 
+class ConversionOptionError(LorahubError):
+    """An option of a conversion or resize that names nothing lorahub can do (a target, a dtype, a rank or energy
+    out of range)."""
+
+    code = "conversion-option-invalid"
+    default_hint = "`lorahub convert --help` and `lorahub resize --help` list the choices."
+
+
+class ModuleIncompleteError(LorahubError):
+    """A module lacks a tensor its layer kind needs (an ``up`` without its ``down``, a LoHa without ``hada_w2_a``)."""
+
+    code = "module-incomplete"
+    default_hint = "The file is damaged or was written by a tool lorahub does not know; `lorahub inspect` lists it."
+
+
+class ModuleShapeError(LorahubError):
+    """A module's tensors have shapes no layout of its kind explains (GLoRA factors, a DoRA magnitude vector)."""
+
+    code = "module-shape-invalid"
+    default_hint = "The file is damaged or was written by a tool lorahub does not know; `lorahub inspect` lists it."
+
+
+class LayerKindUnsupportedError(LorahubError):
+    """A module whose tensors form no layer kind lorahub has a ΔW rule for."""
+
+    code = "layer-kind-unsupported"
+    default_hint = (
+        "lorahub computes ΔW for LoRA, LoCon, LoHa, LoKr, full, norm, set, GLoRA, OFT, BOFT and (IA)^3 modules; "
+        "`lorahub inspect` shows what this one holds."
+    )
+
+
+class BaseWeightRequiredError(LorahubError):
+    """The result depends on the base weight (GLoRA, OFT, BOFT, IA3, set, DoRA, or a convolution whose factors do
+    not record its kernel size) and no base was given."""
+
+    code = "base-required"
+    default_hint = "Pass --base with the base model the adapter was trained on."
+
+
+class BaseWeightMissingError(LorahubError):
+    """The base checkpoint has no weight for a layer whose ΔW needs it."""
+
+    code = "base-weight-missing"
+    default_hint = "Pass the base checkpoint the adapter was trained on, as diffusers-named or SGM-named safetensors."
+
+
+class DeltaShapeError(LorahubError):
+    """A module's ΔW does not fit the shape of the base weight given for it."""
+
+    code = "delta-shape-mismatch"
+    default_hint = "The base is not the model the adapter was trained for (or a different size of it)."
+
+
+class LayerUnnamedError(ConversionRefusedError):
+    """A layer the target format has no name for (it would be dropped); nothing is written."""
+
+    code = "layer-unnamed"
+    default_hint = "Convert to a format that names this module (diffusers names every canonical layer)."
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, report=None, hint=hint)
+
+
+class FusedLayerError(ConversionRefusedError):
+    """Parts of an SD3/FLUX fused projection (``img_attn.qkv``, ``linear1``) that cannot be written back as one
+    module; nothing is written."""
+
+    code = "fused-layer-refused"
+    default_hint = "Only LoRA and full deltas are fused exactly; --to diffusers keeps the parts apart."
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, report=None, hint=hint)
+
+
 # --- loading, merging -----------------------------------------------------------------------------------------
 
 
@@ -431,3 +506,27 @@ class UnmatchedLayersError(LorahubError):
         "The base is not the model the adapter was trained for, or a component is missing from this base file "
         "(bake a single-component file with --component to leave the others out on purpose)."
     )
+
+
+class LayersUnfitError(LorahubError):
+    """Adapter layers that land on base tensors they cannot change: a ΔW of another size, a tensor type bake cannot
+    write back exactly, a bias delta where the base has no bias. Nothing is written."""
+
+    code = "layers-unfit"
+    default_hint = "The adapter was trained for a different model (or a different size of it)."
+
+
+class MergeOptionError(LorahubError):
+    """A merge or bake asked for something that cannot be done at all: nothing to combine, an unknown method, an
+    output that is the base itself."""
+
+    code = "merge-option-invalid"
+    default_hint = "`lorahub merge --help` and `lorahub bake --help` list the choices."
+
+
+class MergeRefusedError(LorahubError):
+    """Adapters that cannot be combined into one LoRA as asked (modules without a model path, layers a LoRA cannot
+    carry exactly); nothing is written."""
+
+    code = "merge-refused"
+    default_hint = "Use --method svd --rank N: layers of other kinds are decomposed, and the error reported."

@@ -98,7 +98,7 @@ def test_every_public_name_says_why_to_use_it() -> None:
             continue
         doc = inspect.getdoc(getattr(lorahub, name)) or ""
         assert doc and not doc.startswith(f"{name}("), name
-    assert '__version__ = "' in Path(lorahub.__file__).read_text(encoding="utf-8")
+    assert '__version__ = "' in (Path(lorahub.__file__).parent / "version.py").read_text(encoding="utf-8")
 
 
 def _public_callables() -> Iterator[tuple[str, Callable[..., Any]]]:

@@ -11,7 +11,12 @@ for DoRA (§4.1). Where ComfyUI departs from the trainers, the trainers win: DoR
 ComfyUI's OFT adapter ignores it).
 
 Kinds that multiply the base weight (GLoRA, OFT, BOFT, IA3, set, DoRA) need it; without it they raise
-:class:`lorahub.errors.LorahubError` rather than return something that looks like a delta.
+:class:`lorahub.errors.BaseWeightRequiredError` rather than return something that looks like a delta.
+
+The rules around ΔW live here too: a module's scale (:func:`lora_scale`: ``alpha/r``, rsLoRA ``alpha/sqrt(r)``; an
+A1111 ``scale`` tensor in :func:`module_scale`) and its inverse, the alpha a writer stores, the Tucker ``mid``
+folded into ``down``, which kinds need the base weight. Writers, the resizer, the merger, the baker and the pipeline
+loader all call them, so no formula exists twice.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ Array = npt.NDArray[Any]
 
 BASE_KINDS = frozenset({"glora", "oft", "boft", "ia3", "set"})
 """Kinds whose ΔW is a function of the base weight; DoRA (a ``dora_scale``/``magnitude`` on any kind) is another."""
+LOWRANK_KINDS = frozenset({"lora", "locon", "lora-tucker"})
+"""Kinds whose ΔW is one low-rank product ``scale · up @ down`` (after folding a Tucker ``mid`` into ``down``)."""
+DORA_ROLES = frozenset({"dora_scale", "magnitude"})
+"""Roles of a DoRA magnitude vector (LyCORIS ``dora_scale``, PEFT ``magnitude``), which can ride on any kind."""
 
 _EPS_Q = 1e-8
 """Added to ‖Q‖ before the OFT/BOFT constraint comparison, as ComfyUI and LyCORIS do."""
@@ -68,7 +77,7 @@ class _Inputs:
     def get(self, role: str) -> Array:
         array = self.tensors.get(role)
         if array is None:
-            raise errors.LorahubError(f"the module has no {role} tensor, which its kind needs")
+            raise errors.ModuleIncompleteError(f"the module has no {role} tensor, which its kind needs")
         return np.asarray(array, dtype=np.float64)
 
     def optional(self, role: str) -> Array | None:
@@ -77,7 +86,9 @@ class _Inputs:
 
     def weight(self) -> Array:
         if self.base is None:
-            raise errors.LorahubError("this kind needs the base weight", hint="pass --base with the base model")
+            raise errors.BaseWeightRequiredError(
+                "this kind needs the base weight", hint="pass --base with the base model"
+            )
         return self.base
 
 
@@ -88,18 +99,65 @@ class _Raw:
     scale: float
 
 
-def _rank_scale(inputs: _Inputs, rank: int) -> float:
-    """``alpha/r`` (rsLoRA ``alpha/sqrt(r)``); no alpha means scale 1; an A1111 ``scale`` tensor overrides both."""
-    explicit = inputs.optional("scale")
-    if explicit is not None:
-        return float(explicit.reshape(-1)[0])
-    if inputs.alpha is None:
+# --- scale ---------------------------------------------------------------------------------------------------------
+
+
+def _rank_divisor(rank: int, rslora: bool) -> float:
+    """What alpha is divided by: the rank, or its square root for rsLoRA (PEFT ``use_rslora``)."""
+    return math.sqrt(rank) if rslora else float(rank)
+
+
+def lora_scale(alpha: float | None, rank: int, *, rslora: bool = False) -> float:
+    """The scale a rank-``rank`` module applies to its product: ``alpha/r`` (rsLoRA ``alpha/sqrt(r)``); no alpha
+    means scale 1, as kohya and PEFT read a file without one. Every scale in lorahub comes from here."""
+    if alpha is None:
         return 1.0
-    return inputs.alpha / (math.sqrt(rank) if inputs.rslora else rank)
+    return float(alpha) / _rank_divisor(rank, rslora)
+
+
+def alpha_for_scale(scale: float, rank: int, *, rslora: bool = False) -> float:
+    """The alpha that gives a rank-``rank`` module ``scale`` (the inverse of :func:`lora_scale`): what a writer
+    stores when it changes a module's rank but must keep its scale."""
+    return scale * _rank_divisor(rank, rslora)
+
+
+def written_alpha(alpha: float | None, rank: int) -> float:
+    """The alpha a writer stores: the module's own, or the rank when it has none (scale 1, which is what a file
+    without alpha meant), so every written module states its scale explicitly."""
+    return float(rank) if alpha is None else float(alpha)
+
+
+def module_scale(tensors: Mapping[str, Array], alpha: float | None, rank: int, *, rslora: bool = False) -> float:
+    """A rank-based module's scale: an A1111 ``scale`` tensor when the module has one, else :func:`lora_scale`."""
+    explicit = tensors.get("scale")
+    if explicit is not None:
+        return float(np.asarray(explicit, dtype=np.float64).reshape(-1)[0])
+    return lora_scale(alpha, rank, rslora=rslora)
+
+
+def _rank_scale(inputs: _Inputs, rank: int) -> float:
+    return module_scale(inputs.tensors, inputs.alpha, rank, rslora=inputs.rslora)
 
 
 def _flat(array: Array) -> Array:
     return array.reshape(array.shape[0], -1)
+
+
+def folded_down(tensors: Mapping[str, Array]) -> Array:
+    """``down`` with a LoCon-Tucker ``mid`` folded in: a ``mid`` [r,r,kh,kw] after a 1×1 ``down`` [r,in,1,1] is one
+    conv with kernel ``mid·down`` [r,in,kh,kw] (exact), which is how formats without ``mid`` (diffusers, PEFT) hold
+    it. Without ``mid``, ``down`` itself.
+
+    Why float32: the fold is computed in float64 and rounded once, to the float32 every other factor is held in
+    (:class:`~lorahub.adapters.model.CanonicalLayer`), so a writer encodes it exactly as it encodes ``up``, and the
+    lean converter (:mod:`lorahub.adapters.streaming`) writes the same bytes as the canonical one. Callers that
+    decompose it (resize, merge) widen it again; one float32 rounding is far below any truncation they report."""
+    down, mid = tensors["down"], tensors.get("mid")
+    if mid is None:
+        return down
+    flat = np.asarray(down, dtype=np.float64).reshape(down.shape[0], -1)
+    folded: Array = np.einsum("rshw,si->rihw", np.asarray(mid, dtype=np.float64), flat).astype(np.float32)
+    return folded
 
 
 # --- kinds ---------------------------------------------------------------------------------------------------------
@@ -180,7 +238,7 @@ def _glora_is_old(a1: Array, a2: Array, b1: Array, b2: Array, base: Array) -> bo
     old = b2.shape[1] == b1.shape[0] == a1.shape[0] == a2.shape[1]
     new = b2.shape[0] == b1.shape[1] == a1.shape[1] == a2.shape[0]
     if not old and not new:
-        raise errors.LorahubError("GLoRA factor shapes fit neither the old nor the new layout")
+        raise errors.ModuleShapeError("GLoRA factor shapes fit neither the old nor the new layout")
     return old and (not new or a2.shape[0] == base.shape[0] == base.shape[1])
 
 
@@ -291,6 +349,16 @@ def kind_of(tensors: Mapping[str, Array]) -> str:
 # --- DoRA ----------------------------------------------------------------------------------------------------------
 
 
+def has_dora(tensors: Mapping[str, object]) -> bool:
+    """Whether a DoRA magnitude vector rescales the module's delta (which then depends on the base weight)."""
+    return not DORA_ROLES.isdisjoint(tensors)
+
+
+def needs_base(kind: str, tensors: Mapping[str, object]) -> bool:
+    """Whether a module's ΔW is a function of the base weight (GLoRA, OFT, BOFT, IA3, set, or any kind with DoRA)."""
+    return kind in BASE_KINDS or has_dora(tensors)
+
+
 def _dora(tensors: Mapping[str, Array], base: Array, delta: Array) -> Array:
     """``W' = m · (W+ΔW)/‖W+ΔW‖`` and ΔW' = W' − W. The norm is per output row for PEFT ``magnitude`` [out] and a
     ``dora_scale`` [out,1,…], per input column for a ``dora_scale`` [1,in,…] (LyCORIS before ``wd_on_output``)."""
@@ -306,7 +374,7 @@ def _dora(tensors: Mapping[str, Array], base: Array, delta: Array) -> Array:
     else:
         in_dim = combined.shape[1]
         if magnitude.size != in_dim:
-            raise errors.LorahubError(
+            raise errors.ModuleShapeError(
                 f"DoRA magnitude has shape {list(magnitude.shape)}, which fits neither {out_dim} outputs nor "
                 f"{in_dim} inputs of the base weight"
             )
@@ -325,7 +393,7 @@ def _fit(weight: Array, base: Array | None) -> Array:
     if base is None or weight.shape == base.shape:
         return weight
     if weight.size != base.size:
-        raise errors.LorahubError(
+        raise errors.DeltaShapeError(
             f"the module's delta has shape {list(weight.shape)} but the base weight has shape {list(base.shape)}"
         )
     return weight.reshape(base.shape)
@@ -347,11 +415,11 @@ def delta_weight(
     kind = kind_of(tensors)
     rule = KINDS.get(kind)
     if rule is None:
-        raise errors.LorahubError(f"no ΔW rule for a module with tensors {', '.join(sorted(tensors))}")
-    dora = "magnitude" in tensors or "dora_scale" in tensors
-    if (kind in BASE_KINDS or dora) and base is None:
+        raise errors.LayerKindUnsupportedError(f"no ΔW rule for a module with tensors {', '.join(sorted(tensors))}")
+    dora = has_dora(tensors)
+    if needs_base(kind, tensors) and base is None:
         label = f"{kind}+dora" if dora else kind
-        raise errors.LorahubError(
+        raise errors.BaseWeightRequiredError(
             f"a {label} module's ΔW depends on the base weight, and this module needs the base weight",
             hint="pass --base with the base model the adapter was trained on",
         )
@@ -402,7 +470,7 @@ def lora_factors(
     Why: applying a rank-r LoRA as one float32 ``addmm`` is several times faster than building ΔW in float64, which
     matters when a whole checkpoint is baked; callers that combine factors (``cat`` merges) need them too. The scale
     follows the same rule as :func:`delta_weight`."""
-    if kind_of(tensors) not in ("lora", "locon") or {"mid", "magnitude", "dora_scale"} & set(tensors):
+    if kind_of(tensors) not in ("lora", "locon") or "mid" in tensors or has_dora(tensors):
         return None
     down, up = np.asarray(tensors["down"], dtype=np.float32), np.asarray(tensors["up"], dtype=np.float32)
     scale = _rank_scale(_Inputs(tensors, alpha, None, rslora), down.shape[0])

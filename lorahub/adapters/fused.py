@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lorahub.adapters.delta import alpha_for_scale, lora_scale
+
 __all__ = ["Part", "fuse", "part_widths", "split", "splittable", "swap_scale_shift", "swapped"]
 
 Array = npt.NDArray[Any]
@@ -95,10 +97,6 @@ def part_widths(out: int, ratios: Sequence[int]) -> list[int] | None:
     return [ratio * unit for ratio in ratios]
 
 
-def _scale(alpha: float | None, rank: int) -> float:
-    return 1.0 if alpha is None else alpha / rank
-
-
 # --- swap --------------------------------------------------------------------------------------------------------
 
 
@@ -149,7 +147,7 @@ def split(tensors: Mapping[str, Array], alpha: float | None, widths: Sequence[in
         ]
     down, up = tensors["down"], tensors["up"]
     rank = int(down.shape[0])
-    scale = _scale(alpha, rank)
+    scale = lora_scale(alpha, rank)
     supports = _supports(up, bounds)
     sparse = _block_sparse(supports)
     parts: list[Part | None] = []
@@ -159,7 +157,7 @@ def split(tensors: Mapping[str, Array], alpha: float | None, widths: Sequence[in
             continue
         if sparse:
             part = {"down": down[support], "up": up[a:b][:, support]}
-            part_alpha = None if alpha is None else scale * int(support.size)
+            part_alpha = None if alpha is None else alpha_for_scale(scale, int(support.size))
         else:
             part = {"down": down.copy(), "up": up[a:b]}
             part_alpha = alpha
@@ -228,12 +226,12 @@ def _fused_alpha(present: Sequence[Part], scale: float, rank: int) -> float | No
     """None when no part had an alpha (scale 1 throughout), else scale × fused rank."""
     if all(part.alpha is None for part in present):
         return None
-    return scale * rank
+    return alpha_for_scale(scale, rank)
 
 
 def _fuse_lora(parts: Sequence[Part | None], widths: Sequence[int]) -> Part:
     present = [part for part in parts if part is not None]
-    scales = [_scale(p.alpha, int(p.tensors["down"].shape[0])) for p in present]
+    scales = [lora_scale(p.alpha, int(p.tensors["down"].shape[0])) for p in present]
     first = present[0].tensors["down"]
     shared = len(set(scales)) == 1 and all(np.array_equal(p.tensors["down"], first) for p in present[1:])
     if shared:
@@ -252,7 +250,7 @@ def _fuse_lora(parts: Sequence[Part | None], widths: Sequence[int]) -> Part:
             continue
         r = int(part.tensors["down"].shape[0])
         block = part.tensors["up"]
-        scale = _scale(part.alpha, r)
+        scale = lora_scale(part.alpha, r)
         if scale != common:  # fold the ratio into this part's up block (exact up to one rounding)
             block = (block.astype(np.float64) * (scale / common)).astype(np.float32)
         up[a:b, column : column + r] = block

@@ -1,9 +1,9 @@
-"""The canonical adapter (DESIGN decision 1): every format is read into it, every writer writes out of it.
+"""Reading a safetensors file into the canonical adapter (DESIGN decision 1; the types are in
+:mod:`lorahub.adapters.canonical` and re-exported here, where callers have always found them).
 
-A layer is named by its canonical diffusers path (``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``,
-``text_encoder.text_model.encoder.layers.0.self_attn.q_proj``); a module whose name does not map (an unknown
-architecture, a family without name tables yet, a name outside the inventory) keeps the file's own name and is listed
-in :attr:`CanonicalAdapter.unmapped`, never dropped. Tensors are the storage values widened to float32 (exact for
+A layer is named by its canonical diffusers path; a module whose name does not map (an unknown architecture, a family
+without name tables yet, a name outside the inventory) keeps the file's own name and is listed in
+:attr:`CanonicalAdapter.unmapped`, never dropped. Tensors are the storage values widened to float32 (exact for
 fp16/bf16/fp8 sources); ``dtype`` remembers the storage type so a writer can keep it.
 """
 
@@ -13,13 +13,14 @@ import json
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from lorahub.adapters import native
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
 from lorahub.adapters.names import FAMILIES, to_canonical
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import SafetensorsFile
@@ -34,39 +35,6 @@ Array = npt.NDArray[Any]
 
 _KOHYA_NAMED = ("kohya", "lycoris")
 _DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.")
-
-
-@dataclass
-class CanonicalLayer:
-    """One adapted layer: canonical (or own) name, kind, tensors by role (float32), alpha, storage dtype."""
-
-    name: str
-    kind: str
-    tensors: dict[str, Array]
-    alpha: float | None
-    dtype: str
-    source_name: str = ""
-    """The module's name in the file it was read from."""
-
-    @property
-    def rank(self) -> int | None:
-        down = self.tensors.get("down")
-        return None if down is None else int(down.shape[0])
-
-
-@dataclass
-class CanonicalAdapter:
-    """A whole adapter: family (``sd1``, ``sdxl``, …, ``unknown``), layers by name, header metadata, source format."""
-
-    family: str
-    layers: dict[str, CanonicalLayer]
-    metadata: dict[str, str]
-    source_format: str
-    unmapped: list[str] = field(default_factory=list)
-    """Layers that kept the file's own name because it does not map to a canonical path."""
-    unsplit: list[str] = field(default_factory=list)
-    """Fused SD3/FLUX modules kept whole under the file's own name (also in ``unmapped``), each with the reason its
-    delta cannot be split exactly into the canonical projections (a LoKr over ``img_attn.qkv``, say)."""
 
 
 def _diffusers_old_name(name: str, component: str) -> tuple[str, str]:

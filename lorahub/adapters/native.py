@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from lorahub import errors
 from lorahub.adapters import dit_names, fused
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.delta import delta_weight
 from lorahub.adapters.names import from_canonical
-
-if TYPE_CHECKING:
-    from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
 
 __all__ = ["Expanded", "expand", "written_layers"]
 
@@ -57,8 +55,6 @@ def expand(
 
 
 def _materialized(layer: CanonicalLayer) -> CanonicalLayer:
-    from lorahub.adapters.delta import delta_weight
-
     delta = delta_weight(layer.tensors, alpha=layer.alpha)
     tensors = {"diff": delta.weight.reshape(delta.weight.shape[0], -1)}
     if delta.bias is not None:
@@ -89,8 +85,8 @@ def _transformed(native: dit_names.Native, module_name: str, layer: CanonicalLay
     )
 
 
-def _unnamed(canonical: str, family: str, fmt: str) -> errors.LorahubError:
-    return errors.LorahubError(
+def _unnamed(canonical: str, family: str, fmt: str) -> errors.LayerUnnamedError:
+    return errors.LayerUnnamedError(
         f"{canonical} has no {fmt} name in the {family} tables",
         hint="convert to a format that names this module (diffusers names every canonical layer)",
     )
@@ -101,7 +97,7 @@ def written_layers(
 ) -> list[tuple[str, CanonicalLayer]]:
     """``(name in fmt, layer)`` for every module ``fmt`` writes: canonical layers renamed, and for SD3/FLUX in a
     native-named format (kohya, comfyui) swapped and fused back into one module per native Linear. Raises a
-    :class:`~lorahub.errors.LorahubError` for a layer the format cannot name (nothing is dropped silently)."""
+    :class:`~lorahub.errors.LayerUnnamedError` for a layer the format cannot name (nothing is dropped silently)."""
     family = adapter.family
     if family not in FAMILIES or fmt not in dit_names.NATIVE_FORMATS:
         out = []
@@ -133,20 +129,20 @@ def _native_layer(native: dit_names.Native, parts: list[CanonicalLayer | None]) 
     first = next(part for part in parts if part is not None)
     for part in parts:
         if part is not None and fused.splittable(part.tensors) is not None and not native.identity:
-            raise errors.LorahubError(
+            raise errors.FusedLayerError(
                 f"{part.name} ({part.kind}) cannot be written into the fused {native.path}",
                 hint="only LoRA and full deltas are fused exactly",
             )
     if native.fused:
         units = {fused.rows(p.tensors) // native.ratios[i] for i, p in enumerate(parts) if p is not None}
         if len(units) != 1:
-            raise errors.LorahubError(f"the parts of {native.path} have inconsistent widths")
+            raise errors.FusedLayerError(f"the parts of {native.path} have inconsistent widths")
         unit = units.pop()
         widths = [ratio * unit for ratio in native.ratios]
         try:
             merged = fused.fuse([None if p is None else fused.Part(p.tensors, p.alpha) for p in parts], widths)
         except fused.FuseError as exc:
-            raise errors.LorahubError(f"cannot fuse the parts of {native.path}: {exc}") from exc
+            raise errors.FusedLayerError(f"cannot fuse the parts of {native.path}: {exc}") from exc
         tensors, alpha = merged.tensors, merged.alpha
     else:
         tensors, alpha = first.tensors, first.alpha

@@ -24,8 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from lorahub import errors
-from lorahub.adapters.delta import delta_weight
-from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.check import compare
+from lorahub.adapters.delta import LOWRANK_KINDS, delta_weight, folded_down, has_dora, module_scale
+from lorahub.adapters.sources import load_adapter
+from lorahub.adapters.writers import write_adapter
 
 __all__ = [
     "LOWRANK_KINDS",
@@ -40,8 +43,6 @@ __all__ = [
 
 Array = npt.NDArray[Any]
 
-LOWRANK_KINDS = frozenset({"lora", "locon", "lora-tucker"})
-"""Kinds whose ΔW is one low-rank product (after folding a Tucker ``mid`` into ``down``)."""
 DEFAULT_CAP = 32
 """Rank used for kinds without one (full, OFT, IA3, full-rank LoKr) when ``--rank`` is not given."""
 
@@ -125,25 +126,6 @@ def kept_energy(singular: Array, rank: int) -> float:
     return 1.0 if total == 0.0 else float(squares[:rank].sum() / total)
 
 
-def _folded_down(layer: CanonicalLayer) -> Array:
-    """Tucker ``mid`` [r,r,kh,kw] after a 1×1 ``down`` [r,in,1,1] is one conv with kernel ``mid·down``."""
-    down, mid = layer.tensors["down"], layer.tensors.get("mid")
-    if mid is None:
-        return down
-    flat = down.reshape(down.shape[0], -1).astype(np.float64)
-    folded: Array = np.einsum("rshw,si->rihw", mid.astype(np.float64), flat)
-    return folded
-
-
-def _lowrank_scale(layer: CanonicalLayer) -> float:
-    """The module's scale, read off delta.py on a 1×1 probe with the module's rank (one formula, in one place)."""
-    rank = layer.tensors["down"].shape[0]
-    probe = {"down": np.eye(rank, 1, dtype=np.float32), "up": np.eye(1, rank, dtype=np.float32)}
-    if "scale" in layer.tensors:
-        probe["scale"] = layer.tensors["scale"]
-    return delta_weight(probe, alpha=layer.alpha).scale
-
-
 def _probe_scale(layer: CanonicalLayer) -> float:
     """The scale delta.py applies to this LoHa/LoKr module, read off a probe with the same roles and ranks and every
     other dimension 1 (so the formula stays in delta.py)."""
@@ -208,11 +190,11 @@ def layer_svd(layer: CanonicalLayer, base: Array | None) -> tuple[Svd, tuple[int
     """The layer's SVD and the shape of its ΔW (``down``'s kernel for LoCon). Low-rank kinds go through QR, LoHa
     through its face-splitting factors, LoKr through the SVDs of its Kronecker factors; others through a dense ΔW from
     delta.py, which raises a clear error when the kind needs ``base``."""
-    dora = "dora_scale" in layer.tensors or "magnitude" in layer.tensors
+    dora = has_dora(layer.tensors)
     roles = set(layer.tensors)
     if layer.kind in LOWRANK_KINDS and not dora:
-        down, up = _folded_down(layer), layer.tensors["up"]
-        scale = _lowrank_scale(layer)
+        down, up = folded_down(layer.tensors), layer.tensors["up"]
+        scale = module_scale(layer.tensors, layer.alpha, down.shape[0])
         svd = product_svd(up.reshape(up.shape[0], -1) * scale, down.reshape(down.shape[0], -1))
         return svd, (up.shape[0], *down.shape[1:])
     plain = not dora and not roles & {"hada_t1", "hada_t2", "lokr_t2", "diff_b"}
@@ -311,11 +293,13 @@ def resize_adapter(
 
 def _check_request(rank: int | None, energy: float | None) -> None:
     if (rank is None) == (energy is None):
-        raise errors.LorahubError("give exactly one of --rank and --energy", hint="e.g. --rank 16 or --energy 0.99")
+        raise errors.ConversionOptionError(
+            "give exactly one of --rank and --energy", hint="e.g. --rank 16 or --energy 0.99"
+        )
     if rank is not None and rank < 1:
-        raise errors.LorahubError(f"--rank must be at least 1, not {rank}")
+        raise errors.ConversionOptionError(f"--rank must be at least 1, not {rank}")
     if energy is not None and not 0.0 < energy <= 1.0:
-        raise errors.LorahubError(f"--energy must be in (0, 1], not {energy}", hint="e.g. --energy 0.99")
+        raise errors.ConversionOptionError(f"--energy must be in (0, 1], not {energy}", hint="e.g. --energy 0.99")
 
 
 RESIZE_TARGETS = {
@@ -342,13 +326,10 @@ def resize(
     """Reduce every LoRA/LoCon layer of ``src`` to ``rank`` (or to the smallest rank keeping ``energy`` of each
     layer's Σσ²) and write ``out`` in the source's naming (or ``to``). Other kinds are refused: converting them is
     ``lorahub convert --lossy``. The written file is read back and its ΔW compared with the truncated one."""
-    from lorahub.adapters.convert import write_adapter
-    from lorahub.adapters.sources import load_adapter
-
     _check_request(rank, energy)
     adapter = load_adapter(src)
     others = [f"{name} ({layer.kind})" for name, layer in adapter.layers.items() if layer.kind not in LOWRANK_KINDS]
-    others += [n for n, layer in adapter.layers.items() if {"dora_scale", "magnitude"} & set(layer.tensors)]
+    others += [n for n, layer in adapter.layers.items() if has_dora(layer.tensors)]
     if others:
         raise errors.ConversionRefusedError(
             f"{src}: {len(others)} module(s) are not plain LoRA/LoCon: {', '.join(others[:5])}",
@@ -356,7 +337,9 @@ def resize(
             hint="convert them with `lorahub convert --lossy --rank N` (LyCORIS kinds, DoRA)",
         )
     if not adapter.layers:
-        raise errors.LorahubError(f"{src}: no adapter modules found", hint="check that this is a LoRA file")
+        raise errors.ConversionRefusedError(
+            f"{src}: no adapter modules found", report=None, hint="check that this is a LoRA file"
+        )
     target = to or RESIZE_TARGETS.get(adapter.source_format, "kohya")
     resized, per_module = resize_adapter(adapter, rank=rank, energy=energy)
     written = write_adapter(resized, Path(out), to=target, dtype=dtype)  # type: ignore[arg-type]
@@ -373,10 +356,10 @@ def resize(
 
 def _check_written(source: CanonicalAdapter, written: CanonicalAdapter, report: ResizeReport) -> None:
     """Per-module errors of what was written against the source's ΔW: truncation and storage rounding together."""
-    from lorahub.adapters.convert import _compare
-
-    for name, (absolute, relative) in _compare(source, written).items():
+    for name, (absolute, relative) in compare(source, written).items():
         if not math.isfinite(absolute):
-            raise errors.LorahubError(f"the resized file lost {name}", hint="this is a lorahub bug; please report it")
+            raise errors.ConversionRefusedError(
+                f"the resized file lost {name}", report=None, hint="this is a lorahub bug; please report it"
+            )
         report.per_module[name].max_abs_error = absolute
         report.per_module[name].max_rel_error = relative

@@ -29,9 +29,9 @@ from lorahub import errors
 from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer, read_adapter
 from lorahub.adapters.names import FAMILIES, from_canonical, inventory, to_canonical
 from lorahub.files.numeric import to_float32
-from lorahub.files.safetensors import SafetensorsFile, TensorInfo, check_path, write
+from lorahub.files.safetensors import SafetensorsFile, TensorInfo, check_path, looks_like_safetensors, write
 from lorahub.formats import detect
-from lorahub.formats.diffusers import AdapterConfig, _alpha_patterns, config_alpha
+from lorahub.formats.diffusers import AdapterConfig, alpha_patterns, config_alpha
 from lorahub.formats.families import detect_family
 from lorahub.formats.layers import layer_kind
 
@@ -40,6 +40,7 @@ __all__ = [
     "PEFT_WEIGHTS",
     "PICKLE_SUFFIXES",
     "BaseWeights",
+    "comfyui_canonical",
     "comfyui_name",
     "load_adapter",
     "safetensors_view",
@@ -75,7 +76,9 @@ def comfyui_name(family: str, canonical: str) -> str | None:
     return from_canonical(family, "comfyui", canonical)
 
 
-def _comfyui_canonical(family: str, name: str) -> str | None:
+def comfyui_canonical(family: str, name: str) -> str | None:
+    """The canonical path of a ComfyUI module name (the inverse of :func:`comfyui_name`), None when the family's
+    tables do not know it."""
     for component, clip in _COMFY_CLIP.get(family, {}).items():
         prefix = f"text_encoders.{clip}.transformer."
         if name.startswith(prefix):
@@ -91,7 +94,7 @@ def _remap_comfyui(adapter: CanonicalAdapter) -> CanonicalAdapter:
     layers: dict[str, CanonicalLayer] = {}
     unmapped: list[str] = []
     for name, layer in adapter.layers.items():
-        canonical = _comfyui_canonical(adapter.family, layer.source_name) if name in adapter.unmapped else name
+        canonical = comfyui_canonical(adapter.family, layer.source_name) if name in adapter.unmapped else name
         if canonical is None or canonical in layers:
             canonical = name
             unmapped.append(name)
@@ -160,7 +163,7 @@ def safetensors_view(path: str | os.PathLike[str]) -> Iterator[Path]:
     source = check_path(path)
     with open(source, "rb") as handle:
         prefix = handle.read(16)
-    if not (source.suffix.lower() in PICKLE_SUFFIXES or looks_like_pickle(prefix)) or _is_safetensors(prefix):
+    if not (source.suffix.lower() in PICKLE_SUFFIXES or looks_like_pickle(prefix)) or looks_like_safetensors(prefix):
         yield source
         return
     raise_if_dangerous(scan_pickle_file(source), source)  # never unpickle before this passes
@@ -170,11 +173,6 @@ def safetensors_view(path: str | os.PathLike[str]) -> Iterator[Path]:
         write(converted, tensors)
         del tensors
         yield converted
-
-
-def _is_safetensors(prefix: bytes) -> bool:
-    """A safetensors file opens with a u64 header length and ``{``."""
-    return len(prefix) >= 9 and prefix[8:9] == b"{" and int.from_bytes(prefix[:8], "little") < 2**40
 
 
 # --- PEFT directories ----------------------------------------------------------------------------------------------
@@ -205,7 +203,7 @@ def _peft_config(folder: Path) -> tuple[AdapterConfig, dict[str, Any]]:
     alpha = raw.get("lora_alpha", raw.get("r"))
     config = AdapterConfig(
         lora_alpha=float(alpha) if isinstance(alpha, int | float) and not isinstance(alpha, bool) else None,
-        alpha_patterns=_alpha_patterns(raw.get("alpha_pattern")),
+        alpha_patterns=alpha_patterns(raw.get("alpha_pattern")),
         use_rslora=raw.get("use_rslora") is True,
     )
     return config, raw
@@ -335,7 +333,7 @@ class BaseWeights:
             if info is not None:
                 return np.asarray(to_float32(self._file.raw(key), info), dtype=np.float32)
         tried = ", ".join(self.candidates(layer)[:4])
-        raise errors.LorahubError(
+        raise errors.BaseWeightMissingError(
             f"{self.path} has no weight for {layer.name} (tried {tried}, …)",
             hint="pass the base checkpoint the adapter was trained on, as diffusers-named or SGM-named safetensors",
         )

@@ -17,7 +17,6 @@ at a time. Pages of both maps are released as the passes go, so peak RSS stays n
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import math
@@ -32,8 +31,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from lorahub.adapters.model import CanonicalLayer, canonical_name
+from lorahub.adapters.canonical import CanonicalLayer
+from lorahub.adapters.check import ConversionReport, module_errors
+from lorahub.adapters.delta import LOWRANK_KINDS, folded_down, lora_scale, written_alpha
+from lorahub.adapters.encoding import DTYPES, encode, hash_claims, kept_metadata
+from lorahub.adapters.model import canonical_name
 from lorahub.adapters.names import from_canonical
+from lorahub.adapters.peft_config import config_path, lora_config
+from lorahub.adapters.sources import comfyui_canonical, comfyui_name
 from lorahub.files.atomic import atomic_write
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile
@@ -82,7 +87,7 @@ def _plan(container: SafetensorsFile, to: str) -> tuple[str, Layout, list[_Plan]
     seen: set[str] = set()
     for module in layout.modules:
         name = canonical_name(family, layout.format, module)
-        if name is None or name in seen or layer_kind(module) not in ("lora", "locon", "lora-tucker"):
+        if name is None or name in seen or layer_kind(module) not in LOWRANK_KINDS:
             return None
         if not set(module.tensors) <= _ROLES or "down" not in module.tensors or "up" not in module.tensors:
             return None
@@ -93,22 +98,10 @@ def _plan(container: SafetensorsFile, to: str) -> tuple[str, Layout, list[_Plan]
     return family, layout, plans
 
 
-@functools.lru_cache(maxsize=1024)
-def _scale(alpha: float | None, rank: int) -> float:
-    """delta.py's LoRA scale (``alpha/r``; no alpha means 1), on the probe that :mod:`resize` uses (cached: a file
-    has few distinct (alpha, rank) pairs)."""
-    from lorahub.adapters.resize import _lowrank_scale
-
-    layer = CanonicalLayer("", "lora", {"down": np.empty((rank, 0), np.float32)}, alpha, "F32")
-    return _lowrank_scale(layer)
-
-
 class _Tensors:
     """Output entries: source bytes passed through where the storage dtype is kept, re-encoded otherwise."""
 
     def __init__(self, container: SafetensorsFile, dtype: str | None) -> None:
-        from lorahub.adapters.convert import DTYPES
-
         self.container = container
         self.storage = DTYPES[dtype] if dtype is not None else None
         self.entries: dict[str, Entry] = {}
@@ -122,29 +115,17 @@ class _Tensors:
         self.add_array(name, to_float32(self.container.raw(info.name), info), storage)
 
     def add_array(self, name: str, array: Any, storage: str) -> None:
-        from lorahub.adapters.convert import _encode
-
-        self.entries[name] = (storage, tuple(array.shape), _encode(array, storage))
+        self.entries[name] = (storage, tuple(array.shape), encode(array, storage))
 
 
 def _folded(container: SafetensorsFile, module: Module) -> Any:
-    from lorahub.adapters.resize import _folded_down
-
     tensors = {r: to_float32(container.raw(i.name), i) for r, i in module.tensors.items() if r in ("down", "mid")}
-    layer = CanonicalLayer("", "lora-tucker", tensors, None, "F32")
-    return np.asarray(_folded_down(layer), dtype=np.float32)
-
-
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else float(value)
+    return folded_down(tensors)
 
 
 def _entries(
     container: SafetensorsFile, family: str, plans: list[_Plan], to: str, dtype: str | None
 ) -> tuple[dict[str, Entry], dict[str, Any] | None]:
-    from lorahub.adapters.convert import _peft_config, config_path
-    from lorahub.adapters.sources import comfyui_name
-
     out = _Tensors(container, dtype)
     layers: dict[str, list[tuple[str, CanonicalLayer]]] = {}
     for plan in plans:
@@ -170,14 +151,13 @@ def _entries(
         for role, suffix in (("down", "lora_down.weight"), ("up", "lora_up.weight"), ("mid", "lora_mid.weight")):
             if role in module.tensors:
                 out.add(f"{written}.{suffix}", module, role)
-        alpha = float(rank) if plan.alpha is None else float(plan.alpha)
-        out.entries[f"{written}.alpha"] = ("F32", (), np.float32(alpha).tobytes())
+        out.entries[f"{written}.alpha"] = ("F32", (), np.float32(written_alpha(plan.alpha, rank)).tobytes())
     if to != "diffusers":
         return out.entries, None
     config: dict[str, Any] = {}
     for component in ("unet", "text_encoder", "text_encoder_2"):
         if component in layers:
-            for key, value in _peft_config(layers[component]).items():
+            for key, value in lora_config(layers[component]).items():
                 config[f"{component}.{key}"] = value
     return out.entries, config
 
@@ -235,12 +215,10 @@ def _write_hashed(
 
 
 def _written_modules(written: SafetensorsFile, family: str, to: str) -> Iterator[tuple[str | None, Module]]:
-    from lorahub.adapters.sources import _comfyui_canonical
-
     layout = detect(written.header.tensors, written.metadata)
     for module in layout.modules:
         if to == "comfyui":
-            yield _comfyui_canonical(family, module.name), module
+            yield comfyui_canonical(family, module.name), module
         else:
             yield canonical_name(family, layout.format, module), module
 
@@ -256,7 +234,7 @@ def _same(source: SafetensorsFile, plan: _Plan, written: SafetensorsFile, module
         if not _equal_bytes(source.raw(a.name), written.raw(b.name)):
             return False
     rank = plan.module.tensors["down"].shape[0]
-    return _scale(plan.alpha, rank) == _scale(_alpha(written, module), rank)
+    return lora_scale(plan.alpha, rank) == lora_scale(_alpha(written, module), rank)
 
 
 def _equal_bytes(a: memoryview, b: memoryview) -> bool:
@@ -272,9 +250,9 @@ def _layer(container: SafetensorsFile, module: Module, alpha: float | None) -> C
     return CanonicalLayer(module.name, layer_kind(module), tensors, alpha, "F32")
 
 
-def _check(source: SafetensorsFile, written: SafetensorsFile, family: str, plans: list[_Plan], to: str) -> Any:
-    from lorahub.adapters.convert import _errors
-
+def _check(
+    source: SafetensorsFile, written: SafetensorsFile, family: str, plans: list[_Plan], to: str
+) -> tuple[dict[str, tuple[float, float]], list[str]]:
     by_name = {plan.canonical: plan for plan in plans}
     found: dict[str, tuple[float, float]] = {}
     unmapped: list[str] = []
@@ -288,7 +266,7 @@ def _check(source: SafetensorsFile, written: SafetensorsFile, family: str, plans
             found[plan.canonical] = (0.0, 0.0)
         else:
             before = _layer(source, plan.module, plan.alpha)
-            found[plan.canonical] = _errors(before, _layer(written, module, _alpha(written, module)))
+            found[plan.canonical] = module_errors(before, _layer(written, module, _alpha(written, module)))
         done += sum(i.nbytes for i in module.tensors.values())
         if done > _RELEASE_BYTES:
             source.release_pages()
@@ -308,11 +286,8 @@ def _close(container: SafetensorsFile) -> None:
 # --- entry point -------------------------------------------------------------------------------------------------
 
 
-def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: bool) -> Any:
-    """The conversion through the lean path, or None when the file needs the canonical one (see the docstring).
-    Returns a :class:`lorahub.adapters.convert.ConversionReport`."""
-    from lorahub.adapters.convert import ConversionReport, _hash_claims, _kept_metadata
-
+def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: bool) -> ConversionReport | None:
+    """The conversion through the lean path, or None when the file needs the canonical one (see the docstring)."""
     with ExitStack() as stack:
         source = SafetensorsFile(src)
         stack.callback(_close, source)
@@ -320,7 +295,7 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
         if planned is None:
             return None
         family, layout, plans = planned
-        metadata = _kept_metadata(source.metadata)
+        metadata = kept_metadata(source.metadata)
         entries, config = _entries(source, family, plans, to, dtype)
         if config is not None:
             metadata = {
@@ -328,7 +303,7 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
                 **metadata,
                 "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True),
             }
-        autov3 = _write_hashed(out, entries, metadata, lambda value: _hash_claims(source.metadata, to, value))
+        autov3 = _write_hashed(out, entries, metadata, lambda value: hash_claims(source.metadata, to, value))
         del entries
         source.release_pages()
         report = ConversionReport(

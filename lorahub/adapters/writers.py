@@ -1,7 +1,12 @@
-"""Writers for ``peft`` (an adapter folder), ``comfyui`` (ComfyUI's own key names) and ``full`` (materialised ΔW).
+"""Every output format of a conversion, written out of the canonical adapter, and :func:`write_adapter`.
 
-The ``kohya`` and ``diffusers`` writers live in :mod:`lorahub.adapters.convert`; these reuse its tensor encoding.
-
+* ``kohya``: kohya module names (SGM names for the SDXL UNet; SD3/FLUX fused back into their native modules by
+  :mod:`lorahub.adapters.native`), ``lora_down``/``lora_up``/``lora_mid`` and the *true* alpha of every module
+  (diffusers' own ``convert_state_dict_to_kohya`` writes alpha = rank, ``formats.md`` §10.1); a source without
+  alpha gets alpha = rank, i.e. scale 1, which is what it meant.
+* ``diffusers``: ``lora_A``/``lora_B`` under ``unet.``/``text_encoder.``/``text_encoder_2.`` with the PEFT config
+  that diffusers 0.42 reads back (:mod:`lorahub.adapters.peft_config`). A LoCon-Tucker ``lora_mid`` is folded into
+  ``lora_A`` (the down projection is 1×1, so the fold is exact).
 * ``peft``: what ``PeftModel.save_pretrained`` writes: ``adapter_model.safetensors`` with
   ``base_model.model.<module path>.lora_A.weight``/``lora_B.weight`` and ``adapter_config.json`` (``peft_type``
   LORA, ``r``/``lora_alpha`` the most common values, ``rank_pattern``/``alpha_pattern`` for the others, the exact
@@ -16,75 +21,123 @@ The ``kohya`` and ``diffusers`` writers live in :mod:`lorahub.adapters.convert`;
   under kohya module names when the family is known, else under the module names of the source file (an unknown
   architecture keeps its own names). Kinds whose ΔW depends on the base weight need ``--base``; DoRA folded with its
   base is exact here.
+
+Tensor bytes, kept metadata and hash claims come from :mod:`lorahub.adapters.encoding`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from lorahub import errors
-from lorahub.adapters.delta import delta_weight
-from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.canonical import BaseOf, CanonicalAdapter, CanonicalLayer, no_base
+from lorahub.adapters.delta import delta_weight, folded_down, written_alpha
+from lorahub.adapters.encoding import (
+    Tensors,
+    data_section_sha256,
+    encode,
+    hash_claims,
+    kept_metadata,
+    storage_dtype,
+)
 from lorahub.adapters.names import FAMILIES, from_canonical
-from lorahub.adapters.sources import PEFT_CONFIG, PEFT_WEIGHTS, comfyui_name
+from lorahub.adapters.native import written_layers
+from lorahub.adapters.peft_config import adapter_config, config_path, lora_config
+from lorahub.adapters.sources import PEFT_CONFIG, PEFT_WEIGHTS, comfyui_name, load_adapter
 from lorahub.files.safetensors import write
+from lorahub.formats.diffusers import adapter_configs
 
-__all__ = ["NEW_TARGETS", "Tensors", "comfyui_tensors", "full_tensors", "write_peft"]
+__all__ = [
+    "FUSED_FAMILIES",
+    "TARGETS",
+    "Target",
+    "comfyui_tensors",
+    "diffusers_tensors",
+    "full_tensors",
+    "kohya_tensors",
+    "output_files",
+    "write_adapter",
+    "write_peft",
+]
 
-Array = npt.NDArray[Any]
-Tensors = dict[str, tuple[str, tuple[int, ...], bytes]]
-Encoder = Callable[[Array, str], bytes]
-Storage = Callable[[CanonicalLayer, str | None], str]
+Target = Literal["kohya", "diffusers", "peft", "comfyui", "full"]
+TARGETS: tuple[str, ...] = ("kohya", "diffusers", "peft", "comfyui", "full")
+FUSED_FAMILIES = ("sd3", "flux1")
+"""Families whose native (ComfyUI, BFL) modules fuse several diffusers layers: written through native.py."""
 
-NEW_TARGETS = ("peft", "comfyui", "full")
 _DIRECT = ("unet", "transformer", "text_encoder")
 """Components a lone PEFT folder is read back as from its module paths; others always get a subfolder."""
-_SUFFIXES = (("down", "lora_down.weight"), ("up", "lora_up.weight"), ("mid", "lora_mid.weight"))
-
-
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else float(value)
+_KOHYA_SUFFIXES = (("down", "lora_down.weight"), ("up", "lora_up.weight"), ("mid", "lora_mid.weight"))
+_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def _alpha(layer: CanonicalLayer) -> float:
     rank = layer.rank
-    assert rank is not None
-    return float(rank) if layer.alpha is None else float(layer.alpha)
+    assert rank is not None  # only LoRA layers reach the LoRA writers (convert refuses the others)
+    return written_alpha(layer.alpha, rank)
+
+
+def _kohya_named(named: Iterable[tuple[str, CanonicalLayer]], dtype: str | None) -> Tensors:
+    """``lora_down``/``lora_up``/``lora_mid`` and ``alpha`` under each given module name."""
+    out: Tensors = {}
+    for name, layer in named:
+        storage = storage_dtype(layer, dtype)
+        for role, suffix in _KOHYA_SUFFIXES:
+            array = layer.tensors.get(role)
+            if array is not None:
+                out[f"{name}.{suffix}"] = (storage, tuple(array.shape), encode(array, storage))
+        out[f"{name}.alpha"] = ("F32", (), np.float32(_alpha(layer)).tobytes())
+    return out
+
+
+# --- kohya, diffusers ----------------------------------------------------------------------------------------------
+
+
+def kohya_tensors(adapter: CanonicalAdapter, dtype: str | None) -> Tensors:
+    """kohya tensors under kohya module names (see the module docstring)."""
+    return _kohya_named(written_layers(adapter, "kohya"), dtype)
+
+
+def diffusers_tensors(adapter: CanonicalAdapter, dtype: str | None) -> tuple[Tensors, dict[str, Any]]:
+    """``lora_A``/``lora_B`` under diffusers paths, and the flattened per-component PEFT config."""
+    out: Tensors = {}
+    by_component: dict[str, list[tuple[str, CanonicalLayer]]] = {}
+    for name, layer in written_layers(adapter, "diffusers"):
+        storage = storage_dtype(layer, dtype)
+        down, up = folded_down(layer.tensors), layer.tensors["up"]
+        out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), encode(down, storage))
+        out[f"{name}.lora_B.weight"] = (storage, tuple(up.shape), encode(up, storage))
+        component, _, path = name.partition(".")
+        by_component.setdefault(component, []).append((config_path(path), layer))
+    config: dict[str, Any] = {}
+    for component in _COMPONENTS:
+        if component in by_component:
+            for key, value in lora_config(by_component[component]).items():
+                config[f"{component}.{key}"] = value
+    return out, config
 
 
 # --- comfyui -------------------------------------------------------------------------------------------------------
 
 
-def comfyui_tensors(adapter: CanonicalAdapter, dtype: str | None, encode: Encoder, storage: Storage) -> Tensors:
+def comfyui_tensors(adapter: CanonicalAdapter, dtype: str | None) -> Tensors:
     """kohya tensors under ComfyUI module names (see the module docstring)."""
-    out: Tensors = {}
+    named: list[tuple[str, CanonicalLayer]] = []
     for canonical, layer in _comfyui_layers(adapter):
         name = comfyui_name(adapter.family, canonical) if adapter.family not in FUSED_FAMILIES else canonical
         if name is None:
-            raise errors.LorahubError(f"{canonical} has no ComfyUI name in the {adapter.family} tables")
-        kind = storage(layer, dtype)
-        for role, suffix in _SUFFIXES:
-            array = layer.tensors.get(role)
-            if array is not None:
-                out[f"{name}.{suffix}"] = (kind, tuple(array.shape), encode(array, kind))
-        out[f"{name}.alpha"] = ("F32", (), np.float32(_alpha(layer)).tobytes())
-    return out
-
-
-FUSED_FAMILIES = ("sd3", "flux1")
-"""Families whose native (ComfyUI, BFL) modules fuse several diffusers layers: written through native.py."""
+            raise errors.LayerUnnamedError(f"{canonical} has no ComfyUI name in the {adapter.family} tables")
+        named.append((name, layer))
+    return _kohya_named(named, dtype)
 
 
 def _comfyui_layers(adapter: CanonicalAdapter) -> list[tuple[str, CanonicalLayer]]:
     """(name, layer) to write: canonical names for SD families, native fused names (already ComfyUI's) for DiTs."""
-    from lorahub.adapters.native import written_layers
-
     if adapter.family in FUSED_FAMILIES:
         return list(written_layers(adapter, "comfyui"))
     return list(adapter.layers.items())
@@ -103,20 +156,14 @@ def full_name(adapter: CanonicalAdapter, layer: CanonicalLayer) -> str:
     return layer.source_name or layer.name
 
 
-def full_tensors(
-    adapter: CanonicalAdapter,
-    dtype: str | None,
-    encode: Encoder,
-    storage: Storage,
-    base: Callable[[CanonicalLayer], Array | None],
-) -> Tensors:
+def full_tensors(adapter: CanonicalAdapter, dtype: str | None, base: BaseOf) -> Tensors:
     """Each module's ΔW (``diff``, shaped like the base weight where the kind keeps it) and bias delta (``diff_b``),
     computed one module at a time so only one dense ΔW is in memory."""
     out: Tensors = {}
     for layer in adapter.layers.values():
         name = full_name(adapter, layer)
         delta = delta_weight(layer.tensors, alpha=layer.alpha, base=base(layer), rslora=_rslora(adapter, layer))
-        kind = storage(layer, dtype)
+        kind = storage_dtype(layer, dtype)
         if delta.weight.size:
             out[f"{name}.diff"] = (kind, tuple(delta.weight.shape), encode(delta.weight, kind))
         if delta.bias is not None:
@@ -125,8 +172,6 @@ def full_tensors(
 
 
 def _rslora(adapter: CanonicalAdapter, layer: CanonicalLayer) -> bool:
-    from lorahub.formats.diffusers import adapter_configs
-
     config = adapter_configs(adapter.metadata).get(layer.name.partition(".")[0])
     return config is not None and config.use_rslora
 
@@ -134,63 +179,71 @@ def _rslora(adapter: CanonicalAdapter, layer: CanonicalLayer) -> bool:
 # --- peft ----------------------------------------------------------------------------------------------------------
 
 
-def peft_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
-    """``adapter_config.json`` as PEFT 0.21 writes it for a LoRA: the LoRA fields diffusers files carry (common
-    rank/alpha, anchored patterns for the rest) plus PEFT's bookkeeping fields."""
-    from lorahub.adapters.convert import _peft_config
-
-    return {
-        "peft_type": "LORA",
-        "task_type": None,
-        "base_model_name_or_path": None,
-        "inference_mode": True,
-        **_peft_config(layers),
-        "lora_dropout": 0.0,
-        "fan_in_fan_out": False,
-        "bias": "none",
-        "modules_to_save": None,
-        "layers_to_transform": None,
-        "layers_pattern": None,
-    }
-
-
-def _folded_down(layer: CanonicalLayer) -> Array:
-    from lorahub.adapters.resize import _folded_down as fold
-
-    return fold(layer)
-
-
-def write_peft(
-    adapter: CanonicalAdapter,
-    out: Path,
-    *,
-    dtype: str | None,
-    encode: Encoder,
-    storage: Storage,
-    metadata: dict[str, str],
-) -> list[Path]:
+def write_peft(adapter: CanonicalAdapter, out: Path, *, dtype: str | None, metadata: dict[str, str]) -> list[Path]:
     """One PEFT adapter folder per component (directly in ``out`` when there is one); returns the weight files."""
     by_component: dict[str, list[tuple[str, CanonicalLayer]]] = {}
     for canonical, layer in adapter.layers.items():
         name = from_canonical(adapter.family, "diffusers", canonical) if adapter.family in FAMILIES else canonical
         if name is None:
-            raise errors.LorahubError(f"{canonical} has no diffusers path in the {adapter.family} tables")
+            raise errors.LayerUnnamedError(f"{canonical} has no diffusers path in the {adapter.family} tables")
         component, _, path = name.partition(".")
         by_component.setdefault(component, []).append((path, layer))
     if out.exists() and not out.is_dir():
-        raise errors.LorahubError(f"{out} exists and is not a directory", hint="PEFT output is a folder")
+        raise errors.NotAFolderError(
+            f"{out} exists and is not a folder",
+            hint="A PEFT adapter is written as a folder: give a new or existing folder.",
+        )
     files = []
     for component, layers in by_component.items():
         folder = out if len(by_component) == 1 and component in _DIRECT else out / component
         folder.mkdir(parents=True, exist_ok=True)
         tensors: Tensors = {}
         for path, layer in layers:
-            kind = storage(layer, dtype)
-            down, up = _folded_down(layer), layer.tensors["up"]
+            kind = storage_dtype(layer, dtype)
+            down, up = folded_down(layer.tensors), layer.tensors["up"]
             tensors[f"base_model.model.{path}.lora_A.weight"] = (kind, tuple(down.shape), encode(down, kind))
             tensors[f"base_model.model.{path}.lora_B.weight"] = (kind, tuple(up.shape), encode(up, kind))
         write(folder / PEFT_WEIGHTS, tensors, {"format": "pt", **metadata})
-        config = peft_config(layers)
+        config = adapter_config(layers)
         (folder / PEFT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         files.append(folder / PEFT_WEIGHTS)
     return files
+
+
+# --- entry point ---------------------------------------------------------------------------------------------------
+
+
+def output_files(out: Path, to: str) -> list[Path]:
+    """The files a write of ``to`` at ``out`` produced (a PEFT folder holds one per component)."""
+    if to != "peft":
+        return [out]
+    return sorted(out.rglob(PEFT_WEIGHTS))
+
+
+def write_adapter(
+    adapter: CanonicalAdapter,
+    out: Path,
+    *,
+    to: Target,
+    dtype: Literal["fp16", "bf16", "fp32"] | None = None,
+    base_of: BaseOf = no_base,
+) -> CanonicalAdapter:
+    """Write ``adapter`` as ``to`` at ``out`` (a folder for ``peft``) with kept metadata and recomputed hash claims,
+    and return the written file(s) read back, for the check."""
+    metadata = kept_metadata(adapter.metadata)
+    if to == "kohya":
+        tensors = kohya_tensors(adapter, dtype)
+    elif to == "diffusers":
+        tensors, config = diffusers_tensors(adapter, dtype)
+        metadata = {"format": "pt", **metadata, "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True)}
+    elif to == "comfyui":
+        tensors = comfyui_tensors(adapter, dtype)
+    elif to == "full":
+        tensors = full_tensors(adapter, dtype, base_of)
+    else:
+        write_peft(adapter, out, dtype=dtype, metadata=metadata)
+        return load_adapter(out, family=adapter.family)
+    autov3 = data_section_sha256(tensors)  # AutoV3 covers the data section only: known before writing
+    write(out, tensors, {**metadata, **hash_claims(adapter.metadata, to, autov3)})
+    del tensors
+    return load_adapter(out, family=adapter.family)

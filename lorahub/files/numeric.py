@@ -6,12 +6,24 @@ inspect and verify must work on a machine with no torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from lorahub.files.safetensors import TensorInfo
+
+class TensorInfo(Protocol):
+    """What these functions read of a tensor entry (:class:`lorahub.files.safetensors.TensorInfo` has it): stated
+    here so that the container module may use these functions without the two depending on each other."""
+
+    @property
+    def dtype(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def numel(self) -> int: ...
+
 
 _NATIVE: dict[str, str] = {
     "BOOL": "?",

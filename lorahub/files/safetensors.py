@@ -200,6 +200,11 @@ def _covered_bytes(tensors: Any, source: str) -> int:
     return covered
 
 
+def looks_like_safetensors(prefix: bytes) -> bool:
+    """Whether a file's first bytes say "safetensors": a u64 header length of plausible size, then ``{``."""
+    return len(prefix) >= 9 and prefix[8:9] == b"{" and int.from_bytes(prefix[:8], "little") < 2**40
+
+
 def check_path(path: str | os.PathLike[str]) -> Path:
     """Resolve a user-given path to a regular file, or raise the error that says why not."""
     p = Path(path)

@@ -86,7 +86,7 @@ def adapter_configs(metadata: Metadata) -> dict[str, AdapterConfig]:
     return {
         component: AdapterConfig(
             lora_alpha=_number(fields.get("lora_alpha")),
-            alpha_patterns=_alpha_patterns(fields.get("alpha_pattern")),
+            alpha_patterns=alpha_patterns(fields.get("alpha_pattern")),
             use_rslora=fields.get("use_rslora") is True,
         )
         for component, fields in raw.items()
@@ -99,7 +99,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _alpha_patterns(patterns: Any) -> list[AlphaPattern]:
+def alpha_patterns(patterns: Any) -> list[AlphaPattern]:
     """The entries in PEFT's matching order; at most ``_MAX_REGEXES`` of them run as regexes."""
     if not isinstance(patterns, dict):
         return []

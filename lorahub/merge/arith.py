@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from lorahub.adapters.encoding import encode
 from lorahub.files.numeric import as_numpy, to_float32
 from lorahub.files.safetensors import TensorInfo
 
@@ -26,7 +27,6 @@ Backend = Literal["auto", "numpy", "torch"]
 
 WRITABLE = frozenset({"F16", "BF16", "F32", "F64"})
 """Base tensor types a bake can write back exactly (changed tensors; unchanged ones are copied whatever their type)."""
-_NUMPY_OUT = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
 
 
 class Arithmetic(Protocol):
@@ -75,18 +75,7 @@ class NumpyArithmetic:
         return result
 
     def encode(self, array: Any, dtype: str) -> bytes:
-        if dtype == "BF16":
-            return bf16_bytes(array)
-        return np.ascontiguousarray(array).astype(_NUMPY_OUT[dtype], copy=False).tobytes()
-
-
-def bf16_bytes(array: Array) -> bytes:
-    """float32 → bfloat16 bits, rounding to nearest even (as torch does); NaN stays NaN."""
-    values = np.ascontiguousarray(array, dtype=np.float32)
-    bits = values.view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    rounded[np.isnan(values)] = 0x7FC0
-    return rounded.astype("<u2").tobytes()
+        return encode(array, dtype)
 
 
 class TorchArithmetic:

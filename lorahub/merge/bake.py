@@ -29,20 +29,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
 from lorahub import errors
-from lorahub.adapters.delta import BASE_KINDS, delta_weight, lora_factors
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.delta import delta_weight, lora_factors, needs_base
 from lorahub.files.atomic import atomic_file
 from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, TensorInfo
 from lorahub.merge.arith import WRITABLE, Arithmetic, Backend, backend, numel
 from lorahub.merge.layouts import BaseLayout, Target, detect_layout
-
-if TYPE_CHECKING:
-    from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
 
 __all__ = ["BAKE_METADATA_KEY", "AdapterSource", "BakeReport", "bake"]
 
@@ -222,7 +220,7 @@ def _plan(
             f"{len(unmatched)} adapter layer(s) match no tensor of the base ({layout.name}): {shown}{more}"
         )
     if problems:
-        raise errors.LorahubError(
+        raise errors.LayersUnfitError(
             f"{len(problems)} adapter layer(s) do not fit the base: " + "; ".join(problems[:_UNMATCHED_SHOWN]),
             hint="The adapter was trained for a different model (or a different size of it).",
         )
@@ -243,8 +241,7 @@ def _region(array: Any, target: Target) -> Any:
 
 
 def _needs_original(contribution: _Contribution) -> bool:
-    layer = contribution.layer
-    return layer.kind in BASE_KINDS or "magnitude" in layer.tensors or "dora_scale" in layer.tensors
+    return needs_base(contribution.layer.kind, contribution.layer.tensors)
 
 
 def _delta(contribution: _Contribution, region: Array) -> tuple[Array, Array | None]:
@@ -253,7 +250,7 @@ def _delta(contribution: _Contribution, region: Array) -> tuple[Array, Array | N
     base = region if _needs_original(contribution) else None
     delta = delta_weight(layer.tensors, alpha=layer.alpha, base=base, rslora=contribution.rslora)
     if delta.weight.size != region.size:
-        raise errors.LorahubError(
+        raise errors.LayersUnfitError(
             f"{layer.name}: ΔW has shape {list(delta.weight.shape)}, its base tensor region {list(region.shape)}",
             hint="The adapter was trained for a different model (or a different size of it).",
         )
@@ -301,7 +298,7 @@ def _bias_deltas(arith: Arithmetic, container: SafetensorsFile, plan: _Plan) -> 
             full[index * rows : (index + 1) * rows] = part
             part = full
         if part.size != bias_info.numel:
-            raise errors.LorahubError(f"{contribution.layer.name}: bias ΔW does not fit {key} {bias_info.shape}")
+            raise errors.LayersUnfitError(f"{contribution.layer.name}: bias ΔW does not fit {key} {bias_info.shape}")
         sums[key] = sums.get(key, np.zeros(bias_info.numel, dtype=np.float64)) + part
     return sums
 
@@ -539,11 +536,13 @@ def bake(
     started = time.perf_counter()
     base, out = Path(base_path), Path(out_path)
     if not adapters:
-        raise errors.LorahubError("nothing to bake: name at least one adapter")
+        raise errors.MergeOptionError(
+            "nothing to bake: name at least one adapter", hint="Name an adapter: lorahub bake BASE A:1.0 --out OUT"
+        )
     if sources is not None and len(sources) != len(adapters):
         raise ValueError("sources must name every adapter")
     if out.resolve() == base.resolve():
-        raise errors.LorahubError(f"{out} is the base itself", hint="Write the baked checkpoint to a new file.")
+        raise errors.MergeOptionError(f"{out} is the base itself", hint="Write the baked checkpoint to a new file.")
     arith = backend(engine)
     with SafetensorsFile(base) as container:
         tensors = container.header.tensors

@@ -19,13 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from lorahub import errors
-from lorahub.adapters.delta import delta_weight
-from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+from lorahub.adapters.delta import LOWRANK_KINDS, delta_weight, folded_down, lora_scale
 
 Array = npt.NDArray[Any]
 Method = Literal["cat", "svd"]
 METHODS: tuple[str, ...] = ("cat", "svd")
-FACTOR_KINDS = frozenset({"lora", "locon", "lora-tucker"})
+FACTOR_KINDS = LOWRANK_KINDS
 
 
 @dataclass
@@ -51,15 +51,12 @@ class MergeReport:
 
 
 def _scale(layer: CanonicalLayer) -> float:
-    rank = int(layer.rank or 1)
-    return 1.0 if layer.alpha is None else float(layer.alpha) / rank
+    return lora_scale(layer.alpha, int(layer.rank or 1))
 
 
 def _factors(layer: CanonicalLayer, weight: float) -> tuple[Array, Array]:
     """(up·w·s flattened to [out, r], down flattened to [r, in·k]) in float64; Tucker ``mid`` folded into down."""
-    from lorahub.adapters.convert import _folded_down
-
-    down = _folded_down(layer).astype(np.float64)
+    down = folded_down(layer.tensors).astype(np.float64)
     up = layer.tensors["up"].astype(np.float64)
     return weight * _scale(layer) * up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
 
@@ -74,9 +71,7 @@ def _layer(name: str, up: Array, down: Array, template: CanonicalLayer, dtype: s
     rank = down.shape[0]
     down_shape = (rank, *template.tensors["down"].shape[1:]) if "mid" not in template.tensors else None
     if down_shape is None:  # a folded Tucker down carries the full kernel
-        from lorahub.adapters.convert import _folded_down
-
-        down_shape = (rank, *_folded_down(template).shape[1:])
+        down_shape = (rank, *folded_down(template.tensors).shape[1:])
     up_shape = (up.shape[0], rank, *template.tensors["up"].shape[2:])
     return CanonicalLayer(
         name=name,
@@ -114,7 +109,10 @@ def _dense_sum(parts: Sequence[tuple[CanonicalLayer, float]]) -> tuple[Array, Ca
     for layer, weight in parts:
         delta = delta_weight(layer.tensors, alpha=layer.alpha)
         if delta.bias is not None:
-            raise errors.LorahubError(f"{layer.name} changes a bias, which a merged LoRA cannot carry")
+            raise errors.MergeRefusedError(
+                f"{layer.name} changes a bias, which a merged LoRA cannot carry",
+                hint="Bake it into the base instead (lorahub bake), which keeps its bias delta.",
+            )
         flat = weight * delta.weight.astype(np.float64).reshape(delta.weight.shape[0], -1)
         total = flat if total is None else total + flat
     assert total is not None
@@ -133,7 +131,7 @@ def _merge_module(
         return _layer(name, up, down, parts[0][0], dtype), {"rank": down.shape[0], "kept": kept, "error": error}
     if method == "cat":
         kinds = sorted({layer.kind for layer, _ in parts if not _is_factored(layer)})
-        raise errors.LorahubError(
+        raise errors.MergeRefusedError(
             f"{name} has {', '.join(kinds)} layers, which cannot be concatenated into a LoRA exactly",
             hint="Use --method svd --rank N: their ΔW is decomposed, and the error reported.",
         )
@@ -161,15 +159,17 @@ def merge_adapters(
 ) -> tuple[CanonicalAdapter, MergeReport]:
     """Combine ``(adapter, weight)`` pairs into one adapter (see the module docstring for the maths)."""
     if method not in METHODS:
-        raise errors.LorahubError(f"unknown merge method {method!r}", hint="Choose cat (exact) or svd (--rank N).")
+        raise errors.MergeOptionError(f"unknown merge method {method!r}", hint="Choose cat (exact) or svd (--rank N).")
     if not parts:
-        raise errors.LorahubError("nothing to merge", hint="Name at least two adapters: lorahub merge A:0.7 B:0.5 …")
+        raise errors.MergeOptionError(
+            "nothing to merge", hint="Name at least two adapters: lorahub merge A:0.7 B:0.5 …"
+        )
     families = sorted({adapter.family for adapter, _ in parts})
     if len(families) > 1:
         raise errors.FamilyMismatchError(f"the adapters are for different base models: {', '.join(families)}")
     unmapped = [name for adapter, _ in parts for name in adapter.unmapped]
     if unmapped:
-        raise errors.LorahubError(
+        raise errors.MergeRefusedError(
             f"{len(unmapped)} module(s) do not map to {families[0]} model paths (first: {unmapped[0]})",
             hint="Modules are matched by their canonical path; files of unknown layout cannot be merged exactly.",
         )

@@ -30,8 +30,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from lorahub import __version__, errors
+from lorahub import errors
 from lorahub.files.atomic import atomic_write
+from lorahub.version import __version__
 
 if TYPE_CHECKING:
     from PIL import Image

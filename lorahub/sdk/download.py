@@ -27,8 +27,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
-from lorahub import __version__, errors
+from lorahub import errors
 from lorahub.files.atomic import atomic_write, fsync_directory
+from lorahub.version import __version__
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called with (bytes of the file so far, expected total or None) after every chunk."""

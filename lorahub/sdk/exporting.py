@@ -79,7 +79,7 @@ class ConvertResult:
 
     def as_dict(self) -> dict[str, Any]:
         from lorahub.adapters.convert import ConversionReport
-        from lorahub.sdk.hub import summary
+        from lorahub.sdk.records import summary
 
         report = self.report
         return {

@@ -6,7 +6,6 @@ The CLI calls one Hub method per command; library users do the same (``Hub.open(
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from lorahub import errors
 from lorahub.sdk.home import Settings, mask_url
 from lorahub.sdk.policy import Policy, ensure_default_policy
 from lorahub.sdk.provenance import ProvenanceMixin
+from lorahub.sdk.records import event_dict, summary
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
     from lorahub.signing.trust import KeyRecord
+
+__all__ = ["PASSPHRASE_ENV", "Hub", "IdentityView", "event_dict", "summary"]
 
 PASSPHRASE_ENV = "LORAHUB_PASSPHRASE"
 
@@ -578,38 +580,3 @@ class Hub(ProvenanceMixin):
             for event in self.catalog.audit_events()
             if (reason := unsigned_reason(event)) is not None
         ]
-
-
-def summary(version: AdapterVersion) -> dict[str, Any]:
-    """The public JSON shape of a version in ``list``, ``search`` and ``show``."""
-    return {
-        "name": version.name,
-        "version": version.number,
-        "content_digest": version.content_digest,
-        "sha256": version.blob_sha256,
-        "format": version.format,
-        "family": version.family,
-        "license_id": version.license_id,
-        "consent_status": version.consent_status,
-        "trigger_words": list(version.trigger_words),
-        "tags": list(version.tags),
-        "description": version.description,
-        "signers": list(version.signers),
-        "created_at": version.created_at.isoformat(),
-        "removed_at": version.removed_at.isoformat() if version.removed_at else None,
-    }
-
-
-def event_dict(event: Any) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "time": event.time,
-        "actor": event.actor,
-        "action": event.action,
-        "subject_name": event.subject_name,
-        "subject_version": event.subject_version,
-        "subject_digest": event.subject_digest,
-        "details": json.loads(event.details),
-        "hash": event.hash,
-        "signed": event.signature != "",
-    }

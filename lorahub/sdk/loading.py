@@ -1,4 +1,5 @@
-"""``from lorahub import load``: a verified adapter, alone or applied to a diffusers pipeline.
+"""What ``from lorahub import load`` does (:func:`lorahub.sdk.entry.load`): a verified adapter, alone or applied to
+a diffusers pipeline.
 
 Order matters and is the point: resolve the reference, ask the licence engine (when a use is declared), verify the
 file under the home policy, and only then read tensors; a refusal at any step leaves the pipeline untouched.
@@ -10,60 +11,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorahub import errors
 from lorahub.sdk.refs import is_catalogue_ref
+from lorahub.sdk.verified import VerifiedAdapter
 
 if TYPE_CHECKING:
-    from lorahub.adapters.model import CanonicalAdapter
     from lorahub.registry.catalog import AdapterVersion
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.pipelines import AdapterHandle
     from lorahub.sdk.verifying import VerifyReport
-    from lorahub.signing.card import Card
-    from lorahub.signing.signed import SignedCard
-
-
-@dataclass
-class VerifiedAdapter:
-    """An adapter that passed verification (or was loaded with ``verify=False``, then ``report`` is None): its
-    catalogue entry if any, its signed card if any, and its tensors in the canonical model."""
-
-    ref: str
-    path: Path
-    content_digest: str
-    version: AdapterVersion | None = None
-    signed: SignedCard | None = None
-    report: VerifyReport | None = None
-    _adapter: CanonicalAdapter | None = None
-
-    @property
-    def adapter(self) -> CanonicalAdapter:
-        """The tensors, read on first use: a pipeline that already holds this content needs only the checks."""
-        if self._adapter is None:
-            from lorahub.adapters.model import read_adapter
-
-            self._adapter = read_adapter(self.path)
-        return self._adapter
-
-    @adapter.setter
-    def adapter(self, value: CanonicalAdapter) -> None:
-        self._adapter = value
-
-    @property
-    def card(self) -> Card | None:
-        return self.signed.card if self.signed is not None else None
-
-    @property
-    def label(self) -> str:
-        return self.version.ref if self.version is not None else self.path.name
-
-    @property
-    def trigger_words(self) -> tuple[str, ...]:
-        return self.card.trigger_words if self.card is not None else ()
 
 
 def _require(report: VerifyReport) -> VerifyReport:
@@ -130,37 +89,6 @@ def adapter_name_for(verified: VerifiedAdapter) -> str:
     keeps its name, so the name is checked against what the slot holds (``injected_contents``)."""
     stem = verified.version.name if verified.version is not None else "file"
     return f"{stem}-{verified.content_digest[:12]}"
-
-
-def load(
-    ref: str | os.PathLike[str],
-    pipe: Any = None,
-    *,
-    weight: float = 1.0,
-    hub: Hub | None = None,
-    verify: bool = True,
-    use: str | None = None,
-    accept_uncertain: bool = False,
-    adapter_name: str | None = None,
-    replace: AdapterHandle | None = None,
-) -> Any:
-    """Load an adapter: without ``pipe`` the :class:`VerifiedAdapter`; with a diffusers pipeline, the adapter is
-    applied with ``weight`` and an :class:`~lorahub.sdk.pipelines.AdapterHandle` is returned.
-
-    ``use`` (``commercial``, ``non-commercial``, ``research``) asks the licence engine first: forbidden stops the
-    load, uncertain too unless ``accept_uncertain``. ``replace`` swaps this adapter into the place of an applied
-    one, in place through a PEFT hotswap when the targets allow it (much faster than a fresh load).
-    """
-    from lorahub.sdk.hub import Hub
-    from lorahub.sdk.licensing import require_license
-
-    hub = hub or Hub.open()
-    if use is not None:
-        require_license(hub, [str(ref)], use=use, accept_uncertain=accept_uncertain, action="load")
-    verified = resolve(hub, ref, verify=verify)
-    if pipe is None:
-        return verified
-    return apply(verified, pipe, weight=weight, adapter_name=adapter_name, replace=replace)
 
 
 def apply(

@@ -102,8 +102,8 @@ def merge(
     accept_uncertain: bool = False,
     dtype: str | None = None,
 ) -> MergeResult:
-    from lorahub.adapters.convert import write_adapter
     from lorahub.adapters.names import FAMILIES
+    from lorahub.adapters.writers import write_adapter
     from lorahub.merge.combine import merge_adapters
     from lorahub.sdk.adding import AddOptions
     from lorahub.sdk.derive import add_derived

@@ -12,7 +12,6 @@ together after every change, because ``set_adapters`` replaces the whole active 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from lorahub import errors
 
 if TYPE_CHECKING:
     from lorahub.adapters.model import CanonicalAdapter
-    from lorahub.sdk.loading import VerifiedAdapter
+    from lorahub.sdk.verified import VerifiedAdapter
 
 WEIGHTS_ATTRIBUTE = "_lorahub_weights"
 CONTENTS_ATTRIBUTE = "_lorahub_contents"
@@ -110,8 +109,9 @@ class ComponentState:
 def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState]:
     """The adapter as diffusers' PEFT integration takes it, component by component, tensors in each component's
     dtype."""
-    from lorahub.adapters.convert import _folded_down, _peft_config
+    from lorahub.adapters.delta import folded_down
     from lorahub.adapters.names import from_canonical
+    from lorahub.adapters.peft_config import lora_config
 
     by_component: dict[str, list[tuple[str, Any]]] = {}
     states: dict[str, ComponentState] = {}
@@ -133,12 +133,12 @@ def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState
             )
         path = name.partition(".")[2]
         state = states.setdefault(component, ComponentState())
-        down, up = _shaped_like(module, path, _folded_down(layer), layer.tensors["up"])
+        down, up = _shaped_like(module, path, folded_down(layer.tensors), layer.tensors["up"])
         arrays.setdefault(component, {}).update({f"{name}.lora_A.weight": down, f"{name}.lora_B.weight": up})
         state.targets[path] = int(layer.rank or 0)
         by_component.setdefault(component, []).append((path, layer))
     for component, layers in by_component.items():
-        states[component].config = {f"{component}.{k}": v for k, v in _peft_config(layers).items()}
+        states[component].config = {f"{component}.{k}": v for k, v in lora_config(layers).items()}
         states[component].tensors = _as_torch(arrays[component], getattr(pipe, component).dtype)
     return states
 
@@ -235,6 +235,8 @@ def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str)
     from peft.tuners.lora import LoraLayer
     from peft.utils.hotswap import hotswap_adapter_from_state_dict
 
+    from lorahub.adapters.delta import alpha_for_scale
+
     model = getattr(pipe, component)
     prefix = f"{component}."
     tensors = {
@@ -247,9 +249,9 @@ def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str)
     for path in state.targets:
         module = model.get_submodule(path)
         if isinstance(module, LoraLayer) and adapter_name in module.scaling:
-            rank = module.r[adapter_name]
-            root = math.sqrt(rank) if module.use_rslora.get(adapter_name, False) else rank
-            module.lora_alpha[adapter_name] = float(module.scaling[adapter_name]) * root
+            rslora = module.use_rslora.get(adapter_name, False)
+            scaling = float(module.scaling[adapter_name])
+            module.lora_alpha[adapter_name] = alpha_for_scale(scaling, module.r[adapter_name], rslora=rslora)
 
 
 # --- weights, handles ------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def stack(
     pipe: Any,
     specs: Sequence[str | tuple[str, float]],
     *,
-    hub: Hub | None = None,
+    hub: Hub,
     verify: bool = True,
     use: str | None = None,
     accept_uncertain: bool = False,
@@ -118,13 +118,11 @@ def stack(
     """Apply several adapters with weights (``"pixel-art:0.7"``, ``("ink@2", 0.4)``). Every adapter is resolved,
     licence-checked and verified before the first one is applied, so a refusal leaves the pipeline as it was.
     ``exclusive`` makes these the only active adapters (what a prompt does)."""
-    from lorahub.sdk.hub import Hub
     from lorahub.sdk.licensing import require_license
     from lorahub.sdk.loading import apply, resolve, settle_family
     from lorahub.sdk.pipelines import activate, applied, check_family, check_loadable, pipeline_family
     from lorahub.sdk.refs import parse_weighted
 
-    hub = hub or Hub.open()
     pairs = [parse_weighted(s) if isinstance(s, str) else (s[0], float(s[1])) for s in specs]
     if use is not None and pairs:
         require_license(hub, [r for r, _ in pairs], use=use, accept_uncertain=accept_uncertain, action="stack")
@@ -143,7 +141,7 @@ def apply_prompt(
     pipe: Any,
     prompt: str,
     *,
-    hub: Hub | None = None,
+    hub: Hub,
     triggers: bool = True,
     verify: bool = True,
     use: str | None = None,
@@ -152,10 +150,8 @@ def apply_prompt(
     """Load the prompt's ``<lora:…>`` adapters with their weights (and only those), and return the cleaned prompt
     with each adapter's trigger words appended when they are not in it already (``triggers=False`` to keep it as
     written)."""
-    from lorahub.sdk.hub import Hub
     from lorahub.sdk.licensing import require_license
 
-    hub = hub or Hub.open()
     parsed = parse_prompt(prompt)
     refs = [a.ref for a in parsed.adapters]
     _check_known(hub, refs)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import rfc8785
 
 from lorahub import errors
-from lorahub._unset import UNSET, Unset, given
 from lorahub.sdk.refs import parse_weighted
+from lorahub.unset import UNSET, Unset, given
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -332,7 +332,7 @@ class ProvenanceMixin:
         the ``credentials`` the image was signed with, which saves loading the key again); ``lorahub audit
         --adapter NAME`` then lists it under each adapter it names."""
         from lorahub.registry.catalog import AuditActor
-        from lorahub.sdk.hub import event_dict
+        from lorahub.sdk.records import event_dict
 
         details = {
             "image_sha256": image_sha256,

@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Never
 
-from lorahub import __version__, errors
-from lorahub._unset import UNSET, Unset, given
+from lorahub import errors
 from lorahub.sdk.refs import check_name
 from lorahub.training.config import MixedPrecision, Scheduler, TrainConfig, resumed_config
+from lorahub.unset import UNSET, Unset, given
+from lorahub.version import __version__
 
 if TYPE_CHECKING:
     from lorahub.consent import Manifest

@@ -10,13 +10,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import lorahub
+from lorahub.version import __version__
 
 LIBRARIES = ("torch", "diffusers", "peft", "transformers", "accelerate", "bitsandbytes", "safetensors")
 
 
 def software() -> dict[str, Any]:
-    versions: dict[str, Any] = {"python": platform.python_version(), "lorahub": lorahub.__version__}
+    versions: dict[str, Any] = {"python": platform.python_version(), "lorahub": __version__}
     for name in LIBRARIES:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -28,7 +28,7 @@ def software() -> dict[str, Any]:
 
 def git_commit() -> str | None:
     """The commit of the lorahub source tree when it is a git checkout (``None`` for an installed wheel)."""
-    source = Path(lorahub.__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]  # lorahub/training/environment.py → the checkout
     if not (source / ".git").exists():
         return None
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lorahub import errors
+from lorahub.adapters.encoding import number
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import read_header, write
 from lorahub.training.base import Base
@@ -44,7 +45,7 @@ def write_adapter(
     storage = SAFETENSORS_DTYPES[dtype]
     if base.family == "flux1":
         tensors = {f"transformer.{key}": _entry(value, storage) for key, value in lora.items()}
-        config: dict[str, Any] = {"transformer.r": rank, "transformer.lora_alpha": _number(alpha)}
+        config: dict[str, Any] = {"transformer.r": rank, "transformer.lora_alpha": number(alpha)}
         config["transformer.target_modules"] = sorted({key.rsplit(".", 2)[0] for key in lora})  # module paths
         header = {"format": "pt", **metadata, "lora_adapter_metadata": json.dumps(config, sort_keys=True)}
         _write_hashed(path, tensors, header)
@@ -104,10 +105,6 @@ def _to_sgm_names(path: Path) -> str:
         return "kohya"
     converted.replace(path)
     return "kohya-sgm"
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
 
 
 def kohya_metadata(facts: Mapping[str, Any]) -> dict[str, str]:

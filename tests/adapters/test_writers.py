@@ -228,8 +228,9 @@ def test_example_lora_through_every_writer_and_back(tmp_path: Path) -> None:
 def test_streaming_path_writes_what_the_canonical_path_writes(tmp_path: Path, target: str, dtype: str | None) -> None:
     """convert() takes the memory-lean path for these files; its output is byte-identical to the canonical writer's
     and its check reports the same errors."""
-    from lorahub.adapters.convert import _compare, write_adapter
+    from lorahub.adapters.check import compare
     from lorahub.adapters.streaming import stream_convert
+    from lorahub.adapters.writers import write_adapter
 
     source = tmp_path / "kohya.safetensors"
     _kohya_source(source)
@@ -256,7 +257,7 @@ def test_streaming_path_writes_what_the_canonical_path_writes(tmp_path: Path, ta
         adapter = load_adapter(path)
         written = write_adapter(adapter, canonical, to=target, dtype=dtype)  # type: ignore[arg-type]
         assert lean.read_bytes() == canonical.read_bytes()
-        expected = _compare(adapter, written)
+        expected = compare(adapter, written)
         assert report.per_module.keys() == expected.keys()
         for module, errors_ in expected.items():
             assert report.per_module[module] == pytest.approx(errors_, rel=1e-6, abs=1e-12), module

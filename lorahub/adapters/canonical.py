@@ -1,0 +1,65 @@
+"""The canonical adapter (DESIGN decision 1): every format is read into it, every writer writes out of it.
+
+A layer is named by its canonical diffusers path (``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``,
+``text_encoder.text_model.encoder.layers.0.self_attn.q_proj``); a module whose name does not map (an unknown
+architecture, a family without name tables yet, a name outside the inventory) keeps the file's own name and is listed
+in :attr:`CanonicalAdapter.unmapped`, never dropped. Tensors are the storage values widened to float32 (exact for
+fp16/bf16/fp8 sources); ``dtype`` remembers the storage type so a writer can keep it.
+
+Why a module of its own: the reader (:mod:`lorahub.adapters.model`) and the SD3/FLUX splitter it calls
+(:mod:`lorahub.adapters.native`) both need these types, and the splitter must not depend on the reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy.typing as npt
+
+__all__ = ["BaseOf", "CanonicalAdapter", "CanonicalLayer", "no_base"]
+
+Array = npt.NDArray[Any]
+
+
+@dataclass
+class CanonicalLayer:
+    """One adapted layer: canonical (or own) name, kind, tensors by role (float32), alpha, storage dtype."""
+
+    name: str
+    kind: str
+    tensors: dict[str, Array]
+    alpha: float | None
+    dtype: str
+    source_name: str = ""
+    """The module's name in the file it was read from."""
+
+    @property
+    def rank(self) -> int | None:
+        down = self.tensors.get("down")
+        return None if down is None else int(down.shape[0])
+
+
+@dataclass
+class CanonicalAdapter:
+    """A whole adapter: family (``sd1``, ``sdxl``, …, ``unknown``), layers by name, header metadata, source format."""
+
+    family: str
+    layers: dict[str, CanonicalLayer]
+    metadata: dict[str, str]
+    source_format: str
+    unmapped: list[str] = field(default_factory=list)
+    """Layers that kept the file's own name because it does not map to a canonical path."""
+    unsplit: list[str] = field(default_factory=list)
+    """Fused SD3/FLUX modules kept whole under the file's own name (also in ``unmapped``), each with the reason its
+    delta cannot be split exactly into the canonical projections (a LoKr over ``img_attn.qkv``, say)."""
+
+
+BaseOf = Callable[[CanonicalLayer], "Array | None"]
+"""The base weight of a layer, for kinds whose ΔW depends on it (None where it is not known or not needed)."""
+
+
+def no_base(layer: CanonicalLayer) -> None:
+    """A :data:`BaseOf` that knows no base weight."""
+    return None
