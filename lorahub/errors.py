@@ -183,6 +183,7 @@ class KeyNotFoundError(LorahubError, LookupError):
 
 class KeyExistsError(LorahubError):
     code = "key-exists"
+    default_hint = "Identities and key files are never overwritten: choose another name, or see `lorahub keys list`."
 
 
 class AmbiguousKeyError(LorahubError, LookupError):
@@ -243,6 +244,7 @@ class AuditChainError(LorahubError):
 
 class PolicyError(LorahubError):
     code = "policy-invalid"
+    default_hint = "Fix the policy file (docs/registry.md lists its keys), or remove it to use the defaults."
 
 
 class VerificationFailedError(LorahubError):
@@ -261,6 +263,7 @@ class HashMismatchError(LorahubError):
 
 class SettingsError(LorahubError):
     code = "settings-invalid"
+    default_hint = "Fix the setting named above (`lorahub config show` shows the home and its config.toml)."
 
 
 class PartialFailureError(LorahubError):
@@ -482,6 +485,10 @@ class TrainingError(LorahubError):
     not belong to the run."""
 
     code = "training-failed"
+    default_hint = (
+        "Check the settings and files named above: `lorahub train --help` lists every option, docs/training.md "
+        "explains them; a damaged checkpoint folder can be removed and the run resumed from an earlier one."
+    )
 
 
 class ConsentRefusedError(TrainingError):

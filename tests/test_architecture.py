@@ -198,27 +198,38 @@ def test_the_private_name_check_sees_every_form() -> None:
 # --- coded errors ----------------------------------------------------------------------------------------------------
 
 
-def _bare_raises(path: Path) -> Iterator[str]:
-    """``raise LorahubError(…)``/``errors.LorahubError(…)`` (and a factory returning one) in a module."""
+def _raised_errors(path: Path) -> Iterator[tuple[str, str, bool]]:
+    """(site, class name, whether a ``hint=`` is given) for each ``errors.X(…)`` / ``X(…)`` of an error class."""
+    from lorahub import errors
+
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _dotted(node.func) in ("LorahubError", "errors.LorahubError"):
-            yield f"{path.relative_to(ROOT)}:{node.lineno}"
+        if isinstance(node, ast.Call):
+            name = (_dotted(node.func) or "").removeprefix("errors.")
+            cls = getattr(errors, name, None)
+            if isinstance(cls, type) and issubclass(cls, errors.LorahubError):
+                hinted = any(keyword.arg == "hint" for keyword in node.keywords)
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", name, hinted
 
 
-def test_adapters_and_merge_raise_coded_errors() -> None:
-    """Scripts branch on ``error[CODE]`` and the exit code: conversion and merging say which failure it was."""
-    paths = sorted((PACKAGE / "adapters").rglob("*.py")) + sorted((PACKAGE / "merge").rglob("*.py"))
-    bare = [site for path in paths for site in _bare_raises(path)]
+def _error_sites() -> list[tuple[str, str, bool]]:
+    paths = [path for path in sorted(PACKAGE.rglob("*.py")) if path != PACKAGE / "errors.py"]
+    return [site for path in paths for site in _raised_errors(path)]
+
+
+def test_every_raise_names_a_specific_error_class() -> None:
+    """Scripts branch on ``error[CODE]`` and the exit code: each failure says which one it was."""
+    bare = [site for site, name, _ in _error_sites() if name == "LorahubError"]
     assert not bare, "raise a specific error class (lorahub/errors.py) instead:\n" + "\n".join(bare)
 
 
-def test_every_error_code_is_documented() -> None:
-    import inspect
-
+def test_every_raise_comes_with_a_hint() -> None:
+    """A hint tells the user what to do next: given at the raise, or the class's default."""
     from lorahub import errors
 
-    table = (ROOT / "docs" / "reference" / "exit-codes.md").read_text(encoding="utf-8")
-    classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, errors.LorahubError)]
-    missing = sorted({cls.code for cls in classes if f"`{cls.code}`" not in table})
-    assert not missing, f"codes missing from docs/reference/exit-codes.md: {missing}"
+    unhinted = [
+        f"{site} {name}"
+        for site, name, hinted in _error_sites()
+        if not hinted and getattr(errors, name).default_hint is None and name != "MissingExtraError"
+    ]
+    assert not unhinted, "give a hint= or a default_hint on the class:\n" + "\n".join(unhinted)

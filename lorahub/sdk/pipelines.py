@@ -215,7 +215,7 @@ def _inject_text_encoder(
     result = set_peft_model_state_dict(encoder, state, adapter_name=adapter_name, low_cpu_mem_usage=True)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
-        raise errors.LorahubError(
+        raise errors.AdapterNotLoadableError(
             f"{len(unexpected)} {component} tensors match no LoRA layer (first: {unexpected[0]})",
             hint="This is a bug in lorahub's name tables for this text encoder; please report it.",
         )
