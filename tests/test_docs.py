@@ -265,6 +265,7 @@ def test_skip_markers_are_read_with_their_reason() -> None:
         ("```console\n$ echo from-the-shell\n$ false\n```\n", "from-the-shell"),
         ("```python\nprint('from-python')\n1 / 0\n```\n", "from-python"),
     ],
+    ids=["console", "python"],
 )
 def test_a_failing_block_is_reported_with_its_page_line_and_output(
     block_text: str, printed: str, tmp_path: Path
