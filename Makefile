@@ -21,7 +21,7 @@ STAMP := $(VENV)/.lorahub-installed
 LATEST := .venv-latest
 LATEST_TORCH_SPEC ?= $(TORCH_SPEC)
 
-.PHONY: setup demo test lint typecheck unit bench lock test-latest clean
+.PHONY: setup demo test lint typecheck docs unit bench lock test-latest clean
 
 setup: $(STAMP)
 
@@ -45,10 +45,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck unit
+test: lint typecheck docs unit
 
 bench: $(STAMP)
 	$(PY) benchmarks/hash_throughput.py

@@ -41,7 +41,9 @@ def bake_command(
     components: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Merge catalogued ADAPTERS (NAME[@V][:WEIGHT]) into the BASE checkpoint, written to --out.
+    """Merge catalogued ADAPTERS (NAME or NAME@V, each with an optional :WEIGHT) into the BASE checkpoint.
+
+    The result is written to --out.
 
     BASE is an SD 1.x/2.x/SDXL single file (LDM/SGM names) or a diffusers component file (unet/, text_encoder/,
     transformer/). The base is streamed tensor by tensor (fp32 arithmetic, its dtypes kept); the licences are
