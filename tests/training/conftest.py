@@ -1,4 +1,4 @@
-"""Tiny pipelines, datasets and hubs for the training tests.
+"""Tiny pipelines, datasets and the trainer's identity for the training tests.
 
 Training tests run with one torch thread: the test machine's two cores are shared, and two spinning intra-op
 threads on an oversubscribed machine made a tiny UNet step 20× slower than one thread did.
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lorahub import Hub
 from lorahub.dev.tiny_pipeline import write_tiny_pipeline
+
+TRAINER = "Trainer <trainer@example.com>"
 
 SQUARE_COLOURS = (
     (220, 40, 40),
@@ -47,12 +48,9 @@ def tiny_bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
-    """A fresh SQLite home with one identity (the trainer)."""
-    monkeypatch.delenv("LORAHUB_DATABASE_URL", raising=False)
-    opened = Hub.open(tmp_path / "home")
-    opened.create_identity("Trainer <trainer@example.com>")
-    return opened
+def hub_identity() -> str:
+    """The training tests' ``hub`` (tests/conftest.py) signs as the trainer."""
+    return TRAINER
 
 
 def write_squares(directory: Path, count: int = 8, *, size: int = 64, caption: str = "sks square") -> Path:

@@ -20,7 +20,7 @@ from lorahub.training.base import describe_base
 from lorahub.training.config import TrainConfig
 from lorahub.training.data import read_dataset
 from lorahub.training.loop import Trainer
-from tests.training.conftest import write_squares
+from tests.training.conftest import TRAINER, write_squares
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -105,11 +105,11 @@ def test_resume_continues_the_same_run(tiny_bases: dict[str, Path], tmp_path: Pa
     """Two steps, then two more from the checkpoint, give the very weights of four uninterrupted steps."""
     data = write_squares(tmp_path / "data", 3)
     straight = Hub.open(tmp_path / "straight")
-    straight.create_identity("Trainer <trainer@example.com>")
+    straight.create_identity(TRAINER)
     whole = lorahub.train(tiny_bases["sd1"], data, name="run", hub=straight, steps=4, lr=1e-3, **FAST)
 
     split = Hub.open(tmp_path / "split")
-    split.create_identity("Trainer <trainer@example.com>")
+    split.create_identity(TRAINER)
     first = lorahub.train(tiny_bases["sd1"], data, name="run", hub=split, steps=2, lr=1e-3, **FAST)
     resumed = lorahub.train(tiny_bases["sd1"], data, hub=split, resume="run@1", steps=4)
 
