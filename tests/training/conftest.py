@@ -1,17 +1,10 @@
-"""Tiny pipelines, datasets and the trainer's identity for the training tests.
-
-Training tests run with one torch thread: the test machine's two cores are shared, and two spinning intra-op
-threads on an oversubscribed machine made a tiny UNet step 20× slower than one thread did.
-"""
+"""Datasets and the trainer's identity for the training tests (their tiny pipelines: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from lorahub.dev.tiny_pipeline import write_tiny_pipeline
 
 TRAINER = "Trainer <trainer@example.com>"
 
@@ -25,26 +18,6 @@ SQUARE_COLOURS = (
     (250, 250, 250),
     (20, 20, 20),
 )
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Written once per session (a fraction of a second each)."""
-    root = tmp_path_factory.mktemp("bases")
-    return {family: write_tiny_pipeline(root / family, family) for family in ("sd1", "sdxl", "flux1")}
 
 
 @pytest.fixture
