@@ -2,7 +2,7 @@
 # The quickstart: what `make demo` runs. Each issue adds its step, so a new user sees the whole product work.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-shared="${LORAHUB_SHARED:-$here/../shared}"
+real="$here/tests/fixtures/real"  # real files from public repositories, with their licences (see its README)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -11,7 +11,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "lorahub --version"
 lorahub --version
 
-for file in "$shared"/fixtures/real/*.safetensors; do
+for file in "$real"/*.safetensors; do
   step "lorahub inspect $(basename "$file")   (a real file nobody on this team wrote)"
   lorahub inspect "$file"
 done
@@ -34,9 +34,9 @@ fi
 lorahub keys list
 
 step "lorahub add: catalogue and sign the real files and the generated one"
-lorahub add "$shared/fixtures/real/catundchat_sd15_lora__pytorch_lora_weights.safetensors" \
+lorahub add "$real/catundchat_sd15_lora__pytorch_lora_weights.safetensors" \
   --name catundchat-sd15 --license MIT --base-model runwayml/stable-diffusion-v1-5 --tag sd15
-lorahub add "$shared/fixtures/real/cloneofsimo_lora__analog_svd_rank4.safetensors" \
+lorahub add "$real/cloneofsimo_lora__analog_svd_rank4.safetensors" \
   --name analog-svd --license Apache-2.0 --base-model runwayml/stable-diffusion-v1-5 --trigger "analog style"
 cp "$work/example.safetensors" "$work/pixel-example.safetensors"
 lorahub add "$work/pixel-example.safetensors" --license LicenseRef-CreativeML-OpenRAIL-M --embed
@@ -46,7 +46,7 @@ lorahub verify analog-svd
 lorahub verify "$work/pixel-example.safetensors"
 
 step "lorahub convert: exact format conversion, proven by recomputing ΔW of every module"
-lorahub convert "$shared/fixtures/real/catundchat_sd15_lora__pytorch_lora_weights.safetensors" "$work/catundchat-kohya.safetensors" --to kohya
+lorahub convert "$real/catundchat_sd15_lora__pytorch_lora_weights.safetensors" "$work/catundchat-kohya.safetensors" --to kohya
 lorahub convert "$work/catundchat-kohya.safetensors" "$work/catundchat-diffusers.safetensors" --to diffusers
 lorahub inspect --json "$work/catundchat-kohya.safetensors" \
   | python -c 'import json,sys; r=json.load(sys.stdin); print(r["format"], r["base_model"]["family"], [c["status"] for c in r["claims"]])'

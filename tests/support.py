@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: the team's shared real files and small file builders."""
+"""Helpers for every test: the real files in ``tests/fixtures`` (see its README) and small file builders."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 
 from lorahub.files.dtypes import DTYPE_BITS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL = SHARED / "fixtures" / "real"
-KEYLISTS = SHARED / "fixtures" / "keylists"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REAL = FIXTURES / "real"
+KEYLISTS = FIXTURES / "keylists"
 
 REAL_FILES: dict[str, dict[str, Any]] = {
     "catundchat_sd15_lora__pytorch_lora_weights.safetensors": {
@@ -38,11 +38,28 @@ REAL_FILES: dict[str, dict[str, Any]] = {
 }
 
 
-def real_file(name: str) -> Path:
-    path = REAL / name
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} is not present")
+def fixture_file(path: Path) -> Path:
+    """The fixture at ``path``, failing the test when it is missing: the fixtures are part of the repository, so a
+    missing one is a broken checkout, and skipping would hide the tests that read it."""
+    if not path.is_file():
+        pytest.fail(f"test fixture {path} is missing (see tests/fixtures/README.md)")
     return path
+
+
+def real_file(name: str) -> Path:
+    return fixture_file(REAL / name)
+
+
+def keylist_file(name: str) -> Path:
+    return fixture_file(KEYLISTS / name)
+
+
+def keylist_files() -> list[Path]:
+    """Every key list, in name order; a folder without any is a broken checkout, not an empty parameter list."""
+    paths = sorted(KEYLISTS.glob("*.json"))
+    if not paths:
+        raise FileNotFoundError(f"no key lists in {KEYLISTS} (see tests/fixtures/README.md)")
+    return paths
 
 
 def raw_safetensors(entries: Mapping[str, Any], data: bytes, *, pad: bool = True) -> bytes:

@@ -5,10 +5,10 @@ each formula is written once and tested once. It uses numpy only (inspect and ve
 and computes in float64 whatever the storage dtype, returning float32; bf16/fp8 factors arrive already widened by
 :func:`lorahub.files.numeric.to_float32`.
 
-The formulas follow ComfyUI's weight adapters and LyCORIS (``shared/reference/formats.md`` §5.2, §7.3) and PEFT
-for DoRA (§4.1). Where ComfyUI departs from the trainers, the trainers win: DoRA's output-axis norm is taken of
-``W + ΔW`` (PEFT, LyCORIS; ComfyUI uses ``‖W‖``, ComfyUI#15458), and an OFT ``rescale`` is applied (LyCORIS;
-ComfyUI's OFT adapter ignores it).
+The formulas follow ComfyUI's weight adapters (``comfy/weight_adapter/``) and LyCORIS (``lycoris/modules/``), and
+PEFT for DoRA (``peft/tuners/lora/dora.py``). Where ComfyUI departs from the trainers, the trainers win: DoRA's
+output-axis norm is taken of ``W + ΔW`` (PEFT, LyCORIS; ComfyUI uses ``‖W‖``, ComfyUI#15458), and an OFT
+``rescale`` is applied (LyCORIS; ComfyUI's OFT adapter ignores it).
 
 Kinds that multiply the base weight (GLoRA, OFT, BOFT, IA3, set, DoRA) need it; without it they raise
 :class:`lorahub.errors.BaseWeightRequiredError` rather than return something that looks like a delta.

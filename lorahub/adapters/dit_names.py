@@ -15,12 +15,14 @@ other block has 6). diffusers' single-file converters (``convert_flux_transforme
 ``convert_sd3_transformer_checkpoint_to_diffusers``) apply ``swap_scale_shift`` to exactly these; the SD3 last block
 is recognised by its shape (rows = 2 × input width), so no model depth is assumed.
 
-Sources: ``shared/reference/formats.md`` §2.1 (kohya FLUX/SD3 naming, text encoders ``lora_te1`` CLIP-L,
-``lora_te2`` CLIP-G (SD3), ``lora_te3`` T5-XXL; OneTrainer also puts FLUX's T5 at ``lora_te2``), §4.2 (diffusers'
-kohya FLUX converter), §5.1 (ComfyUI ``text_encoders.clip_l.transformer.`` / ``text_encoders.t5xxl.transformer.``),
-§8 (OneTrainer ``lora_transformer_<diffusers path>``). ComfyUI's spelling for CLIP-G is not confirmed there, so SD3's
-``text_encoder_2`` has no ComfyUI name (as for SDXL in :mod:`lorahub.adapters.names`). Tables are checked against the
-diffusers/transformers models on the meta device in ``tests/adapters/test_dit_names.py``.
+Sources: sd-scripts ``networks/lora_flux.py`` and ``networks/lora_sd3.py`` (kohya FLUX/SD3 naming, text encoders
+``lora_te1`` CLIP-L, ``lora_te2`` CLIP-G (SD3), ``lora_te3`` T5-XXL; OneTrainer also puts FLUX's T5 at
+``lora_te2``), diffusers' ``_convert_kohya_flux_lora_to_diffusers`` (kohya FLUX names, and the ComfyUI-saved
+``text_encoders.clip_l.transformer.`` / ``text_encoders.t5xxl.transformer.``), diffusers'
+``_convert_mixture_state_dict_to_diffusers`` (OneTrainer ``lora_transformer_<diffusers path>``). ComfyUI's spelling
+for CLIP-G is not confirmed there, so SD3's ``text_encoder_2`` has no ComfyUI name (as for SDXL in
+:mod:`lorahub.adapters.names`). Tables are checked against the diffusers/transformers models on the meta device in
+``tests/adapters/test_dit_names.py``.
 """
 
 from __future__ import annotations

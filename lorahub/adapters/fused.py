@@ -1,8 +1,7 @@
 """Exact maths between one fused projection (FLUX ``img_attn.qkv``/``linear1``, SD3 ``attn.qkv``) and its parts.
 
 A fused Linear's output rows are the parts' rows stacked (``[q; k; v]``, ``[q; k; v; mlp]``), so its ΔW is the parts'
-ΔW stacked, and each direction has one exact answer (``shared/reference/formats.md`` §10.3, sd-scripts
-``networks/convert_flux_lora.py``):
+ΔW stacked, and each direction has one exact answer (sd-scripts ``networks/convert_flux_lora.py``):
 
 * **fused → parts** (:func:`split`). ``up`` is cut by rows. When the rows of each part use their own columns of
   the rank (``up`` block-sparse, as every split→fused writer produces), ``down`` is cut along the rank the same way

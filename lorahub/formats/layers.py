@@ -1,8 +1,8 @@
 """What kind of layer a module is, its rank, its in/out widths, and what is wrong with its shapes.
 
 Everything here reads roles and shapes only, so it works on any format's modules before a byte of tensor data is
-read. The kind decides the ΔW formula downstream (``shared/reference/formats.md`` §5.2, §7.3), which is why a
-module whose tensors do not fit together is reported rather than guessed at.
+read. The kind decides the ΔW formula downstream (:mod:`lorahub.adapters.delta`), which is why a module whose
+tensors do not fit together is reported rather than guessed at.
 """
 
 from __future__ import annotations

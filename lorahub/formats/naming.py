@@ -2,8 +2,9 @@
 
 Formats differ mostly in these two tables, so keeping them here (rather than in if-chains inside each format)
 makes the differences visible side by side and lets a reviewer check a spelling against the reference in one
-place. Sources for every spelling: ``shared/reference/formats.md`` §2 (kohya), §4 (diffusers/PEFT), §5 (ComfyUI),
-§7 (LyCORIS), §8 (others).
+place. Sources for every spelling: kohya-ss/sd-scripts ``networks/lora.py`` (kohya), diffusers
+``loaders/lora_conversion_utils.py`` and PEFT's ``tuners/lora`` (diffusers/PEFT), ComfyUI ``comfy/lora.py``
+(ComfyUI), LyCORIS ``lycoris/modules`` (LyCORIS), and each other trainer's own writer.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from lorahub.dev.example_lora import write_example_lora
 from lorahub.files.digests import digest_file
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import SafetensorsFile, read_header, write
+from tests.support import REAL, fixture_file
 
-REAL = Path("/work/shared/fixtures/real")
 CATUNDCHAT = REAL / "catundchat_sd15_lora__pytorch_lora_weights.safetensors"
 CLONEOFSIMO = REAL / "cloneofsimo_lora__analog_svd_rank4.safetensors"
 REAL_FILES = [
@@ -33,11 +33,6 @@ REAL_FILES = [
 
 UNET = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0"
 TE = "lora_te_text_model_encoder_layers_0_self_attn"
-
-
-def _skip_missing(path: Path) -> None:
-    if not path.is_file():
-        pytest.skip(f"{path} is not available")
 
 
 def _arrays(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -128,7 +123,7 @@ def _check_hash(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(("path", "fmt", "count"), REAL_FILES)
 def test_real_file_maps_every_module(path: Path, fmt: str, count: int) -> None:
-    _skip_missing(path)
+    fixture_file(path)
     adapter = read_adapter(path)
     assert (adapter.family, adapter.source_format, adapter.unmapped) == ("sd1", fmt, [])
     assert len(adapter.layers) == count
@@ -137,7 +132,7 @@ def test_real_file_maps_every_module(path: Path, fmt: str, count: int) -> None:
 
 def test_cloneofsimo_indices_fit_sd1_shapes() -> None:
     """Index → layer is checked against the SD 1.5 widths of each block (context 768 for attn2 k/v, GEGLU 8×)."""
-    _skip_missing(CLONEOFSIMO)
+    fixture_file(CLONEOFSIMO)
     width = {"down_blocks.0": 320, "down_blocks.1": 640, "down_blocks.2": 1280, "mid_block": 1280}
     width |= {"up_blocks.1": 1280, "up_blocks.2": 640, "up_blocks.3": 320}
     adapter = read_adapter(CLONEOFSIMO)
@@ -169,7 +164,7 @@ def test_cloneofsimo_indices_fit_sd1_shapes() -> None:
 def test_real_file_round_trip(tmp_path: Path, path: Path, count: int, targets: tuple[str, str]) -> None:
     """Source → first target → second target, each checked by the converter; the kohya file is then checked by
     hand against the source factors (these files carry no alpha, so the scale is 1 and kohya alpha must be r)."""
-    _skip_missing(path)
+    fixture_file(path)
     first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
     report = convert(path, first, to=targets[0])  # type: ignore[arg-type]
     assert (report.modules, report.unmapped, report.refused) == (count, [], [])
@@ -186,8 +181,8 @@ def test_real_file_round_trip(tmp_path: Path, path: Path, count: int, targets: t
 
 
 def test_dtype_is_kept_and_can_be_changed(tmp_path: Path) -> None:
-    _skip_missing(CLONEOFSIMO)
-    _skip_missing(CATUNDCHAT)
+    fixture_file(CLONEOFSIMO)
+    fixture_file(CATUNDCHAT)
     convert(CLONEOFSIMO, tmp_path / "kept.safetensors", to="kohya", check=False)
     header = read_header(tmp_path / "kept.safetensors")
     assert {t.dtype for n, t in header.tensors.items() if not n.endswith(".alpha")} == {"F16"}

@@ -1,5 +1,5 @@
 """SD3 and FLUX.1 name tables, checked against the diffusers/transformers models built on the meta device, the
-examples of ``formats.md`` and the real FLUX key lists in ``shared/fixtures/keylists``.
+examples of the upstream converters and the real FLUX key lists in ``tests/fixtures/keylists``.
 
 The models are built small (two or three blocks, narrow widths): module *names* do not depend on width or depth, and
 the full-depth counts are checked against the reference numbers separately.
@@ -16,7 +16,8 @@ from lorahub.adapters import dit_names
 from lorahub.adapters.names import from_canonical, inventory, to_canonical
 from lorahub.formats.grouping import split_role
 from lorahub.formats.naming import DOTTED_SUFFIXES, KOHYA_ALL_SUFFIXES
-from tests.formats.headers import KEYLISTS, keylist
+from tests.formats.headers import keylist
+from tests.support import keylist_file
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -192,10 +193,7 @@ FLUX_KEYLISTS = [
 
 @pytest.mark.parametrize(("name", "suffixes"), FLUX_KEYLISTS, ids=[name for name, _ in FLUX_KEYLISTS])
 def test_every_module_of_the_real_flux_key_lists_is_named(name: str, suffixes: Any) -> None:
-    path = KEYLISTS / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not present")
-    _, shapes = keylist(path)
+    _, shapes = keylist(keylist_file(name))
     modules = {split[0] for key in shapes if (split := split_role(key, suffixes)) is not None}
     assert modules
     assert [m for m in sorted(modules) if dit_names.lookup("flux1", m) is None] == []

@@ -73,7 +73,7 @@ def test_text_encoder_inventories_are_the_models_linear_modules(family: str) -> 
 
 
 def test_known_counts_from_the_reference() -> None:
-    """formats.md §2.1: SD1.5 attention LoRA 192 modules, SDXL 722; CLIP-L 72, OpenCLIP-G 192 (+ text_projection)."""
+    """sd-scripts' counts: SD1.5 attention LoRA 192 modules, SDXL 722; CLIP-L 72, OpenCLIP-G 192 (+ text_projection)."""
 
     def attention_only(family: str) -> int:
         return sum(1 for n in inventory(family, "unet") if ".attentions." in n)

@@ -24,7 +24,8 @@ from lorahub.adapters.convert import ConversionRefusedError, convert
 from lorahub.adapters.model import read_adapter
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import SafetensorsFile, write
-from tests.formats.headers import KEYLISTS, keylist
+from tests.formats.headers import keylist
+from tests.support import keylist_file
 
 RANK = 2
 Arrays = dict[str, Any]
@@ -52,10 +53,7 @@ def _load(path: Path) -> tuple[Arrays, dict[str, str]]:
 
 def _shapes(name: str, rank: int = RANK) -> dict[str, list[int]]:
     """A real key list at ``rank`` (the rank axis of every down/up replaced)."""
-    path = KEYLISTS / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not present")
-    _, shapes = keylist(path)
+    _, shapes = keylist(keylist_file(name))
     out = {}
     for key, shape in shapes.items():
         if key.endswith(("lora_down.weight", "lora_A.weight")):
@@ -404,10 +402,7 @@ def test_flux_ai_toolkit_and_onetrainer_names_read_into_the_same_layers(tmp_path
 
 
 def test_fused_lokr_is_refused_without_lossy(tmp_path: Path) -> None:
-    path = KEYLISTS / "flux_lokr_bfl_format.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is not present")
-    _, shapes = keylist(path)
+    _, shapes = keylist(keylist_file("flux_lokr_bfl_format.json"))
     tensors = {k: (np.float32(1.0) if not s else np.full(s, 0.01, dtype=np.float32)) for k, s in shapes.items()}
     final = "diffusion_model.final_layer.adaLN_modulation.1"  # [shift, scale] rows: a Kronecker delta cannot swap
     tensors |= {f"{final}.lokr_w1": np.full((2, 2), 0.01, np.float32), f"{final}.lokr_w2": np.ones((8, 8), np.float32)}
@@ -787,7 +782,8 @@ def test_our_flux_diffusers_output_loads_into_diffusers_with_the_same_delta(tmp_
 
 def test_comfyui_names_convert_to_the_kohya_names_of_the_same_modules(tmp_path: Path) -> None:
     """ComfyUI spells BFL paths with dots under ``diffusion_model.`` and text encoders under
-    ``text_encoders.clip_l.transformer.`` / ``text_encoders.t5xxl.transformer.`` (formats.md §4.2, §5.1)."""
+    ``text_encoders.clip_l.transformer.`` / ``text_encoders.t5xxl.transformer.`` (ComfyUI ``comfy/lora.py``, read by
+    diffusers' ``_convert_kohya_flux_lora_to_diffusers``)."""
     h = TINY_FLUX
     modules = {  # ComfyUI name → (kohya name, (in, out))
         "diffusion_model.double_blocks.0.img_attn.qkv": ("lora_unet_double_blocks_0_img_attn_qkv", (h, 3 * h)),

@@ -1,27 +1,26 @@
-"""`lorahub train` from the shell: a tiny pipeline written by `lorahub dev`, a dataset with an opted-out image."""
+"""`lorahub train` from the shell: the session's tiny pipeline (what `lorahub dev tiny-pipeline` writes, tested in
+tests/dev), a dataset with an opted-out image."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from lorahub.dev.example_dataset import write_example_dataset
-from lorahub.dev.tiny_pipeline import write_tiny_pipeline
 from tests.cli.test_catalog_cli import Home
 
 pytest.importorskip("diffusers")
 
 
-def test_train_catalogues_checkpoints_and_shows_lineage(tmp_path: Path) -> None:
+def test_train_catalogues_checkpoints_and_shows_lineage(tmp_path: Path, tiny_bases: Mapping[str, Path]) -> None:
     home = Home(tmp_path / "home")
-    home.env["OMP_NUM_THREADS"] = "1"  # the shared test machine: see tests/training/conftest.py
     home.run("keys", "create", "Trainer <trainer@example.com>")
-    write_tiny_pipeline(tmp_path / "base", "sd1")  # `lorahub dev tiny-pipeline`, tested in tests/dev
     sources = write_example_dataset(tmp_path / "data")
     result = home.run(
-        "train", "--base", str(tmp_path / "base"), "--data", str(tmp_path / "data"), "--sources", str(sources),
+        "train", "--base", str(tiny_bases["sd1"]), "--data", str(tmp_path / "data"), "--sources", str(sources),
         "--trigger", "sks", "--name", "shell-style", "--steps", "2", "--save-every", "1", "--resolution", "64",
         "--log-every", "1", "--json",
     )  # fmt: skip
@@ -37,13 +36,11 @@ def test_train_catalogues_checkpoints_and_shows_lineage(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_from_the_shell(tmp_path: Path) -> None:
+def test_resume_from_the_shell(tmp_path: Path, tiny_bases: Mapping[str, Path]) -> None:
     home = Home(tmp_path / "home")
-    home.env["OMP_NUM_THREADS"] = "1"
     home.run("keys", "create", "Trainer <trainer@example.com>")
-    home.run("dev", "tiny-pipeline", str(tmp_path / "base"), "--family", "sd1")
     sources = write_example_dataset(tmp_path / "data")
-    common = ("--base", str(tmp_path / "base"), "--data", str(tmp_path / "data"), "--sources", str(sources))
+    common = ("--base", str(tiny_bases["sd1"]), "--data", str(tmp_path / "data"), "--sources", str(sources))
     home.run("train", *common, "--name", "shell-style", "--steps", "1", "--resolution", "64")
     resumed = home.run("train", *common, "--resume", "shell-style@1", "--steps", "2")
     assert "catalogued shell-style@2" in resumed.stdout and "1 excluded" in resumed.stdout

@@ -98,7 +98,8 @@ def _issue(
 
 @cache
 def local_ca() -> LocalCA:
-    """A root CA and an ES256 leaf with the profile c2pa-rs demands (provenance.md §1.3-1.4)."""
+    """A root CA and an ES256 leaf with the profile c2pa-rs demands (docs/provenance.md, "Certificates and the trust
+    model")."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = _issue(

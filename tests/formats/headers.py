@@ -8,15 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from lorahub.files.dtypes import DTYPE_BITS
 from lorahub.files.safetensors import TensorInfo
 from lorahub.formats.base import Layout
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-KEYLISTS = SHARED / "fixtures" / "keylists"
-REAL = SHARED / "fixtures" / "real"
 
 Shapes = dict[str, list[int]]
 
@@ -75,14 +69,3 @@ def assert_partition(keys: Mapping[str, TensorInfo], layout: Layout) -> None:
 def keylist(path: Path) -> tuple[str, Shapes]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data["description"], data["tensors"]
-
-
-def keylist_paths() -> list[Path]:
-    return sorted(KEYLISTS.glob("*.json")) if KEYLISTS.is_dir() else []
-
-
-def real_file(name: str) -> Path:
-    path = REAL / name
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} is not present")
-    return path

@@ -15,7 +15,8 @@ from lorahub.formats import FORMATS, by_id, detect
 from lorahub.formats.base import COMPONENTS, ROLES, Layout
 from lorahub.formats.families import detect_family
 from lorahub.formats.layers import layer_kinds, problems_in, rank
-from tests.formats.headers import assert_partition, header, lora, merge, peft, real_file
+from tests.formats.headers import assert_partition, header, lora, merge, peft
+from tests.support import real_file
 
 SD1_BLOCK = "down_blocks_0_attentions_0_transformer_blocks_0"
 

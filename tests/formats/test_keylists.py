@@ -1,4 +1,4 @@
-"""Every real FLUX/Qwen/Anima/Krea key list in ``shared/fixtures/keylists`` reads as the layout it documents.
+"""Every real FLUX/Qwen/Anima/Krea key list in ``tests/fixtures/keylists`` reads as the layout it documents.
 
 The lists come from InvokeAI's per-format test state dicts (see the fixtures README). Expectations that are a
 decision rather than the file's own description are explained next to the entry.
@@ -14,7 +14,8 @@ import pytest
 from lorahub.formats import detect
 from lorahub.formats.families import detect_family
 from lorahub.formats.layers import layer_kinds, problems_in
-from tests.formats.headers import KEYLISTS, assert_partition, header, keylist, keylist_paths
+from tests.formats.headers import assert_partition, header, keylist
+from tests.support import keylist_file, keylist_files
 
 # file: (format, family, modules by component, layer kinds)
 EXPECTED: dict[str, tuple[str, str, dict[str, int], set[str]]] = {
@@ -50,12 +51,10 @@ EXPECTED: dict[str, tuple[str, str, dict[str, int], set[str]]] = {
     "qwen_image_lora_diffusers_format.json": ("diffusers", "unknown", {"transformer": 3}, {"lora"}),
 }
 
-PATHS = keylist_paths()
+PATHS = keylist_files()
 
 
 def test_every_keylist_has_an_expectation() -> None:
-    if not KEYLISTS.is_dir():
-        pytest.skip(f"shared fixtures {KEYLISTS} are not present")
     assert sorted(path.name for path in PATHS) == sorted(EXPECTED)
 
 
@@ -85,19 +84,13 @@ def test_flux_keylists_have_whole_modules(path: Path) -> None:
 
 
 def test_flux_evidence_names_the_geometry() -> None:
-    path = KEYLISTS / "flux_lora_kohya_format.json"
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} is not present")
-    _, shapes = keylist(path)
+    _, shapes = keylist(keylist_file("flux_lora_kohya_format.json"))
     verdict = detect_family(detect(header(shapes), {}), {})
     assert verdict.evidence[0].startswith("19 double blocks, 38 single blocks, hidden 3072")
 
 
 def test_metadata_does_not_override_flux_shapes() -> None:
-    path = KEYLISTS / "flux_lora_diffusers_format.json"
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} is not present")
-    _, shapes = keylist(path)
+    _, shapes = keylist(keylist_file("flux_lora_diffusers_format.json"))
     metadata = {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}
     verdict = detect_family(detect(header(shapes), metadata), metadata)
     assert (verdict.family, verdict.metadata_family) == ("flux1", "sdxl")

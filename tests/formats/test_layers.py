@@ -10,7 +10,7 @@ from tests.formats.headers import header
 
 
 def module(roles: dict[str, list[int]]) -> Module:
-    """A module of Linear(64→96) / Conv2d(32→48, 3×3) geometry, as LyCORIS' docs and formats.md §7.3 use."""
+    """A module of Linear(64→96) / Conv2d(32→48, 3×3) geometry, the toy model LyCORIS' docs use."""
     infos = header({f"m.{role}": shape for role, shape in roles.items()})
     return Module(name="m", component="unet", tensors={key[2:]: info for key, info in infos.items()})
 

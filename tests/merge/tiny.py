@@ -1,4 +1,4 @@
-"""A tiny SD1.5-shaped pipeline built from configs (merge-and-train.md §4.1), kohya adapters for it, and its
+"""A tiny SD1.5-shaped pipeline built from configs (``lorahub.dev.tiny_pipeline``), kohya adapters for it, and its
 diffusers → LDM single-file key mapping (checked against diffusers' own LDM → diffusers converter)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from lorahub.merge.layouts import unet_spec_from_diffusers
 
 
 def pipeline(seed: int = 0) -> Any:
-    """The tiny SD1.5-shaped pipeline of ``lorahub dev tiny-pipeline`` (merge-and-train.md §4.1), seeded."""
+    """The tiny SD1.5-shaped pipeline of ``lorahub dev tiny-pipeline``, seeded."""
     from lorahub.dev.tiny_pipeline import build_tiny_pipeline
 
     return build_tiny_pipeline("sd1", seed)

@@ -8,14 +8,15 @@ import pytest
 
 from lorahub import Hub
 from lorahub.dev.example_lora import write_example_lora
-from tests.provenance.helpers import make_home
+from tests.provenance.helpers import MAKER
 
 pytest.importorskip("c2pa")
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Hub:
-    return make_home(tmp_path / "home")
+def hub_identity() -> str:
+    """The provenance tests' ``hub`` (tests/conftest.py) signs as the maker their manifests name."""
+    return MAKER
 
 
 @pytest.fixture

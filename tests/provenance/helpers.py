@@ -16,7 +16,11 @@ PAYLOAD_MARKERS = {"png": b"IDAT", "jpeg": b"\xff\xda", "webp": b"VP8"}
 """Where each format's image data starts: a byte flipped past it changes pixels, not the manifest."""
 
 
-def make_home(root: Path, user_id: str = "Alice Maker <alice@studio.example>") -> Hub:
+MAKER = "Alice Maker <alice@studio.example>"
+"""Who signs in the provenance tests' homes: the tests read the name back from the manifests."""
+
+
+def make_home(root: Path, user_id: str = MAKER) -> Hub:
     hub = Hub.open(root)
     hub.create_identity(user_id)
     return hub

@@ -26,7 +26,7 @@ PG_URL = os.environ.get("LORAHUB_TEST_POSTGRES_URL", "postgresql+psycopg://postg
 
 @dataclass
 class Signer:
-    """An ECDSA P-256 identity, the kind lorahub's signing package makes (DESIGN decision 4)."""
+    """An ECDSA P-256 identity, the kind lorahub's signing package makes."""
 
     key: ec.EllipticCurvePrivateKey
 

@@ -1,4 +1,4 @@
-"""Hubs in temporary homes, driven through the SDK, and example adapters to put in them."""
+"""Example adapters to put in the SDK tests' hubs (the ``hub`` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lorahub import Hub
 from lorahub.dev.example_lora import write_example_lora
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
-    """A fresh SQLite home with one identity (the default signer)."""
-    monkeypatch.delenv("LORAHUB_DATABASE_URL", raising=False)
-    opened = Hub.open(tmp_path / "home")
-    opened.create_identity("Alice <alice@example.com>")
-    return opened
 
 
 @pytest.fixture

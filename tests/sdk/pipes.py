@@ -1,7 +1,10 @@
-"""Tiny pipelines and adapters made on them with PEFT, as a diffusers user would (merge-and-train.md §4)."""
+"""Tiny pipelines (``lorahub.dev.tiny_pipeline``) and adapters made on them with PEFT, as a diffusers user would."""
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +31,47 @@ def make_adapter(
     text_encoder: bool = False,
 ) -> Path:
     """A LoRA trained-looking file (random B, so it changes the output) saved by diffusers' own save_lora_weights
-    with its adapter metadata: the format diffusers' training scripts write."""
+    with its adapter metadata: the format diffusers' training scripts write. The same arguments give the same
+    bytes, so each file is made once per session and copied to ``out``."""
+    recipe = _Recipe(family, seed, rank, alpha, tuple(targets or TARGETS), text_encoder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "pytorch_lora_weights.safetensors"
+    path.write_bytes(_adapter_bytes(recipe))
+    return path
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    family: str
+    seed: int
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    text_encoder: bool
+
+
+@functools.cache
+def _adapter_bytes(recipe: _Recipe) -> bytes:
+    """Made in a folder of its own, with torch's global random state left as it was."""
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="lorahub-adapter-") as folder, torch.random.fork_rng(devices=[]):
+        return _save_adapter(recipe, Path(folder)).read_bytes()
+
+
+def _save_adapter(recipe: _Recipe, out: Path) -> Path:
     import torch
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
-    pipe = tiny(family)
-    torch.manual_seed(seed)
+    pipe = tiny(recipe.family)
+    torch.manual_seed(recipe.seed)
     model_name = "unet" if hasattr(pipe, "unet") else "transformer"
     model = getattr(pipe, model_name)
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets or TARGETS, init_lora_weights=False)
+    config = LoraConfig(
+        r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets), init_lora_weights=False
+    )
     model.add_adapter(config, adapter_name="x")
     with torch.no_grad():  # random B large enough to change a 2-step image visibly
         for name, param in model.named_parameters():
@@ -50,8 +83,10 @@ def make_adapter(
         ),
         f"{model_name}_lora_adapter_metadata": model.peft_config["x"].to_dict(),
     }
-    if text_encoder:
-        te_config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TEXT_TARGETS, init_lora_weights=False)
+    if recipe.text_encoder:
+        te_config = LoraConfig(
+            r=recipe.rank, lora_alpha=recipe.alpha, target_modules=TEXT_TARGETS, init_lora_weights=False
+        )
         # PEFT itself, not transformers' integration (``add_adapter``), which refuses PEFT releases older than the
         # one it was built against (transformers 5.25 asks for a PEFT that does not exist yet).
         inject_adapter_in_model(te_config, pipe.text_encoder, adapter_name="x")
@@ -59,7 +94,6 @@ def make_adapter(
             get_peft_model_state_dict(pipe.text_encoder, adapter_name="x")
         )
         layers["text_encoder_lora_adapter_metadata"] = pipe.text_encoder.peft_config["x"].to_dict()
-    out.mkdir(parents=True, exist_ok=True)
     type(pipe).save_lora_weights(out, **layers)
     return out / "pytorch_lora_weights.safetensors"
 

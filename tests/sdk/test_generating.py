@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,6 @@ import pytest
 from PIL import Image
 
 from lorahub import Hub, errors
-from lorahub.dev.tiny_pipeline import write_tiny_pipeline
 from lorahub.sdk.adding import AddOptions
 from tests.sdk.pipes import make_adapter
 
@@ -18,8 +18,8 @@ pytest.importorskip("c2pa")
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    return write_tiny_pipeline(tmp_path / "tiny-sd1", "sd1")
+def base(tiny_bases: Mapping[str, Path]) -> Path:
+    return tiny_bases["sd1"]
 
 
 def test_generate_signs_an_image_naming_base_and_adapters(hub: Hub, tmp_path: Path, base: Path) -> None:

@@ -1,4 +1,4 @@
-"""`lorahub.inspect` end to end: real files, every shared FLUX key list at real geometry, problems."""
+"""`lorahub.inspect` end to end: real files, every real FLUX key list at real geometry, problems."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import lorahub
 from lorahub.files.safetensors import write
-from tests.support import KEYLISTS, REAL_FILES, real_file, write_sparse
+from tests.support import REAL_FILES, keylist_file, keylist_files, real_file, write_sparse
 
 FLUX_FORMATS = {
     "flux_control_lora_format.json": "bfl-control",
@@ -26,18 +26,13 @@ FLUX_FORMATS = {
 }
 
 
-def test_every_shared_flux_keylist_is_covered() -> None:
-    if not KEYLISTS.exists():
-        pytest.skip("shared key lists are not present")
-    assert {p.name for p in KEYLISTS.glob("flux_*.json")} == set(FLUX_FORMATS)
+def test_every_flux_keylist_is_covered() -> None:
+    assert {p.name for p in keylist_files() if p.name.startswith("flux_")} == set(FLUX_FORMATS)
 
 
 @pytest.mark.parametrize("name", sorted(FLUX_FORMATS))
 def test_flux_keylists_at_real_geometry(tmp_path: Path, name: str) -> None:
-    source = KEYLISTS / name
-    if not source.exists():
-        pytest.skip("shared key lists are not present")
-    shapes = json.loads(source.read_text())["tensors"]
+    shapes = json.loads(keylist_file(name).read_text())["tensors"]
     report = lorahub.inspect(write_sparse(tmp_path / "flux.safetensors", shapes))
     assert report.format == FLUX_FORMATS[name]
     assert report.base_model.family == "flux1"

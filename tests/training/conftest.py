@@ -1,18 +1,12 @@
-"""Tiny pipelines, datasets and hubs for the training tests.
-
-Training tests run with one torch thread: the test machine's two cores are shared, and two spinning intra-op
-threads on an oversubscribed machine made a tiny UNet step 20× slower than one thread did.
-"""
+"""Datasets and the trainer's identity for the training tests (their tiny pipelines: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lorahub import Hub
-from lorahub.dev.tiny_pipeline import write_tiny_pipeline
+TRAINER = "Trainer <trainer@example.com>"
 
 SQUARE_COLOURS = (
     (220, 40, 40),
@@ -26,33 +20,10 @@ SQUARE_COLOURS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Written once per session (a fraction of a second each)."""
-    root = tmp_path_factory.mktemp("bases")
-    return {family: write_tiny_pipeline(root / family, family) for family in ("sd1", "sdxl", "flux1")}
-
-
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
-    """A fresh SQLite home with one identity (the trainer)."""
-    monkeypatch.delenv("LORAHUB_DATABASE_URL", raising=False)
-    opened = Hub.open(tmp_path / "home")
-    opened.create_identity("Trainer <trainer@example.com>")
-    return opened
+def hub_identity() -> str:
+    """The training tests' ``hub`` (tests/conftest.py) signs as the trainer."""
+    return TRAINER
 
 
 def write_squares(directory: Path, count: int = 8, *, size: int = 64, caption: str = "sks square") -> Path:

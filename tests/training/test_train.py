@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from lorahub.training.base import describe_base
 from lorahub.training.config import TrainConfig
 from lorahub.training.data import read_dataset
 from lorahub.training.loop import Trainer
-from tests.training.conftest import write_squares
+from tests.training.conftest import TRAINER, write_squares
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -45,7 +46,7 @@ def _state_lora(hub: Hub, training: dict[str, Any]) -> dict[str, Any]:
     return {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
 
 
-def test_card_records_the_whole_lineage(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_card_records_the_whole_lineage(hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     sources = write_example_dataset(tmp_path / "data")
     steps: list[int] = []
     result = lorahub.train(
@@ -93,7 +94,7 @@ def test_card_records_the_whole_lineage(hub: Hub, tiny_bases: dict[str, Path], t
     assert row.trainer == hub.signer().keyid and row.config["rank"] == 4
 
 
-def test_policy_can_refuse_unknown_consent(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_policy_can_refuse_unknown_consent(hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     data = write_squares(tmp_path / "data", 2)  # no sources file: every image's consent is unknown
     hub.settings.policy_path.write_text("require_known_consent = true\n")
     with pytest.raises(errors.ConsentRefusedError, match="requires known consent, and 2 image"):
@@ -101,15 +102,15 @@ def test_policy_can_refuse_unknown_consent(hub: Hub, tiny_bases: dict[str, Path]
     assert hub.list_versions() == []
 
 
-def test_resume_continues_the_same_run(tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_resume_continues_the_same_run(tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     """Two steps, then two more from the checkpoint, give the very weights of four uninterrupted steps."""
     data = write_squares(tmp_path / "data", 3)
     straight = Hub.open(tmp_path / "straight")
-    straight.create_identity("Trainer <trainer@example.com>")
+    straight.create_identity(TRAINER)
     whole = lorahub.train(tiny_bases["sd1"], data, name="run", hub=straight, steps=4, lr=1e-3, **FAST)
 
     split = Hub.open(tmp_path / "split")
-    split.create_identity("Trainer <trainer@example.com>")
+    split.create_identity(TRAINER)
     first = lorahub.train(tiny_bases["sd1"], data, name="run", hub=split, steps=2, lr=1e-3, **FAST)
     resumed = lorahub.train(tiny_bases["sd1"], data, hub=split, resume="run@1", steps=4)
 
@@ -135,7 +136,7 @@ def test_resume_continues_the_same_run(tiny_bases: dict[str, Path], tmp_path: Pa
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl", "flux1"])
 def test_result_loads_into_the_pipeline_and_changes_it(
-    family: str, hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path
+    family: str, hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
 ) -> None:
     data = write_squares(tmp_path / "data", 2)
     result = lorahub.train(tiny_bases[family], data, name="look", trigger="sks", hub=hub, steps=3, lr=1e-2, **FAST)
@@ -169,14 +170,14 @@ def test_result_loads_into_the_pipeline_and_changes_it(
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
 
 
-def test_validation_loss_drops_quickly(tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_validation_loss_drops_quickly(tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     """A short run (the slow test below does 150 steps on both families)."""
     _validation(tiny_bases["sd1"], tmp_path, steps=40)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
-def test_validation_loss_drops(family: str, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_validation_loss_drops(family: str, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     _validation(tiny_bases[family], tmp_path, steps=150)
 
 
@@ -192,7 +193,7 @@ def _validation(base: Path, tmp_path: Path, *, steps: int) -> None:
     assert trainer.evaluate() == after  # fixed noise: the measure itself is deterministic
 
 
-def test_bad_settings_are_refused_before_training(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_settings_are_refused_before_training(hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     data = write_squares(tmp_path / "data", 1)
     with pytest.raises(errors.TrainingError, match="resolution = 60"):
         lorahub.train(tiny_bases["sd1"], data, hub=hub, resolution=60)
@@ -206,7 +207,7 @@ def test_bad_settings_are_refused_before_training(hub: Hub, tiny_bases: dict[str
 
 
 def test_prior_preservation_images_are_trained_on_and_recorded(
-    hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path
+    hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
 ) -> None:
     data = write_squares(tmp_path / "data", 2)
     prior = write_squares(tmp_path / "prior", 3, caption="a square")
@@ -223,7 +224,7 @@ def test_prior_preservation_images_are_trained_on_and_recorded(
     assert header.metadata["ss_num_reg_images"] == "3" and header.metadata["ss_prior_loss_weight"] == "0.5"
 
 
-def test_v_prediction_bases_train_on_velocity(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_v_prediction_bases_train_on_velocity(hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     base = tmp_path / "v-base"
     shutil.copytree(tiny_bases["sd1"], base)
     config_path = base / "scheduler" / "scheduler_config.json"
@@ -236,7 +237,7 @@ def test_v_prediction_bases_train_on_velocity(hub: Hub, tiny_bases: dict[str, Pa
     assert header.metadata["ss_base_model_version"] == "sd_v1_v"
 
 
-def test_the_other_knobs_train_and_are_recorded(hub: Hub, tiny_bases: dict[str, Path], tmp_path: Path) -> None:
+def test_the_other_knobs_train_and_are_recorded(hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     """Gradient accumulation, cosine schedule with warm-up, gradient checkpointing, cached latents, other targets."""
     lrs: list[float] = []
     result = lorahub.train(
