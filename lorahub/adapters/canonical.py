@@ -1,4 +1,4 @@
-"""The canonical adapter (DESIGN decision 1): every format is read into it, every writer writes out of it.
+"""The canonical adapter (docs/concepts/architecture.md, decision 1): every format is read into and written out of it.
 
 A layer is named by its canonical diffusers path (``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``,
 ``text_encoder.text_model.encoder.layers.0.self_attn.q_proj``); a module whose name does not map (an unknown

@@ -1,8 +1,8 @@
-"""The conversion check: ΔW of every written module against the source's (DESIGN decision 1), and its report.
+"""The conversion check: ΔW of every written module against the source's, and its report.
 
 Both sides are recomputed through :mod:`lorahub.adapters.delta`, so the check states one thing for every writer
 (convert, resize, the lean streaming path): what was written does to the base model what the source did, up to the
-errors reported.
+errors reported. That is what a correct conversion means (docs/concepts/architecture.md, decision 1).
 """
 
 from __future__ import annotations

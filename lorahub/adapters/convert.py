@@ -2,8 +2,8 @@
 
 The file is read into the canonical model (:mod:`lorahub.adapters.model`), written out in the target format, read
 back, and ΔW of every module before and after is recomputed through :mod:`lorahub.adapters.delta` and compared; the
-report carries the largest error (DESIGN decision 1). What cannot be converted exactly is refused before anything is
-written (``formats.md`` §10):
+report carries the largest error (docs/concepts/architecture.md, decision 1). What cannot be converted exactly is
+refused before anything is written (docs/convert.md, "What is refused, and --lossy"):
 
 * kinds other than LoRA/LoCon (LoHa, LoKr, full, OFT, …), DoRA magnitudes, PEFT ``lora_B`` biases, A1111 ``scale``
   tensors, rsLoRA configs;

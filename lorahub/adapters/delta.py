@@ -1,9 +1,9 @@
 """ΔW: the change a module's tensors make to its base weight, for every LoRA-family kind.
 
-This is the one place where ΔW is computed (DESIGN decision 1): inspect, verify, convert and merge all call it, so
-each formula is written once and tested once. It uses numpy only (inspect and verify run on machines without torch)
-and computes in float64 whatever the storage dtype, returning float32; bf16/fp8 factors arrive already widened by
-:func:`lorahub.files.numeric.to_float32`.
+This is the one place where ΔW is computed (docs/concepts/architecture.md, decision 1): inspect, verify, convert and
+merge all call it, so each formula is written once and tested once. It uses numpy only (inspect and verify run on
+machines without torch) and computes in float64 whatever the storage dtype, returning float32; bf16/fp8 factors arrive
+already widened by :func:`lorahub.files.numeric.to_float32`.
 
 The formulas follow ComfyUI's weight adapters (``comfy/weight_adapter/``) and LyCORIS (``lycoris/modules/``), and
 PEFT for DoRA (``peft/tuners/lora/dora.py``). Where ComfyUI departs from the trainers, the trainers win: DoRA's

@@ -3,8 +3,8 @@
 kohya (``lora_unet_double_blocks_0_img_attn_qkv``), ComfyUI (``diffusion_model.double_blocks.0.img_attn.qkv``) and
 ai-toolkit's FLUX files name the modules of the *original* models (BFL's ``flux/model.py``, Stability's MMDiT), while
 diffusers splits some of them: FLUX's ``img_attn.qkv`` is ``attn.to_q/to_k/to_v``, ``single_blocks.N.linear1`` is
-``attn.to_q/to_k/to_v`` + ``proj_mlp``, SD3's ``x_block.attn.qkv`` is ``attn.to_q/to_k/to_v``. The canonical name
-is the diffusers path (DESIGN decision 1), so one native module may hold several canonical layers: a
+``attn.to_q/to_k/to_v`` + ``proj_mlp``, SD3's ``x_block.attn.qkv`` is ``attn.to_q/to_k/to_v``. The canonical name is the
+diffusers path (docs/concepts/architecture.md, decision 1), so one native module may hold several canonical layers: a
 :class:`Native` entry lists them in output-row order with their relative widths (``ratios``: q, k, v are one hidden
 width each, FLUX's MLP four), which is all :mod:`lorahub.adapters.fused` needs to split or fuse at any model size.
 

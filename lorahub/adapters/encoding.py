@@ -5,7 +5,7 @@ backend) encodes through here, so a tensor written by any of them has the same b
 
 ``ss_*`` and ``modelspec.*`` metadata are kept; ``sshs_model_hash`` (and ``modelspec.hash_sha256``, ``0x``-prefixed)
 are recomputed from the written file (AutoV3 covers the data section only, so rewriting the header keeps it), and
-``sshs_legacy_hash`` is dropped rather than left stale (``formats.md`` §10.7).
+``sshs_legacy_hash`` is dropped rather than left stale (docs/reference/digests.md, "Embedded claims").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Reading a safetensors file into the canonical adapter (DESIGN decision 1; the types are in
-:mod:`lorahub.adapters.canonical` and re-exported here, where callers have always found them).
+"""Reading a safetensors file into the canonical adapter (docs/concepts/architecture.md, decision 1; the types
+are in :mod:`lorahub.adapters.canonical` and re-exported here, where callers have always found them).
 
 A layer is named by its canonical diffusers path; a module whose name does not map (an unknown architecture, a family
 without name tables yet, a name outside the inventory) keeps the file's own name and is listed in

@@ -2,9 +2,9 @@
 
 The canonical name of a module is its path in the diffusers model of its component, with the component as prefix
 (``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``,
-``text_encoder.text_model.encoder.layers.0.self_attn.q_proj``, ``text_encoder_2.…``) — DESIGN decision 1. Text
-encoders keep ``text_model.`` in the canonical name although transformers ≥ 5 dropped it from ``CLIPTextModel``:
-kohya, A1111 and ComfyUI all spell it, so it is the stable form.
+``text_encoder.text_model.encoder.layers.0.self_attn.q_proj``, ``text_encoder_2.…``) — docs/concepts/architecture.md,
+decision 1. Text encoders keep ``text_model.`` in the canonical name although transformers ≥ 5 dropped it from
+``CLIPTextModel``: kohya, A1111 and ComfyUI all spell it, so it is the stable form.
 
 Every mapping is a dictionary look-up over the enumerated module inventory (``name_tables``), never string surgery:
 kohya names replace each ``.`` with ``_`` and cannot be split back without knowing the real paths, and an unknown
@@ -18,7 +18,7 @@ Formats:
 * ``diffusers``: PEFT module paths ``unet.…``/``text_encoder.…``/``text_encoder_2.…``; read with or without
   ``text_model.``, written with it unless ``transformers5=True``.
 * ``comfyui``: ``diffusion_model.<SGM path>`` for the UNet and ``text_encoders.clip_l.transformer.<path>`` for
-  CLIP-L; the OpenCLIP-H/G spellings are not confirmed by the reference, so those modules map to ``None``.
+  CLIP-L; the OpenCLIP-H/G spellings are not confirmed by a real ComfyUI-saved file, so those modules map to ``None``.
 
 SD3 and FLUX.1 (``sd3``, ``flux1``) are answered from :mod:`lorahub.adapters.dit_names`. There some native modules
 hold several canonical layers (FLUX's ``img_attn.qkv`` is ``to_q``/``to_k``/``to_v``): those have no one-to-one name,
@@ -46,7 +46,8 @@ _KOHYA_TE_PREFIX: dict[str, dict[str, str]] = {
     "sd2": {"text_encoder": "lora_te"},
     "sdxl": {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
 }
-# ComfyUI text-encoder prefixes confirmed by the reference (formats.md §4.2, the ComfyUI-saved FLUX files).
+# ComfyUI text-encoder prefixes, as the ComfyUI-saved FLUX files spell them (diffusers reads them in
+# ``_convert_kohya_flux_lora_to_diffusers``, ``loaders/lora_conversion_utils.py``).
 _COMFY_TE_PREFIX: dict[str, dict[str, str]] = {
     "sd1": {"text_encoder": "text_encoders.clip_l.transformer."},
     "sdxl": {"text_encoder": "text_encoders.clip_l.transformer."},

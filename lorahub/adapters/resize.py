@@ -1,11 +1,11 @@
 """Truncated SVD of adapter layers: rank reduction (``lorahub resize``) and LyCORIS kinds → plain LoRA (``--lossy``).
 
-A LoRA's ΔW = s·B·A (B out×r, A r×in, conv kernels flattened into A) is never decomposed densely: with
-QR(B) = Q_b·R_b and QR(Aᵀ) = Q_a·R_a, ΔW = Q_b·(s·R_b·R_aᵀ)·Q_aᵀ, so the SVD of the small r×r core gives the exact
-singular triplets of ΔW at O((out+in)·r²) cost (``merge-and-train.md`` §1.3: 8–33× faster than a dense SVD at
-SDXL shapes, identical truncation error). Kinds without a low-rank product (LoHa, LoKr, full, GLoRA, OFT/BOFT, IA3,
-DoRA) are materialised by :mod:`lorahub.adapters.delta` (with the base weight where their ΔW depends on it) and
-decomposed densely; that is the price of leaving those kinds and why it needs ``--lossy``.
+A LoRA's ΔW = s·B·A (B out×r, A r×in, conv kernels flattened into A) is never decomposed densely: with QR(B) = Q_b·R_b
+and QR(Aᵀ) = Q_a·R_a, ΔW = Q_b·(s·R_b·R_aᵀ)·Q_aᵀ, so the SVD of the small r×r core gives the exact singular triplets of
+ΔW at O((out+in)·r²) cost, far below a dense SVD's at real model shapes, with the same truncation error. Kinds without a
+low-rank product (LoHa, LoKr, full, GLoRA, OFT/BOFT, IA3, DoRA) are materialised by :mod:`lorahub.adapters.delta` (with
+the base weight where their ΔW depends on it) and decomposed densely; that is the price of leaving those kinds and why
+it needs ``--lossy``.
 
 New factors split the singular values evenly (up = U·√S, down = √S·Vᵀ) so neither side is much larger than the other
 in fp16/bf16, and are written with alpha = rank (scale 1), as sd-scripts' resize does.

@@ -2,8 +2,8 @@
 
 * ``kohya``: kohya module names (SGM names for the SDXL UNet; SD3/FLUX fused back into their native modules by
   :mod:`lorahub.adapters.native`), ``lora_down``/``lora_up``/``lora_mid`` and the *true* alpha of every module
-  (diffusers' own ``convert_state_dict_to_kohya`` writes alpha = rank, ``formats.md`` §10.1); a source without
-  alpha gets alpha = rank, i.e. scale 1, which is what it meant.
+  (diffusers' own ``convert_state_dict_to_kohya`` writes alpha = rank); a source without alpha gets alpha = rank,
+  i.e. scale 1, which is what it meant.
 * ``diffusers``: ``lora_A``/``lora_B`` under ``unet.``/``text_encoder.``/``text_encoder_2.`` with the PEFT config
   that diffusers 0.42 reads back (:mod:`lorahub.adapters.peft_config`). A LoCon-Tucker ``lora_mid`` is folded into
   ``lora_A`` (the down projection is 1×1, so the fold is exact).

@@ -2,7 +2,7 @@
 ``DataMining`` in XMP.
 
 A rights holder who embeds "do not train" in the file has said so where it travels with the image, so these
-signals override whatever a sources spreadsheet claims (licensing-and-registry.md §5.1, provenance.md §2.4).
+signals override whatever a sources spreadsheet claims (docs/consent.md, "Opt-out signals read from the image").
 """
 
 from __future__ import annotations

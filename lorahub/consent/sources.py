@@ -18,7 +18,7 @@ from typing import Any
 from lorahub import errors
 
 STATUSES = ("explicit-opt-in", "licensed", "public-domain", "opt-out-checked-clear", "opted-out", "unknown")
-"""Per-image consent statuses (licensing-and-registry.md §5.3, written with hyphens; underscores are accepted)."""
+"""Per-image consent statuses (docs/consent.md), written with hyphens; underscores are accepted."""
 
 NO_PEOPLE = "none"
 REAL_PERSON = "real-person"

@@ -1,10 +1,9 @@
 """Tiny diffusers pipelines (SD 1.5, SDXL, FLUX.1 shapes) built from configs with random weights, offline.
 
 Tests and the quickstart need a real ``DiffusionPipeline`` folder to load, generate with and train on, in seconds and
-without the network. The configs follow the tested recipes in the reference notes (merge-and-train.md §4): real
-module *names* and wiring (so LoRA keys, kohya conversion and ``load_lora_weights`` behave as on the real models),
-toy widths. Tokenizers are made locally: a byte-level CLIP BPE learned from a few sentences, and a Unigram T5 vocab.
-Needs torch, diffusers and transformers (the ``train`` extra).
+without the network. The configs keep the real module *names* and wiring (so LoRA keys, kohya conversion and
+``load_lora_weights`` behave as on the real models) at toy widths. Tokenizers are made locally: a byte-level CLIP BPE
+learned from a few sentences, and a Unigram T5 vocab. Needs torch, diffusers and transformers (the ``train`` extra).
 """
 
 from __future__ import annotations

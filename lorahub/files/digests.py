@@ -3,9 +3,9 @@
 The file is read once, in large chunks; each chunk is fed to the hashers in parallel threads (hashlib, zlib,
 blake3 and numpy release the GIL on large buffers), so the wall time is close to that of the slowest hasher.
 
-The lorahub **content digest** identifies an adapter by its tensors alone (DESIGN decision 2): renaming a tensor
-changes it; editing ``__metadata__`` or re-ordering tensors in the file does not. To compute it in the same
-sequential pass, each tensor's bytes are hashed on their own (in file order), and the digest is the SHA-256 of a
+The lorahub **content digest** identifies an adapter by its tensors alone (docs/concepts/architecture.md, decision 2):
+renaming a tensor changes it; editing ``__metadata__`` or re-ordering tensors in the file does not. To compute it in the
+same sequential pass, each tensor's bytes are hashed on their own (in file order), and the digest is the SHA-256 of a
 manifest in name order::
 
     lorahub-content-v1\\n

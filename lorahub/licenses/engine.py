@@ -1,6 +1,6 @@
 """The licence engine: three questions about adapters, answered from the catalogue with the clauses cited.
 
-The rules follow the draft compatibility matrix of the licensing reference (§4.2):
+The rules are those of docs/licenses.md, "The model":
 
 * P1: an adapter trained on a base is a derivative of it, so the base's restrictions always flow into the adapter.
 * P2: the adapter's own licence (and the creator's Civitai permissions) can only add restrictions.
@@ -28,7 +28,8 @@ USES = ("commercial", "non-commercial", "research")
 SUBJECTS = ("outputs", "model")
 
 ATT_B = "Civitai Attachment B (model-version.service.ts)"
-"""Where the creator permissions' legal wording comes from (licensing reference §1.7)."""
+"""Where the creator permissions' legal wording comes from: Civitai appends it to the base licence
+(``addAdditionalLicensePermissions`` in civitai/civitai's ``src/server/services/model-version.service.ts``)."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def _distribution_obligations(ledger: _Ledger, terms: LicenseTerms) -> None:
 
 
 def _creator_obligations(ledger: _Ledger, terms: LicenseTerms) -> None:
-    """The creator's Civitai permissions as obligations (§1.7): each one missing adds a restriction."""
+    """The creator's Civitai permissions as obligations (Attachment B): each one missing adds a restriction."""
     if terms.credit_required:
         ledger.oblige(f"Credit the creator (model, creator and licence URLs) [{ATT_B}: allowNoCredit=false]")
     uses = terms.commercial_use
@@ -222,7 +223,7 @@ def _absorbs(adapter: CatalogueLicense, base: CatalogueLicense) -> bool:
 
 
 def _adapter_on_base_clash(ledger: _Ledger, adapter: CatalogueLicense, base: CatalogueLicense) -> None:
-    """Matrix §4.2(a): an adapter licence that forbids added terms meets a base whose terms must be added."""
+    """An adapter licence that forbids added terms meets a base whose terms must be added."""
     if adapter.id == base.id or UNKNOWN in (adapter.id, base.id):
         return
     if adapter.share_alike.value == "yes" and base.share_alike.value == "yes":
@@ -251,7 +252,7 @@ def _widening(ledger: _Ledger, adapter: CatalogueLicense, base: CatalogueLicense
 
 
 def _merge_clash(ledger: _Ledger, a: CatalogueLicense, b: CatalogueLicense) -> None:
-    """Matrix §4.2(b): whether two licences can both hold over one merged file."""
+    """Whether two licences can both hold over one merged file."""
     if a.id == b.id or UNKNOWN in (a.id, b.id):
         return
     for first, second in ((a, b), (b, a)):
@@ -361,7 +362,7 @@ def _merge_part(ledger: _Ledger, part: LicenseTerms, base: LicenseTerms | None) 
 
 
 def _merged_commercial_use(ledger: _Ledger, parts: list[LicenseTerms]) -> None:
-    """The merge's Civitai commercial-use permissions are the intersection of the stated sources' (§4.2 b)."""
+    """The merge's Civitai commercial-use permissions are the intersection of the stated sources'."""
     stated = [part.commercial_use for part in parts if part.commercial_use]
     if len(stated) < 2:
         return
@@ -422,7 +423,7 @@ def _commercial(ledger: _Ledger, terms: LicenseTerms, subject: Subject) -> None:
 
 
 def _creator_commercial(ledger: _Ledger, terms: LicenseTerms, subject: Subject) -> None:
-    """The creator's ``allowCommercialUse`` (§1.7): ``none`` forbids all; a missing value forbids its use."""
+    """The creator's ``allowCommercialUse`` (Attachment B): ``none`` forbids all; a missing value forbids its use."""
     uses = terms.commercial_use
     if not uses:
         return

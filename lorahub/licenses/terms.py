@@ -1,6 +1,6 @@
 """A licence as it applies to one adapter: the catalogue entry plus the creator's Civitai-style permissions.
 
-Civitai's permission fields (licensing reference §1.7, "Attachment B") supplement the licence and only ever add
+Civitai's permission fields (their legal wording is Civitai's "Attachment B") supplement the licence and only ever add
 restrictions, so they are kept beside the catalogue entry rather than folded into it: the engine can then cite
 each restriction to the licence clause or to the creator's flag it came from.
 """

@@ -1,4 +1,4 @@
-"""Combining adapters into one, in canonical space (merge-and-train.md §1.2, §2.1).
+"""Combining adapters into one in canonical space: PEFT's ``cat`` and ``svd`` combinations (docs/loading.md).
 
 ``cat`` is exact: for a module adapted by several LoRAs, ``Σ wᵢ·sᵢ·BᵢAᵢ`` (sᵢ = αᵢ/rᵢ, or αᵢ/√rᵢ for rsLoRA) is one
 LoRA of rank Σrᵢ whose down is the stacked Aᵢ and whose up is the side-by-side wᵢ·sᵢ·Bᵢ, with alpha = rank (scale 1).

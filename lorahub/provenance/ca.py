@@ -1,11 +1,12 @@
 """The home's local certificate authority, and the certificates that let identities sign Content Credentials.
 
-C2PA validators accept a signature only from an X.509 certificate with a particular profile (reference
-provenance.md §1.3): v3, not a CA, KeyUsage digitalSignature, an EKU from an allow-list, an AuthorityKeyIdentifier,
-and never a self-signed CA. A lorahub identity is a bare P-256 key, so each home runs a small CA whose root signs
-one leaf certificate per identity, for the identity's own key (DESIGN decision 4: one key signs cards, audit events
-and images). Readers that list the home's root as a trust anchor then report ``Trusted``; everyone else sees a
-cryptographically ``Valid`` but untrusted credential until they add the root (``lorahub trust add-ca``).
+C2PA validators accept a signature only from an X.509 certificate with a particular profile (c2pa-rs
+``sdk/src/crypto/cose/certificate_profile.rs``): v3, not a CA, KeyUsage digitalSignature, an EKU from an allow-list, an
+AuthorityKeyIdentifier, and never a self-signed CA. A lorahub identity is a bare P-256 key, so each home runs a small CA
+whose root signs one leaf certificate per identity, for the identity's own key (docs/concepts/architecture.md,
+decision 4: one key signs cards, audit events and images). Readers that list the home's root as a trust anchor then
+report ``Trusted``; everyone else sees a cryptographically ``Valid`` but untrusted credential until they add the root
+(``lorahub trust add-ca``).
 
 Layout under ``<home>/ca`` (folder mode 0700)::
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 CA_DAYS = 30 * 365
 """The root outlives every leaf it issues (a leaf never ends after its issuer)."""
 DEFAULT_LEAF_DAYS = 10 * 365
-"""Without a timestamp authority an image turns Invalid when its leaf expires (provenance.md §1.7): long-lived."""
+"""Without a timestamp authority an image turns Invalid when its leaf expires (docs/provenance.md): long-lived."""
 DEFAULT_ORGANIZATION = "lorahub"
 """The leaf's ``O=``: C2PA readers show it as the credential's issuer."""
 BACKDATE = timedelta(minutes=5)

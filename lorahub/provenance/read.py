@@ -1,7 +1,7 @@
 """Reading Content Credentials back: is the image intact, who signed it, and what made it.
 
 The C2PA library validates the manifest (hashes, signature, certificate profile and trust) and reports one of
-three states (reference provenance.md §1.6):
+three states (docs/provenance.md, "Certificates and the trust model"):
 
 * ``Trusted``: everything checks out and the signing certificate chains to a trust anchor (the home's root, or a
   root added with ``lorahub trust add-ca``);
@@ -181,7 +181,7 @@ def inspect_image(
 
 
 READ_SETTINGS: Final = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
-"""Offline: never fetch a remote manifest or an OCSP response (DESIGN decision 9)."""
+"""Offline: never fetch a remote manifest or an OCSP response (docs/concepts/architecture.md, decision 9)."""
 
 
 def _read(

@@ -1,16 +1,16 @@
 """Signing generated images with C2PA Content Credentials that name the base model and the adapters.
 
-The manifest follows C2PA 2.2 and its AI/ML guidance (reference provenance.md §1.5, §2):
+The manifest follows the C2PA 2.2 specification and the C2PA AI/ML guidance (docs/provenance.md, "What is signed"):
 
 * ``c2pa.actions``: one ``c2pa.created`` action, digitalSourceType ``trainedAlgorithmicMedia``, softwareAgent
   lorahub and its version, pointing at the ingredients it used;
 * ``org.lorahub.generation``: the base model (name, digest, licence), each adapter (name, version, content
   digest, weight, licence, the fingerprints of its card's signers) and the generation parameters. C2PA does not
-  hash model files given as ingredients (§1.9), so the digests live here, inside the signed claim;
+  hash model files given as ingredients, so the digests live here, inside the signed claim;
 * ``cawg.training-mining`` (CAWG 1.1): may the image be used to train or mine? :data:`DEFAULT_TRAINING_MINING`
   unless the caller chooses;
 * one ``inputTo`` ingredient for the base model and one per adapter, without data (model files stay out of the
-  image); no thumbnail (it would cost 10-40× the signing time and up to megabytes, §1.8).
+  image); no thumbnail (it would cost 10-40× the signing time and up to megabytes).
 
 The signature is made by the identity's P-256 key through a callback, so the private key never leaves the
 signing package, and the certificate chain comes from the home's CA (:mod:`lorahub.provenance.ca`).
@@ -393,7 +393,7 @@ SIGN_SETTINGS: Final = {"builder": {"thumbnail": {"enabled": False}}}
 """No thumbnail; verify-after-sign stays on (a manifest the SDK would reject is refused at signing)."""
 THUMBNAIL_SETTINGS: Final = {"builder": {"thumbnail": {"enabled": True, "format": "jpeg", "long_edge": 256}}}
 """A 256-px JPEG thumbnail (tens of kB; the library's default is a 1024-px one in the image's own format, up to
-megabytes for WebP: reference provenance.md §1.8)."""
+megabytes for WebP)."""
 
 
 def _signing_error(exc: Exception) -> errors.LorahubError:

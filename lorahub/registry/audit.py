@@ -1,4 +1,4 @@
-"""The append-only, tamper-evident audit log (DESIGN decision 7).
+"""The append-only, tamper-evident audit log (docs/concepts/architecture.md, decision 7).
 
 Each event carries the hash of the one before it and its actor's signature over its own hash::
 

@@ -1,9 +1,9 @@
 """The content-addressed blob store: every catalogued file once, named by the SHA-256 of its bytes.
 
-Layout: ``ROOT/sha256/ab/abcdef…`` (the first two hex digits shard the folders). A blob is written to a temporary
-file ``ROOT/tmp/.tmp-*`` on the same filesystem while it is hashed, fsynced, made read-only and only then linked
-to its final name, and the folder is fsynced (DESIGN decision 6). A crash at any moment therefore leaves either no
-blob or a complete one, plus possibly a stale temporary file, which :meth:`BlobStore.cleanup_temp` removes.
+Layout: ``ROOT/sha256/ab/abcdef…`` (the first two hex digits shard the folders). A blob is written to a temporary file
+``ROOT/tmp/.tmp-*`` on the same filesystem while it is hashed, fsynced, made read-only and only then linked to its final
+name, and the folder is fsynced (docs/concepts/architecture.md, decision 6). A crash at any moment therefore leaves
+either no blob or a complete one, plus possibly a stale temporary file, which :meth:`BlobStore.cleanup_temp` removes.
 
 Each writer holds an exclusive ``flock`` on its temporary file while it lives; the kernel drops the lock when the
 process dies, even by SIGKILL. That is how ``cleanup_temp`` tells a stale file from one another process is still

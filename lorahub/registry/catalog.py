@@ -6,9 +6,9 @@ transaction, so the catalog and its log never disagree. Callers get frozen read 
 :class:`KeyRow`, …), never ORM rows: no API updates a version except :meth:`Catalog.remove`, which sets
 ``removed_at``.
 
-The blob itself is written by :class:`~lorahub.registry.blobs.BlobStore` before ``add_version`` (DESIGN "How data
-flows"); a crash between the two leaves an unreferenced blob, which garbage collection removes, never a version
-without its bytes.
+The blob itself is written by :class:`~lorahub.registry.blobs.BlobStore` before ``add_version``
+(docs/concepts/architecture.md, "How data flows"); a crash between the two leaves an unreferenced blob, which garbage
+collection removes, never a version without its bytes.
 """
 
 from __future__ import annotations

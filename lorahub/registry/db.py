@@ -1,9 +1,9 @@
 """Engines, migrations and serialised write transactions for the catalog database.
 
-The catalog lives in SQLite by default and in PostgreSQL for teams (DESIGN decision 5). Both must give the same
-guarantee to the audit log: writers run one at a time, so each write transaction sees the previous one's last
-audit event and appends after it. SQLite gets that from ``BEGIN IMMEDIATE`` (the write lock is taken at the start
-of the transaction, not at its first write, so two writers never both read the same chain head); PostgreSQL from a
+The catalog lives in SQLite by default and in PostgreSQL for teams (docs/concepts/architecture.md, decision 5). Both
+must give the same guarantee to the audit log: writers run one at a time, so each write transaction sees the previous
+one's last audit event and appends after it. SQLite gets that from ``BEGIN IMMEDIATE`` (the write lock is taken at the
+start of the transaction, not at its first write, so two writers never both read the same chain head); PostgreSQL from a
 transaction-scoped advisory lock taken as the transaction's first statement.
 
 Every SQLAlchemy error that leaves this module's context managers becomes a :class:`~lorahub.errors.DatabaseError`

@@ -84,9 +84,9 @@ def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> Ve
 
 
 def adapter_name_for(verified: VerifiedAdapter) -> str:
-    """A pipeline adapter name derived from the content digest: unique per content and never a substring of PEFT's
-    own key names (§3.3 trap 4: a name like ``B`` matches ``lora_B``). A slot that another adapter was swapped into
-    keeps its name, so the name is checked against what the slot holds (``injected_contents``)."""
+    """A pipeline adapter name derived from the content digest: unique per content and never a substring of PEFT's own
+    key names (diffusers filters keys by substring: a name like ``B`` matches ``lora_B``). A slot that another adapter
+    was swapped into keeps its name, so the name is checked against what the slot holds (``injected_contents``)."""
     stem = verified.version.name if verified.version is not None else "file"
     return f"{stem}-{verified.content_digest[:12]}"
 

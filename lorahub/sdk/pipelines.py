@@ -3,7 +3,7 @@
 lorahub hands diffusers the state dict it converted itself (canonical model → PEFT ``lora_A``/``lora_B`` keys) with
 the LoRA config of every component (rank, the *true* alpha, rank and alpha patterns), component by component through
 the pipeline's ``load_lora_into_*`` methods: diffusers' own file readers lose alpha when the metadata is missing
-(merge-and-train.md §3.3 trap 3) and cannot read every layout lorahub reads.
+and cannot read every layout lorahub reads (docs/loading.md).
 
 The weights of the adapters lorahub applied to a pipeline are kept on the pipeline (``_lorahub_weights``) and set
 together after every change, because ``set_adapters`` replaces the whole active set.
@@ -224,8 +224,8 @@ def _inject_text_encoder(
 
 
 def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str) -> None:
-    """Replace the weights of an injected adapter in place (no new layers: 4-6× faster than a load, §3.2), for
-    UNets, transformers and text encoders alike, through PEFT's ``hotswap_adapter_from_state_dict``.
+    """Replace the weights of an injected adapter in place (no new layers: a fraction of a load, docs/benchmarks.md),
+    for UNets, transformers and text encoders alike, through PEFT's ``hotswap_adapter_from_state_dict``.
 
     PEFT updates each layer's ``scaling`` but not the ``lora_alpha``/``r`` that ``set_adapters`` later computes the
     scaling from, so a swapped-in adapter with another alpha/rank ratio would silently get the old one's strength
@@ -364,7 +364,7 @@ class AdapterHandle:
 
 def hotswappable(old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]]) -> frozenset[str]:
     """The components whose weights can be swapped in place: the new adapter targets the same modules as the
-    injected one there, or a subset (§3.3 trap 6: a superset raises). The others are re-injected."""
+    injected one there, or a subset (PEFT's hotswap raises on a superset). The others are re-injected."""
     return frozenset(c for c in new if c in old and set(new[c]) <= set(old[c]))
 
 

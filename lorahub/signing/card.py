@@ -1,8 +1,8 @@
 """The card (schema ``lorahub.card/v1``): what a signature says about an adapter.
 
-A card names the adapter by its content digest and records what a user needs to decide whether to use it: base
-model, licence permissions, trigger words, dataset consent, lineage and creator. It is signed as RFC 8785 (JCS)
-bytes inside a DSSE envelope (DESIGN decision 3), so two honest writers always produce the same bytes.
+A card names the adapter by its content digest and records what a user needs to decide whether to use it: base model,
+licence permissions, trigger words, dataset consent, lineage and creator. It is signed as RFC 8785 (JCS) bytes inside a
+DSSE envelope (docs/concepts/architecture.md, decision 3), so two honest writers always produce the same bytes.
 
 ``from_dict`` is strict on purpose: a field a reader does not know could carry a claim the signer never meant to
 make, and a float could canonicalise differently in another language, so both are refused with the field named.
@@ -24,13 +24,13 @@ from lorahub.signing.timestamps import is_utc_timestamp, utc_now
 SCHEMA = "lorahub.card/v1"
 
 COMMERCIAL_USES = ("none", "image", "rent", "sell")
-"""Civitai's ``allowCommercialUse`` permissions (licensing-and-registry §1.7), without ``RentCivit`` (one site's
+"""Civitai's ``allowCommercialUse`` permissions (docs/reference/card.md), without ``RentCivit`` (one site's
 service): ``image`` sell generated images, ``rent`` run it on a paid generation service, ``sell`` sell the model
 or merges. ``none`` is an explicit "no commercial use" and stands alone; an empty list means "not stated"."""
 
 CONSENT_STATUSES = ("unknown", "consented", "licensed", "public-domain", "opt-out-checked", "opted-out", "mixed")
-"""Dataset consent, summarised over the items of the training set (the per-item statuses of licensing-and-registry
-§5.3): ``consented`` explicit opt-in, ``licensed`` a licence that allows training, ``public-domain``,
+"""Dataset consent, summarised over the items of the training set (the per-image statuses of docs/consent.md):
+``consented`` explicit opt-in, ``licensed`` a licence that allows training, ``public-domain``,
 ``opt-out-checked`` opt-out signals were checked and none found, ``opted-out`` at least one item's rights holder
 opted out, ``mixed`` items differ (none opted out, none unknown), ``unknown`` not recorded or some item unknown."""
 

@@ -1,8 +1,8 @@
 """Identities: ECDSA P-256 key pairs that sign cards, audit events and (through a certificate) C2PA manifests.
 
-P-256 is the one curve that DSSE/sigstore, C2PA and OpenSSF model signing all accept (DESIGN decision 4), so one
-key serves all three. A key is named by its fingerprint: the SHA-256 of its DER SubjectPublicKeyInfo, which is
-what a public PEM file encodes, so anyone holding the PEM can recompute it.
+P-256 is the one curve that DSSE/sigstore, C2PA and OpenSSF model signing all accept (docs/concepts/architecture.md,
+decision 4), so one key serves all three. A key is named by its fingerprint: the SHA-256 of its DER
+SubjectPublicKeyInfo, which is what a public PEM file encodes, so anyone holding the PEM can recompute it.
 
 On disk, a :class:`KeyStore` is one folder (mode 0700) with, per identity, ``<fp16>.key.pem`` (PKCS#8, encrypted
 when a passphrase is given, mode 0600 from the moment it exists) and ``<fp16>.json`` (the public facts).

@@ -7,8 +7,9 @@ of another geometry (the tiny test pipelines) keeps the diffusers-path spelling,
 lorahub also read. FLUX: diffusers/PEFT layout (``transformer.<path>.lora_A/B`` with ``lora_adapter_metadata``):
 kohya's FLUX layout fuses q/k/v and diffusers' converter for it hard-codes FLUX.1-dev's block counts.
 
-The header carries kohya's ``ss_*`` keys and SAI ``modelspec.*`` keys (formats.md §2.2, merge-and-train.md §5.2),
-``sshs_model_hash`` and ``modelspec.hash_sha256`` (AutoV3 over the data section, so metadata edits keep it).
+The header carries kohya's ``ss_*`` keys (as sd-scripts' ``train_network.py`` writes them) and the Stability AI
+ModelSpec's ``modelspec.*`` keys, ``sshs_model_hash`` and ``modelspec.hash_sha256`` (AutoV3 over the data section, so
+metadata edits keep it).
 """
 
 from __future__ import annotations

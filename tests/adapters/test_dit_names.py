@@ -2,7 +2,7 @@
 examples of the upstream converters and the real FLUX key lists in ``tests/fixtures/keylists``.
 
 The models are built small (two or three blocks, narrow widths): module *names* do not depend on width or depth, and
-the full-depth counts are checked against the reference numbers separately.
+the full-depth counts are checked against the real models' block counts separately (``test_full_depth_counts``).
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Files are built at real geometry from the shared FLUX key lists (and from SD3 Medium's widths), at a small rank,
 zero-filled except a few modules with random values; ΔW is compared through a probe ``ΔW·X`` (X fixed, random) in
-float64, computed here by hand from the stored tensors (``up @ down · alpha/rank``, rows stacked or swapped as the
-reference says), never through lorahub's ΔW code. Peers: diffusers' own kohya-FLUX LoRA converter at real FLUX
-geometry, and diffusers' single-file SD3/FLUX *checkpoint* converters applied to ΔW (ΔW is linear in the weight, so
-converting ΔW like a checkpoint weight must give the same per-module ΔW as our conversion).
+float64, computed here by hand from the stored tensors (``up @ down · alpha/rank``, rows stacked or swapped as
+docs/reference/sd3-flux-conversion.md says), never through lorahub's ΔW code. Peers: diffusers' own kohya-FLUX LoRA
+converter at real FLUX geometry, and diffusers' single-file SD3/FLUX *checkpoint* converters applied to ΔW (ΔW is linear
+in the weight, so converting ΔW like a checkpoint weight must give the same per-module ΔW as our conversion).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def _assert_close(actual: dict[str, Any], expected: dict[str, Any]) -> None:
         assert error <= 1e-6 * size if size else error == 0.0, (name, error, size)
 
 
-# --- FLUX: expected canonical probes of a kohya file, written out from the reference ------------------------------
+# --- FLUX: expected canonical probes of a kohya file, by docs/reference/sd3-flux-conversion.md ----------------------
 
 QKV = ("to_q", "to_k", "to_v")
 ADD_QKV = ("add_q_proj", "add_k_proj", "add_v_proj")
@@ -204,7 +204,8 @@ TE = re.compile(r"^lora_te1_text_model_encoder_layers_(\d+)_(self_attn|mlp)_(\w+
 
 
 def _flux_canonical_probes(kohya: dict[str, Any]) -> dict[str, Any]:
-    """What the canonical (diffusers) layers of a kohya FLUX file must compute, by the reference's rules."""
+    """What the canonical (diffusers) layers of a kohya FLUX file must compute, by the rules of
+    docs/reference/sd3-flux-conversion.md."""
     out: dict[str, Any] = {}
     for module, probe in kohya.items():
         if m := DOUBLE.match(module):
@@ -748,9 +749,9 @@ def _tiny_flux_modules() -> dict[str, tuple[int, int]]:
 
 
 def test_our_flux_diffusers_output_loads_into_diffusers_with_the_same_delta(tmp_path: Path) -> None:
-    """End to end through diffusers + PEFT: a tiny ``FluxTransformer2DModel`` takes our diffusers output with no
-    missing or unexpected module, and each injected layer's ``get_delta_weight`` is the kohya ΔW (rows split or
-    swapped by the reference's rules). The top-level ``proj_out`` has its own alpha: PEFT must not give it to
+    """End to end through diffusers + PEFT: a tiny ``FluxTransformer2DModel`` takes our diffusers output with no missing
+    or unexpected module, and each injected layer's ``get_delta_weight`` is the kohya ΔW (rows split or swapped as
+    docs/reference/sd3-flux-conversion.md says). The top-level ``proj_out`` has its own alpha: PEFT must not give it to
     ``single_transformer_blocks.0.proj_out`` as well (the anchored ``^proj_out`` pattern key)."""
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")

@@ -1,4 +1,5 @@
-"""The engine against the reference's draft matrix (licensing reference §4.2 (a), (b), (c)).
+"""The engine against a draft licence compatibility matrix: (a) an adapter on a base, (b) a merge, (c) a use;
+docs/licenses.md says where the engine departs from it.
 
 Each row names the expected verdict and a clause fragment that must appear among the reasons' clauses, so a row
 fails if either the verdict or the rule it rests on changes.
