@@ -2,7 +2,8 @@
 
 A user's clone has no ``../shared``; CI's has one, so a path into it would pass there and fail for users. CI also
 runs the demo and the tests in a clone placed where no ``../shared`` exists (``.ci/run``), which is the one file
-allowed to name it.
+allowed to name it. Its notes are not cited either (``formats.md §2.2``, ``DESIGN decision 1``): a reader cannot open
+them, so a comment points at a page under docs/ or at the upstream source instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKED = ("lorahub", "tests", "docs", "examples", "benchmarks", "requirements")
 ROOT_FILES = ("README.md", "Makefile", "pyproject.toml", "mkdocs.yml")
 ALLOWED = {ROOT / ".ci" / "run", Path(__file__).resolve()}
-SHELF = re.compile(r"\.\./shared\b|/work/shared\b|\bshared/(fixtures|reference|background)\b|LORAHUB_SHARED")
+NOTES = r"(formats|merge-and-train|licensing-and-registry|provenance|code-style)"
+SHELF = re.compile(
+    r"\.\./shared\b|/work/shared\b|\bshared/(fixtures|reference|background)\b|LORAHUB_SHARED"
+    # citations of the team's reference notes; docs/…md pages (docs/provenance.md, …) are the repository's own
+    rf"|(?<![\w/.-]){NOTES}(\.md)?`*\s*§"
+    r"|(?<![\w/.-])(merge-and-train|licensing-and-registry|code-style)\.md\b|(?<![\w/.(-])formats\.md\b"
+    r"|\bDESIGN(\.md\b|\s+decision\b|\s+\")|\blicensing reference\b|\breference (provenance\.md|notes)\b"
+    r"|§\s*\d+(\.\d+)*\s+trap\b|\b[Mm]atrix\s+§|\(§\s*\d+\.\d+"
+)
 TEXT_SUFFIXES = {".py", ".md", ".sh", ".toml", ".yml", ".yaml", ".json", ".txt", ".cfg", ".ini", ""}
 
 
@@ -33,7 +42,8 @@ def test_no_file_points_at_the_reference_shelf() -> None:
             f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}: {match.group(0)}"
             for match in SHELF.finditer(text)
         ]
-    assert not offenders, "the repository must stand alone (vendor into tests/fixtures/):\n" + "\n".join(offenders)
+    message = "the repository must stand alone (vendor into tests/fixtures/; cite docs/ or the upstream source):\n"
+    assert not offenders, message + "\n".join(offenders)
 
 
 def test_vendored_fixtures_carry_their_licences() -> None:
