@@ -66,7 +66,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[all,dev]" "$(LATEST_TORCH_SPEC)"
 	$(LATEST)/bin/python -m pip freeze --exclude-editable
 	touch $(LATEST)/.lorahub-installed
-	$(MAKE) VENV=$(LATEST) lint typecheck unit
+	$(MAKE) VENV=$(LATEST) test
 
 clean:
 	rm -rf $(VENV) $(LATEST) .mypy_cache .ruff_cache .pytest_cache .hypothesis site
