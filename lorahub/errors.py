@@ -38,6 +38,13 @@ class NotAFileError(LorahubError, IsADirectoryError):
     default_hint = "Give the path of one adapter file (.safetensors, .ckpt, .pt, .bin), not a directory."
 
 
+class BaseNotCachedError(PathNotFoundError):
+    """A Hugging Face repo id given as a base that the local cache does not hold (lorahub never downloads one)."""
+
+    code = "base-not-cached"
+    default_hint = "Fetch the base once with `hf download ORG/NAME`, or give the pipeline folder's path."
+
+
 class FileReadError(LorahubError, OSError):
     code = "file-unreadable"
     default_hint = "Check the file's permissions and that the disk is readable."

@@ -22,7 +22,9 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 
 @click.command("generate")
-@click.option("--base", required=True, type=click.Path(path_type=Path, file_okay=False), help="Pipeline folder.")
+@click.option(
+    "--base", required=True, help="Pipeline folder, or a Hugging Face repo id ORG/NAME[@REV] in the local cache."
+)
 @click.option("--prompt", required=True, help='The prompt; adapters as A1111 tags: "a cat <lora:name:0.7>".')
 @click.option("--negative", help="Negative prompt (pipelines that take one).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -37,7 +39,7 @@ def _size(text: str | None) -> tuple[int, int] | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_hub_context
 def generate_command(
-    ctx: HubContext, *, base: Path, prompt: str, negative: str | None, seed: int, steps: int, size: str | None,
+    ctx: HubContext, *, base: str, prompt: str, negative: str | None, seed: int, steps: int, size: str | None,
     guidance: float | None, use: str | None, accept_uncertain: bool, base_license: str | None, key: str | None,
     out: Path, as_json: bool,
 ) -> None:  # fmt: skip

@@ -22,9 +22,9 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 @click.command("train")
 @click.option(
     "--base",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
     required=True,
-    help="diffusers pipeline folder (SD 1.x/2.x, SDXL, FLUX.1).",
+    help="diffusers pipeline folder (SD 1.x/2.x, SDXL, FLUX.1), or a Hugging Face repo id ORG/NAME[@REV] already in "
+    "the local cache (never downloaded).",
 )
 @click.option(
     "--data",

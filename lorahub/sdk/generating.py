@@ -83,10 +83,12 @@ def generate(
     """Generate, sign and record one image (``pipe`` reuses an open pipeline of ``base``)."""
     import torch
 
+    from lorahub.files.bases import locate_base
     from lorahub.sdk.pipelines import pipeline_family
     from lorahub.sdk.prompts import apply_prompt
 
-    pipe = pipe if pipe is not None else open_pipeline(base)
+    location = locate_base(base) if pipe is None else None  # a pipeline given is used as it is
+    pipe = pipe if pipe is not None else open_pipeline(location.path if location else base)
     applied = apply_prompt(pipe, prompt, hub=hub, use=use, accept_uncertain=accept_uncertain)
     verdict = (
         hub.license_check([h.adapter.ref for h in applied.handles], use=use).verdict
@@ -110,7 +112,12 @@ def generate(
     generator = torch.Generator(pipe.device).manual_seed(seed)
     image = pipe(applied.prompt, generator=generator, **call).images[0]
     uses = [hub.adapter_use(h.adapter.version.ref, h.weight) for h in applied.handles if h.adapter.version]
-    base_ref = hub.base_ref(base, license=base_license, family=pipeline_family(pipe)[0])
+    base_ref = hub.base_ref(
+        location.path if location else base,
+        name=location.name if location else None,
+        license=base_license,
+        family=pipeline_family(pipe)[0],
+    )
     parameters = {"guidance_scale": guidance, "width": image.width, "height": image.height, "use": use}
     signed = hub.sign_image(
         image,

@@ -150,7 +150,7 @@ def train(
     )  # fmt: skip
     requested = _config(config, settings | unknown)
     run = _prepare(
-        hub, base_path=Path(base), data=Path(data), name=name, trigger=trigger, requested=requested, prior=prior,
+        hub, base_ref=base, data=Path(data), name=name, trigger=trigger, requested=requested, prior=prior,
         sources=sources, manifest=manifest, resume=resume,
     )  # fmt: skip
     run.license = license
@@ -210,7 +210,7 @@ def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainCon
 def _prepare(
     hub: Hub,
     *,
-    base_path: Path,
+    base_ref: str | os.PathLike[str],
     data: Path,
     name: str | None,
     trigger: str | None,
@@ -220,6 +220,7 @@ def _prepare(
     manifest: str | os.PathLike[str] | None,
     resume: str | os.PathLike[str] | None,
 ) -> _Run:
+    from lorahub.files.bases import locate_base
     from lorahub.registry.runs import RunRecord
     from lorahub.training.base import describe_base, weights_digest
     from lorahub.training.data import read_dataset
@@ -236,8 +237,9 @@ def _prepare(
             )
         trigger = trigger or resumed.info.get("trigger")
     final_name = check_name(name or resumed_name or _default_name(data))
-    base = describe_base(base_path)
-    base_digest = weights_digest(base_path)
+    location = locate_base(base_ref)
+    base = describe_base(location.path, location.name, revision=location.revision)
+    base_digest = weights_digest(location.path)
     dataset = read_dataset(
         data, trigger=trigger, sources=Path(sources) if sources else None, manifest=Path(manifest) if manifest else None
     )

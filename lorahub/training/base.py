@@ -38,18 +38,21 @@ class Base:
     """``unet`` or ``transformer``."""
     prediction_type: str
     """``epsilon``, ``v_prediction``, ``sample`` or ``flow`` (FLUX's flow matching)."""
+    revision: str | None = None
+    """The Hugging Face revision (commit) of a base found in the cache; recorded only when known."""
 
     def card_dict(self, weights_digest: str) -> dict[str, Any]:
-        return {
+        facts = {
             "name": self.name,
             "weights_digest": weights_digest,
             "pipeline": self.pipeline_class,
             "family": self.family,
             "prediction_type": self.prediction_type,
         }
+        return facts | ({"revision": self.revision} if self.revision else {})
 
 
-def describe_base(path: Path, name: str | None = None) -> Base:
+def describe_base(path: Path, name: str | None = None, *, revision: str | None = None) -> Base:
     """Read ``model_index.json`` and the scheduler and denoiser configs of a diffusers pipeline folder."""
     path = Path(path)
     index = _json(path / "model_index.json", path)
@@ -68,7 +71,7 @@ def describe_base(path: Path, name: str | None = None) -> Base:
     else:
         prediction = str(scheduler.get("prediction_type") or "epsilon")
         family = "sdxl" if kind == "sdxl" else ("sd2" if denoiser_config.get("cross_attention_dim") == 1024 else "sd1")
-    return Base(path, name or path.resolve().name, pipeline_class, family, denoiser, prediction)
+    return Base(path, name or path.resolve().name, pipeline_class, family, denoiser, prediction, revision)
 
 
 def weights_digest(path: Path) -> str:
@@ -77,7 +80,11 @@ def weights_digest(path: Path) -> str:
     files = sorted(
         p
         for p in path.rglob("*")
-        if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_NAMES) and ".cache" not in p.parts
+        # A `.cache` inside the folder is huggingface_hub's download bookkeeping; one above it (the Hugging Face
+        # cache itself, ~/.cache/...) is where bases live.
+        if p.is_file()
+        and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_NAMES)
+        and ".cache" not in p.relative_to(path).parts
     )
     if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
         raise errors.TrainingError(f"{path} holds no weight files", hint="Pass a diffusers pipeline folder.")
