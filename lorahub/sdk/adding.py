@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from lorahub.files.safetensors import check_path
 from lorahub.sdk.card_facts import Suggestions, suggest
 from lorahub.sdk.inspect import Report, inspect
 from lorahub.sdk.refs import check_name
+from lorahub.signing.timestamps import utc_now
 
 if TYPE_CHECKING:
     from lorahub.registry.blobs import BlobInfo
@@ -317,7 +317,7 @@ def build_card(
         lineage=tuple(options.lineage),
         training=options.training,
         creator=Creator(fingerprint=signer.keyid, name=signer.identity.user_id) if signer else None,
-        created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        created=utc_now(),
     )
 
 

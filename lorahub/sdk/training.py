@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Never
 
 from lorahub import errors
 from lorahub.sdk.refs import check_name
+from lorahub.signing.timestamps import utc_timestamp
 from lorahub.training.config import MixedPrecision, Scheduler, TrainConfig, resumed_config
 from lorahub.unset import UNSET, Unset, given
 from lorahub.version import __version__
@@ -422,7 +423,7 @@ def _state_info(run: _Run, adapter_digest: str) -> dict[str, Any]:
         "base_weights_digest": record.base_weights_digest,
         "dataset_digest": record.dataset_digest,
         "prior_digest": run.prior.used.digest if run.prior else None,
-        "started_at": _timestamp(record.started_at),
+        "started_at": utc_timestamp(record.started_at),
     }
 
 
@@ -449,7 +450,7 @@ def _facts(run: _Run, trainer: Trainer, finished: datetime) -> dict[str, Any]:
         "tag_frequency": {Path(run.dataset.examples[0].path).parent.name: dict(tags.most_common(200))},
         "started_epoch": str(int(record.started_at.timestamp())),
         "finished_epoch": str(int(finished.timestamp())),
-        "finished_at": _timestamp(finished),
+        "finished_at": utc_timestamp(finished),
     }
 
 
@@ -485,8 +486,8 @@ def _training_record(
         "steps": {"done": record.steps_done, "total": record.steps_total},
         "software": versions,
         "hardware": hardware(trainer.torch, trainer.device),
-        "started_at": _timestamp(record.started_at),
-        "finished_at": _timestamp(finished),
+        "started_at": utc_timestamp(record.started_at),
+        "finished_at": utc_timestamp(finished),
         "loss_curve": loss_curve(trainer.run.losses, run.config.log_every),
         "resumed_from": run.parent.parameters | {"digest": run.parent.digest} if run.parent else None,
         "output": {"layout": layout, "dtype": {"no": "fp32"}.get(trainer.precision.used, trainer.precision.used)},
@@ -502,10 +503,6 @@ def loss_curve(losses: Sequence[float], every: int) -> dict[str, Any]:
         window = losses[start : start + every]
         points.append([start + len(window), f"{sum(window) / len(window):.6g}"])
     return {"every": every, "points": points}
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _parse_time(text: str) -> datetime:

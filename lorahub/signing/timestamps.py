@@ -13,8 +13,13 @@ UTC_TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]
 FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
+def utc_timestamp(moment: datetime) -> str:
+    """``moment`` in the one form (an aware datetime in any zone; sub-second digits dropped)."""
+    return moment.astimezone(UTC).strftime(FORMAT)
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).strftime(FORMAT)
+    return utc_timestamp(datetime.now(UTC))
 
 
 def is_utc_timestamp(text: str) -> bool:
