@@ -1,9 +1,10 @@
 """Adapters in diffusers pipelines: family checks, our converted PEFT state dict, weights, hotswap.
 
 lorahub hands diffusers the state dict it converted itself (canonical model → PEFT ``lora_A``/``lora_B`` keys) with
-the LoRA config of every component (rank, the *true* alpha, rank and alpha patterns), component by component through
-the pipeline's ``load_lora_into_*`` methods: diffusers' own file readers lose alpha when the metadata is missing
-and cannot read every layout lorahub reads (docs/loading.md).
+the LoRA config of every component (rank, the *true* alpha, rank and alpha patterns), component by component: UNets
+and transformers through the pipeline's ``load_lora_into_*`` methods, text encoders through PEFT itself. diffusers'
+own file readers lose alpha when the metadata is missing and cannot read every layout lorahub reads
+(docs/loading.md).
 
 The weights of the adapters lorahub applied to a pipeline are kept on the pipeline (``_lorahub_weights``) and set
 together after every change, because ``set_adapters`` replaces the whole active set.
@@ -94,6 +95,12 @@ class ComponentState:
     config: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
     """Module path → rank: what hotswap compares."""
+
+    def lora_config(self, component: str) -> Any:
+        """The component's PEFT ``LoraConfig`` (the config's keys are prefixed with the component)."""
+        from peft import LoraConfig
+
+        return LoraConfig(**{key.removeprefix(f"{component}."): value for key, value in self.config.items()})
 
     def fresh(self) -> dict[str, Any]:
         """A private copy of the tensors in one allocation (a copy per tensor costs more than the data)."""
@@ -195,22 +202,18 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *
         elif component == "transformer":
             _call(pipe.load_lora_into_transformer, transformer=pipe.transformer, **common)
         else:
-            _inject_text_encoder(pipe, component, common["state_dict"], state.config, adapter_name)
+            _inject_text_encoder(pipe, component, common["state_dict"], state.lora_config(component), adapter_name)
 
 
-def _inject_text_encoder(
-    pipe: Any, component: str, tensors: Mapping[str, Any], config: Mapping[str, Any], adapter_name: str
-) -> None:
+def _inject_text_encoder(pipe: Any, component: str, tensors: Mapping[str, Any], lora: Any, adapter_name: str) -> None:
     """Through PEFT itself, as diffusers does for UNets and transformers, not through transformers' PEFT
     integration (what ``load_lora_into_text_encoder`` calls): that integration refuses PEFT releases older than
     the one it was built against (transformers 5.25 asks for a PEFT that is not released yet). lorahub already
     has the complete LoRA config, so nothing of diffusers' config guessing is needed."""
-    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from peft import inject_adapter_in_model, set_peft_model_state_dict
 
     encoder = getattr(pipe, component)
-    prefix = f"{component}."
-    lora = LoraConfig(**{key.removeprefix(prefix): value for key, value in config.items()})
-    state = {key.removeprefix(prefix): value for key, value in tensors.items()}
+    state = {key.removeprefix(f"{component}."): value for key, value in tensors.items()}
     inject_adapter_in_model(lora, encoder, adapter_name=adapter_name, low_cpu_mem_usage=True)
     result = set_peft_model_state_dict(encoder, state, adapter_name=adapter_name, low_cpu_mem_usage=True)
     unexpected = getattr(result, "unexpected_keys", None)
@@ -231,7 +234,6 @@ def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str)
     scaling from, so a swapped-in adapter with another alpha/rank ratio would silently get the old one's strength
     back on the next weight change; each layer's ``lora_alpha`` is therefore set to match the new scaling.
     """
-    from peft import LoraConfig
     from peft.tuners.lora import LoraLayer
     from peft.utils.hotswap import hotswap_adapter_from_state_dict
 
@@ -244,8 +246,7 @@ def hotswap(pipe: Any, component: str, state: ComponentState, adapter_name: str)
         .replace(".lora_B.weight", f".lora_B.{adapter_name}.weight"): value
         for key, value in state.fresh().items()
     }  # fmt: skip
-    config = LoraConfig(**{k.removeprefix(prefix): v for k, v in state.config.items()})
-    hotswap_adapter_from_state_dict(model, tensors, adapter_name, config)
+    hotswap_adapter_from_state_dict(model, tensors, adapter_name, state.lora_config(component))
     for path in state.targets:
         module = model.get_submodule(path)
         if isinstance(module, LoraLayer) and adapter_name in module.scaling:
