@@ -45,6 +45,16 @@ class BaseNotCachedError(PathNotFoundError):
     default_hint = "Fetch the base once with `hf download ORG/NAME`, or give the pipeline folder's path."
 
 
+class FileMissingError(PathNotFoundError):
+    """A catalogued version whose file is nowhere: not in the blob store, not at any recorded location."""
+
+    code = "file-missing"
+    default_hint = (
+        "If it moved, `lorahub scan FOLDER` finds it by its digest; if it is gone, restore it from a backup. "
+        "Its card, signatures and metadata stay catalogued."
+    )
+
+
 class FileReadError(LorahubError, OSError):
     code = "file-unreadable"
     default_hint = "Check the file's permissions and that the disk is readable."

@@ -31,6 +31,7 @@ from lorahub.cli.generate import generate_command
 from lorahub.cli.home import config_group, init_command
 from lorahub.cli.inspect import inspect_command
 from lorahub.cli.keys import keys_group, trust_group
+from lorahub.cli.library import scan_command
 from lorahub.cli.licenses import license_group
 from lorahub.cli.provenance import (
     keys_cert,
@@ -69,6 +70,7 @@ for command in (
     trust_group,
     inspect_command,
     add_command,
+    scan_command,
     list_command,
     search_command,
     show_command,

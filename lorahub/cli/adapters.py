@@ -41,10 +41,16 @@ COMMERCIAL = click.Choice(["none", "image", "rent", "sell"])
 @click.option(
     "--max-size", type=str, default="20G", show_default=True, help="URL only: the largest download (K, M, G)."
 )
+@click.option("--in-place", is_flag=True, help="Catalogue the FILE or DIR where it lies: nothing is copied.")
+@click.option("--link", is_flag=True, help="--in-place only: hard-link into the blob store (same filesystem).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
 def add_command(context: HubContext, /, target: str, as_json: bool, **options: Any) -> None:
-    """Catalog (and sign) an adapter FILE, every .safetensors under a DIR, or a file at a URL."""
+    """Catalog (and sign) an adapter FILE, every .safetensors under a DIR, or a file at a URL.
+
+    With --in-place, the FILE or DIR stays where it is and is catalogued there (see `lorahub scan`).
+    """
+    from lorahub.cli.library import run_scan
     from lorahub.sdk.adding import AddOptions
 
     add_options = AddOptions(
@@ -62,6 +68,9 @@ def add_command(context: HubContext, /, target: str, as_json: bool, **options: A
         sidecar=options["sidecar"],
         allow_duplicate=options["allow_duplicate"],
     )
+    if options["in_place"] or options["link"]:
+        run_scan(context, [Path(target)], add_options, find_missing=False, link=options["link"], as_json=as_json)
+        return
     if Path(target).is_dir():
         _add_directory(context, Path(target), add_options, as_json)
         return
@@ -114,23 +123,9 @@ def _add_url(context: HubContext, url: str, add_options: Any, options: dict[str,
 
 
 def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from lorahub import errors
 
-    columns = (
-        TextColumn("adding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[file]}"),
-    )
-    with Progress(*columns, console=output.stderr, transient=True, disable=as_json) as bar:
-        task = bar.add_task("add", total=None, file="")
-
-        def advance(done: int, total: int, path: Path) -> None:
-            bar.update(task, completed=done, total=total, file=path.name)
-
+    with output.file_progress("adding", disable=as_json) as advance:
         result = context.hub.add_tree(root, options, progress=advance)
     if as_json:
         output.print_json(result.as_dict())
@@ -207,10 +202,21 @@ def _table(versions: list[AdapterVersion], as_json: bool) -> None:
 
 @click.command("list")
 @filter_options
+@click.option("--missing", "state", flag_value="missing", help="Library files that are gone (their cards stay).")
+@click.option("--changed", "state", flag_value="changed", help="Library files whose bytes are not the catalogued ones.")
+@click.option("--duplicates", is_flag=True, help="The same content at several paths or names.")
 @pass_hub_context
-def list_command(context: HubContext, /, as_json: bool, **options: Any) -> None:
-    """Catalogued versions, newest first."""
-    _table(context.hub.list_versions(_filters(**options)), as_json)
+def list_command(context: HubContext, /, as_json: bool, state: str | None, duplicates: bool, **options: Any) -> None:
+    """Catalogued versions, newest first; or, with --missing, --changed or --duplicates, library locations as
+    the last scan or verify found them."""
+    from lorahub.cli.library import print_duplicates, print_locations
+
+    if duplicates:
+        print_duplicates(context.hub.duplicates(), as_json)
+    elif state is not None:
+        print_locations(context.hub.library(state=state), as_json)
+    else:
+        _table(context.hub.list_versions(_filters(**options)), as_json)
 
 
 @click.command("search")
@@ -228,6 +234,8 @@ def search_command(context: HubContext, /, text: str, as_json: bool, **options: 
 @pass_hub_context
 def show_command(context: HubContext, ref: str, as_json: bool) -> None:
     """A version's card, signatures with their trust, hashes, lineage and audit trail."""
+    from lorahub.cli.library import location_lines
+
     details = context.hub.show(ref)
     if as_json:
         output.print_json(details)
@@ -242,6 +250,8 @@ def show_command(context: HubContext, ref: str, as_json: bool) -> None:
         output.stdout.print(f"[cyan]{'lineage':<15}[/] {parent['relation']} {parent['digest']} {parent['parameters']}")
     for signature in details["signatures"]:
         output.stdout.print(f"[cyan]{'signature':<15}[/] {signature['fingerprint'][:16]}… {signature['trust']}")
+    for line in location_lines(details):
+        output.stdout.print(f"[cyan]{'file':<15}[/] {escape(line)}")
     for event in details["audit"]:
         output.stdout.print(f"[cyan]{'audit':<15}[/] {event['time']} {event['action']} by {event['actor'][:16]}…")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -18,3 +21,19 @@ stderr = Console(stderr=True, highlight=False, emoji=False)
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@contextmanager
+def file_progress(verb: str, *, disable: bool) -> Iterator[Callable[[int, int, Path], None]]:
+    """A progress bar on stderr for a run over many files; yields the SDK's ``progress(done, total, path)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    file_name = TextColumn("{task.fields[file]}")
+    columns = (TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), file_name)
+    with Progress(*columns, console=stderr, transient=True, disable=disable) as bar:
+        task = bar.add_task(verb, total=None, file="")
+
+        def advance(done: int, total: int, path: Path) -> None:
+            bar.update(task, completed=done, total=total, file=path.name)
+
+        yield advance

@@ -14,15 +14,28 @@ from lorahub.cli.context import HubContext, pass_hub_context
 
 
 @click.command("verify")
-@click.argument("target")
+@click.argument("target", required=False)
+@click.option("--all", "everything", is_flag=True, help="Every catalogued version, wherever its file lies.")
 @click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Policy TOML (default: the home's).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
-def verify_command(context: HubContext, target: str, policy: Path | None, as_json: bool) -> None:
+def verify_command(
+    context: HubContext, target: str | None, everything: bool, policy: Path | None, as_json: bool
+) -> None:
     """Check a FILE or NAME[@VERSION]: integrity, structure, card, signatures, trust, catalogue, policy.
 
-    Exits 0 when every check passes and 7 when any fails.
+    --all checks every catalogued version; files unchanged (size, mtime, inode) since they last passed are not
+    read again. Exits 0 when every check passes and 7 when any fails.
     """
+    from lorahub.cli.library import print_verify_all
+
+    if everything == (target is not None):
+        raise errors.ConflictingArgumentsError(
+            "name one TARGET or pass --all", hint="lorahub verify NAME@V, lorahub verify FILE or lorahub verify --all"
+        )
+    if target is None:
+        print_verify_all(context.hub.verify_all(policy=policy), as_json)
+        return
     report = context.hub.verify(target, policy=policy)
     if as_json:
         output.print_json(report.as_dict())

@@ -43,14 +43,15 @@ EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 
 @dataclass(frozen=True)
 class Hashes:
-    """All identifiers of one file, lowercase hex. ``autov3`` and ``content`` exist only for safetensors."""
+    """All identifiers of one file, lowercase hex. ``autov3`` and ``content`` exist only for safetensors; an
+    identity-only pass (:func:`digest_file`) leaves ``autov3``, ``blake3`` and ``crc32`` unset."""
 
     sha256: str
     autov1: str | None
     autov2: str
     autov3: str | None
-    blake3: str
-    crc32: str
+    blake3: str | None
+    crc32: str | None
     content: str | None
 
     def as_dict(self) -> dict[str, str | None]:
@@ -214,32 +215,42 @@ def digest_file(
     check_values: bool = True,
     workers: int | None = None,
     sink: Callable[[memoryview], object] | None = None,
+    identity_only: bool = False,
 ) -> Digest:
     """Read ``path`` once and compute every hash; with a safetensors ``header``, also AutoV3, the content digest
     and per-tensor checks (all-zero, NaN/Inf). ``sink`` receives every chunk in order (a blob store copying the file
-    in the same read)."""
+    in the same read).
+
+    ``identity_only`` computes what identifies the file and nothing else: its SHA-256 and (with a header) the
+    content digest, two SHA-256 streams that two cores run side by side. An in-place library scan reads
+    terabytes it does not copy, so its speed is the hashing's; AutoV3, BLAKE3, CRC32 and the value checks are
+    left to ``inspect`` and ``verify``.
+    """
     p = check_path(path)
     full, crc, b3 = hashlib.sha256(), _Crc32(), blake3.blake3()
-    data_hash = hashlib.sha256() if header is not None else None
-    tensors = _TensorHasher(header, check_values) if header is not None else None
+    data_hash = hashlib.sha256() if header is not None and not identity_only else None
+    tensors = _TensorHasher(header, check_values and not identity_only) if header is not None else None
     data_start = header.data_start if header is not None else 0
 
     def whole_file(chunk: memoryview, _start: int) -> None:
         full.update(chunk)
-        crc.update(chunk)
+        if not identity_only:
+            crc.update(chunk)
 
     def blake(chunk: memoryview, _start: int) -> None:
         b3.update(chunk)
 
-    tasks: list[Callable[[memoryview, int], None]] = [whole_file, blake]
-    if data_hash is not None and tensors is not None:
+    tasks: list[Callable[[memoryview, int], None]] = [whole_file] if identity_only else [whole_file, blake]
+    if tensors is not None:
+        tasks.append(tensors.update)
+    if data_hash is not None:
 
         def data_section(chunk: memoryview, start: int) -> None:
             skip = max(0, data_start - start)
             if skip < len(chunk):
                 data_hash.update(chunk[skip:])
 
-        tasks += [data_section, tensors.update]
+        tasks.append(data_section)
     if sink is not None:
         write = sink
 
@@ -261,8 +272,8 @@ def digest_file(
         autov1=autov1,
         autov2=sha[:10],
         autov3=data_hash.hexdigest() if data_hash is not None else None,
-        blake3=b3.hexdigest(),
-        crc32=f"{crc.value:08x}",
+        blake3=None if identity_only else b3.hexdigest(),
+        crc32=None if identity_only else f"{crc.value:08x}",
         content=None,
     )
     if header is None or tensors is None:
@@ -280,7 +291,12 @@ def _autov1(fd: int, size: int) -> str | None:
 
 def _stream(handle: Any, pool: ThreadPoolExecutor, tasks: list[Callable[[memoryview, int], None]], size: int) -> None:
     """Double-buffered: the next chunk is read while the hashers work on the current one."""
-    chunk_bytes = max(1, min(CHUNK_BYTES, size))
+    if size <= CHUNK_BYTES:  # one chunk: handing it to threads would cost more than hashing it here
+        chunk = memoryview(handle.read())
+        for task in tasks:
+            task(chunk, 0)
+        return
+    chunk_bytes = CHUNK_BYTES
     buffers = [bytearray(chunk_bytes), bytearray(chunk_bytes)]
     position, which = 0, 0
     count = handle.readinto(buffers[which])

@@ -109,6 +109,14 @@ def signed_message(event_hash_hex: str) -> bytes:
     return bytes.fromhex(event_hash_hex)
 
 
+@dataclass(frozen=True)
+class AuditActor:
+    """Who is acting, and how they sign audit events (``sign(message) -> signature bytes``)."""
+
+    fingerprint: str
+    sign: Callable[[bytes], bytes]
+
+
 def append(
     session: Session,
     *,

@@ -13,6 +13,7 @@ writing: it deletes only the files whose lock it can take.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -167,6 +168,30 @@ class BlobStore:
         except FileNotFoundError:
             return False
         fsync_directory(path.parent)
+        return True
+
+    def link(self, path: Path, sha256: str, *, inode: int) -> bool:
+        """Hard-link a file the caller has hashed into the store under ``sha256``, without copying a byte.
+
+        Only on the same filesystem, and only while ``path`` is still the hashed file (``inode``, from the stat
+        taken before hashing): anything else returns False and the store is unchanged. The file's mode is left as
+        it is, because the inode is the user's; the blob is as immutable as the user keeps the file, which is why
+        ``verify`` re-hashes a blob whose stat facts changed.
+        """
+        final = self.path_for(sha256)
+        if final.exists():
+            return False
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, final, follow_symlinks=True)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EEXIST, errno.ENOTSUP):
+                return False
+            raise
+        if os.stat(final).st_ino % 2**64 != inode % 2**64:  # replaced between hashing and linking
+            final.unlink()
+            return False
+        fsync_directory(final.parent)
         return True
 
     def iter_blobs(self) -> Iterator[str]:

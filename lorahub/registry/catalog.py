@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -28,8 +28,11 @@ from sqlmodel import Session, col, select
 from lorahub import errors
 from lorahub.registry import audit as audit_log
 from lorahub.registry import search as search_terms
+from lorahub.registry.audit import AuditActor
 from lorahub.registry.blobs import BlobInfo
 from lorahub.registry.db import connect, is_sqlite, migrate, read_transaction, write_transaction
+from lorahub.registry.locations import Locations, NewLocation, int64
+from lorahub.registry.locations import insert as insert_location
 from lorahub.registry.models import Adapter, AuditEvent, Blob, FileCache, Key, SearchText, Signature, Version, utc_now
 
 COMMERCIAL_USES: Final = frozenset({"image", "rent", "rentcivit", "sell"})
@@ -42,14 +45,6 @@ SearchMethod = Literal["auto", "fts", "scan"]
 _IN_CHUNK: Final = 500
 """Parameters per ``IN (…)`` list: far below SQLite's and PostgreSQL's limits."""
 _FTS = sql_table("search_fts", sql_column("rowid"))
-
-
-@dataclass(frozen=True)
-class AuditActor:
-    """Who is acting, and how they sign audit events (``sign(message) -> signature bytes``)."""
-
-    fingerprint: str
-    sign: Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -77,6 +72,8 @@ class NewVersion:
     ``train``)."""
     details: Mapping[str, Any] = field(default_factory=dict)
     """Extra audit details for derived versions (parents, method, weights…)."""
+    location: NewLocation | None = None
+    """Where the file lies when it is catalogued in place (recorded in the same transaction)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +176,7 @@ class Catalog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.locations = Locations(engine)
 
     @classmethod
     def open(cls, url: str) -> Catalog:
@@ -194,22 +192,19 @@ class Catalog:
         Raises ``VersionExistsError`` for a taken number and ``DuplicateContentError`` for a content digest that an
         active version already has, unless ``allow_duplicate``.
         """
-        _check_name(new.name)
-        signatures = _unique_signatures(new.signatures)
         with write_transaction(self.engine) as session:
-            if not allow_duplicate:
-                _refuse_duplicate(session, new.content_digest)
-            adapter = _adapter(session, new.name, create=True)
-            assert adapter is not None and adapter.id is not None
-            number = _next_number(session, adapter, new.number)
-            _ensure_blob(session, new.blob)
-            version = _version_row(new, adapter.id, number, signatures)
-            session.add(version)
-            session.flush()
-            assert version.id is not None
-            _add_rows(session, new, version.id, signatures)
-            _append(session, audit, new.action, version, name=new.name, details=_add_details(new, signatures))
-            return _hydrate(session, [version.id])[0]
+            return _hydrate(session, [_insert_version(session, new, audit, allow_duplicate)])[0]
+
+    def add_versions(
+        self, news: Sequence[NewVersion], *, audit: AuditActor, allow_duplicate: bool = False
+    ) -> list[tuple[str, int]]:
+        """``add_version`` for many versions in one transaction (all or none): a library scan records hundreds of
+        files a second, and a transaction per file would cost more than reading them. Returns (name, number)."""
+        with write_transaction(self.engine) as session:
+            ids = [_insert_version(session, new, audit, allow_duplicate) for new in news]
+            rows = session.exec(select(Version.id, Version.number).where(col(Version.id).in_(ids)))
+            numbers = dict(rows.all())
+        return [(new.name, numbers[i]) for new, i in zip(news, ids, strict=True)]
 
     def get(self, name: str, number: int | None = None, *, include_removed: bool = False) -> AdapterVersion:
         """A version, or with ``number=None`` the newest one not removed. Raises ``AdapterNotFoundError``."""
@@ -249,6 +244,22 @@ class Catalog:
             statement = statement.where(col(Version.removed_at).is_(None))
         with read_transaction(self.engine) as session:
             return _hydrate(session, _ids(session.exec(statement).all()))
+
+    def find_any(self, *, sha256s: Iterable[str] = (), contents: Iterable[str] = ()) -> list[AdapterVersion]:
+        """Active versions whose file SHA-256 or content digest is any of the given ones, oldest first: one
+        query per :data:`_IN_CHUNK` digests, for callers that look up a whole batch of files."""
+        ids: set[int] = set()
+        with read_transaction(self.engine) as session:
+            for column, values in (
+                (col(Version.blob_sha256), sorted(set(sha256s))),
+                (col(Version.content_digest), sorted(set(contents))),
+            ):
+                for start in range(0, len(values), _IN_CHUNK):
+                    statement = select(Version.id).where(
+                        column.in_(values[start : start + _IN_CHUNK]), col(Version.removed_at).is_(None)
+                    )
+                    ids.update(_ids(session.exec(statement).all()))
+            return _hydrate(session, sorted(ids))
 
     def list_versions(self, filters: Filters | None = None) -> list[AdapterVersion]:
         """Versions matching ``filters``, by name then number."""
@@ -358,7 +369,7 @@ class Catalog:
         """The digests recorded for ``path`` if its size, mtime and inode are still the recorded ones."""
         with read_transaction(self.engine) as session:
             row = session.get(FileCache, str(path))
-            if row is None or (row.size, row.mtime_ns, row.inode) != (size, mtime_ns, _int64(inode)):
+            if row is None or (row.size, row.mtime_ns, row.inode) != (size, mtime_ns, int64(inode)):
                 return None
             return _cached(row)
 
@@ -366,7 +377,7 @@ class Catalog:
         """Of (path, size, mtime_ns, inode) tuples, the paths whose recorded facts still hold and whose content is
         catalogued (not removed): what a directory walk may skip without reading. Two queries per 500 paths, so a
         re-run over a large library costs milliseconds, not a transaction per file."""
-        wanted = {str(path): (size, mtime_ns, _int64(inode)) for path, size, mtime_ns, inode in stats}
+        wanted = {str(path): (size, mtime_ns, int64(inode)) for path, size, mtime_ns, inode in stats}
         paths = list(wanted)
         unchanged: set[str] = set()
         with read_transaction(self.engine) as session:
@@ -396,7 +407,7 @@ class Catalog:
             row = session.get(FileCache, str(path)) or FileCache(
                 path=str(path), size=size, mtime_ns=mtime_ns, inode=0, sha256=sha256
             )
-            row.size, row.mtime_ns, row.inode, row.sha256 = size, mtime_ns, _int64(inode), sha256
+            row.size, row.mtime_ns, row.inode, row.sha256 = size, mtime_ns, int64(inode), sha256
             row.content_digest, row.checked_at = content_digest, utc_now()
             session.add(row)
 
@@ -492,6 +503,26 @@ def _unique_signatures(signatures: Iterable[tuple[str, str]]) -> dict[str, str]:
     return unique
 
 
+def _insert_version(session: Session, new: NewVersion, audit: AuditActor, allow_duplicate: bool) -> int:
+    _check_name(new.name)
+    signatures = _unique_signatures(new.signatures)
+    if not allow_duplicate:
+        _refuse_duplicate(session, new.content_digest)
+    adapter = _adapter(session, new.name, create=True)
+    assert adapter is not None and adapter.id is not None
+    number = _next_number(session, adapter, new.number)
+    _ensure_blob(session, new.blob)
+    version = _version_row(new, adapter.id, number, signatures)
+    session.add(version)
+    session.flush()
+    assert version.id is not None
+    _add_rows(session, new, version.id, signatures)
+    if new.location is not None:
+        insert_location(session, new.location)
+    _append(session, audit, new.action, version, name=new.name, details=_add_details(new, signatures))
+    return version.id
+
+
 def _refuse_duplicate(session: Session, content_digest: str) -> None:
     statement = (
         select(Adapter.name, Version.number)
@@ -567,16 +598,20 @@ def _add_rows(session: Session, new: NewVersion, version_id: int, signatures: di
 
 
 def _add_details(new: NewVersion, signatures: dict[str, str]) -> dict[str, Any]:
-    return {
-        "blob_sha256": new.blob.sha256,
-        "size": new.blob.size,
-        "file_name": new.file_name,
-        "format": new.format,
-        "family": new.family,
-        "license_id": new.license_id,
-        "card_sha256": hashlib.sha256(new.card_json.encode("utf-8")).hexdigest(),
-        "signers": sorted(signatures),
-    } | dict(new.details)
+    return (
+        {
+            "blob_sha256": new.blob.sha256,
+            "size": new.blob.size,
+            "file_name": new.file_name,
+            "format": new.format,
+            "family": new.family,
+            "license_id": new.license_id,
+            "card_sha256": hashlib.sha256(new.card_json.encode("utf-8")).hexdigest(),
+            "signers": sorted(signatures),
+        }
+        | ({"in_place": new.location.path} if new.location is not None else {})
+        | dict(new.details)
+    )
 
 
 def _event(
@@ -628,11 +663,6 @@ def _commercial(values: Iterable[str]) -> list[str]:
 
 def _json_list(values: Iterable[str]) -> str:
     return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
-
-
-def _int64(value: int) -> int:
-    """Inode numbers are unsigned 64-bit; fold the rare ones above 2**63 into the signed BIGINT range."""
-    return value - 2**64 if value >= 2**63 else value
 
 
 # --- helpers: reading -----------------------------------------------------------------------------------------

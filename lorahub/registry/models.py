@@ -218,3 +218,33 @@ class TrainingRun(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Location(SQLModel, table=True):
+    """Where a file of the user's library lies, catalogued in place (``lorahub scan``, ``add --in-place``).
+
+    The file is the user's: lorahub never writes, moves or deletes it, so the row records what was seen —
+    the path, the SHA-256 and content digest of its bytes, and the stat facts (size, mtime, inode, device) under
+    which those digests are trusted without reading it again. ``state`` is what the last look found: ``present``,
+    ``missing`` (nothing at the path) or ``changed`` (other bytes at the path; the version keeps its card and
+    the new bytes are catalogued on their own). A path holds at most one row per content (``path, sha256``).
+    ``neighbours`` is a JSON list of the sidecars and previews beside the file, each with its digest.
+    ``linked``: the blob store holds a hard link to the same inode (``--link``).
+    """
+
+    __tablename__ = "location"
+    __table_args__ = (Index("ix_location_path_sha256", "path", "sha256", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    path: str = Field(index=True)
+    sha256: str = Field(index=True)
+    content_digest: str = Field(index=True)
+    size: int = Field(sa_type=BigInteger)
+    mtime_ns: int = Field(sa_type=BigInteger)
+    inode: int = Field(sa_type=BigInteger)
+    device: int = Field(sa_type=BigInteger)
+    state: str = Field(default="present", index=True)
+    linked: bool = False
+    neighbours: str = Field(default="[]", sa_type=Text)
+    recorded_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    seen_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)

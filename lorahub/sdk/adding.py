@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from lorahub.signing.timestamps import utc_now
 if TYPE_CHECKING:
     from lorahub.registry.blobs import BlobInfo
     from lorahub.registry.catalog import AdapterVersion, NewVersion
+    from lorahub.registry.locations import Facts, NewLocation
     from lorahub.sdk.hub import Hub
     from lorahub.signing.card import Card, Consent, Parent
     from lorahub.signing.keys import Signer
@@ -80,6 +82,8 @@ class AddResult:
     report: Report
     already: bool = False
     """The same content was already catalogued under this name; nothing was written."""
+    location: Path | None = None
+    """Where the file lies, when it was catalogued in place (not copied into the blob store)."""
     signed: SignedCard | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +97,7 @@ class AddResult:
             "sidecar": str(self.sidecar) if self.sidecar else None,
             "filled_from": self.suggestions,
             "already_catalogued": self.already,
+            "in_place": str(self.location) if self.location else None,
             "format": self.report.format,
             "family": self.report.base_model.family,
         }
@@ -117,6 +122,8 @@ class Prepared:
     name: str
     blob: BlobInfo | None
     existing: AdapterVersion | None
+    location: NewLocation | None = None
+    """Where the file lies when it is catalogued in place instead of copied."""
 
 
 def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
@@ -125,11 +132,7 @@ def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
     p = check_path(path)
     with hub.blobs.writer(hashed_by_caller=True) as blob:
         report = inspect(p, sink=blob.write)
-        if report.container != "safetensors":
-            raise errors.UnsupportedFileError(
-                f"{p} is a pickled {report.container} file: lorahub catalogs only .safetensors",
-                hint="Convert it to safetensors in a sandbox you trust, then add the result.",
-            )
+        _require_safetensors(report, p)
         suggestions = suggest(p, report.raw_metadata)
         name = check_name(options.name or suggestions.name or "adapter")
         existing = hub.catalog.find_by_content(report.hashes.content or "")
@@ -138,6 +141,33 @@ def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
             return Prepared(p, report, suggestions, name, None, existing)
         info = blob.commit(report.hashes.sha256)
     return Prepared(p, report, suggestions, name, info, None)
+
+
+def prepare_in_place(
+    path: Path, facts: Facts, options: AddOptions, *, neighbours: Sequence[dict[str, Any]] = ()
+) -> Prepared:
+    """An add that leaves the file where it is: one read computes its identity (SHA-256, content digest), nothing is
+    copied; ``facts`` are the stat facts taken before the read (a file changed while it was read then no longer
+    matches them, and is read again next time). Whether the content is known is the caller's question."""
+    from lorahub.registry.blobs import BlobInfo
+    from lorahub.registry.locations import NewLocation
+
+    report = inspect(path, identity_only=True)
+    _require_safetensors(report, path)
+    suggestions = suggest(path, report.raw_metadata)
+    name = check_name(options.name or suggestions.name or "adapter")
+    sha256, content = report.hashes.sha256, report.hashes.content or ""
+    blob = BlobInfo(sha256=sha256, size=report.file_size, path=path, existed=False)
+    location = NewLocation(str(path), sha256, content, facts, neighbours=neighbours)
+    return Prepared(path, report, suggestions, name, blob, None, location)
+
+
+def _require_safetensors(report: Report, path: Path) -> None:
+    if report.container != "safetensors":
+        raise errors.UnsupportedFileError(
+            f"{path} is a pickled {report.container} file: lorahub catalogs only .safetensors",
+            hint="Convert it to safetensors in a sandbox you trust, then add the result.",
+        )
 
 
 def commit(hub: Hub, prepared: Prepared, options: AddOptions, *, signer: Signer | None, actor: Any) -> AddResult:
@@ -155,29 +185,31 @@ def commit(hub: Hub, prepared: Prepared, options: AddOptions, *, signer: Signer 
                 hint="It is already catalogued; pass --allow-duplicate to catalogue it again under another name.",
             )
         return _already(hub, existing, prepared.report)
-    assert prepared.blob is not None
-    signed = _catalogue(
-        hub,
-        prepared.path,
-        name=prepared.name,
-        stored=(prepared.report, prepared.blob),
-        suggestions=prepared.suggestions,
-        options=options,
-        signer=signer,
-        actor=actor,
-    )
-    return AddResult(
-        name=prepared.name,
-        version=signed.card.version,
-        content_digest=signed.card.content_digest,
-        sha256=prepared.report.hashes.sha256,
-        signed_by=[s.keyid for s in signed.envelope.signatures],
-        embedded=False,
-        sidecar=None,
-        suggestions=_used_suggestions(prepared.suggestions, options),
-        report=prepared.report,
-        signed=signed,
-    )
+    return commit_new(hub, [prepared], options, signer=signer, actor=actor)[0]
+
+
+def commit_new(
+    hub: Hub, prepared: Sequence[Prepared], options: AddOptions, *, signer: Signer | None, actor: Any
+) -> list[AddResult]:
+    """Catalogue files whose content the caller found new, in one transaction (all or none); files with the same
+    name get consecutive numbers."""
+    signed = _catalogue(hub, prepared, options=options, signer=signer, actor=actor)
+    return [
+        AddResult(
+            name=p.name,
+            version=card.card.version,
+            content_digest=card.card.content_digest,
+            sha256=p.report.hashes.sha256,
+            signed_by=[s.keyid for s in card.envelope.signatures],
+            embedded=False,
+            sidecar=None,
+            suggestions=_used_suggestions(p.suggestions, options),
+            report=p.report,
+            signed=card,
+            location=p.path if p.location is not None else None,
+        )
+        for p, card in zip(prepared, signed, strict=True)
+    ]
 
 
 def _write_card_beside(result: AddResult, path: Path, hub: Hub, options: AddOptions) -> AddResult:
@@ -232,35 +264,44 @@ def _already(hub: Hub, existing: AdapterVersion, report: Report) -> AddResult:
 
 
 def _catalogue(
-    hub: Hub,
-    path: Path,
-    *,
-    name: str,
-    stored: tuple[Report, BlobInfo],
-    suggestions: Suggestions,
-    options: AddOptions,
-    signer: Signer | None,
-    actor: Any,
-) -> SignedCard:
+    hub: Hub, prepared: Sequence[Prepared], *, options: AddOptions, signer: Signer | None, actor: Any
+) -> list[SignedCard]:
     from lorahub.signing.signed import sign_card, unsigned
 
-    report, blob = stored
     for _ in range(MAX_NUMBER_RACES):
-        number = options.version or hub.catalog.next_number(name)
-        card = build_card(name, number, report, suggestions=suggestions, options=options, signer=signer)
-        signed = sign_card(card, signer) if signer else unsigned(card)
-        new = _new_version(signed, blob, path.name, options)
+        numbers = _numbers(hub, [p.name for p in prepared], options.version)
+        signed, news = [], []
+        for p, number in zip(prepared, numbers, strict=True):
+            assert p.blob is not None
+            card = build_card(p.name, number, p.report, suggestions=p.suggestions, options=options, signer=signer)
+            signed.append(sign_card(card, signer) if signer else unsigned(card))
+            news.append(_new_version(signed[-1], p.blob, p.path.name, options, p.location))
         try:
-            hub.catalog.add_version(new, audit=actor, allow_duplicate=options.allow_duplicate)
+            hub.catalog.add_versions(news, audit=actor, allow_duplicate=options.allow_duplicate)
         except errors.VersionExistsError:
             if options.version is not None:
                 raise
-            continue  # another writer took the number between our read and our insert
+            continue  # another writer took a number between our read and our insert
         return signed
-    raise errors.DatabaseError(f"could not allocate a version number for {name} after {MAX_NUMBER_RACES} tries")
+    names = ", ".join(sorted({p.name for p in prepared}))
+    raise errors.DatabaseError(f"could not allocate a version number for {names} after {MAX_NUMBER_RACES} tries")
 
 
-def _new_version(signed: SignedCard, blob: BlobInfo, file_name: str, options: AddOptions) -> NewVersion:
+def _numbers(hub: Hub, names: Sequence[str], wanted: int | None) -> list[int]:
+    """The number each name gets: ``wanted`` (one file), else the next free one, counting repeats in the batch."""
+    if wanted is not None:
+        return [wanted] * len(names)
+    following = {name: hub.catalog.next_number(name) for name in set(names)}
+    numbers = []
+    for name in names:
+        numbers.append(following[name])
+        following[name] += 1
+    return numbers
+
+
+def _new_version(
+    signed: SignedCard, blob: BlobInfo, file_name: str, options: AddOptions, location: NewLocation | None
+) -> NewVersion:
     from lorahub.registry.catalog import NewVersion
 
     card = signed.card
@@ -282,6 +323,7 @@ def _new_version(signed: SignedCard, blob: BlobInfo, file_name: str, options: Ad
         signatures=[(s.keyid, base64.b64encode(s.sig).decode("ascii")) for s in signed.envelope.signatures],
         action=options.audit_action,
         details=options.audit_details,
+        location=location,
     )
 
 

@@ -148,14 +148,10 @@ def verified_blob(hub: Hub, version: AdapterVersion) -> Path:
     ones the card names, and no signature a known key made is broken."""
     from lorahub.files.digests import digest_file
     from lorahub.files.safetensors import read_header
+    from lorahub.sdk.library import version_file
     from lorahub.signing.signed import verify_card
 
-    path = hub.blobs.path_for(version.blob_sha256)
-    if not path.is_file():
-        raise errors.PathNotFoundError(
-            f"the stored file of {version.ref} is missing from the blob store ({path})",
-            hint="Restore the home's blobs/ folder from a backup, or remove the version and add the file again.",
-        )
+    path = version_file(hub, version).path
     hashes = digest_file(path, read_header(path), check_values=False).hashes
     signed = hub.signed_card(version)
     if hashes.sha256 != version.blob_sha256 or hashes.content != signed.card.content_digest:

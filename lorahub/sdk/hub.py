@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.generating import GenerateResult
+    from lorahub.sdk.library import LibraryEntry, ScanResult
+    from lorahub.sdk.library import Progress as ScanProgress
     from lorahub.sdk.lineage import LineageNode
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.verifying import VerifyReport
@@ -227,11 +229,56 @@ class Hub(ProvenanceMixin):
     def verify(self, target: str | os.PathLike[str], *, policy: str | os.PathLike[str] | None = None) -> VerifyReport:
         from lorahub.sdk.verifying import verify
 
-        report = verify(self, target, self.policy(policy))
+        return self._logged(verify(self, target, self.policy(policy)))
+
+    def verify_version(self, version: AdapterVersion, *, policy: Policy | None = None) -> VerifyReport:
+        """``verify`` of a catalogued version that reads its file only when its stat facts changed since it last
+        passed (:func:`~lorahub.sdk.verifying.verify_catalogued`)."""
+        from lorahub.sdk.verifying import verify_catalogued
+
+        return self._logged(verify_catalogued(self, version, policy or self.policy()))
+
+    def verify_all(self, *, policy: str | os.PathLike[str] | None = None) -> list[VerifyReport]:
+        """``verify --all``: every active version of the catalogue, wherever its file lies; fast when nothing
+        changed (files are read only when their stat facts differ from a passing verification's)."""
+        resolved = self.policy(policy)
+        return [self.verify_version(version, policy=resolved) for version in self.catalog.list_versions()]
+
+    def _logged(self, report: VerifyReport) -> VerifyReport:
         if not report.ok:
             failed = [c.name for c in report.checks if not c.ok]
-            self._log_quietly("verify-failed", report.content_digest, {"target": str(target), "failed": failed})
+            self._log_quietly("verify-failed", report.content_digest, {"target": report.target, "failed": failed})
         return report
+
+    # --- the library in place -----------------------------------------------------------------------------------
+
+    def scan(
+        self,
+        roots: Sequence[str | os.PathLike[str]],
+        options: AddOptions | None = None,
+        *,
+        find_missing: bool = True,
+        link: bool = False,
+        progress: ScanProgress | None = None,
+    ) -> ScanResult:
+        """Catalogue the adapter files under ``roots`` where they lie (nothing is copied or written there) and,
+        with ``find_missing``, find what moved, changed or vanished under them since the last scan."""
+        from lorahub.sdk.adding import AddOptions
+        from lorahub.sdk.library import scan
+
+        return scan(self, roots, options or AddOptions(), find_missing=find_missing, link=link, progress=progress)
+
+    def library(self, *, state: str | None = None) -> list[LibraryEntry]:
+        """The library's locations (``state``: ``missing`` or ``changed`` for those only), by path."""
+        from lorahub.sdk.library import locations
+
+        return locations(self, state=state)
+
+    def duplicates(self) -> list[list[LibraryEntry]]:
+        """Groups of library locations that hold the same content (same tensors) at several paths or names."""
+        from lorahub.sdk.library import duplicates
+
+        return duplicates(self)
 
     def _log_quietly(self, action: str, digest: str | None, details: dict[str, Any]) -> None:
         """Audit an event of something done outside the catalog without asking for a passphrase: signed by the
@@ -300,6 +347,8 @@ class Hub(ProvenanceMixin):
                 for c in checks
             ],
             "audit": [event_dict(e) for e in events if e.subject_version in (None, version.number)],
+            "stored": self.blobs.exists(version.blob_sha256),
+            "locations": [row.as_dict() for row in self.catalog.locations.of_sha256([version.blob_sha256])],
         }
 
     def sign(self, ref: str, *, key: str | None = None) -> tuple[AdapterVersion, bool]:
@@ -366,10 +415,11 @@ class Hub(ProvenanceMixin):
             files = sorted(p.name for p in result.files.values())
             self._log_quietly("export", result.version.content_digest, {"out": str(out), "for": tool, "files": files})
             return result
+        from lorahub.sdk.library import version_file
         from lorahub.signing.embed import embed_card
 
         version = self.version(ref)
-        embed_card(self.blobs.path_for(version.blob_sha256), self.signed_card(version), out=Path(out))
+        embed_card(version_file(self, version).path, self.signed_card(version), out=Path(out))
         self._log_quietly("export", version.content_digest, {"out": str(out)})
         return version
 

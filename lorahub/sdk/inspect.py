@@ -110,11 +110,14 @@ class Report:
             )
 
 
-def inspect(path: str | os.PathLike[str], *, sink: Callable[[memoryview], object] | None = None) -> Report:
+def inspect(
+    path: str | os.PathLike[str], *, sink: Callable[[memoryview], object] | None = None, identity_only: bool = False
+) -> Report:
     """Describe an adapter file: format, layers, base family, hashes, metadata and problems.
 
     ``sink`` receives the file's bytes as they are read for hashing, so a caller can store the file without a
-    second read.
+    second read. ``identity_only`` computes only the SHA-256 and the content digest (see
+    :func:`~lorahub.files.digests.digest_file`): no value checks, so no value problems either.
     """
     p = check_path(path)
     with open(p, "rb") as handle:
@@ -124,7 +127,7 @@ def inspect(path: str | os.PathLike[str], *, sink: Callable[[memoryview], object
     with SafetensorsFile(p) as container:
         header = container.header
         layout = detect(header.tensors, header.metadata)
-        digest = digest_file(p, header, sink=sink)
+        digest = digest_file(p, header, sink=sink, identity_only=identity_only)
         alphas = {m.name: _alpha(container, m) for m in layout.modules}
     return _safetensors_report(p, header, layout, digest, alphas)
 

@@ -36,27 +36,6 @@ def _require(report: VerifyReport) -> VerifyReport:
     return report
 
 
-def _verify_catalogued(hub: Hub, version: AdapterVersion) -> VerifyReport:
-    from lorahub.sdk.verifying import verify_unchanged_blob
-
-    path = hub.blobs.path_for(version.blob_sha256)
-    try:
-        stat = path.stat()
-    except OSError:
-        raise errors.PathNotFoundError(
-            f"the stored file of {version.ref} is missing from the blob store ({path})",
-            hint="Restore the home from a backup, or remove the version (lorahub rm) and add the file again.",
-        ) from None
-    facts = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    cached = hub.catalog.file_cache_get(*facts)
-    policy = hub.policy()
-    if cached is not None and cached.sha256 == version.blob_sha256 and cached.content_digest == version.content_digest:
-        return _require(verify_unchanged_blob(hub, version, policy))
-    report = _require(hub.verify(version.ref))
-    hub.catalog.file_cache_put(*facts, sha256=version.blob_sha256, content_digest=version.content_digest)
-    return report
-
-
 def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> VerifiedAdapter:
     """The adapter behind ``ref`` (name, name@N, content digest or path), verified unless ``verify`` is False."""
     from lorahub.files.safetensors import check_path
@@ -68,10 +47,13 @@ def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> Ve
         if verify:
             report = _require(hub.verify(path))
     else:
+        from lorahub.sdk.library import version_file
+        from lorahub.sdk.verifying import verify_catalogued
+
         version = hub.version(str(ref))
-        path = hub.blobs.path_for(version.blob_sha256)
         if verify:
-            report = _verify_catalogued(hub, version)
+            report = _require(verify_catalogued(hub, version, hub.policy()))
+        path = version_file(hub, version).path
     signed = hub.signed_card(version) if version is not None else None
     digest = version.content_digest if version is not None else (report.content_digest if report else None)
     if digest is None:

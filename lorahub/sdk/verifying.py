@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lorahub import errors
 
 if TYPE_CHECKING:
+    from lorahub.registry.catalog import AdapterVersion
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.inspect import Report
     from lorahub.sdk.policy import Policy
@@ -72,10 +73,11 @@ def verify(hub: Hub, target: str | os.PathLike[str], policy: Policy) -> VerifyRe
     report.content_digest = inspected.hashes.content
     report.add("content digest", True, f"recomputed: {inspected.hashes.content}")
     if catalogued is not None:
+        where = "stored file" if path == hub.blobs.path_for(catalogued.blob_sha256) else f"in-place file {path}"
         report.add(
             "blob integrity",
             catalogued.blob_sha256 == inspected.hashes.sha256,
-            f"stored file sha256 {inspected.hashes.sha256[:16]}… (catalogue says {catalogued.blob_sha256[:16]}…)",
+            f"{where} sha256 {inspected.hashes.sha256[:16]}… (catalogue says {catalogued.blob_sha256[:16]}…)",
         )
     signed = _card(hub, report, path, inspected, catalogued)
     if signed is None:
@@ -99,8 +101,10 @@ def _resolve(hub: Hub, target: str | os.PathLike[str]) -> tuple[Path, Any]:
     path = Path(target)
     if not is_catalogue_ref(target):
         return path, None
+    from lorahub.sdk.library import version_file
+
     version = hub.version(str(target))
-    return hub.blobs.path_for(version.blob_sha256), version
+    return version_file(hub, version).path, version
 
 
 def _container(report: VerifyReport, path: Path) -> Report | None:
@@ -205,11 +209,36 @@ def _policy(report: VerifyReport, signed: SignedCard | None, policy: Policy) -> 
     report.add("policy", not failures, "; ".join(failures) or f"passes {policy.source}")
 
 
-def verify_unchanged_blob(hub: Hub, version: Any, policy: Policy) -> VerifyReport:
-    """``verify`` for a catalogued blob whose size, mtime and inode still match a recorded full verification: the
-    bytes are not read again (they are read-only in the store, and a changed file changes the stat facts); the card,
-    its signatures, trust and policy are checked as always, because trust and policy can change at any time."""
-    path = hub.blobs.path_for(version.blob_sha256)
+def verify_catalogued(hub: Hub, version: AdapterVersion, policy: Policy) -> VerifyReport:
+    """``verify NAME@V``, without reading the file again when its size, mtime and inode still match a recorded
+    passing verification (``verify --all`` over a library that did not change reads nothing). A file that is
+    nowhere fails the ``file present`` check; an in-place file whose bytes changed is marked ``changed``."""
+    from lorahub.sdk.library import version_file
+
+    try:
+        located = version_file(hub, version)
+    except errors.FileMissingError as error:
+        report = VerifyReport(target=version.ref, path="", policy=policy.source)
+        report.content_digest = version.content_digest
+        report.add("file present", False, error.message)
+        return report
+    stat = located.path.stat()
+    facts = (str(located.path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    cached = hub.catalog.file_cache_get(*facts)
+    if cached is not None and (cached.sha256, cached.content_digest) == (version.blob_sha256, version.content_digest):
+        return verify_unchanged_blob(hub, version, policy, located.path)
+    report = verify(hub, version.ref, policy)
+    if report.ok:
+        hub.catalog.file_cache_put(*facts, sha256=version.blob_sha256, content_digest=version.content_digest)
+    elif located.location is not None and report.content_digest != version.content_digest:
+        hub.catalog.locations.set_state([located.location.id], "changed")
+    return report
+
+
+def verify_unchanged_blob(hub: Hub, version: AdapterVersion, policy: Policy, path: Path) -> VerifyReport:
+    """``verify`` for a catalogued file whose size, mtime and inode still match a recorded full verification: the
+    bytes are not read again (a changed file changes the stat facts); the card, its signatures, trust and policy
+    are checked as always, because trust and policy can change at any time."""
     report = VerifyReport(target=version.ref, path=str(path), policy=policy.source)
     report.content_digest = version.content_digest
     report.add("blob integrity", True, f"unchanged since verified (sha256 {version.blob_sha256[:16]}…)")

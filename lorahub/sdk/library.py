@@ -1,0 +1,449 @@
+"""A library catalogued where it lies: ``lorahub scan``, ``add --in-place``, and finding a version's file again.
+
+Nothing here writes, moves or deletes a file of the user's. A scan walks its roots one folder at a time; a file
+whose path, size, mtime, inode and device match its location row is not read again. Any other file is read once,
+for its identity only (SHA-256 and content digest, two streams on two cores), and then it is one of:
+
+* the same bytes under new stat facts (touched, restored): the row is trusted again;
+* known bytes at a new path while the old path is empty: a **move**, the row is re-pointed (audited ``move``);
+* known content at another path: a **duplicate**, recorded as a second location (audited ``locate``);
+* new content: a new version, catalogued in place (audited ``add``); when it replaced other bytes at the same
+  path, the old location is marked ``changed`` (its version keeps its card) and the new content becomes the next
+  version of that adapter.
+
+After the walk, locations under the roots that the walk did not see and whose path is empty are marked
+``missing``: the version keeps its card, signatures and metadata. One ``scan`` audit event sums it all up.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from lorahub import errors
+from lorahub.files.walk import Folder, count_files, walk
+from lorahub.registry.locations import Facts, LocationRow
+from lorahub.registry.models import utc_now
+from lorahub.sdk.adding import AddOptions, AddResult, Prepared, commit_new, prepare_in_place
+
+if TYPE_CHECKING:
+    from lorahub.registry.audit import AuditActor
+    from lorahub.registry.catalog import AdapterVersion
+    from lorahub.sdk.hub import Hub
+    from lorahub.signing.keys import Signer
+
+Progress = Callable[[int, int, Path], None]
+"""(files done, files in all, the file just looked at)."""
+
+IN_FLIGHT_PER_WORKER: Final = 8
+"""Files read ahead per worker thread beyond the batch being settled: keeps the workers busy, memory flat."""
+COMMIT_BATCH: Final = 64
+"""New versions recorded per transaction."""
+
+
+@dataclass
+class ScanResult:
+    """What a scan found under its roots; each list names paths and the catalogue versions they are."""
+
+    roots: list[str]
+    added: list[AddResult] = field(default_factory=list)
+    unchanged: int = 0
+    refreshed: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    moved: list[tuple[str, str, str]] = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    linked: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    tracebacks: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "roots": self.roots,
+            "counts": {
+                "added": len(self.added),
+                "unchanged": self.unchanged,
+                "refreshed": len(self.refreshed),
+                "duplicates": len(self.duplicates),
+                "moved": len(self.moved),
+                "changed": len(self.changed),
+                "missing": len(self.missing),
+                "linked": self.linked,
+                "failures": len(self.failures),
+            },
+            "added": [{"path": str(r.location), "ref": f"{r.name}@{r.version}"} for r in self.added],
+            "duplicates": [{"path": p, "ref": ref} for p, ref in self.duplicates],
+            "moved": [{"from": a, "to": b, "ref": ref} for a, b, ref in self.moved],
+            "changed": [{"path": p, "ref": ref} for p, ref in self.changed],
+            "missing": [{"path": p, "ref": ref} for p, ref in self.missing],
+            "failures": [{"path": p, "code": c, "message": m} for p, c, m in self.failures],
+        }
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One adapter file met by the walk: where, its stat facts, its neighbours, and the rows recorded there."""
+
+    path: Path
+    facts: Facts
+    neighbours: tuple[dict[str, Any], ...]
+    rows: tuple[LocationRow, ...]
+
+
+def scan(
+    hub: Hub,
+    roots: Sequence[str | os.PathLike[str]],
+    options: AddOptions,
+    *,
+    find_missing: bool = True,
+    link: bool = False,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> ScanResult:
+    """Catalogue every adapter file under ``roots`` in place (files may be given too); with ``find_missing``,
+    also mark what was catalogued under them and is gone (``lorahub scan``; ``add --in-place`` does not)."""
+    if options.embed or options.sidecar:
+        raise errors.ConflictingArgumentsError(
+            "--embed and --sidecar would write into the user's library, which a scan never does",
+            hint="Catalogue in place without them; `lorahub export` writes cards and sidecars elsewhere.",
+        )
+    resolved = [_root(Path(r)) for r in roots]
+    if (options.name or options.version) and (len(resolved) > 1 or resolved[0].is_dir()):
+        raise errors.ConflictingArgumentsError(
+            "--name and --version apply to one file, not to a folder", hint="Scan the folder without them."
+        )
+    signer = hub.signer() if options.sign else None
+    context = _Context(hub, options, signer, hub.audit_actor(signer), link, ScanResult([str(r) for r in resolved]))
+    started = utc_now()
+    counter = _Counter(sum(1 if r.is_file() else count_files(r) for r in resolved), progress)
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[Seen, Future[Prepared]]] = deque()
+
+        def settle_oldest() -> None:
+            batch = [pending.popleft() for _ in range(min(COMMIT_BATCH, len(pending)))]
+            context.settle(batch)
+            for seen, _ in batch:
+                counter.tick(seen.path)
+
+        for seen in _seen_files(hub, resolved, context):
+            if isinstance(seen, Path):
+                counter.tick(seen)
+                continue
+            pending.append((seen, pool.submit(_prepare, seen, options)))
+            if len(pending) >= COMMIT_BATCH + IN_FLIGHT_PER_WORKER * workers:
+                settle_oldest()
+        while pending:
+            settle_oldest()
+    if find_missing:
+        for root in resolved:
+            _mark_missing(hub, root, started, context.result)
+    _log_scan(hub, context)
+    return context.result
+
+
+@dataclass
+class _Counter:
+    total: int
+    progress: Progress | None
+    done: int = 0
+
+    def tick(self, path: Path) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, max(self.total, self.done), path)
+
+
+def _prepare(seen: Seen, options: AddOptions) -> Prepared:
+    return prepare_in_place(seen.path, seen.facts, options, neighbours=seen.neighbours)
+
+
+def _root(path: Path) -> Path:
+    resolved = path.expanduser().resolve()
+    if not resolved.exists():
+        raise errors.PathNotFoundError(
+            f"{path} does not exist",
+            hint="Name a library folder that is there (an unmounted drive is not scanned: nothing is marked missing).",
+        )
+    return resolved
+
+
+@dataclass
+class _Context:
+    hub: Hub
+    options: AddOptions
+    signer: Signer | None
+    actor: AuditActor
+    link: bool
+    result: ScanResult
+
+    def settle(self, batch: Sequence[tuple[Seen, Future[Prepared]]]) -> None:
+        """Record what a batch of read files turned out to be: digests looked up together, new versions committed
+        in one transaction. A file that fails is listed and the others go on."""
+        ready: list[tuple[Seen, Prepared]] = []
+        for seen, future in batch:
+            with self._failures_of(seen.path):
+                ready.append((seen, future.result()))
+        if len(ready) == 1:
+            with self._failures_of(ready[0][0].path):
+                self._settle(ready)
+            return
+        try:
+            self._settle(ready)
+        except Exception:  # the batch's transaction failed as one: settle its files one by one to find the culprit
+            for item in ready:
+                with self._failures_of(item[0].path):
+                    self._settle([item])
+
+    @contextmanager
+    def _failures_of(self, path: Path) -> Iterator[None]:
+        try:
+            yield
+        except errors.LorahubError as error:
+            self.result.failures.append((str(path), error.code, error.message))
+            self.result.tracebacks[str(path)] = traceback.format_exc()
+        except Exception as error:  # a bug, but only this file's: the scan goes on
+            self.result.failures.append((str(path), "internal", f"{error.__class__.__name__}: {error}"))
+            self.result.tracebacks[str(path)] = traceback.format_exc()
+
+    def _settle(self, ready: Sequence[tuple[Seen, Prepared]]) -> None:
+        locations = self.hub.catalog.locations
+        identities = [_identity(p) for _, p in ready]
+        elsewhere: dict[str, list[LocationRow]] = {}
+        for row in locations.of_sha256(sha for sha, _ in identities):
+            elsewhere.setdefault(row.sha256, []).append(row)
+        known = self.hub.catalog.find_any(sha256s=[i[0] for i in identities], contents=[i[1] for i in identities])
+        by_digest = {v.blob_sha256: v for v in reversed(known)} | {v.content_digest: v for v in reversed(known)}
+        new: list[Prepared] = []
+        later: list[tuple[Seen, Prepared]] = []
+        for seen, prepared in ready:
+            sha256, content = _identity(prepared)
+            if self._same_bytes(seen, sha256):
+                continue
+            replaced = self._replaced(seen, sha256)
+            if self._moved(seen, elsewhere.get(sha256, [])):
+                continue
+            version = by_digest.get(sha256) or by_digest.get(content)
+            if version is not None:
+                self._duplicate(seen, prepared, version)
+            elif any(_identity(p)[1] == content for p in new):
+                later.append((seen, prepared))  # a duplicate of a file of this very batch: after its commit
+            else:
+                new.append(self._named(prepared, replaced))
+        if new:
+            self._add(new)
+        for seen, prepared in later:
+            version = self.hub.catalog.find_by_content(_identity(prepared)[1])
+            assert version is not None
+            self._duplicate(seen, prepared, version)
+
+    def _same_bytes(self, seen: Seen, sha256: str) -> bool:
+        """The recorded bytes under new stat facts (touched, restored): trust them again."""
+        same = [r for r in seen.rows if r.sha256 == sha256]
+        if same:
+            self.hub.catalog.locations.refresh(same[0].id, seen.facts, neighbours=seen.neighbours)
+            self.result.refreshed.append(str(seen.path))
+        return bool(same)
+
+    def _replaced(self, seen: Seen, sha256: str) -> list[LocationRow]:
+        """Other bytes at a recorded path: the old location is ``changed``; its version keeps its card."""
+        replaced = [r for r in seen.rows if r.state == "present" and r.sha256 != sha256]
+        if replaced:
+            self.hub.catalog.locations.set_state([r.id for r in replaced], "changed")
+            self.result.changed += [(row.path, _ref(self.hub, row)) for row in replaced]
+        return replaced
+
+    def _moved(self, seen: Seen, rows: list[LocationRow]) -> bool:
+        """Known bytes whose recorded path is now empty: the same file, moved or renamed; the row follows it."""
+        for row in rows:
+            if row.path != str(seen.path) and not os.path.lexists(row.path):
+                rows.remove(row)
+                version = _version_of(self.hub, row)
+                subject = _subject(version) if version is not None else (None, None, row.content_digest)
+                self.hub.catalog.locations.move(
+                    row, str(seen.path), seen.facts, neighbours=seen.neighbours, audit=self.actor, subject=subject
+                )
+                self.result.moved.append((row.path, str(seen.path), _ref(self.hub, row)))
+                return True
+        return False
+
+    def _duplicate(self, seen: Seen, prepared: Prepared, version: AdapterVersion) -> None:
+        assert prepared.location is not None
+        self.hub.catalog.locations.record(prepared.location, audit=self.actor, subject=_subject(version))
+        self.result.duplicates.append((str(seen.path), version.ref))
+
+    def _named(self, prepared: Prepared, replaced: Sequence[LocationRow]) -> Prepared:
+        """New bytes at a known path are the next version of the adapter that was there."""
+        previous = next((v for v in (_version_of(self.hub, r) for r in replaced) if v is not None), None)
+        if previous is not None and not self.options.name:
+            return replace(prepared, name=previous.name)
+        return prepared
+
+    def _add(self, prepared: Sequence[Prepared]) -> None:
+        if self.link:
+            prepared = [self._linked(p) for p in prepared]
+        self.result.added += commit_new(self.hub, prepared, self.options, signer=self.signer, actor=self.actor)
+
+    def _linked(self, prepared: Prepared) -> Prepared:
+        location = prepared.location
+        assert location is not None
+        if not self.hub.blobs.link(prepared.path, location.sha256, inode=location.facts.inode):
+            return prepared
+        self.result.linked += 1
+        return replace(prepared, location=replace(location, linked=True))
+
+
+def _identity(prepared: Prepared) -> tuple[str, str]:
+    assert prepared.location is not None
+    return prepared.location.sha256, prepared.location.content_digest
+
+
+def _seen_files(hub: Hub, roots: Sequence[Path], context: _Context) -> Iterator[Seen | Path]:
+    """Every adapter file under ``roots`` that must be read (a :class:`Seen`), or the path of one that need not
+    be: its location row matches, so it is only marked seen (one statement per folder)."""
+    for folder in _folders(roots):
+        recorded = hub.catalog.locations.at_paths([str(p) for p, _ in folder.files])
+        unchanged: list[int] = []
+        for path, stat in folder.files:
+            facts = Facts.of(stat)
+            rows = tuple(recorded.get(str(path), ()))
+            neighbours = tuple(neighbours_of(path, folder.listing))
+            current = next((r for r in rows if r.facts == facts and r.state != "changed"), None)
+            if current is not None and current.state == "present" and current.neighbours == neighbours:
+                unchanged.append(current.id)
+                yield path
+            elif current is not None:  # the same file, back from missing or with other files beside it
+                hub.catalog.locations.refresh(current.id, facts, neighbours=neighbours)
+                context.result.refreshed.append(str(path))
+                yield path
+            else:
+                yield Seen(path, facts, neighbours, rows)
+        if unchanged:
+            hub.catalog.locations.mark_seen(unchanged, utc_now())
+            context.result.unchanged += len(unchanged)
+
+
+def _folders(roots: Sequence[Path]) -> Iterator[Folder]:
+    for root in roots:
+        if root.is_file():
+            stat = root.stat()
+            yield Folder(root.parent, frozenset(os.listdir(root.parent)), ((root, stat),))
+        else:
+            yield from walk(root)
+
+
+def neighbours_of(path: Path, listing: frozenset[str]) -> list[dict[str, Any]]:
+    """The sidecars and previews beside ``path``, each with its digest (see :mod:`lorahub.files.neighbours`)."""
+    return []
+
+
+def _mark_missing(hub: Hub, root: Path, started: Any, result: ScanResult) -> None:
+    """Rows under ``root`` the walk did not see: gone when their path is empty (a file the walk skips, such as a
+    hidden one added by hand, is left alone)."""
+    if root.is_file():
+        return
+    locations = hub.catalog.locations
+    for page in locations.pages(root=str(root), state="present", seen_before=started):
+        gone = [row for row in page if not os.path.lexists(row.path)]
+        if gone:
+            locations.set_state([row.id for row in gone], "missing")
+            result.missing += [(row.path, _ref(hub, row)) for row in gone]
+
+
+def _log_scan(hub: Hub, context: _Context) -> None:
+    result = context.result
+    counts = result.as_dict()["counts"]
+    if not any(v for k, v in counts.items() if k != "unchanged"):
+        return  # nothing happened: a re-scan of an unchanged library leaves no trace in the audit log
+    hub.catalog.log(
+        "scan",
+        audit=context.actor,
+        details={
+            "roots": result.roots,
+            "counts": counts,
+            "missing": [p for p, _ in result.missing],
+            "changed": [p for p, _ in result.changed],
+        },
+    )
+
+
+def _version_of(hub: Hub, row: LocationRow) -> AdapterVersion | None:
+    return hub.catalog.find_by_sha256(row.sha256) or hub.catalog.find_by_content(row.content_digest)
+
+
+def _ref(hub: Hub, row: LocationRow) -> str:
+    version = _version_of(hub, row)
+    return version.ref if version is not None else f"content {row.content_digest[:16]}…"
+
+
+def _subject(version: AdapterVersion) -> tuple[str | None, int | None, str | None]:
+    return version.name, version.number, version.content_digest
+
+
+# --- a version's file, wherever it is -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionFile:
+    """Where a version's bytes are read from: the blob store, or a location of the user's library."""
+
+    path: Path
+    in_place: bool
+    location: LocationRow | None = None
+
+
+def version_file(hub: Hub, version: AdapterVersion) -> VersionFile:
+    """The store's copy when there is one, else the first recorded location whose path holds a file (it may have
+    changed: verification re-hashes it). Raises ``FileMissingError`` when there is none."""
+    stored = hub.blobs.path_for(version.blob_sha256)
+    if stored.is_file():
+        return VersionFile(stored, in_place=False)
+    rows = sorted(hub.catalog.locations.of_sha256([version.blob_sha256]), key=lambda r: r.state != "present")
+    for row in rows:
+        if os.path.isfile(row.path):
+            return VersionFile(Path(row.path), in_place=True, location=row)
+    if not rows:
+        raise errors.FileMissingError(
+            f"the stored file of {version.ref} is missing from the blob store ({stored})",
+            hint="Restore the home from a backup, or remove the version (lorahub rm) and add the file again.",
+        )
+    raise errors.FileMissingError(
+        f"the file of {version.ref} is missing: it was last seen at {rows[0].path}"
+        + (f" (and {len(rows) - 1} other place(s))" if len(rows) > 1 else "")
+    )
+
+
+# --- the library's state ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LibraryEntry:
+    """A location with the version it holds (None for content no version has, such as a duplicate's bytes)."""
+
+    location: LocationRow
+    ref: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, **self.location.as_dict()}
+
+
+def locations(hub: Hub, *, state: str | None = None) -> list[LibraryEntry]:
+    """Library locations, by path: all, or those in ``state`` (``missing``, ``changed``)."""
+    rows = [row for page in hub.catalog.locations.pages(state=state) for row in page]
+    return [LibraryEntry(row, _ref(hub, row)) for row in sorted(rows, key=lambda r: r.path)]
+
+
+def duplicates(hub: Hub) -> list[list[LibraryEntry]]:
+    """The same content at several paths or names: one group per content digest."""
+    return [[LibraryEntry(row, _ref(hub, row)) for row in group] for group in hub.catalog.locations.duplicates()]
+
+
+def locations_of(hub: Hub, version: AdapterVersion) -> list[LocationRow]:
+    return hub.catalog.locations.of_sha256([version.blob_sha256])
