@@ -38,11 +38,13 @@ from lorahub import errors
 from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
 from lorahub.adapters.delta import delta_weight, lora_factors, needs_base
 from lorahub.files.atomic import atomic_file
-from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, TensorInfo
+from lorahub.files.bases import cache_identity
+from lorahub.files.folders import cached_sha256
+from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile, TensorInfo, read_header
 from lorahub.merge.arith import WRITABLE, Arithmetic, Backend, backend, numel
 from lorahub.merge.layouts import BaseLayout, Target, detect_layout
 
-__all__ = ["BAKE_METADATA_KEY", "AdapterSource", "BakeReport", "bake"]
+__all__ = ["BAKE_METADATA_KEY", "AdapterSource", "BakeReport", "bake", "base_names", "check_bake"]
 
 Array = npt.NDArray[Any]
 
@@ -69,9 +71,14 @@ class AdapterSource:
 
 @dataclass
 class BakeReport:
-    """What a bake did; ``as_dict`` is the JSON of ``lorahub bake --json``."""
+    """What a bake did; ``as_dict`` is the JSON of ``lorahub bake --json``. ``base`` names the base as records do: its
+    repo id when it lies in the Hugging Face cache (``revision`` then says which commit), else its path; ``path`` is
+    where it was read. A pipeline bake lists each baked component file in ``components`` (its layout, tensor counts
+    and base and output digests; its own digests are then over the pipeline folders, :mod:`lorahub.files.folders`)
+    and in ``skipped_files`` the weight files of baked components it left out (formats bake cannot write)."""
 
     base: str
+    path: str
     out: str
     layout: str
     family: str
@@ -84,10 +91,15 @@ class BakeReport:
     skipped_layers: list[str] = field(default_factory=list)
     engine: str = "numpy"
     seconds: float = 0.0
+    revision: str | None = None
+    components: list[dict[str, Any]] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "base": self.base,
+            "revision": self.revision,
+            "path": self.path,
             "out": self.out,
             "layout": self.layout,
             "family": self.family,
@@ -98,6 +110,8 @@ class BakeReport:
             "layers": self.layers,
             "adapters": self.adapters,
             "skipped_layers": self.skipped_layers,
+            "skipped_files": self.skipped_files,
+            "components": self.components,
             "engine": self.engine,
             "seconds": round(self.seconds, 3),
         }
@@ -332,7 +346,8 @@ class _Output:
 
     * the writer writes the header (with a placeholder base digest of the same length) and then each tensor's bytes
       as the main thread hands them over through a bounded queue, and starts write-back of what is hashed already;
-    * the base hasher reads the base file once (the page cache it fills serves the main thread's map);
+    * the base hasher reads the base file once (the page cache it fills serves the main thread's map), unless it is
+      a Hugging Face cache blob, whose name is its SHA-256;
     * the output hasher, once the base digest is known, hashes the final header and then reads the data back from
       the temporary file as it grows.
 
@@ -434,6 +449,9 @@ class _Output:
             self._cond.notify_all()
 
     def _hash_base(self) -> None:
+        if known := cached_sha256(self._base):  # a cache blob's name is its SHA-256
+            self.base_sha256 = known
+            return
         digest = hashlib.sha256()
         with open(self._base, "rb") as handle:
             while chunk := handle.read(_COPY_CHUNK):
@@ -515,6 +533,31 @@ def _adapter_records(
     return records
 
 
+def base_names(base: Path) -> dict[str, Any]:
+    """A report's ``base``, ``path`` and ``revision`` (see :class:`BakeReport`)."""
+    repo_id, revision = cache_identity(base)
+    return {"base": repo_id or str(base), "path": str(base), "revision": revision}
+
+
+def _prepare(
+    tensors: Mapping[str, TensorInfo],
+    base: Path,
+    adapters: Sequence[tuple[CanonicalAdapter, float]],
+    components: Sequence[str] | None,
+    layout: BaseLayout | None,
+) -> tuple[BaseLayout, str, _Plan]:
+    found = layout or detect_layout(tensors, base)
+    return found, _check_family(found, adapters, base), _plan(found, adapters, tensors, components)
+
+
+def check_bake(
+    base_path: Path, adapters: Sequence[tuple[CanonicalAdapter, float]], components: Sequence[str] | None = None
+) -> None:
+    """Raise what :func:`bake` would refuse (family, layers that land nowhere or do not fit), from the base file's
+    header alone: a pipeline bake checks every component before it writes the first."""
+    _prepare(read_header(base_path).tensors, base_path, adapters, components, None)
+
+
 def bake(
     base_path: str | os.PathLike[str],
     adapters: Sequence[tuple[CanonicalAdapter, float]],
@@ -543,12 +586,13 @@ def bake(
         raise ValueError("sources must name every adapter")
     if out.resolve() == base.resolve():
         raise errors.MergeOptionError(f"{out} is the base itself", hint="Write the baked checkpoint to a new file.")
+    if out.is_dir():
+        raise errors.MergeOptionError(
+            f"{out} is a folder; a checkpoint file is baked into a file", hint="Give the baked checkpoint's file name."
+        )
     arith = backend(engine)
     with SafetensorsFile(base) as container:
-        tensors = container.header.tensors
-        found = layout or detect_layout(tensors, base)
-        family = _check_family(found, adapters, base)
-        plan = _plan(found, adapters, tensors, components)
+        found, family, plan = _prepare(container.header.tensors, base, adapters, components, layout)
         biases = _bias_deltas(arith, container, plan)
         record: dict[str, Any] = {
             "format": BAKE_FORMAT,
@@ -571,7 +615,7 @@ def bake(
                 output.abort()
                 raise
     return BakeReport(
-        base=str(base),
+        **base_names(base),
         out=str(out),
         layout=found.name,
         family=family,

@@ -1,9 +1,14 @@
 """``Hub.bake``: catalogued adapters, licence-checked and verified, baked into a base checkpoint, audited.
 
+The base is a checkpoint file, or a whole diffusers pipeline found where ``train`` and ``generate`` find one (a
+folder anywhere, a Hugging Face cache snapshot, a repo id in the local cache): a pipeline is baked into a new
+pipeline folder (:mod:`lorahub.merge.pipeline`).
+
 Order matters, and is the point of this module: the licence engine is asked before any tensor is read (a
 forbidden combination never costs a 5 GB pass), every adapter blob is verified against the home policy and its
 catalogued content digest before it is read, and only then is the base streamed. The audit event records what
-was baked, with which weights, from which base (by SHA-256), and whether an uncertain licence answer was accepted.
+was baked, with which weights, from which base (by repo id and revision when it came from the cache, and by
+SHA-256), and whether an uncertain licence answer was accepted.
 """
 
 from __future__ import annotations
@@ -90,10 +95,13 @@ def bake(
     components: Sequence[str] | None = None,
 ) -> BakeResult:
     """Licence gate, verification, streaming bake, audit event ``bake`` — in that order."""
+    from lorahub.files.bases import locate_base
     from lorahub.merge.bake import AdapterSource
-    from lorahub.merge.bake import bake as bake_files
+    from lorahub.merge.bake import bake as bake_file
+    from lorahub.merge.pipeline import bake_pipeline
     from lorahub.sdk.licensing import require_license
 
+    location = locate_base(base)
     resolved = resolve_weighted(hub, specs)
     verdict = require_license(
         hub,
@@ -108,17 +116,21 @@ def bake(
     actor = hub.audit_actor()  # before the long pass: a home that cannot sign the event fails now
     adapters = [(_verified(hub, r.version), r.weight) for r in resolved]
     sources = [AdapterSource(r.version.name, r.version.number, r.version.content_digest) for r in resolved]
-    report = bake_files(base, adapters, out, sources=sources, components=components)
+    bake_base = bake_pipeline if location.path.is_dir() else bake_file
+    report = bake_base(location.path, adapters, out, sources=sources, components=components)
     accepted = verdict.verdict == "uncertain"
     hub.catalog.log(
         "bake",
         audit=actor,
         details={
-            "base": str(Path(base)),
+            "base": report.base,
+            "revision": report.revision,
+            "path": report.path,
             "base_sha256": report.base_sha256,
             "out": str(Path(out)),
             "output_sha256": report.output_sha256,
             "layout": report.layout,
+            "components": report.components,
             "adapters": report.adapters,
             "use": use,
             "license": verdict.verdict,

@@ -582,8 +582,10 @@ class Hub(ProvenanceMixin):
         accept_uncertain: bool = False,
         components: list[str] | None = None,
     ) -> BakeResult:
-        """Bake ``specs`` (``NAME[@V][:W]``) into the base checkpoint ``base``, written to ``out``: licence check
-        first, verified blobs, streaming merge, audit event (see :mod:`lorahub.sdk.baking`)."""
+        """Bake ``specs`` (``NAME[@V][:W]``) into ``base``, written to ``out``: licence check first, verified blobs,
+        streaming merge, audit event (see :mod:`lorahub.sdk.baking`). ``base`` is a checkpoint file (``out`` is then
+        a file), or a diffusers pipeline: a folder, a Hugging Face cache snapshot or a repo id ``ORG/NAME[@REV]``
+        found in the local cache (``out`` is then a new pipeline folder, which must not exist or be empty)."""
         from lorahub.sdk.baking import bake
 
         return bake(

@@ -1,23 +1,16 @@
-"""The base pipeline a run trains on: what it is (read from its folder without torch) and its weights digest.
-
-The weights digest pins the exact base: SHA-256 over the sorted ``relative/path sha256`` lines of every weight and
-config file in the folder, so a re-saved copy with the same bytes has the same digest and a changed config (which
-changes the model as surely as a changed weight) does not.
+"""The base pipeline a run trains on: what it is (read from its folder without torch) and its weights digest
+(:mod:`lorahub.files.folders` says what the digest covers, and why a cache snapshot's weights are not re-hashed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorahub import errors
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
-CONFIG_NAMES = ("model_index.json", "config.json", "scheduler_config.json")
-CHUNK = 1 << 20
+from lorahub.files.folders import WEIGHT_SUFFIXES, file_sha256, folder_digest, is_digested, model_files
 
 PIPELINES: dict[str, tuple[str, str]] = {
     "StableDiffusionPipeline": ("unet", "sd"),
@@ -77,27 +70,10 @@ def describe_base(path: Path, name: str | None = None, *, revision: str | None =
 def weights_digest(path: Path) -> str:
     """SHA-256 over ``relative/path sha256`` lines of the folder's weight and config files (sorted by path)."""
     path = Path(path)
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        # A `.cache` inside the folder is huggingface_hub's download bookkeeping; one above it (the Hugging Face
-        # cache itself, ~/.cache/...) is where bases live.
-        if p.is_file()
-        and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_NAMES)
-        and ".cache" not in p.relative_to(path).parts
-    )
+    files = [p for p in model_files(path) if is_digested(p)]
     if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
         raise errors.TrainingError(f"{path} holds no weight files", hint="Pass a diffusers pipeline folder.")
-    lines = [f"{p.relative_to(path).as_posix()} {_sha256(p)}\n" for p in files]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return folder_digest({p.relative_to(path).as_posix(): file_sha256(p) for p in files})
 
 
 def _json(path: Path, base: Path) -> dict[str, Any]:

@@ -11,18 +11,22 @@ import pytest
 
 from lorahub import errors
 from lorahub.files.bases import cache_identity, hub_cache, locate_base
+from lorahub.files.folders import WEIGHT_SUFFIXES
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 def hf_cache_layout(source: Path, cache: Path, repo_id: str, revision: str = REVISION) -> Path:
-    """``source`` laid out as huggingface_hub's cache holds a downloaded repo: content-addressed ``blobs/``,
-    ``snapshots/REV/…`` relative symlinks into them, ``refs/main`` naming the revision. Returns the snapshot."""
+    """``source`` laid out as huggingface_hub's cache holds a downloaded repo: content-addressed ``blobs/`` (an LFS
+    file's blob named by its SHA-256, a git file's by its git SHA-1), ``snapshots/REV/…`` relative symlinks into
+    them, ``refs/main`` naming the revision. Returns the snapshot."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / revision
     for file in sorted(p for p in source.rglob("*") if p.is_file()):
         data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        lfs = file.suffix in WEIGHT_SUFFIXES
+        name = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        blob = repo / "blobs" / name
         blob.parent.mkdir(parents=True, exist_ok=True)
         blob.write_bytes(data)
         link = snapshot / file.relative_to(source)
