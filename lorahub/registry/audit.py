@@ -117,6 +117,17 @@ class AuditActor:
     sign: Callable[[bytes], bytes]
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to append: what was done, to which subject (name, version number, content digest), details."""
+
+    action: str
+    subject_name: str | None
+    subject_version: int | None
+    subject_digest: str | None
+    details: Mapping[str, Any]
+
+
 def append(
     session: Session,
     *,
@@ -130,34 +141,50 @@ def append(
 ) -> AuditEvent:
     """Add the next event to the chain; the caller's serialised write transaction commits it. ``sign=None`` appends
     it unsigned, which only :data:`UNSIGNED_ACTIONS` with a reason in ``details`` may be."""
-    if sign is None and not _may_be_unsigned(action, details):
-        raise ValueError(f"a {action} event must be signed, or be one of {sorted(UNSIGNED_ACTIONS)} with a reason")
+    entry = Entry(action, subject_name, subject_version, subject_digest, details)
+    return append_many(session, actor_fingerprint=actor_fingerprint, sign=sign, entries=[entry])[0]
+
+
+def append_many(
+    session: Session, *, actor_fingerprint: str, sign: Sign | None, entries: Sequence[Entry]
+) -> list[AuditEvent]:
+    """Append ``entries`` in order, chained to each other, in one flush: the chain head is read and written once,
+    so a transaction recording a batch (a library scan) pays for one append, not one per event."""
+    for entry in entries:
+        if sign is None and not _may_be_unsigned(entry.action, entry.details):
+            raise ValueError(
+                f"a {entry.action} event must be signed, or be one of {sorted(UNSIGNED_ACTIONS)} with a reason"
+            )
     head = session.get(ChainHead, 1)
     last = _last_event(session)
-    seq = last.seq + 1 if last is not None else 1
-    event = AuditEvent(
-        seq=seq,
-        time=utc_timestamp(),
-        actor=actor_fingerprint,
-        action=action,
-        subject_name=subject_name,
-        subject_version=subject_version,
-        subject_digest=subject_digest,
-        details=canonical_json(dict(details)),
-        prev_hash=last.hash if last is not None else GENESIS_HASH,
-        hash="",
-        signature="",
-    )
-    event.hash = event_hash(event)
-    event.signature = "" if sign is None else base64.b64encode(sign(signed_message(event.hash))).decode("ascii")
-    session.add(event)
+    seq, previous = (last.seq, last.hash) if last is not None else (0, GENESIS_HASH)
+    events = []
+    for entry in entries:
+        seq += 1
+        event = AuditEvent(
+            seq=seq,
+            time=utc_timestamp(),
+            actor=actor_fingerprint,
+            action=entry.action,
+            subject_name=entry.subject_name,
+            subject_version=entry.subject_version,
+            subject_digest=entry.subject_digest,
+            details=canonical_json(dict(entry.details)),
+            prev_hash=previous,
+            hash="",
+            signature="",
+        )
+        event.hash = previous = event_hash(event)
+        event.signature = "" if sign is None else base64.b64encode(sign(signed_message(event.hash))).decode("ascii")
+        events.append(event)
+    session.add_all(events)
     if head is None:
-        session.add(ChainHead(id=1, seq=seq, hash=event.hash))
+        session.add(ChainHead(id=1, seq=seq, hash=previous))
     else:
-        head.seq, head.hash = seq, event.hash
+        head.seq, head.hash = seq, previous
         session.add(head)
     session.flush()
-    return event
+    return events
 
 
 def _may_be_unsigned(action: str, details: Any) -> bool:

@@ -32,7 +32,7 @@ from lorahub.registry.audit import AuditActor
 from lorahub.registry.blobs import BlobInfo
 from lorahub.registry.db import connect, is_sqlite, migrate, read_transaction, write_transaction
 from lorahub.registry.locations import Locations, NewLocation, int64
-from lorahub.registry.locations import insert as insert_location
+from lorahub.registry.locations import insert_many as insert_locations
 from lorahub.registry.models import Adapter, AuditEvent, Blob, FileCache, Key, SearchText, Signature, Version, utc_now
 
 COMMERCIAL_USES: Final = frozenset({"image", "rent", "rentcivit", "sell"})
@@ -193,7 +193,9 @@ class Catalog:
         active version already has, unless ``allow_duplicate``.
         """
         with write_transaction(self.engine) as session:
-            return _hydrate(session, [_insert_version(session, new, audit, allow_duplicate)])[0]
+            (version,) = _insert_versions(session, [new], audit, allow_duplicate)
+            assert version.id is not None
+            return _hydrate(session, [version.id])[0]
 
     def add_versions(
         self, news: Sequence[NewVersion], *, audit: AuditActor, allow_duplicate: bool = False
@@ -201,10 +203,8 @@ class Catalog:
         """``add_version`` for many versions in one transaction (all or none): a library scan records hundreds of
         files a second, and a transaction per file would cost more than reading them. Returns (name, number)."""
         with write_transaction(self.engine) as session:
-            ids = [_insert_version(session, new, audit, allow_duplicate) for new in news]
-            rows = session.exec(select(Version.id, Version.number).where(col(Version.id).in_(ids)))
-            numbers = dict(rows.all())
-        return [(new.name, numbers[i]) for new, i in zip(news, ids, strict=True)]
+            versions = _insert_versions(session, news, audit, allow_duplicate)
+        return [(new.name, version.number) for new, version in zip(news, versions, strict=True)]
 
     def get(self, name: str, number: int | None = None, *, include_removed: bool = False) -> AdapterVersion:
         """A version, or with ``number=None`` the newest one not removed. Raises ``AdapterNotFoundError``."""
@@ -217,9 +217,22 @@ class Catalog:
         """The number ``add_version`` would give ``name`` now (1 for a new name). Cards carry their version number,
         so callers sign before adding; if another writer takes the number first, ``add_version`` raises
         ``VersionExistsError`` and the caller retries with a fresh number."""
+        return self.next_numbers([name])[name]
+
+    def next_numbers(self, names: Iterable[str]) -> dict[str, int]:
+        """``next_number`` of each name, in one query per :data:`_IN_CHUNK` names."""
+        wanted = sorted(set(names))
+        numbers = dict.fromkeys(wanted, 1)
         with read_transaction(self.engine) as session:
-            adapter = _adapter(session, name, create=False)
-            return 1 if adapter is None else _next_number(session, adapter, None)
+            for start in range(0, len(wanted), _IN_CHUNK):
+                statement = (
+                    select(Adapter.name, func.max(Version.number))
+                    .join(Version, col(Version.adapter_id) == col(Adapter.id))
+                    .where(col(Adapter.name).in_(wanted[start : start + _IN_CHUNK]))
+                    .group_by(col(Adapter.name))
+                )
+                numbers |= {name: (highest or 0) + 1 for name, highest in session.exec(statement)}
+        return numbers
 
     def find_by_content(self, content_digest: str, *, include_removed: bool = False) -> AdapterVersion | None:
         """The version with this content digest (the same tensors): the oldest active one, else (with
@@ -503,24 +516,88 @@ def _unique_signatures(signatures: Iterable[tuple[str, str]]) -> dict[str, str]:
     return unique
 
 
-def _insert_version(session: Session, new: NewVersion, audit: AuditActor, allow_duplicate: bool) -> int:
-    _check_name(new.name)
-    signatures = _unique_signatures(new.signatures)
+def _insert_versions(
+    session: Session, news: Sequence[NewVersion], audit: AuditActor, allow_duplicate: bool
+) -> list[Version]:
+    """Record ``news`` in the caller's transaction with a fixed number of statements, whatever their count: the
+    lookups (duplicates, adapters, taken numbers, blobs) are one query each, the inserts one flush each."""
+    for new in news:
+        _check_name(new.name)
+    signatures = [_unique_signatures(new.signatures) for new in news]
     if not allow_duplicate:
-        _refuse_duplicate(session, new.content_digest)
-    adapter = _adapter(session, new.name, create=True)
-    assert adapter is not None and adapter.id is not None
-    number = _next_number(session, adapter, new.number)
-    _ensure_blob(session, new.blob)
-    version = _version_row(new, adapter.id, number, signatures)
-    session.add(version)
+        _refuse_duplicates(session, [new.content_digest for new in news])
+    adapters = _adapters(session, {new.name for new in news})
+    numbers = _numbers(session, news, adapters)
+    known_blobs = set(session.exec(select(Blob.sha256).where(col(Blob.sha256).in_({n.blob.sha256 for n in news}))))
+    blobs = {new.blob.sha256: new.blob.size for new in news if new.blob.sha256 not in known_blobs}
+    session.add_all(Blob(sha256=sha256, size=size) for sha256, size in blobs.items())
+    versions = [
+        _version_row(new, adapters[new.name], number, sigs)
+        for new, number, sigs in zip(news, numbers, signatures, strict=True)
+    ]
+    session.add_all(versions)
     session.flush()
-    assert version.id is not None
-    _add_rows(session, new, version.id, signatures)
-    if new.location is not None:
-        insert_location(session, new.location)
-    _append(session, audit, new.action, version, name=new.name, details=_add_details(new, signatures))
-    return version.id
+    for new, version, sigs in zip(news, versions, signatures, strict=True):
+        assert version.id is not None
+        _add_rows(session, new, version.id, sigs)
+    insert_locations(session, [new.location for new in news if new.location is not None])
+    entries = [
+        audit_log.Entry(new.action, new.name, version.number, version.content_digest, _add_details(new, sigs))
+        for new, version, sigs in zip(news, versions, signatures, strict=True)
+    ]
+    audit_log.append_many(session, actor_fingerprint=audit.fingerprint, sign=audit.sign, entries=entries)
+    return versions
+
+
+def _adapters(session: Session, names: set[str]) -> dict[str, int]:
+    """The id of each named adapter, created when new."""
+    found = {row.name: row.id for row in session.exec(select(Adapter).where(col(Adapter.name).in_(names)))}
+    created = [Adapter(name=name) for name in sorted(names - set(found))]
+    if created:
+        session.add_all(created)
+        session.flush()
+        found |= {row.name: row.id for row in created}
+    return {name: adapter_id for name, adapter_id in found.items() if adapter_id is not None}
+
+
+def _numbers(session: Session, news: Sequence[NewVersion], adapters: dict[str, int]) -> list[int]:
+    """Each new version's number: the one it asks for when free (else ``VersionExistsError``), or one more than
+    the highest ever used (removed versions keep their numbers: a ref never comes to mean other bytes)."""
+    ids = set(adapters.values())
+    taken: dict[int, set[int]] = {i: set() for i in ids}
+    for adapter_id, number in session.exec(
+        select(Version.adapter_id, Version.number).where(col(Version.adapter_id).in_(ids))
+    ):
+        taken[adapter_id].add(number)
+    numbers = []
+    for new in news:
+        used = taken[adapters[new.name]]
+        if new.number is not None and new.number < 1:
+            raise ValueError(f"version numbers start at 1, not {new.number}")
+        if new.number is not None and new.number in used:
+            raise errors.VersionExistsError(f"{new.name}@{new.number} already exists")
+        number = new.number if new.number is not None else max(used, default=0) + 1
+        used.add(number)
+        numbers.append(number)
+    return numbers
+
+
+def _refuse_duplicates(session: Session, content_digests: Sequence[str]) -> None:
+    if len(set(content_digests)) < len(content_digests):
+        raise errors.DuplicateContentError(
+            "two of the new versions have the same tensors",
+            existing="",
+            hint="Add one of them, or pass --allow-duplicate.",
+        )
+    for digest in content_digests if len(content_digests) == 1 else _catalogued(session, content_digests):
+        _refuse_duplicate(session, digest)
+
+
+def _catalogued(session: Session, content_digests: Sequence[str]) -> list[str]:
+    statement = select(Version.content_digest).where(
+        col(Version.content_digest).in_(content_digests), col(Version.removed_at).is_(None)
+    )
+    return sorted(set(session.exec(statement)))
 
 
 def _refuse_duplicate(session: Session, content_digest: str) -> None:
@@ -541,33 +618,8 @@ def _refuse_duplicate(session: Session, content_digest: str) -> None:
         )
 
 
-def _adapter(session: Session, name: str, *, create: bool) -> Adapter | None:
-    adapter = session.exec(select(Adapter).where(Adapter.name == name)).first()
-    if adapter is None and create:
-        adapter = Adapter(name=name)
-        session.add(adapter)
-        session.flush()
-    return adapter
-
-
-def _next_number(session: Session, adapter: Adapter, wanted: int | None) -> int:
-    """``wanted`` if free, else ``VersionExistsError``; with None, one more than the highest number ever used
-    (removed versions keep their numbers: a ref never comes to mean other bytes)."""
-    if wanted is not None:
-        if wanted < 1:
-            raise ValueError(f"version numbers start at 1, not {wanted}")
-        taken = select(Version.id).where(Version.adapter_id == adapter.id, Version.number == wanted)
-        if session.exec(taken).first() is not None:
-            raise errors.VersionExistsError(f"{adapter.name}@{wanted} already exists")
-        return wanted
-    highest = session.exec(select(func.max(Version.number)).where(Version.adapter_id == adapter.id)).one()
-    return (highest or 0) + 1
-
-
-def _ensure_blob(session: Session, blob: BlobInfo) -> None:
-    if session.get(Blob, blob.sha256) is None:
-        session.add(Blob(sha256=blob.sha256, size=blob.size))
-        session.flush()
+def _adapter(session: Session, name: str) -> Adapter | None:
+    return session.exec(select(Adapter).where(Adapter.name == name)).first()
 
 
 def _version_row(new: NewVersion, adapter_id: int, number: int, signatures: dict[str, str]) -> Version:
@@ -669,7 +721,7 @@ def _json_list(values: Iterable[str]) -> str:
 
 
 def _find_version(session: Session, name: str, number: int | None, *, include_removed: bool) -> Version:
-    adapter = _adapter(session, name, create=False)
+    adapter = _adapter(session, name)
     if adapter is None:
         raise errors.AdapterNotFoundError(f"no adapter named {name!r}")
     statement = select(Version).where(Version.adapter_id == adapter.id)

@@ -212,24 +212,35 @@ class Locations:
 
 def insert(session: Session, new: NewLocation) -> Location:
     """Record ``new`` in the caller's transaction; a row already at (path, sha256) is made present again."""
-    row = session.exec(select(Location).where(Location.path == new.path, Location.sha256 == new.sha256)).first()
-    if row is None:
-        facts = new.facts
-        row = Location(
+    return insert_many(session, [new])[0]
+
+
+def insert_many(session: Session, news: Sequence[NewLocation]) -> list[Location]:
+    """:func:`insert` for many, with one lookup and one flush."""
+    if not news:
+        return []
+    existing = {
+        (row.path, row.sha256): row
+        for row in session.exec(select(Location).where(col(Location.path).in_({new.path for new in news})))
+    }
+    rows = []
+    for new in news:
+        row = existing.get((new.path, new.sha256)) or Location(
             path=new.path,
             sha256=new.sha256,
             content_digest=new.content_digest,
-            size=facts.size,
-            mtime_ns=facts.mtime_ns,
-            inode=facts.inode,
-            device=facts.device,
+            size=new.facts.size,
+            mtime_ns=new.facts.mtime_ns,
+            inode=new.facts.inode,
+            device=new.facts.device,
         )
-    for name, value in _fact_values(new.facts).items():
-        setattr(row, name, value)
-    row.state, row.linked, row.neighbours, row.seen_at = "present", new.linked, _json(new.neighbours), utc_now()
-    session.add(row)
+        for name, value in _fact_values(new.facts).items():
+            setattr(row, name, value)
+        row.state, row.linked, row.neighbours, row.seen_at = "present", new.linked, _json(new.neighbours), utc_now()
+        rows.append(row)
+    session.add_all(rows)
     session.flush()
-    return row
+    return rows
 
 
 def _append(session: Session, actor: AuditActor, action: str, subject: Subject, details: dict[str, Any]) -> None:

@@ -291,7 +291,7 @@ def _numbers(hub: Hub, names: Sequence[str], wanted: int | None) -> list[int]:
     """The number each name gets: ``wanted`` (one file), else the next free one, counting repeats in the batch."""
     if wanted is not None:
         return [wanted] * len(names)
-    following = {name: hub.catalog.next_number(name) for name in set(names)}
+    following = hub.catalog.next_numbers(names)
     numbers = []
     for name in names:
         numbers.append(following[name])
