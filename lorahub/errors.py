@@ -61,8 +61,8 @@ class ToolInstallNotFoundError(PathNotFoundError):
 
     code = "tool-install-not-found"
     default_hint = (
-        "Give the folder the tool runs from: the one with webui.py (A1111, Forge), main.py (ComfyUI) or "
-        "invokeai.yaml (InvokeAI)."
+        "Give the folder the tool runs from: the one with webui.py (A1111, Forge), folder_paths.py and comfy/ "
+        "(ComfyUI) or invokeai.yaml (InvokeAI)."
     )
 
 
