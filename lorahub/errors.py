@@ -65,6 +65,25 @@ class NotAFolderError(LorahubError, NotADirectoryError):
     default_hint = "Name a folder (it is created when missing), not a file."
 
 
+class ToolInstallNotFoundError(PathNotFoundError):
+    """A folder named as another tool's install (A1111, Forge, ComfyUI, InvokeAI) that holds none of the files that
+    tool keeps in its install folder."""
+
+    code = "tool-install-not-found"
+    default_hint = (
+        "Give the folder the tool runs from: the one with webui.py (A1111, Forge), folder_paths.py and comfy/ "
+        "(ComfyUI) or invokeai.yaml (InvokeAI)."
+    )
+
+
+class ToolConfigError(LorahubError):
+    """Another tool's own configuration (webui-user.sh, extra_model_paths.yaml, invokeai.yaml) that lorahub cannot
+    read the way the tool does; lorahub does not guess at what the tool would make of it."""
+
+    code = "tool-config-invalid"
+    default_hint = "Fix or simplify the line named above; the tool's own documentation shows the usual forms."
+
+
 # --- files that are not what they claim ------------------------------------------------------------------------
 
 

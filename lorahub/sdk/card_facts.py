@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lorahub.files.metadata import decode_value
+from lorahub.files.neighbours import match_neighbours
 
 KOHYA_DIR = re.compile(r"^\d+_(.+)$")
 MAX_TAG_CANDIDATES = 3
@@ -57,23 +58,29 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.strip().lower()).strip("-._") or "adapter"
 
 
-def _neighbour_json(path: Path, suffix: str) -> dict[str, Any] | None:
-    stem = path.name.split(".")[0]
-    candidate = path.with_name(stem + suffix)
+def _neighbour_json(path: Path, kind: str) -> tuple[str, dict[str, Any]] | None:
+    """The first neighbour of that kind (:mod:`lorahub.files.neighbours`) that is a JSON object, with its name."""
     try:
-        if not candidate.is_file() or candidate.stat().st_size > NEIGHBOUR_MAX_BYTES:
-            return None
-        data = json.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        candidates = [candidate for found, candidate in match_neighbours(path) if found == kind]
+    except OSError:
         return None
-    return data if isinstance(data, dict) else None
+    for candidate in candidates:
+        try:
+            if not candidate.is_file() or candidate.stat().st_size > NEIGHBOUR_MAX_BYTES:
+                continue
+            data = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict):
+            return candidate.name, data
+    return None
 
 
 def _from_civitai_info(found: Suggestions, path: Path) -> None:
-    info = _neighbour_json(path, ".civitai.info")
-    if info is None:
+    neighbour = _neighbour_json(path, "civitai-info")
+    if neighbour is None:
         return
-    source = f"{path.name.split('.')[0]}.civitai.info"
+    source, info = neighbour
     words = info.get("trainedWords")
     if isinstance(words, list):
         found.offer("trigger_words", [w.strip() for w in words if isinstance(w, str) and w.strip()], source)
@@ -87,10 +94,10 @@ def _from_civitai_info(found: Suggestions, path: Path) -> None:
 
 
 def _from_a1111_sidecar(found: Suggestions, path: Path) -> None:
-    sidecar = _neighbour_json(path, ".json")
-    if sidecar is None:
+    neighbour = _neighbour_json(path, "a1111-json")
+    if neighbour is None:
         return
-    source = f"{path.name.split('.')[0]}.json (A1111)"
+    source, sidecar = f"{neighbour[0]} (A1111)", neighbour[1]
     if isinstance(sidecar.get("activation text"), str):
         found.offer("trigger_words", _split(sidecar["activation text"]), source)
     for key in ("description", "notes"):

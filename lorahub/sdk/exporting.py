@@ -391,7 +391,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
 
 
 def _notes(signed: SignedCard, file_name: str) -> str:
-    from lorahub.signing.embed import SIDECAR_SUFFIX
+    from lorahub.files.neighbours import SIDECAR_SUFFIX
 
     card = signed.card
     return (

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lorahub import errors
-from lorahub.signing.embed import SIDECAR_SUFFIX
+from lorahub.files.neighbours import SIDECAR_SUFFIX
 
 if TYPE_CHECKING:
     from lorahub.files.digests import Hashes

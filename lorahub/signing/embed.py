@@ -21,13 +21,13 @@ from typing import Any, BinaryIO
 from lorahub import errors
 from lorahub.files.atomic import atomic_write
 from lorahub.files.digests import digest_file
+from lorahub.files.neighbours import SIDECAR_SUFFIX
 from lorahub.files.safetensors import MAX_HEADER_BYTES, METADATA_KEY, Header, check_path, read_header
 from lorahub.signing.dsse import Envelope, parse_signatures
 from lorahub.signing.signed import CARD_PAYLOAD_TYPE, SignedCard
 
 CARD_KEY = "lorahub.card"
 SIGNATURES_KEY = "lorahub.signatures"
-SIDECAR_SUFFIX = ".lorahub.json"
 COPY_CHUNK = 8 * 1024 * 1024
 MAX_SIDECAR_BYTES = 16 * 1024 * 1024
 """A card is a few kilobytes; anything this large is not a sidecar and is not read into memory."""

@@ -83,6 +83,17 @@ def test_neighbours_fill_the_card_in_order_of_reliability(tmp_path: Path) -> Non
     assert suggest(adapter, metadata).trigger_words == ["pxlart", "pixel style"]  # a broken neighbour is ignored
 
 
+def test_neighbours_are_those_of_the_whole_name_before_the_last_suffix(tmp_path: Path) -> None:
+    """``style.v2.safetensors`` reads ``style.v2.*`` (as A1111 does), never ``style.json`` of an adapter ``style``."""
+    adapter = tmp_path / "style.v2.safetensors"
+    adapter.write_bytes(b"")
+    (tmp_path / "style.json").write_text(json.dumps({"activation text": "not mine"}))
+    assert suggest(adapter, {}).trigger_words == []
+    (tmp_path / "style.v2.CIVITAI.INFO").write_text(json.dumps({"trainedWords": ["mine"]}))
+    found = suggest(adapter, {})
+    assert found.trigger_words == ["mine"] and found.sources["trigger_words"] == "style.v2.CIVITAI.INFO"
+
+
 def test_trigger_candidates_ignore_malformed_metadata() -> None:
     assert trigger_candidates({"ss_tag_frequency": "{broken", "ss_dataset_dirs": "[]"}) == []
     assert trigger_candidates({"ss_dataset_dirs": json.dumps({"5_ohwx person": {"n_repeats": 5}})}) == ["ohwx person"]
