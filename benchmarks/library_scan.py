@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bulk_add import make_library  # noqa: E402
+from bulk_add import make_library
 
-from lorahub.files.safetensors import write  # noqa: E402
+from lorahub.files.safetensors import write
 
 MIB = 1 << 20
 
@@ -71,11 +71,12 @@ def small_files(tmp: Path, count: int) -> None:
             continue
         again, _ = scan_command(home, library)
         print(f"  re-scan, nothing changed: {again:.2f} s = {again / first:.1%} of the first")
-        touched = sorted(library.rglob("*.safetensors"))[:: 100]
+        touched = sorted(library.rglob("*.safetensors"))[::100]
         for path in touched:
             os.utime(path, ns=(time.time_ns(), time.time_ns()))
         after, _ = scan_command(home, library)
-        print(f"  re-scan, {len(touched)} files ({len(touched) / files:.0%}) touched: {after:.2f} s = {after / first:.1%}")
+        share = f"{len(touched)} files ({len(touched) / files:.0%})"
+        print(f"  re-scan, {share} touched: {after:.2f} s = {after / first:.1%} of the first")
 
 
 def large_files(tmp: Path, count: int, mib: int, rounds: int) -> None:

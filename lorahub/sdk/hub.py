@@ -268,6 +268,12 @@ class Hub(ProvenanceMixin):
 
         return scan(self, roots, options or AddOptions(), find_missing=find_missing, link=link, progress=progress)
 
+    def tool_folders(self, tool: str, root: str | os.PathLike[str]) -> list[Path]:
+        """The folders the LoRA tool ``tool`` (a1111, forge, comfyui, invokeai) installed at ``root`` reads."""
+        from lorahub.files.tools import lora_folders
+
+        return lora_folders(tool, Path(root))
+
     def library(self, *, state: str | None = None) -> list[LibraryEntry]:
         """The library's locations (``state``: ``missing`` or ``changed`` for those only), by path."""
         from lorahub.sdk.library import locations

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from lorahub import errors
+from lorahub.files.neighbours import FolderListing, find_neighbours
 from lorahub.files.walk import Folder, count_files, walk
 from lorahub.registry.locations import Facts, LocationRow
 from lorahub.registry.models import utc_now
@@ -310,11 +311,12 @@ def _seen_files(hub: Hub, roots: Sequence[Path], context: _Context) -> Iterator[
     be: its location row matches, so it is only marked seen (one statement per folder)."""
     for folder in _folders(roots):
         recorded = hub.catalog.locations.at_paths([str(p) for p, _ in folder.files])
+        listing = FolderListing(folder.listing)
         unchanged: list[int] = []
         for path, stat in folder.files:
             facts = Facts.of(stat)
             rows = tuple(recorded.get(str(path), ()))
-            neighbours = tuple(neighbours_of(path, folder.listing))
+            neighbours = tuple(neighbours_of(path, listing))
             current = next((r for r in rows if r.facts == facts and r.state != "changed"), None)
             if current is not None and current.state == "present" and current.neighbours == neighbours:
                 unchanged.append(current.id)
@@ -339,9 +341,12 @@ def _folders(roots: Sequence[Path]) -> Iterator[Folder]:
             yield from walk(root)
 
 
-def neighbours_of(path: Path, listing: frozenset[str]) -> list[dict[str, Any]]:
-    """The sidecars and previews beside ``path``, each with its digest (see :mod:`lorahub.files.neighbours`)."""
-    return []
+def neighbours_of(path: Path, listing: FolderListing) -> list[dict[str, Any]]:
+    """The sidecars and previews beside ``path``, each with its digest, as the location row records them."""
+    return [
+        {"kind": n.kind, "name": n.path.name, "sha256": n.sha256, "size": n.size, "mtime_ns": n.mtime_ns}
+        for n in find_neighbours(path, listing)
+    ]
 
 
 def _mark_missing(hub: Hub, root: Path, started: Any, result: ScanResult) -> None:

@@ -34,9 +34,8 @@ def test_scan_then_lose_a_file_keep_its_card_and_find_a_moved_one(tmp_path: Path
     (library / "a" / "ink.safetensors").unlink()
     (library / "b" / "moss.safetensors").rename(library / "a" / "moss.safetensors")
     rescan = _json(home, "scan", str(library))
-    assert rescan["moved"] == [
-        {"from": str(library / "b" / "moss.safetensors"), "to": str(library / "a" / "moss.safetensors"), "ref": "moss@1"}
-    ]
+    old, new = library / "b" / "moss.safetensors", library / "a" / "moss.safetensors"
+    assert rescan["moved"] == [{"from": str(old), "to": str(new), "ref": "moss@1"}]
     assert [m["ref"] for m in rescan["missing"]] == ["ink@1"]
     missing = _json(home, "list", "--missing")
     assert [(m["ref"], m["state"]) for m in missing] == [("ink@1", "missing")]
@@ -79,3 +78,14 @@ def test_scan_and_add_in_place_refuse_to_write_into_the_library(tmp_path: Path) 
     assert refused.returncode != 0 and "error[arguments-conflict]" in refused.stderr
     nothing = home.run("scan", check=False)
     assert nothing.returncode != 0 and "hint:" in nothing.stderr
+
+
+def test_scan_tool_finds_comfyui_lora_folders(tmp_path: Path) -> None:
+    home, install = Home(tmp_path / "home"), tmp_path / "ComfyUI"
+    home.run("keys", "create", "Alice <alice@example.com>")
+    (install / "comfy").mkdir(parents=True)
+    (install / "folder_paths.py").write_text("# ComfyUI\n")
+    _library(install / "models" / "loras")
+    scanned = _json(home, "scan", "--tool", "comfyui", str(install))
+    assert sorted(a["ref"] for a in scanned["added"]) == ["ink@1", "moss@1"]
+    assert scanned["roots"] == [str((install / "models" / "loras").resolve())]

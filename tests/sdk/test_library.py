@@ -193,3 +193,22 @@ def test_a_file_that_cannot_be_read_fails_alone(library_hub: Hub, library: Path)
     result = hub.scan([library])
     assert [(Path(p).name, code) for p, code, _ in result.failures] == [("broken.safetensors", "header-not-json")]
     assert len(result.added) == 3
+
+
+def test_previews_and_sidecars_are_recorded_with_their_digests(library_hub: Hub, library: Path) -> None:
+    hub = library_hub
+    folder = library / "styles"
+    (folder / "ink.preview.png").write_bytes(b"\x89PNG preview")
+    (folder / "ink.civitai.info").write_text('{"trainedWords": ["inky"]}')
+    before = snapshot(library)
+    hub.scan([library])
+    (location,) = hub.show("ink")["locations"]
+    kinds = {n["kind"]: n for n in location["neighbours"]}
+    assert sorted(kinds) == ["civitai-info", "preview"]
+    assert kinds["preview"]["name"] == "ink.preview.png" and kinds["preview"]["size"] == len(b"\x89PNG preview")
+    (folder / "ink.json").write_text('{"activation text": "inky"}')  # a neighbour appears: the row follows
+    again = hub.scan([library])
+    assert again.refreshed == [str(folder / "ink.safetensors")] and not again.added
+    (location,) = hub.show("ink")["locations"]
+    assert sorted(n["kind"] for n in location["neighbours"]) == ["a1111-json", "civitai-info", "preview"]
+    assert {k: v for k, v in snapshot(library).items() if not k.endswith("ink.json")} == before
