@@ -87,8 +87,13 @@ def large_files(tmp: Path, count: int, mib: int, rounds: int) -> None:
     rng = np.random.default_rng(0)
     block = rng.standard_normal(8 * MIB // 2).astype(np.float16).tobytes()  # 8 MiB of fp16 values
     for i in range(count):
+        own = np.full(len(block) // 2, i, dtype=np.float16).tobytes()  # one tensor per file differs: new content
         tensors = {
-            f"lora_unet_block_{t}.lora_{'down' if t % 2 else 'up'}.weight": ("F16", (len(block) // 2,), block)
+            f"lora_unet_block_{t}.lora_{'down' if t % 2 else 'up'}.weight": (
+                "F16",
+                (len(block) // 2,),
+                own if t == 0 else block,
+            )
             for t in range(mib // 8)
         }
         write(folder / f"big-{i}.safetensors", tensors, {"ss_output_name": f"big-{i}"})

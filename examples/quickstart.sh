@@ -125,6 +125,26 @@ lorahub generate --base "$work/tiny-sd1" --prompt "a lighthouse <lora:styles-mer
 lorahub provenance inspect "$work/lighthouse.png"
 lorahub audit --adapter styles-merged
 
+step "lorahub scan: a library folder catalogued where it lies (nothing copied, nothing written there)"
+mkdir -p "$work/loras/styles" "$work/loras/characters"
+lorahub dev example-lora "$work/loras/styles/watercolor.safetensors" --seed 11
+lorahub dev example-lora "$work/loras/characters/heroine.safetensors" --seed 12
+cp "$real/cloneofsimo_lora__analog_svd_rank4.safetensors" "$work/loras/styles/analog-film.safetensors"
+printf 'a preview image' > "$work/loras/styles/watercolor.preview.png"
+lorahub scan "$work/loras"
+lorahub show watercolor
+
+step "files move and vanish: a moved one is found by its digest, a missing one keeps its card"
+mv "$work/loras/styles/watercolor.safetensors" "$work/loras/watercolor-v1.safetensors"
+rm "$work/loras/characters/heroine.safetensors"
+lorahub scan "$work/loras"
+lorahub list --missing
+lorahub show heroine
+set +e
+lorahub verify --all > /dev/null
+echo "verify --all with a missing file: exit code $?"
+set -e
+
 step "lorahub list / search / show"
 lorahub list
 lorahub search analog

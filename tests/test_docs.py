@@ -36,6 +36,7 @@ FIXTURES = Path("tests") / "fixtures" / "real"
 
 TUTORIAL = "getting-started.md"
 HOW_TO_GUIDES = (
+    "library.md",
     "registry.md",
     "licenses.md",
     "convert.md",
