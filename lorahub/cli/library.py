@@ -94,6 +94,8 @@ def _print_scan(result: ScanResult) -> None:
         output.stdout.print(f"  [yellow]changed[/]    {escape(path)}  (no longer {escape(ref)})")
     for path, ref in result.missing:
         output.stdout.print(f"  [yellow]missing[/]    {escape(path)}  ({escape(ref)} keeps its card)")
+    for root in result.empty_roots:
+        output.stderr.print(f"[yellow]{escape(root)} holds no adapter file: nothing under it was marked missing[/]")
     for path, code, message in result.failures:
         output.stdout.print(f"  [red]failed[/]     {escape(path)}  {escape(f'error[{code}]: {message}')}")
 

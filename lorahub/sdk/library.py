@@ -62,6 +62,9 @@ class ScanResult:
     changed: list[tuple[str, str]] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     linked: int = 0
+    empty_roots: list[str] = field(default_factory=list)
+    """Roots holding no adapter file at all: nothing under them was marked missing (an unmounted drive's mount
+    point is an empty folder); scan a file of them, or remove the versions, if they really are gone."""
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     tracebacks: dict[str, str] = field(default_factory=dict)
 
@@ -84,6 +87,7 @@ class ScanResult:
             "moved": [{"from": a, "to": b, "ref": ref} for a, b, ref in self.moved],
             "changed": [{"path": p, "ref": ref} for p, ref in self.changed],
             "missing": [{"path": p, "ref": ref} for p, ref in self.missing],
+            "empty_roots": self.empty_roots,
             "failures": [{"path": p, "code": c, "message": m} for p, c, m in self.failures],
         }
 
@@ -123,7 +127,8 @@ def scan(
     signer = hub.signer() if options.sign else None
     context = _Context(hub, options, signer, hub.audit_actor(signer), link, ScanResult([str(r) for r in resolved]))
     started = utc_now()
-    counter = _Counter(sum(1 if r.is_file() else count_files(r) for r in resolved), progress)
+    counts = {root: 1 if root.is_file() else count_files(root) for root in resolved}
+    counter = _Counter(sum(counts.values()), progress)
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[tuple[Seen, Future[Prepared]]] = deque()
@@ -145,7 +150,10 @@ def scan(
             settle_oldest()
     if find_missing:
         for root in resolved:
-            _mark_missing(hub, root, started, context.result)
+            if counts[root]:
+                _mark_missing(hub, root, started, context.result)
+            else:  # an empty mount point looks like this: a whole library does not vanish quietly
+                context.result.empty_roots.append(str(root))
     _log_scan(hub, context)
     return context.result
 

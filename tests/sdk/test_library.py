@@ -212,3 +212,14 @@ def test_previews_and_sidecars_are_recorded_with_their_digests(library_hub: Hub,
     (location,) = hub.show("ink")["locations"]
     assert sorted(n["kind"] for n in location["neighbours"]) == ["a1111-json", "civitai-info", "preview"]
     assert {k: v for k, v in snapshot(library).items() if not k.endswith("ink.json")} == before
+
+
+def test_an_empty_root_does_not_mark_its_library_missing(library_hub: Hub, library: Path) -> None:
+    """An unmounted drive leaves its mount point as an empty folder."""
+    hub = library_hub
+    hub.scan([library])
+    for path in library.rglob("*.safetensors"):
+        path.unlink()
+    result = hub.scan([library])
+    assert result.empty_roots == [str(library)] and not result.missing
+    assert hub.library(state="missing") == []
