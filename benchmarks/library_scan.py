@@ -35,15 +35,18 @@ MIB = 1 << 20
 
 def scan_command(home: Path, library: Path) -> tuple[float, int]:
     """Seconds and peak RSS (KiB) of one `lorahub scan` process."""
+    return command(home, "scan", str(library), "--json")
+
+
+def command(home: Path, *args: str) -> tuple[float, int]:
+    """Seconds and peak RSS (KiB) of one `lorahub` process."""
     env = {k: v for k, v in os.environ.items() if k != "LORAHUB_DATABASE_URL"} | {"LORAHUB_HOME": str(home)}
     start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lorahub", "scan", str(library), "--json"], env=env, stdout=subprocess.DEVNULL
-    )
+    process = subprocess.Popen([sys.executable, "-m", "lorahub", *args], env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"lorahub scan {library} failed")
+        raise SystemExit(f"lorahub {' '.join(args)} failed")
     return elapsed, usage.ru_maxrss
 
 
@@ -77,6 +80,9 @@ def small_files(tmp: Path, count: int) -> None:
         after, _ = scan_command(home, library)
         share = f"{len(touched)} files ({len(touched) / files:.0%})"
         print(f"  re-scan, {share} touched: {after:.2f} s = {after / first:.1%} of the first")
+        for label in ("first run, every file read", "second run, nothing changed"):
+            seconds, rss = command(home, "verify", "--all", "--json")
+            print(f"  verify --all, {label}: {seconds:.1f} s, peak RSS {rss / 1024:.0f} MiB")
 
 
 def large_files(tmp: Path, count: int, mib: int, rounds: int) -> None:
