@@ -249,8 +249,10 @@ def _missing_prefix(module: str, grammar: Grammar, ctx: Context) -> Iterator[str
         return
     used = ctx.prefixes.get(component)
     home = grammar.home.get(component)
+    style = "." if "." in module else "_"  # a flattened path lost a kohya prefix, a dotted one a diffusers prefix
     for prefix in used or ((home,) if home else ()):
-        yield prefix + module
+        if prefix.endswith(style):
+            yield prefix + module
 
 
 def _flattened_path(module: str, grammar: Grammar, ctx: Context) -> Iterator[str]:
@@ -399,16 +401,25 @@ def _sample(keys: Sequence[str]) -> Sequence[str]:
 
 
 def _choose(suspects: list[str], detected: str) -> Grammar | None:
-    """The grammar that explains most of a sample of the suspect keys (the detected layout's wins ties)."""
+    """The grammar that explains most of a sample of the suspect keys, with the fewest damages and then the fewest
+    characters changed (``unet.x.lora.down.weights`` is diffusers-old's ``lora.down.weight``, not diffusers'
+    ``lora_down.weight``); the detected layout's grammar wins ties."""
     home = GRAMMAR_OF_FORMAT.get(detected, detected)
     ordered = sorted(GRAMMARS, key=lambda g: g.format != home)
     sample = _sample(suspects)
     empty = Context({})
-    best, best_hits = None, 0
+    best, best_rank = None, (0, 0, 0)
     for grammar in ordered:
-        hits = sum(1 for key in sample if candidates(key, grammar, empty))
-        if hits > best_hits:
-            best, best_hits = grammar, hits
+        hits = cost = distance = 0
+        for key in sample:
+            options = candidates(key, grammar, empty)
+            if options:
+                hits += 1
+                cost += min(option.cost for option in options)
+                distance += min(_distance(key, option.key) for option in options)
+        rank = (hits, -cost, -distance)
+        if hits and (best is None or rank > best_rank):
+            best, best_rank = grammar, rank
     return best
 
 
