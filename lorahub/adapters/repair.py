@@ -99,7 +99,9 @@ def _check(
             before = Module(
                 name=module.name,
                 component=module.component,
-                tensors={role: source.header.tensors[old_names.get(i.name, i.name)] for role, i in module.tensors.items()},
+                tensors={
+                    role: source.header.tensors[old_names.get(i.name, i.name)] for role, i in module.tensors.items()
+                },
                 config_alpha=module.config_alpha,
             )
             report.per_module[module.name] = _errors(source, before, written, module)

@@ -128,7 +128,7 @@ def inspect(path: str | os.PathLike[str], *, sink: Callable[[memoryview], object
         naming = diagnose(header.tensors, header.metadata, layout)
         digest = digest_file(p, header, sink=sink)
         alphas = {m.name: _alpha(container, m) for m in layout.modules}
-    return _safetensors_report(p, header, layout, naming, digest, alphas)
+    return _safetensors_report(p, header, layout, naming=naming, digest=digest, alphas=alphas)
 
 
 def _alpha(container: SafetensorsFile, module: Module) -> float | None:
@@ -139,7 +139,7 @@ def _alpha(container: SafetensorsFile, module: Module) -> float | None:
 
 
 def _safetensors_report(
-    path: Path, header: Header, layout: Layout, naming: Diagnosis, digest: Digest, alphas: dict[str, float | None]
+    path: Path, header: Header, layout: Layout, *, naming: Diagnosis, digest: Digest, alphas: dict[str, float | None]
 ) -> Report:
     family = detect_family(layout, header.metadata)
     claims = check_claims(header.metadata, digest.hashes.autov3)

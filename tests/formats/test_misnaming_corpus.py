@@ -113,7 +113,11 @@ CORPUS = (
     Damage("prefix upper case", "kohya", _sub(r"^(lora_unet_|lora_te_)", lambda m: m[1].upper())),
     Damage("suffix upper case", "kohya", _sub(r"\.(lora_(?:down|up)\.weight)$", lambda m: "." + m[1].upper())),
     Damage("suffix plural", "kohya", _sub(r"\.weight$", ".weights")),
-    Damage("PEFT suffix on kohya names", "kohya", _sub(r"lora_down\.weight$|lora_up\.weight$", lambda m: "lora_A.weight" if "down" in m[0] else "lora_B.weight")),  # fmt: skip
+    Damage(
+        "PEFT suffix on kohya names",
+        "kohya",
+        _sub(r"lora_down\.weight$|lora_up\.weight$", lambda m: "lora_A.weight" if "down" in m[0] else "lora_B.weight"),
+    ),
     Damage("only the ups misspelt", "kohya", _sub(r"\.lora_up\.weight$", ".lora_up.weights")),
     Damage("alpha misspelt", "kohya", _sub(r"\.alpha$", ".lora_alpha"), "warning"),
     Damage("alpha spelled scale", "kohya", _sub(r"\.alpha$", ".scale"), "warning"),
@@ -137,7 +141,8 @@ def damage(src: Path, out: Path, rename: Rename) -> dict[str, str]:
         header = source.header
         names = {rename(key): key for key in header.tensors}
         assert len(names) == len(header.tensors), "a damage must not merge keys"
-        tensors = {new: (header.tensors[old].dtype, header.tensors[old].shape, bytes(source.raw(old))) for new, old in names.items()}  # fmt: skip
+        infos = header.tensors
+        tensors = {new: (infos[old].dtype, infos[old].shape, bytes(source.raw(old))) for new, old in names.items()}
         write(out, tensors, dict(header.metadata))
     assert any(new != old for new, old in names.items()), "the damage changed no key"
     return names
@@ -231,7 +236,8 @@ def test_a_half_module_claims_no_layer_kind(tmp_path: Path) -> None:
     """A module with lora_down and no lora_up is no LoRA: it is not claimed, and it is a structure error."""
     path = write_tiny_kohya(tmp_path / "kohya.safetensors")
     with SafetensorsFile(path) as source:
-        kept = {k: (i.dtype, i.shape, bytes(source.raw(k))) for k, i in source.header.tensors.items() if "lora_up" not in k}  # fmt: skip
+        infos = source.header.tensors
+        kept = {k: (i.dtype, i.shape, bytes(source.raw(k))) for k, i in infos.items() if "lora_up" not in k}
     write(path, kept, {})
     report = inspect(path)
     assert report.layer_kinds == []
@@ -267,7 +273,9 @@ def test_every_damage_kind_is_exercised(tmp_path: Path) -> None:
 def lorahub(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LORAHUB_HOME": str(home)}
     env.pop("LORAHUB_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "lorahub", *args], capture_output=True, text=True, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "lorahub", *args], capture_output=True, text=True, env=env, check=False
+    )
 
 
 EXIT_VERIFY_FAILED = 7
