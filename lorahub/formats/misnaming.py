@@ -172,7 +172,8 @@ class Damage:
     code: str
     part: str
     label: str
-    undo: Callable[[str, Grammar, Context], Iterator[str]]
+    undo: Callable[[str, Grammar, Context], Iterator[str]] | None
+    """None for a damage read from a whole module rather than one key (see :func:`_alpha_as_scale`)."""
 
 
 def _suffix_separator(tail: str, grammar: Grammar, ctx: Context) -> Iterator[str]:
@@ -272,15 +273,19 @@ DAMAGES: tuple[Damage, ...] = (
     Damage("separator", "prefix", "a separator changed ('.' ↔ '_')", _prefix_separator),
     Damage("missing-prefix", "prefix", "the prefix missing", _missing_prefix),
     Damage("separator", "path", "a separator changed ('.' ↔ '_')", _flattened_path),
+    Damage("alpha-as-scale", "module", "alpha stored as A1111's 'scale'", None),
 )
-"""Each damage kind undone on its own part; a key's repair combines at most one per part."""
+"""Each damage kind undone on its own part; a key's repair combines at most one per part. sd-scripts never writes
+A1111's per-module ``scale``: in a file whose ``ss_network_module`` names sd-scripts, a module with ``scale`` and no
+``alpha`` had its alpha renamed (loaders other than A1111 then use alpha = rank)."""
 
-ALPHA_AS_SCALE = Damage("alpha-as-scale", "module", "alpha stored as A1111's 'scale'", lambda *_: iter(()))
-"""sd-scripts never writes A1111's per-module ``scale``: in a file whose ``ss_network_module`` names sd-scripts, a
-module with ``scale`` and no ``alpha`` had its alpha renamed (loaders other than A1111 then use alpha = rank)."""
-
-LABELS = {damage.code: damage.label for damage in (*DAMAGES, ALPHA_AS_SCALE)}
+ALPHA_AS_SCALE = DAMAGES[-1]
+LABELS = {damage.code: damage.label for damage in DAMAGES}
 _BY_PART = {part: tuple(d for d in DAMAGES if d.part == part) for part in ("suffix", "prefix", "path")}
+
+
+def _undo(damage: Damage, part: str, grammar: Grammar, ctx: Context) -> Iterator[str]:
+    return damage.undo(part, grammar, ctx) if damage.undo is not None else iter(())
 
 
 # --- reading one key -----------------------------------------------------------------------------------------------
@@ -314,16 +319,16 @@ def _suffixes(key: str, grammar: Grammar, ctx: Context) -> Iterator[tuple[str, s
         if tail[0] == "." and tail[1:] in grammar.scheme.suffixes and tail[1:] not in NOT_REPAIRED_SUFFIXES:
             yield module, tail[1:], ()
         for damage in _BY_PART["suffix"]:
-            for suffix in damage.undo(tail, grammar, ctx):
+            for suffix in _undo(damage, tail, grammar, ctx):
                 yield module, suffix, (damage.code,)
 
 
 def _modules(module: str, grammar: Grammar, ctx: Context) -> Iterator[tuple[str, tuple[str, ...]]]:
-    prefixed = [(module, ())] + [(new, (d.code,)) for d in _BY_PART["prefix"] for new in d.undo(module, grammar, ctx)]
+    prefixed = [(module, ())] + [(new, (d.code,)) for d in _BY_PART["prefix"] for new in _undo(d, module, grammar, ctx)]
     for name, damages in prefixed:
         yield name, damages
         for damage in _BY_PART["path"]:
-            for new in damage.undo(name, grammar, ctx):
+            for new in _undo(damage, name, grammar, ctx):
                 yield new, (*damages, damage.code)
 
 
