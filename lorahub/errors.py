@@ -364,6 +364,14 @@ class ConversionOptionError(LorahubError):
     default_hint = "`lorahub convert --help` and `lorahub resize --help` list the choices."
 
 
+class RepairRefusedError(LorahubError):
+    """``convert --repair`` found nothing misnamed, misnamed keys that fit no known layout, or a key that could be
+    repaired more than one way. Nothing is written."""
+
+    code = "repair-refused"
+    default_hint = "`lorahub inspect FILE` lists the keys and what loaders expect."
+
+
 class ModuleIncompleteError(LorahubError):
     """A module lacks a tensor its layer kind needs (an ``up`` without its ``down``, a LoHa without ``hada_w2_a``)."""
 

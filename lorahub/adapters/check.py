@@ -42,6 +42,8 @@ class ConversionReport:
     """Modules converted by truncated SVD (``--lossy``); their errors are in ``per_module``."""
     ranks: dict[str, int] = field(default_factory=dict)
     """Rank each lossy module was given."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """``--repair``: each misnamed key → the name it was written under."""
 
 
 def exact_lora(layer: CanonicalLayer) -> bool:

@@ -21,6 +21,7 @@ scan, PEFT folders, ComfyUI names) are read by :mod:`lorahub.adapters.sources`, 
 families take the lean path of :mod:`lorahub.adapters.streaming`. With ``lossy`` the kinds a plain LoRA cannot hold
 (LoHa, LoKr, full, GLoRA, OFT/BOFT, IA3, DoRA) become LoRA/LoCon by truncated SVD (:mod:`lorahub.adapters.resize`)
 and the check reports what that cost; kinds whose ΔW depends on the base weight read it from ``base``.
+:func:`repair` (:mod:`lorahub.adapters.repair`) renames misnamed keys instead, keeping the layout.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from lorahub.adapters.check import ConversionReport, compare, exact_lora
 from lorahub.adapters.delta import needs_base
 from lorahub.adapters.encoding import DTYPES
 from lorahub.adapters.names import FAMILIES
+from lorahub.adapters.repair import repair
 from lorahub.adapters.resize import approximate
 from lorahub.adapters.sources import BaseWeights, load_adapter
 from lorahub.adapters.streaming import stream_convert
@@ -46,7 +48,7 @@ from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import looks_like_safetensors, read_header
 from lorahub.formats.diffusers import adapter_configs
 
-__all__ = ["DTYPES", "TARGETS", "ConversionRefusedError", "ConversionReport", "convert"]
+__all__ = ["DTYPES", "TARGETS", "ConversionRefusedError", "ConversionReport", "convert", "repair"]
 
 Array = npt.NDArray[Any]
 

@@ -30,7 +30,13 @@ CATALOGUE = click.option(
 @click.command("convert")
 @click.argument("source")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--to", "target", type=click.Choice(_TARGETS), required=True, help="Output layout (peft: a folder).")
+@click.option("--to", "target", type=click.Choice(_TARGETS), help="Output layout (peft: a folder).")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Instead of converting, write a copy whose misnamed keys (inspect's misnamed-keys) carry the names loaders "
+    "expect; tensors unchanged, ΔW checked.",
+)
 @click.option("--dtype", type=_DTYPES, help="Storage dtype (default: the source's).")
 @click.option("--lossy", is_flag=True, help="Allow LoHa/LoKr/full/OFT/DoRA… → LoRA by truncated SVD (error reported).")
 @click.option("--rank", type=click.IntRange(min=1), help="Rank of layers converted by SVD (default: their own, or 32).")
@@ -48,7 +54,8 @@ def convert_command(
     *,
     source: str,
     out: Path,
-    target: str,
+    target: str | None,
+    repair: bool,
     dtype: Dtype | None,
     lossy: bool,
     rank: int | None,
@@ -63,10 +70,21 @@ def convert_command(
     converted from it), a .safetensors file, a PEFT adapter folder, or a pickled .ckpt/.pt/.bin that passes the opcode
     scan. Conversions that cannot be exact are refused (error[conversion-refused]) and nothing is written, unless
     --lossy.
+
+    --repair (without --to) fixes names instead: keys that look like a known layout with a naming error (a separator
+    changed, a prefix doubled or missing, a suffix spelled another way, wrong case) are renamed as loaders expect,
+    when that is unambiguous; nothing else changes. Convert the repaired file afterwards if you need another layout.
     """
     from lorahub.adapters.convert import ConversionReport
     from lorahub.adapters.convert import convert as convert_file
     from lorahub.sdk.exporting import report_dict
+
+    if repair:
+        _repair(ctx, source, out, target=target, options=(dtype, lossy, rank, base), check=not no_check,
+                catalogue=catalogue, as_json=as_json)  # fmt: skip
+        return
+    if target is None:
+        raise click.UsageError("--to is required (or --repair to fix misnamed keys)")
 
     result = _run(
         ctx, source, catalogue,
@@ -97,6 +115,44 @@ def convert_command(
         worst = sorted(report.per_module.items(), key=lambda item: -item[1][1])[:5] if report.lossy else []
         for name, (absolute, relative) in worst:
             output.stdout.print(f"  {escape(name)}: abs {absolute:.3g}, rel {relative:.3g}")
+    _print_catalogued(result)
+
+
+def _repair(
+    ctx: HubContext, source: str, out: Path, *, target: str | None, options: tuple[object, ...], check: bool,
+    catalogue: bool | None, as_json: bool,
+) -> None:  # fmt: skip
+    from lorahub.adapters.convert import ConversionReport
+    from lorahub.adapters.repair import repair as repair_file
+    from lorahub.sdk.exporting import report_dict
+
+    if target is not None or any(option not in (None, False) for option in options):
+        raise click.UsageError("--repair keeps the layout and the tensors: drop --to/--dtype/--lossy/--rank/--base")
+    result = _run(
+        ctx, source, catalogue,
+        via_hub=lambda hub: hub.repair(source, out, catalogue=catalogue, check=check),
+        direct=lambda: repair_file(source, out, check=check),
+        out=out,
+    )  # fmt: skip
+    report = result.report
+    assert isinstance(report, ConversionReport)
+    if as_json:
+        output.print_json(report_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
+        return
+    output.stdout.print(
+        f"repaired {escape(str(source))} ({report.source_format}) → {escape(str(out))} ({report.target}): "
+        f"{len(report.renamed)} key(s) renamed, {report.modules} module(s) a loader reads"
+    )
+    for old, new in list(report.renamed.items())[:3]:
+        output.stdout.print(f"  {escape(old)} → {escape(new)}")
+    if len(report.renamed) > 3:
+        output.stdout.print(f"  … and {len(report.renamed) - 3} more (--json lists them all)")
+    if report.unmapped:
+        output.stdout.print(f"[yellow]{len(report.unmapped)} key(s) still match no layout[/]")
+    if check:
+        output.stdout.print(
+            f"ΔW check: max abs error {report.max_abs_error:.3g}, max rel error {report.max_rel_error:.3g}"
+        )
     _print_catalogued(result)
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from lorahub.formats.base import Layout, Module
 from lorahub.formats.grouping import Keys, Metadata, Scheme, group, meta_text, mostly, split_role
-from lorahub.formats.naming import DIFFUSERS_BARE_ROOTS, DIFFUSERS_PREFIXES, GUESS, KOHYA_SUFFIXES, PEFT_SUFFIXES
+from lorahub.formats.naming import DIFFUSERS_BARE_ROOTS, DIFFUSERS_PREFIXES, KNOWN, KOHYA_SUFFIXES, PEFT_SUFFIXES
 
-SCHEME = Scheme(prefixes=DIFFUSERS_PREFIXES, suffixes={**KOHYA_SUFFIXES, **PEFT_SUFFIXES}, bare=GUESS)
+SCHEME = Scheme(prefixes=DIFFUSERS_PREFIXES, suffixes={**KOHYA_SUFFIXES, **PEFT_SUFFIXES}, bare=KNOWN)
 METADATA_KEY = "lora_adapter_metadata"
 _PREFIXES = tuple(DIFFUSERS_PREFIXES)
 _REGEX_CHARS = frozenset("*+?{}[]()|^$\\")

@@ -10,9 +10,9 @@ from __future__ import annotations
 from lorahub.formats.base import Layout
 from lorahub.formats.diffusers import adapter_configs, config_alpha
 from lorahub.formats.grouping import Keys, Metadata, Scheme, group, mostly
-from lorahub.formats.naming import DIFFUSERS_OLD_SUFFIXES, DIFFUSERS_PREFIXES, GUESS
+from lorahub.formats.naming import DIFFUSERS_OLD_SUFFIXES, DIFFUSERS_PREFIXES, KNOWN
 
-SCHEME = Scheme(prefixes=DIFFUSERS_PREFIXES, suffixes=DIFFUSERS_OLD_SUFFIXES, bare=GUESS)
+SCHEME = Scheme(prefixes=DIFFUSERS_PREFIXES, suffixes=DIFFUSERS_OLD_SUFFIXES, bare=KNOWN)
 _NEW_SPELLINGS = (
     ".lora.down.weight",
     ".lora.up.weight",

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 
 from lorahub.files.safetensors import TensorInfo
 from lorahub.formats.base import Embedding, Layout, Module
-from lorahub.formats.naming import EMBEDDING_PREFIX, PrefixTable, by_length, resolve_component, strip_prefix
+from lorahub.formats.naming import (
+    DIFFUSERS_BARE_ROOTS,
+    EMBEDDING_PREFIX,
+    KNOWN,
+    ROLE_STEMS,
+    PrefixTable,
+    by_length,
+    guess_component,
+    resolve_component,
+    strip_prefix,
+)
 
 Keys = Mapping[str, TensorInfo]
 Metadata = Mapping[str, str]
@@ -57,12 +67,26 @@ def split_role(key: str, suffixes: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def component_of(module: str, scheme: Scheme) -> str | None:
-    """The component of a module name under a scheme, or None when the name is not the scheme's."""
+    """The component of a module name under a scheme, or None when the name is not the scheme's.
+
+    A name is the scheme's only when its whole pattern fits: a flattened (``…_``) prefix is followed by a flattened
+    path (kohya names have no dots), the prefix is not written twice (``lora_unet_lora_unet_…``, ``unet.unet.…``),
+    the name does not end in a LoRA role (a changed separator), and a bare name under the ``known`` rule names a
+    known layer. Keys whose names fail stay unmatched, where :mod:`lorahub.formats.misnaming` reads them."""
     rest, rule = strip_prefix(module, scheme.table)
     if rule is None:
         rule = scheme.bare
-    if rule is None or not rest:
+        prefix = ""
+    else:
+        prefix = module[: len(module) - len(rest)]
+    if rule is None or not rest or rest.endswith(ROLE_STEMS):
         return None
+    if prefix and (rest.startswith(prefix) or (prefix.endswith("_") and "." in rest)):
+        return None
+    if rule == KNOWN:
+        component = guess_component(rest)
+        known = rest.partition(".")[0] in DIFFUSERS_BARE_ROOTS
+        return component if known and component != "unknown" else None
     return resolve_component(rule, rest)
 
 

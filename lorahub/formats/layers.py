@@ -292,11 +292,8 @@ def _kind_checks(module: Module, kind: str) -> list[str]:
     if kind == "loha":
         return _mismatches(module, LOHA_TUCKER if "hada_t1" in module.tensors else LOHA_PLAIN)
     if kind == "lokr":
-        problems = _mismatches(module, LOKR_W2_TUCKER if "lokr_t2" in module.tensors else LOKR_W2_PLAIN)
-        for n in (1, 2):
-            if not module.tensors.keys() & {f"lokr_w{n}", f"lokr_w{n}_a", f"lokr_w{n}_b"}:
-                problems.append(f"LoKr has no w{n} factor")
-        return problems
+        lokr_w2 = LOKR_W2_TUCKER if "lokr_t2" in module.tensors else LOKR_W2_PLAIN
+        return _mismatches(module, lokr_w2) + _missing_factors(module, kind)
     if kind == "glora" and len(module.tensors.keys() & {"glora_a1", "glora_a2", "glora_b1", "glora_b2"}) == 4:
         return [] if _glora_layout(module) else ["GLoRA factor shapes fit neither the old nor the new layout"]
     if kind == "oft":
@@ -317,6 +314,23 @@ def _scalar_checks(module: Module) -> list[str]:
         if info is not None and info.numel != 1:
             problems.append(f"{role} should be one number but has shape {list(info.shape)}")
     return problems
+
+
+def _missing_factors(module: Module, kind: str) -> list[str]:
+    if kind != "lokr":
+        return []
+    return [
+        f"LoKr has no w{n} factor"
+        for n in (1, 2)
+        if not module.tensors.keys() & {f"lokr_w{n}", f"lokr_w{n}_a", f"lokr_w{n}_b"}
+    ]
+
+
+def is_whole(module: Module) -> bool:
+    """The module has its kind's whole key pattern (a down with its up, all four LoHa factors, both LoKr factors) and
+    tensors of one kind only: only then may the kind be claimed, since a loader skips a module it cannot complete."""
+    present = kinds_present(module)
+    return len(present) == 1 and not _pairs(module) and not _missing_factors(module, layer_kind(module))
 
 
 def problems_in(module: Module) -> list[str]:

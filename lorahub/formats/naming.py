@@ -106,6 +106,11 @@ DENOISER = "denoiser"
 """Component rule: ``unet`` when the name is a UNet's, else ``transformer`` (``lora_unet_`` also prefixes FLUX/SD3)."""
 GUESS = "guess"
 """Component rule: infer from the module name alone; ``unknown`` when it says nothing."""
+KNOWN = "known"
+"""Component rule: infer from the module name alone, and the name must say it (diffusers paths saved without their
+``unet.``/``transformer.`` prefix start with one of :data:`DIFFUSERS_BARE_ROOTS`): any other bare name is not the
+format's, so a kohya name under
+a diffusers suffix (``lora_unet_x.lora.down.weight``) is left unmatched instead of becoming a module of nothing."""
 
 KOHYA_PREFIXES: Mapping[str, str] = {
     "lora_unet_": DENOISER,
@@ -138,6 +143,13 @@ COMFY_PREFIXES: Mapping[str, str] = {
 }
 AI_TOOLKIT_PREFIXES: Mapping[str, str] = {**COMFY_PREFIXES, **DIFFUSERS_PREFIXES}
 PEFT_PREFIXES: Mapping[str, str] = {"base_model.model.": GUESS}
+
+ROLE_STEMS = (
+    "_lora_down", "_lora_up", "_lora_mid", "_lora_A", "_lora_B",
+    ".lora_down", ".lora_up", ".lora_mid", ".lora_A", ".lora_B",
+)  # fmt: skip
+"""Module names never end so: such a name is a LoRA key whose ``.weight`` separator was changed
+(``lora_unet_x_lora_down.weight``), which IA3's bare ``weight`` suffix would otherwise read as an IA3 module."""
 
 EMBEDDING_PREFIX = "bundle_emb."
 """A1111 textual-inversion embeddings bundled in a LoRA: ``bundle_emb.<name>.string_to_param.*``, or

@@ -222,6 +222,26 @@ def convert(
     return _catalogue_output(hub, result, parent, parameters, relation="converted-from", action="convert")
 
 
+def repair(
+    hub: Hub, source: str | os.PathLike[str], out: str | os.PathLike[str], *, catalogue: bool | None = None,
+    check: bool = True,
+) -> ConvertResult:  # fmt: skip
+    """Write a copy of a catalogued version or a file with its misnamed keys renamed as loaders expect
+    (:func:`lorahub.adapters.repair.repair`); a catalogued source's output becomes its next version, converted from
+    it with ``repair`` recorded."""
+    from lorahub.adapters.repair import repair as repair_file
+
+    path, parent, catalogue = _source(hub, source, catalogue)
+    if catalogue:
+        hub.audit_actor()
+    report = repair_file(path, out, check=check)
+    result = ConvertResult(report, Path(out), parent)
+    if not catalogue or parent is None:
+        return result
+    parameters = {"format": report.target, "repair": True, "renamed": len(report.renamed)}
+    return _catalogue_output(hub, result, parent, parameters, relation="converted-from", action="convert")
+
+
 def resize(
     hub: Hub,
     source: str | os.PathLike[str],

@@ -455,6 +455,22 @@ class Hub(ProvenanceMixin):
             self, source, out, to=to, dtype=dtype, catalogue=catalogue, check=check, lossy=lossy, rank=rank, base=base
         )
 
+    def repair(
+        self,
+        source: str | os.PathLike[str],
+        out: str | os.PathLike[str],
+        *,
+        catalogue: bool | None = None,
+        check: bool = True,
+    ) -> ConvertResult:
+        """Copy a catalogued version or a file with its misnamed keys renamed as loaders expect them (the
+        ``misnamed-keys`` problem of :func:`lorahub.inspect`); every tensor keeps its bytes and ΔW is checked as for
+        a conversion. Refused (:class:`lorahub.errors.RepairRefusedError`) when nothing is misnamed or the intent is
+        ambiguous; a catalogued one's output is its next version (``catalogue=False`` to skip)."""
+        from lorahub.sdk.exporting import repair
+
+        return repair(self, source, out, catalogue=catalogue, check=check)
+
     def resize(
         self,
         source: str | os.PathLike[str],

@@ -23,6 +23,7 @@ from lorahub.formats import detect
 from lorahub.formats.base import Layout, Module
 from lorahub.formats.families import FamilyVerdict, detect_family
 from lorahub.formats.layers import layer_kinds, problems_in, rank
+from lorahub.formats.misnaming import LOADERS, Diagnosis, describe, diagnose, readable
 
 REPORT_SCHEMA = "lorahub.inspect/v1"
 UP_ROLES = ("up", "hada_w1_a", "hada_w2_a", "lokr_w1", "lokr_w1_a", "glora_b1")
@@ -127,9 +128,10 @@ def inspect(
     with SafetensorsFile(p) as container:
         header = container.header
         layout = detect(header.tensors, header.metadata)
+        naming = diagnose(header.tensors, header.metadata, layout)
         digest = digest_file(p, header, sink=sink, identity_only=identity_only)
         alphas = {m.name: _alpha(container, m) for m in layout.modules}
-    return _safetensors_report(p, header, layout, digest, alphas)
+    return _safetensors_report(p, header, layout, naming=naming, digest=digest, alphas=alphas)
 
 
 def _alpha(container: SafetensorsFile, module: Module) -> float | None:
@@ -140,7 +142,7 @@ def _alpha(container: SafetensorsFile, module: Module) -> float | None:
 
 
 def _safetensors_report(
-    path: Path, header: Header, layout: Layout, digest: Digest, alphas: dict[str, float | None]
+    path: Path, header: Header, layout: Layout, *, naming: Diagnosis, digest: Digest, alphas: dict[str, float | None]
 ) -> Report:
     family = detect_family(layout, header.metadata)
     claims = check_claims(header.metadata, digest.hashes.autov3)
@@ -150,7 +152,7 @@ def _safetensors_report(
         file_size=header.file_size,
         container="safetensors",
         format=layout.format,
-        layer_kinds=sorted({kind for m in layout.modules for kind in layer_kinds(m)}),
+        layer_kinds=sorted({kind for m in readable(layout) for kind in layer_kinds(m)}),
         base_model=family,
         components=dict(sorted(Counter(m.component for m in layout.modules).items())),
         modules=len(layout.modules),
@@ -164,12 +166,14 @@ def _safetensors_report(
         embeddings=[asdict(e) for e in layout.embeddings],
         metadata=decode_metadata(header.metadata),
         raw_metadata=dict(header.metadata),
-        problems=_problems(header, layout, digest, family) + _claim_problems(claims),
+        problems=_problems(header, layout, naming, digest, family) + _claim_problems(claims),
         unmatched_keys=list(layout.unmatched),
     )
 
 
-def _problems(header: Header, layout: Layout, digest: Digest, family: FamilyVerdict) -> list[Problem]:
+def _problems(
+    header: Header, layout: Layout, naming: Diagnosis, digest: Digest, family: FamilyVerdict
+) -> list[Problem]:
     found: list[Problem] = []
     if header.unreferenced_bytes:
         found.append(
@@ -180,8 +184,10 @@ def _problems(header: Header, layout: Layout, digest: Digest, family: FamilyVerd
                 "the safetensors library refuses such files, and data can hide there",
             )
         )
+    found += _naming_problems(naming)
     for module in layout.modules:
-        found += [Problem("structure", "error", f"{module.name}: {text}") for text in problems_in(module)]
+        if module.name not in naming.repaired_modules:  # misnamed keys took its other half: said once, above
+            found += [Problem("structure", "error", f"{module.name}: {text}") for text in problems_in(module)]
     non_finite = sorted(name for name, check in digest.tensors.items() if check.non_finite)
     if non_finite:
         found.append(Problem("non-finite", "error", f"{len(non_finite)} tensor(s) hold NaN or Inf", non_finite))
@@ -200,17 +206,32 @@ def _problems(header: Header, layout: Layout, digest: Digest, family: FamilyVerd
                 zero_ups,
             )
         )
-    if layout.unmatched:
+    explained = {*naming.misnamed, *naming.fitting}
+    unknown = [key for key in layout.unmatched if key not in explained]
+    if unknown:
         found.append(
             Problem(
                 "unknown-keys",
                 "warning",
-                f"{len(layout.unmatched)} key(s) match no known layout; loaders will ignore them",
-                list(layout.unmatched),
+                f"{len(unknown)} key(s) match no known layout; loaders will ignore them",
+                unknown,
             )
         )
     if family.disagreement:
         found.append(Problem("family-disagreement", "warning", family.disagreement))
+    return found
+
+
+def _naming_problems(naming: Diagnosis) -> list[Problem]:
+    """``misnamed-keys`` (an error when no module would load at all) and ``nothing-loadable``."""
+    found = []
+    nothing = naming.lora_like and naming.readable_modules == 0
+    if naming.misnamed:
+        severity = "error" if nothing else "warning"
+        found.append(Problem("misnamed-keys", severity, describe(naming), naming.misnamed))
+    if nothing:
+        why = "its keys are misnamed (see misnamed-keys)" if naming.misnamed else "no module is whole in a known layout"
+        found.append(Problem("nothing-loadable", "error", f"no loader ({LOADERS}) would apply any module: {why}"))
     return found
 
 

@@ -124,10 +124,18 @@ def _container(report: VerifyReport, path: Path) -> Report | None:
     return inspected
 
 
+NAMING_PROBLEMS = ("misnamed-keys", "nothing-loadable")
+"""Problems that mean a loader would skip what the file holds: they fail the format check whatever the policy's
+``max_unknown_keys``, because such a file "loads and does nothing"."""
+
+
 def _format(report: VerifyReport, inspected: Report, policy: Policy) -> None:
     unknown = len(inspected.unmatched_keys)
-    ok = inspected.format != "unknown" and unknown <= policy.max_unknown_keys
-    report.add("format", ok, f"{inspected.format}, {unknown} unknown key(s) (policy allows {policy.max_unknown_keys})")
+    naming = [p for p in inspected.problems if p.code in NAMING_PROBLEMS]
+    ok = inspected.format != "unknown" and unknown <= policy.max_unknown_keys and not naming
+    detail = f"{inspected.format}, {unknown} unknown key(s) (policy allows {policy.max_unknown_keys})"
+    detail += "".join(f"; {p.code}: {p.message}" for p in naming)
+    report.add("format", ok, detail)
 
 
 def _card(hub: Hub, report: VerifyReport, path: Path, inspected: Report, catalogued: Any) -> SignedCard | None:
