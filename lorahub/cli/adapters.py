@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +122,6 @@ def _add_url(context: HubContext, url: str, add_options: Any, options: dict[str,
 
 
 def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool) -> None:
-    from lorahub import errors
 
     with output.file_progress("adding", disable=as_json) as advance:
         result = context.hub.add_tree(root, options, progress=advance)
@@ -138,14 +136,12 @@ def _add_directory(context: HubContext, root: Path, options: Any, as_json: bool)
             output.stdout.print(f"  duplicate  {path}  (same tensors as {existing})")
         for path, code, message in result.failures:
             output.stdout.print(f"  [red]failed[/]     {escape(str(path))}  {escape(f'error[{code}]: {message}')}")
-    if exits.debug_enabled():
-        for path, text in result.tracebacks.items():
-            sys.stderr.write(f"{path}:\n{text}")
-    if result.failures:
-        raise errors.PartialFailureError(
-            f"{len(result.failures)} file(s) under {root} failed",
-            hint="Fix or remove the files listed above and run the same command again: finished files are skipped.",
-        )
+    exits.settle_batch(
+        len(result.failures),
+        {str(path): text for path, text in result.tracebacks.items()},
+        message=f"{len(result.failures)} file(s) under {root} failed",
+        hint="Fix or remove the files listed above and run the same command again: finished files are skipped.",
+    )
 
 
 def _filters(**options: Any) -> Any:

@@ -51,6 +51,16 @@ def debug_enabled() -> bool:
     return os.environ.get("LORAHUB_DEBUG", "") not in ("", "0", "false", "no")
 
 
+def settle_batch(failures: int, tracebacks: dict[str, str], *, message: str, hint: str) -> None:
+    """After a batch whose failed items were listed: their tracebacks under ``LORAHUB_DEBUG``, then the
+    ``partial-failure`` exit when any failed (the others are done)."""
+    if debug_enabled():
+        for item, text in tracebacks.items():
+            sys.stderr.write(f"{item}:\n{text}")
+    if failures:
+        raise errors.PartialFailureError(message, hint=hint)
+
+
 def report(error: errors.LorahubError) -> NoReturn:
     if debug_enabled():
         traceback.print_exc()

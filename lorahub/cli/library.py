@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,8 @@ from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions
-    from lorahub.sdk.library import LibraryEntry, ScanResult
+    from lorahub.sdk.library import ScanResult
+    from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.verifying import VerifyReport
 
 TOOLS = ("a1111", "forge", "comfyui", "invokeai")
@@ -71,14 +71,12 @@ def run_scan(
         output.print_json(result.as_dict())
     else:
         _print_scan(result)
-    if exits.debug_enabled():
-        for path, text in result.tracebacks.items():
-            sys.stderr.write(f"{path}:\n{text}")
-    if result.failures:
-        raise errors.PartialFailureError(
-            f"{len(result.failures)} file(s) failed; everything else was catalogued",
-            hint="Fix or remove the files listed above and scan again: finished files are not read again.",
-        )
+    exits.settle_batch(
+        len(result.failures),
+        result.tracebacks,
+        message=f"{len(result.failures)} file(s) failed; everything else was catalogued",
+        hint="Fix or remove the files listed above and scan again: finished files are not read again.",
+    )
 
 
 def _print_scan(result: ScanResult) -> None:

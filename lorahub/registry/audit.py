@@ -145,6 +145,27 @@ def append(
     return append_many(session, actor_fingerprint=actor_fingerprint, sign=sign, entries=[entry])[0]
 
 
+Subject = tuple[str | None, int | None, str | None]
+"""(adapter name, version number, content digest) an audit event is about."""
+
+
+def append_by(
+    session: Session, actor: AuditActor, action: str, subject: Subject, details: Mapping[str, Any]
+) -> AuditEvent:
+    """:func:`append` for an actor of the catalog, signed with its key."""
+    name, number, digest = subject
+    return append(
+        session,
+        actor_fingerprint=actor.fingerprint,
+        sign=actor.sign,
+        action=action,
+        subject_name=name,
+        subject_version=number,
+        subject_digest=digest,
+        details=details,
+    )
+
+
 def append_many(
     session: Session, *, actor_fingerprint: str, sign: Sign | None, entries: Sequence[Entry]
 ) -> list[AuditEvent]:

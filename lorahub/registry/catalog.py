@@ -674,17 +674,7 @@ def _event(
     details: dict[str, Any],
 ) -> AuditEvent:
     """Append one event signed by ``actor``; ``subject`` is (name, version number, content digest)."""
-    name, number, digest = subject
-    return audit_log.append(
-        session,
-        actor_fingerprint=actor.fingerprint,
-        sign=actor.sign,
-        action=action,
-        subject_name=name,
-        subject_version=number,
-        subject_digest=digest,
-        details=details,
-    )
+    return audit_log.append_by(session, actor, action, subject, details)
 
 
 def _append(

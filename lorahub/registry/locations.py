@@ -20,7 +20,7 @@ from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
 from lorahub.registry import audit as audit_log
-from lorahub.registry.audit import AuditActor
+from lorahub.registry.audit import AuditActor, Subject
 from lorahub.registry.db import read_transaction, write_transaction
 from lorahub.registry.models import Location, utc_now
 
@@ -80,10 +80,6 @@ class LocationRow:
             "neighbours": list(self.neighbours),
             "seen_at": self.seen_at.isoformat(),
         }
-
-
-Subject = tuple[str | None, int | None, str | None]
-"""(adapter name, version number, content digest) an audit event is about."""
 
 
 class Locations:
@@ -185,7 +181,7 @@ class Locations:
         """A new path for known content (a duplicate, or a file catalogued before by copy), audited ``locate``."""
         with write_transaction(self.engine) as session:
             row = insert(session, new)
-            _append(session, audit, "locate", subject, {"path": new.path, "sha256": new.sha256})
+            audit_log.append_by(session, audit, "locate", subject, {"path": new.path, "sha256": new.sha256})
             return _public(row)
 
     def move(
@@ -204,7 +200,7 @@ class Locations:
             session.execute(
                 update(Location).where(col(Location.id) == row.id).values(neighbours=_json(neighbours), **values)
             )
-            _append(session, audit, "move", subject, {"from": row.path, "to": path, "sha256": row.sha256})
+            audit_log.append_by(session, audit, "move", subject, {"from": row.path, "to": path, "sha256": row.sha256})
             moved = session.get(Location, row.id)
             assert moved is not None
             return _public(moved)
@@ -241,20 +237,6 @@ def insert_many(session: Session, news: Sequence[NewLocation]) -> list[Location]
     session.add_all(rows)
     session.flush()
     return rows
-
-
-def _append(session: Session, actor: AuditActor, action: str, subject: Subject, details: dict[str, Any]) -> None:
-    name, number, digest = subject
-    audit_log.append(
-        session,
-        actor_fingerprint=actor.fingerprint,
-        sign=actor.sign,
-        action=action,
-        subject_name=name,
-        subject_version=number,
-        subject_digest=digest,
-        details=details,
-    )
 
 
 def _fact_values(facts: Facts) -> dict[str, int]:

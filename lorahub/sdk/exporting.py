@@ -148,7 +148,7 @@ def verified_blob(hub: Hub, version: AdapterVersion) -> Path:
     ones the card names, and no signature a known key made is broken."""
     from lorahub.files.digests import digest_file
     from lorahub.files.safetensors import read_header
-    from lorahub.sdk.library import version_file
+    from lorahub.sdk.locating import version_file
     from lorahub.signing.signed import verify_card
 
     path = version_file(hub, version).path

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.generating import GenerateResult
-    from lorahub.sdk.library import LibraryEntry, ScanResult
     from lorahub.sdk.library import Progress as ScanProgress
+    from lorahub.sdk.library import ScanResult
     from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, KeyStore, Signer
@@ -276,13 +277,13 @@ class Hub(ProvenanceMixin):
 
     def library(self, *, state: str | None = None) -> list[LibraryEntry]:
         """The library's locations (``state``: ``missing`` or ``changed`` for those only), by path."""
-        from lorahub.sdk.library import locations
+        from lorahub.sdk.locating import locations
 
         return locations(self, state=state)
 
     def duplicates(self) -> list[list[LibraryEntry]]:
         """Groups of library locations that hold the same content (same tensors) at several paths or names."""
-        from lorahub.sdk.library import duplicates
+        from lorahub.sdk.locating import duplicates
 
         return duplicates(self)
 
@@ -421,7 +422,7 @@ class Hub(ProvenanceMixin):
             files = sorted(p.name for p in result.files.values())
             self._log_quietly("export", result.version.content_digest, {"out": str(out), "for": tool, "files": files})
             return result
-        from lorahub.sdk.library import version_file
+        from lorahub.sdk.locating import version_file
         from lorahub.signing.embed import embed_card
 
         version = self.version(ref)

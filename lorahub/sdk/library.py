@@ -33,6 +33,7 @@ from lorahub.files.walk import Folder, count_files, walk
 from lorahub.registry.locations import Facts, LocationRow
 from lorahub.registry.models import utc_now
 from lorahub.sdk.adding import AddOptions, AddResult, Prepared, commit_new, prepare_in_place
+from lorahub.sdk.locating import ref_of, version_of
 
 if TYPE_CHECKING:
     from lorahub.registry.audit import AuditActor
@@ -266,7 +267,7 @@ class _Context:
         replaced = [r for r in seen.rows if r.state == "present" and r.sha256 != sha256]
         if replaced:
             self.hub.catalog.locations.set_state([r.id for r in replaced], "changed")
-            self.result.changed += [(row.path, _ref(self.hub, row)) for row in replaced]
+            self.result.changed += [(row.path, ref_of(self.hub, row)) for row in replaced]
         return replaced
 
     def _moved(self, seen: Seen, rows: list[LocationRow]) -> bool:
@@ -274,12 +275,12 @@ class _Context:
         for row in rows:
             if row.path != str(seen.path) and not os.path.lexists(row.path):
                 rows.remove(row)
-                version = _version_of(self.hub, row)
+                version = version_of(self.hub, row)
                 subject = _subject(version) if version is not None else (None, None, row.content_digest)
                 self.hub.catalog.locations.move(
                     row, str(seen.path), seen.facts, neighbours=seen.neighbours, audit=self.actor, subject=subject
                 )
-                self.result.moved.append((row.path, str(seen.path), _ref(self.hub, row)))
+                self.result.moved.append((row.path, str(seen.path), ref_of(self.hub, row)))
                 return True
         return False
 
@@ -290,7 +291,7 @@ class _Context:
 
     def _named(self, prepared: Prepared, replaced: Sequence[LocationRow]) -> Prepared:
         """New bytes at a known path are the next version of the adapter that was there."""
-        previous = next((v for v in (_version_of(self.hub, r) for r in replaced) if v is not None), None)
+        previous = next((v for v in (version_of(self.hub, r) for r in replaced) if v is not None), None)
         if previous is not None and not self.options.name:
             return replace(prepared, name=previous.name)
         return prepared
@@ -367,7 +368,7 @@ def _mark_missing(hub: Hub, root: Path, started: Any, result: ScanResult) -> Non
         gone = [row for row in page if not os.path.lexists(row.path)]
         if gone:
             locations.set_state([row.id for row in gone], "missing")
-            result.missing += [(row.path, _ref(hub, row)) for row in gone]
+            result.missing += [(row.path, ref_of(hub, row)) for row in gone]
 
 
 def _log_scan(hub: Hub, context: _Context) -> None:
@@ -387,76 +388,5 @@ def _log_scan(hub: Hub, context: _Context) -> None:
     )
 
 
-def _version_of(hub: Hub, row: LocationRow) -> AdapterVersion | None:
-    return hub.catalog.find_by_sha256(row.sha256) or hub.catalog.find_by_content(row.content_digest)
-
-
-def _ref(hub: Hub, row: LocationRow) -> str:
-    version = _version_of(hub, row)
-    return version.ref if version is not None else f"content {row.content_digest[:16]}…"
-
-
 def _subject(version: AdapterVersion) -> tuple[str | None, int | None, str | None]:
     return version.name, version.number, version.content_digest
-
-
-# --- a version's file, wherever it is -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VersionFile:
-    """Where a version's bytes are read from: the blob store, or a location of the user's library."""
-
-    path: Path
-    in_place: bool
-    location: LocationRow | None = None
-
-
-def version_file(hub: Hub, version: AdapterVersion) -> VersionFile:
-    """The store's copy when there is one, else the first recorded location whose path holds a file (it may have
-    changed: verification re-hashes it). Raises ``FileMissingError`` when there is none."""
-    stored = hub.blobs.path_for(version.blob_sha256)
-    if stored.is_file():
-        return VersionFile(stored, in_place=False)
-    rows = sorted(hub.catalog.locations.of_sha256([version.blob_sha256]), key=lambda r: r.state != "present")
-    for row in rows:
-        if os.path.isfile(row.path):
-            return VersionFile(Path(row.path), in_place=True, location=row)
-    if not rows:
-        raise errors.FileMissingError(
-            f"the stored file of {version.ref} is missing from the blob store ({stored})",
-            hint="Restore the home from a backup, or remove the version (lorahub rm) and add the file again.",
-        )
-    raise errors.FileMissingError(
-        f"the file of {version.ref} is missing: it was last seen at {rows[0].path}"
-        + (f" (and {len(rows) - 1} other place(s))" if len(rows) > 1 else "")
-    )
-
-
-# --- the library's state ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LibraryEntry:
-    """A location with the version it holds (None for content no version has, such as a duplicate's bytes)."""
-
-    location: LocationRow
-    ref: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, **self.location.as_dict()}
-
-
-def locations(hub: Hub, *, state: str | None = None) -> list[LibraryEntry]:
-    """Library locations, by path: all, or those in ``state`` (``missing``, ``changed``)."""
-    rows = [row for page in hub.catalog.locations.pages(state=state) for row in page]
-    return [LibraryEntry(row, _ref(hub, row)) for row in sorted(rows, key=lambda r: r.path)]
-
-
-def duplicates(hub: Hub) -> list[list[LibraryEntry]]:
-    """The same content at several paths or names: one group per content digest."""
-    return [[LibraryEntry(row, _ref(hub, row)) for row in group] for group in hub.catalog.locations.duplicates()]
-
-
-def locations_of(hub: Hub, version: AdapterVersion) -> list[LocationRow]:
-    return hub.catalog.locations.of_sha256([version.blob_sha256])

@@ -47,7 +47,7 @@ def resolve(hub: Hub, ref: str | os.PathLike[str], *, verify: bool = True) -> Ve
         if verify:
             report = _require(hub.verify(path))
     else:
-        from lorahub.sdk.library import version_file
+        from lorahub.sdk.locating import version_file
         from lorahub.sdk.verifying import verify_catalogued
 
         version = hub.version(str(ref))

@@ -101,7 +101,7 @@ def _resolve(hub: Hub, target: str | os.PathLike[str]) -> tuple[Path, Any]:
     path = Path(target)
     if not is_catalogue_ref(target):
         return path, None
-    from lorahub.sdk.library import version_file
+    from lorahub.sdk.locating import version_file
 
     version = hub.version(str(target))
     return version_file(hub, version).path, version
@@ -221,7 +221,7 @@ def verify_catalogued(hub: Hub, version: AdapterVersion, policy: Policy) -> Veri
     """``verify NAME@V``, without reading the file again when its size, mtime and inode still match a recorded
     passing verification (``verify --all`` over a library that did not change reads nothing). A file that is
     nowhere fails the ``file present`` check; an in-place file whose bytes changed is marked ``changed``."""
-    from lorahub.sdk.library import version_file
+    from lorahub.sdk.locating import version_file
 
     try:
         located = version_file(hub, version)
