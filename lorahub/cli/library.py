@@ -83,7 +83,7 @@ def _print_scan(result: ScanResult) -> None:
     counts = result.as_dict()["counts"]
     output.stdout.print(", ".join(f"{name} {count}" for name, count in counts.items() if count or name == "added"))
     for added in result.added:
-        output.stdout.print(f"  added      {escape(f'{added.name}@{added.version}')}  {escape(str(added.location))}")
+        output.stdout.print(f"  added      {escape(added.ref)}  {escape(str(added.path))}")
     for path, ref in result.duplicates:
         output.stdout.print(f"  duplicate  {escape(path)}  (same content as {escape(ref)})")
     for old, new, ref in result.moved:

@@ -32,7 +32,7 @@ from lorahub.files.neighbours import FolderListing, find_neighbours
 from lorahub.files.walk import Folder, count_files, walk
 from lorahub.registry.locations import Facts, LocationRow
 from lorahub.registry.models import utc_now
-from lorahub.sdk.adding import AddOptions, AddResult, Prepared, commit_new, prepare_in_place
+from lorahub.sdk.adding import AddOptions, Prepared, commit_new, prepare_in_place
 from lorahub.sdk.locating import ref_of, version_of
 
 if TYPE_CHECKING:
@@ -50,12 +50,26 @@ COMMIT_BATCH: Final = 64
 """New versions recorded per transaction."""
 
 
+@dataclass(frozen=True)
+class Catalogued:
+    """A file a scan catalogued as a new version: small, because a scan of 30,000 files keeps 30,000 of them."""
+
+    path: Path
+    name: str
+    version: int
+    content_digest: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
 @dataclass
 class ScanResult:
     """What a scan found under its roots; each list names paths and the catalogue versions they are."""
 
     roots: list[str]
-    added: list[AddResult] = field(default_factory=list)
+    added: list[Catalogued] = field(default_factory=list)
     unchanged: int = 0
     refreshed: list[str] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
@@ -83,7 +97,7 @@ class ScanResult:
                 "linked": self.linked,
                 "failures": len(self.failures),
             },
-            "added": [{"path": str(r.location), "ref": f"{r.name}@{r.version}"} for r in self.added],
+            "added": [{"path": str(r.path), "ref": r.ref} for r in self.added],
             "duplicates": [{"path": p, "ref": ref} for p, ref in self.duplicates],
             "moved": [{"from": a, "to": b, "ref": ref} for a, b, ref in self.moved],
             "changed": [{"path": p, "ref": ref} for p, ref in self.changed],
@@ -299,7 +313,9 @@ class _Context:
     def _add(self, prepared: Sequence[Prepared]) -> None:
         if self.link:
             prepared = [self._linked(p) for p in prepared]
-        self.result.added += commit_new(self.hub, prepared, self.options, signer=self.signer, actor=self.actor)
+        for added in commit_new(self.hub, prepared, self.options, signer=self.signer, actor=self.actor):
+            assert added.location is not None
+            self.result.added.append(Catalogued(added.location, added.name, added.version, added.content_digest))
 
     def _linked(self, prepared: Prepared) -> Prepared:
         location = prepared.location

@@ -70,7 +70,7 @@ def test_a_scan_catalogues_in_place_copies_nothing_and_writes_nothing(library_hu
     for added in result.added:
         version = hub.version(f"{added.name}@{added.version}")
         (location,) = hub.catalog.locations.of_sha256([version.blob_sha256])
-        assert location.path == str(added.location) and location.state == "present"
+        assert location.path == str(added.path) and location.state == "present"
         assert location.facts.size == Path(location.path).stat().st_size
         assert hub.verify(version.ref).ok
         assert hub.verify_version(version).ok
