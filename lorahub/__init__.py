@@ -41,6 +41,7 @@ __all__ = [
     "IdentityView",
     "ImageReport",
     "KeyRecord",
+    "LibraryEntry",
     "LineageNode",
     "LocalCA",
     "LorahubError",
@@ -48,6 +49,7 @@ __all__ = [
     "Policy",
     "ProvenanceSettings",
     "Report",
+    "ScanResult",
     "SignedCard",
     "SignedImage",
     "Signer",
@@ -83,7 +85,9 @@ if TYPE_CHECKING:
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.hub import Hub, IdentityView
     from lorahub.sdk.inspect import Report, inspect
+    from lorahub.sdk.library import ScanResult
     from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.pipelines import AdapterHandle
     from lorahub.sdk.policy import Policy
@@ -113,7 +117,9 @@ _HOMES = {
     "lorahub.sdk.generating": ("GenerateResult",),
     "lorahub.sdk.hub": ("Hub", "IdentityView"),
     "lorahub.sdk.inspect": ("Report", "inspect"),
+    "lorahub.sdk.library": ("ScanResult",),
     "lorahub.sdk.lineage": ("LineageNode",),
+    "lorahub.sdk.locating": ("LibraryEntry",),
     "lorahub.sdk.entry": ("apply_prompt", "load", "stack"),
     "lorahub.sdk.merging": ("MergeResult",),
     "lorahub.sdk.pipelines": ("AdapterHandle",),

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.generating import GenerateResult
-    from lorahub.sdk.library import Progress as ScanProgress
     from lorahub.sdk.library import ScanResult
     from lorahub.sdk.lineage import LineageNode
     from lorahub.sdk.locating import LibraryEntry
@@ -260,7 +259,7 @@ class Hub(ProvenanceMixin):
         *,
         find_missing: bool = True,
         link: bool = False,
-        progress: ScanProgress | None = None,
+        progress: Progress | None = None,
     ) -> ScanResult:
         """Catalogue the adapter files under ``roots`` where they lie (nothing is copied or written there) and,
         with ``find_missing``, find what moved, changed or vanished under them since the last scan."""

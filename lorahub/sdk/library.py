@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -33,6 +33,7 @@ from lorahub.files.walk import Folder, count_files, walk
 from lorahub.registry.locations import Facts, LocationRow
 from lorahub.registry.models import utc_now
 from lorahub.sdk.adding import AddOptions, Prepared, commit_new, prepare_in_place
+from lorahub.sdk.batch import Progress
 from lorahub.sdk.locating import ref_of, version_of
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
     from lorahub.sdk.hub import Hub
     from lorahub.signing.keys import Signer
 
-Progress = Callable[[int, int, Path], None]
-"""(files done, files in all, the file just looked at)."""
 
 IN_FLIGHT_PER_WORKER: Final = 8
 """Files read ahead per worker thread beyond the batch being settled: keeps the workers busy, memory flat."""
