@@ -1,4 +1,4 @@
-"""A library catalogued where it lies: ``lorahub scan``, ``add --in-place``, and finding a version's file again.
+"""A library catalogued where it lies: ``lorahub scan`` and ``add --in-place``.
 
 Nothing here writes, moves or deletes a file of the user's. A scan walks its roots one folder at a time; a file
 whose path, size, mtime, inode and device match its location row is not read again. Any other file is read once,
