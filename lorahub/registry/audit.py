@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import rfc8785
-from sqlalchemy import ColumnElement, and_, func, or_
+from sqlalchemy import ColumnElement, and_, func, insert, or_
 from sqlmodel import Session, col, select
 
 from lorahub.registry.models import AuditEvent, ChainHead
@@ -169,8 +169,8 @@ def append_by(
 def append_many(
     session: Session, *, actor_fingerprint: str, sign: Sign | None, entries: Sequence[Entry]
 ) -> list[AuditEvent]:
-    """Append ``entries`` in order, chained to each other, in one flush: the chain head is read and written once,
-    so a transaction recording a batch (a library scan) pays for one append, not one per event."""
+    """Append ``entries`` in order, chained to each other, with one insert: the chain head is read and written
+    once, so a transaction recording a batch (a library scan) pays for one append, not one per event."""
     for entry in entries:
         if sign is None and not _may_be_unsigned(entry.action, entry.details):
             raise ValueError(
@@ -182,6 +182,7 @@ def append_many(
     events = []
     for entry in entries:
         seq += 1
+        details = canonical_json(dict(entry.details))
         event = AuditEvent(
             seq=seq,
             time=utc_timestamp(),
@@ -190,15 +191,16 @@ def append_many(
             subject_name=entry.subject_name,
             subject_version=entry.subject_version,
             subject_digest=entry.subject_digest,
-            details=canonical_json(dict(entry.details)),
+            details=details,
             prev_hash=previous,
             hash="",
             signature="",
         )
-        event.hash = previous = event_hash(event)
+        event.hash = previous = _hash_document(event, json.loads(details), None)  # canonical by construction
         event.signature = "" if sign is None else base64.b64encode(sign(signed_message(event.hash))).decode("ascii")
         events.append(event)
-    session.add_all(events)
+    columns = AuditEvent.__table__.columns.keys()  # type: ignore[attr-defined]
+    session.execute(insert(AuditEvent), [{name: getattr(e, name) for name in columns} for e in events])
     if head is None:
         session.add(ChainHead(id=1, seq=seq, hash=previous))
     else:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, Engine, exists, func, literal, or_, text
+from sqlalchemy import ColumnElement, Engine, exists, func, insert, literal, or_, text
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlmodel import Session, col, select
@@ -193,9 +193,8 @@ class Catalog:
         active version already has, unless ``allow_duplicate``.
         """
         with write_transaction(self.engine) as session:
-            (version,) = _insert_versions(session, [new], audit, allow_duplicate)
-            assert version.id is not None
-            return _hydrate(session, [version.id])[0]
+            ((version_id, _),) = _insert_versions(session, [new], audit, allow_duplicate)
+            return _hydrate(session, [version_id])[0]
 
     def add_versions(
         self, news: Sequence[NewVersion], *, audit: AuditActor, allow_duplicate: bool = False
@@ -203,8 +202,8 @@ class Catalog:
         """``add_version`` for many versions in one transaction (all or none): a library scan records hundreds of
         files a second, and a transaction per file would cost more than reading them. Returns (name, number)."""
         with write_transaction(self.engine) as session:
-            versions = _insert_versions(session, news, audit, allow_duplicate)
-        return [(new.name, version.number) for new, version in zip(news, versions, strict=True)]
+            inserted = _insert_versions(session, news, audit, allow_duplicate)
+        return [(new.name, number) for new, (_, number) in zip(news, inserted, strict=True)]
 
     def get(self, name: str, number: int | None = None, *, include_removed: bool = False) -> AdapterVersion:
         """A version, or with ``number=None`` the newest one not removed. Raises ``AdapterNotFoundError``."""
@@ -518,9 +517,10 @@ def _unique_signatures(signatures: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def _insert_versions(
     session: Session, news: Sequence[NewVersion], audit: AuditActor, allow_duplicate: bool
-) -> list[Version]:
+) -> list[tuple[int, int]]:
     """Record ``news`` in the caller's transaction with a fixed number of statements, whatever their count: the
-    lookups (duplicates, adapters, taken numbers, blobs) are one query each, the inserts one flush each."""
+    lookups (duplicates, adapters, taken numbers, blobs) are one query each, the inserts one ``executemany`` each
+    (Core statements: building an ORM object per row costs more than the row's insert). Returns (id, number)."""
     for new in news:
         _check_name(new.name)
     signatures = [_unique_signatures(new.signatures) for new in news]
@@ -528,36 +528,59 @@ def _insert_versions(
         _refuse_duplicates(session, [new.content_digest for new in news])
     adapters = _adapters(session, {new.name for new in news})
     numbers = _numbers(session, news, adapters)
+    now = utc_now()
     known_blobs = set(session.exec(select(Blob.sha256).where(col(Blob.sha256).in_({n.blob.sha256 for n in news}))))
     blobs = {new.blob.sha256: new.blob.size for new in news if new.blob.sha256 not in known_blobs}
-    session.add_all(Blob(sha256=sha256, size=size) for sha256, size in blobs.items())
-    versions = [
-        _version_row(new, adapters[new.name], number, sigs)
+    if blobs:
+        session.execute(insert(Blob), [{"sha256": k, "size": v, "created_at": now} for k, v in blobs.items()])
+    rows = [
+        _version_values(new, adapters[new.name], number, sigs) | {"created_at": now}
         for new, number, sigs in zip(news, numbers, signatures, strict=True)
     ]
-    session.add_all(versions)
-    session.flush()
-    for new, version, sigs in zip(news, versions, signatures, strict=True):
-        assert version.id is not None
-        _add_rows(session, new, version.id, sigs)
+    returning = insert(Version).returning(col(Version.id), sort_by_parameter_order=True)
+    ids: list[int] = list(session.execute(returning, rows).scalars())
+    _insert_rows(session, news, ids, signatures, now)
     insert_locations(session, [new.location for new in news if new.location is not None])
     entries = [
-        audit_log.Entry(new.action, new.name, version.number, version.content_digest, _add_details(new, sigs))
-        for new, version, sigs in zip(news, versions, signatures, strict=True)
+        audit_log.Entry(new.action, new.name, number, new.content_digest, _add_details(new, sigs))
+        for new, number, sigs in zip(news, numbers, signatures, strict=True)
     ]
     audit_log.append_many(session, actor_fingerprint=audit.fingerprint, sign=audit.sign, entries=entries)
-    return versions
+    return list(zip(ids, numbers, strict=True))
+
+
+def _insert_rows(
+    session: Session,
+    news: Sequence[NewVersion],
+    ids: Sequence[int],
+    signatures: Sequence[dict[str, str]],
+    now: datetime,
+) -> None:
+    """Each version's signatures and search words."""
+    signed = [
+        {"version_id": i, "keyid": keyid, "sig": sig, "added_at": now}
+        for i, sigs in zip(ids, signatures, strict=True)
+        for keyid, sig in sigs.items()
+    ]
+    if signed:
+        session.execute(insert(Signature), signed)
+    words = []
+    for version_id, new in zip(ids, news, strict=True):
+        doc = search_terms.document(new.name, new.description, new.trigger_words, new.tags)
+        words.append({"version_id": version_id, "name_terms": doc.name_terms, "terms": doc.terms})
+    session.execute(insert(SearchText), words)
 
 
 def _adapters(session: Session, names: set[str]) -> dict[str, int]:
     """The id of each named adapter, created when new."""
-    found = {row.name: row.id for row in session.exec(select(Adapter).where(col(Adapter.name).in_(names)))}
-    created = [Adapter(name=name) for name in sorted(names - set(found))]
+    statement = select(Adapter.name, Adapter.id).where(col(Adapter.name).in_(names))
+    found: dict[str, int] = {name: adapter_id for name, adapter_id in session.exec(statement) if adapter_id}
+    created = sorted(names - set(found))
     if created:
-        session.add_all(created)
-        session.flush()
-        found |= {row.name: row.id for row in created}
-    return {name: adapter_id for name, adapter_id in found.items() if adapter_id is not None}
+        returning = insert(Adapter).returning(col(Adapter.name), col(Adapter.id), sort_by_parameter_order=True)
+        rows = [{"name": name, "created_at": utc_now()} for name in created]
+        found |= {name: adapter_id for name, adapter_id in session.execute(returning, rows)}
+    return found
 
 
 def _numbers(session: Session, news: Sequence[NewVersion], adapters: dict[str, int]) -> list[int]:
@@ -622,31 +645,24 @@ def _adapter(session: Session, name: str) -> Adapter | None:
     return session.exec(select(Adapter).where(Adapter.name == name)).first()
 
 
-def _version_row(new: NewVersion, adapter_id: int, number: int, signatures: dict[str, str]) -> Version:
-    return Version(
-        adapter_id=adapter_id,
-        number=number,
-        content_digest=new.content_digest,
-        blob_sha256=new.blob.sha256,
-        file_name=new.file_name,
-        format=new.format,
-        family=new.family,
-        license_id=new.license_id,
-        commercial_use=",".join(_commercial(new.commercial_use)),
-        consent_status=new.consent_status,
-        description=new.description,
-        trigger_words=_json_list(new.trigger_words),
-        tags=_json_list(new.tags),
-        card_json=new.card_json,
-        signers=",".join(signatures),
-    )
-
-
-def _add_rows(session: Session, new: NewVersion, version_id: int, signatures: dict[str, str]) -> None:
-    for keyid, sig in signatures.items():
-        session.add(Signature(version_id=version_id, keyid=keyid, sig=sig))
-    doc = search_terms.document(new.name, new.description, new.trigger_words, new.tags)
-    session.add(SearchText(version_id=version_id, name_terms=doc.name_terms, terms=doc.terms))
+def _version_values(new: NewVersion, adapter_id: int, number: int, signatures: dict[str, str]) -> dict[str, Any]:
+    return {
+        "adapter_id": adapter_id,
+        "number": number,
+        "content_digest": new.content_digest,
+        "blob_sha256": new.blob.sha256,
+        "file_name": new.file_name,
+        "format": new.format,
+        "family": new.family,
+        "license_id": new.license_id,
+        "commercial_use": ",".join(_commercial(new.commercial_use)),
+        "consent_status": new.consent_status,
+        "description": new.description,
+        "trigger_words": _json_list(new.trigger_words),
+        "tags": _json_list(new.tags),
+        "card_json": new.card_json,
+        "signers": ",".join(signatures),
+    }
 
 
 def _add_details(new: NewVersion, signatures: dict[str, str]) -> dict[str, Any]:

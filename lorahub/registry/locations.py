@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from sqlalchemy import Engine, func, update
+from sqlalchemy import insert as sql_insert
 from sqlmodel import Session, col, select
 
 from lorahub.registry import audit as audit_log
@@ -208,35 +209,37 @@ class Locations:
 
 def insert(session: Session, new: NewLocation) -> Location:
     """Record ``new`` in the caller's transaction; a row already at (path, sha256) is made present again."""
-    return insert_many(session, [new])[0]
+    insert_many(session, [new])
+    statement = select(Location).where(Location.path == new.path, Location.sha256 == new.sha256)
+    return session.exec(statement.execution_options(populate_existing=True)).one()
 
 
-def insert_many(session: Session, news: Sequence[NewLocation]) -> list[Location]:
-    """:func:`insert` for many, with one lookup and one flush."""
+def insert_many(session: Session, news: Sequence[NewLocation]) -> None:
+    """:func:`insert` for many, with one lookup and one insert (a library scan records hundreds a second)."""
     if not news:
-        return []
+        return
     existing = {
         (row.path, row.sha256): row
         for row in session.exec(select(Location).where(col(Location.path).in_({new.path for new in news})))
     }
-    rows = []
+    now, rows = utc_now(), []
     for new in news:
-        row = existing.get((new.path, new.sha256)) or Location(
-            path=new.path,
-            sha256=new.sha256,
-            content_digest=new.content_digest,
-            size=new.facts.size,
-            mtime_ns=new.facts.mtime_ns,
-            inode=new.facts.inode,
-            device=new.facts.device,
-        )
-        for name, value in _fact_values(new.facts).items():
-            setattr(row, name, value)
-        row.state, row.linked, row.neighbours, row.seen_at = "present", new.linked, _json(new.neighbours), utc_now()
-        rows.append(row)
-    session.add_all(rows)
-    session.flush()
-    return rows
+        values = _fact_values(new.facts) | {
+            "state": "present",
+            "linked": new.linked,
+            "neighbours": _json(new.neighbours),
+            "seen_at": now,
+        }
+        row = existing.get((new.path, new.sha256))
+        if row is None:
+            rows.append(
+                {"path": new.path, "sha256": new.sha256, "content_digest": new.content_digest, "recorded_at": now}
+                | values
+            )
+        else:
+            session.execute(update(Location).where(col(Location.id) == row.id).values(**values))
+    if rows:
+        session.execute(sql_insert(Location), rows)
 
 
 def _fact_values(facts: Facts) -> dict[str, int]:

@@ -154,7 +154,7 @@ def prepare_in_place(
 
     report = inspect(path, identity_only=True)
     _require_safetensors(report, path)
-    suggestions = suggest(path, report.raw_metadata)
+    suggestions = suggest(path, report.raw_metadata, listing=[n["name"] for n in neighbours])
     name = check_name(options.name or suggestions.name or "adapter")
     sha256, content = report.hashes.sha256, report.hashes.content or ""
     blob = BlobInfo(sha256=sha256, size=report.file_size, path=path, existed=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,12 @@ class Suggestions:
             self.sources[attribute] = source
 
 
-def suggest(path: Path, metadata: Mapping[str, str]) -> Suggestions:
+def suggest(path: Path, metadata: Mapping[str, str], *, listing: Collection[str] | None = None) -> Suggestions:
+    """What the file's metadata and its neighbours say; ``listing`` names the files beside it when the caller has
+    already found them (a library scan), so the folder is not listed once per file."""
     found = Suggestions()
-    _from_civitai_info(found, path)
-    _from_a1111_sidecar(found, path)
+    _from_civitai_info(found, path, listing)
+    _from_a1111_sidecar(found, path, listing)
     _from_modelspec(found, metadata)
     _from_kohya(found, metadata)
     found.offer("name", _slug(path.name.split(".")[0]), "file name")
@@ -58,10 +60,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.strip().lower()).strip("-._") or "adapter"
 
 
-def _neighbour_json(path: Path, kind: str) -> tuple[str, dict[str, Any]] | None:
+def _neighbour_json(path: Path, kind: str, listing: Collection[str] | None) -> tuple[str, dict[str, Any]] | None:
     """The first neighbour of that kind (:mod:`lorahub.files.neighbours`) that is a JSON object, with its name."""
     try:
-        candidates = [candidate for found, candidate in match_neighbours(path) if found == kind]
+        candidates = [candidate for found, candidate in match_neighbours(path, listing) if found == kind]
     except OSError:
         return None
     for candidate in candidates:
@@ -76,8 +78,8 @@ def _neighbour_json(path: Path, kind: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def _from_civitai_info(found: Suggestions, path: Path) -> None:
-    neighbour = _neighbour_json(path, "civitai-info")
+def _from_civitai_info(found: Suggestions, path: Path, listing: Collection[str] | None) -> None:
+    neighbour = _neighbour_json(path, "civitai-info", listing)
     if neighbour is None:
         return
     source, info = neighbour
@@ -93,8 +95,8 @@ def _from_civitai_info(found: Suggestions, path: Path) -> None:
         found.offer("base_model_name", info["baseModel"], source)
 
 
-def _from_a1111_sidecar(found: Suggestions, path: Path) -> None:
-    neighbour = _neighbour_json(path, "a1111-json")
+def _from_a1111_sidecar(found: Suggestions, path: Path, listing: Collection[str] | None) -> None:
+    neighbour = _neighbour_json(path, "a1111-json", listing)
     if neighbour is None:
         return
     source, sidecar = f"{neighbour[0]} (A1111)", neighbour[1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 import rfc8785
@@ -281,6 +282,12 @@ class Card:
             created=_timestamp(d["created"], "created"),
         )
 
+    @cached_property
+    def canonical(self) -> bytes:
+        """The RFC 8785 bytes of this card once validated, computed once: signing and the envelope check that
+        follows both need them, and a card never changes (its lists are tuples, its maps are not edited)."""
+        return bytes(rfc8785.dumps(self.validate().to_dict()))
+
     def validate(self) -> Card:
         """Check a card built in code exactly as one read from JSON is checked; return it for chaining."""
         parsed = Card.from_dict(self.to_dict())
@@ -291,7 +298,7 @@ class Card:
 
 def canonical_bytes(card: Card) -> bytes:
     """The RFC 8785 bytes of a valid card: what DSSE signs and what gets embedded."""
-    return bytes(rfc8785.dumps(card.validate().to_dict()))
+    return card.canonical
 
 
 # --- field checks ----------------------------------------------------------------------------------------------

@@ -51,11 +51,19 @@ def test_a_snapshot_and_a_repo_id_train_with_the_cache_identity(hub: Hub, cached
         assert card.base_model.weights_digest == weights_digest(cached)
 
 
-def test_a_repo_id_generates_and_names_the_base(hub: Hub, cached: Path, tmp_path: Path) -> None:
-    result = hub.generate("org/tiny-sd", "a lighthouse", out=tmp_path / "x.png", steps=1, size=(64, 64))
-    report = hub.inspect_image(result.image.path).as_dict()
-    assert report["base"]["name"] == "org/tiny-sd"
-    assert report["base"]["digest"] == hub.base_ref(cached).digest
+def test_a_pipeline_under_a_cache_folder_a_snapshot_and_a_repo_id_generate(
+    hub: Hub, tiny_bases: Mapping[str, Path], cached: Path, tmp_path: Path
+) -> None:
+    """Each names the base in the image's credentials: by repo id when it came from the cache, by path otherwise."""
+    under_cache = tmp_path / ".cache" / "pipelines" / "tiny-sd"
+    shutil.copytree(tiny_bases["sd1"], under_cache)
+    for index, (base, name) in enumerate(
+        ((under_cache, str(under_cache)), (cached, "org/tiny-sd"), ("org/tiny-sd", "org/tiny-sd"))
+    ):
+        result = hub.generate(base, "a lighthouse", out=tmp_path / f"{index}.png", steps=1, size=(64, 64))
+        report = hub.inspect_image(result.image.path).as_dict()
+        assert report["base"]["name"].endswith(Path(name).name) and (index == 0 or report["base"]["name"] == name)
+        assert report["base"]["digest"] == hub.base_ref(cached).digest
 
 
 def test_a_snapshot_component_file_bakes(hub: Hub, cached: Path, tmp_path: Path) -> None:

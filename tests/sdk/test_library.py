@@ -206,6 +206,7 @@ def test_previews_and_sidecars_are_recorded_with_their_digests(library_hub: Hub,
     kinds = {n["kind"]: n for n in location["neighbours"]}
     assert sorted(kinds) == ["civitai-info", "preview"]
     assert kinds["preview"]["name"] == "ink.preview.png" and kinds["preview"]["size"] == len(b"\x89PNG preview")
+    assert hub.signed_card(hub.version("ink")).card.trigger_words == ("inky",)  # what the sidecar said
     (folder / "ink.json").write_text('{"activation text": "inky"}')  # a neighbour appears: the row follows
     again = hub.scan([library])
     assert again.refreshed == [str(folder / "ink.safetensors")] and not again.added
