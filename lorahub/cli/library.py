@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,18 +123,24 @@ def print_duplicates(groups: list[list[LibraryEntry]], as_json: bool) -> None:
     output.stderr.print(f"{len(groups)} content(s) at more than one path")
 
 
-def print_verify_all(reports: list[VerifyReport], as_json: bool) -> None:
-    failed = [r for r in reports if not r.ok]
-    if as_json:
-        output.print_json({"ok": not failed, "verified": len(reports), "reports": [r.as_dict() for r in reports]})
-    else:
-        for report in failed:
+def print_verify_all(reports: Iterator[VerifyReport], as_json: bool) -> None:
+    """Each failing version as it is found (all reports with --json), then the count; exit 7 when any failed."""
+    verified, failed, documents = 0, 0, []
+    for report in reports:
+        verified += 1
+        failed += not report.ok
+        if as_json:
+            documents.append(report.as_dict())
+        elif not report.ok:
             checks = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if not c.ok)
             output.stdout.print(f"[bold red]✗[/] {escape(report.target)}  {escape(checks)}")
-        output.stdout.print(f"{len(reports) - len(failed)} of {len(reports)} version(s) pass")
+    if as_json:
+        output.print_json({"ok": not failed, "verified": verified, "failed": failed, "reports": documents})
+    else:
+        output.stdout.print(f"{verified - failed} of {verified} version(s) pass")
     if failed:
         raise errors.VerificationFailedError(
-            f"{len(failed)} of {len(reports)} version(s) failed verification",
+            f"{failed} of {verified} version(s) failed verification",
             hint="`lorahub verify NAME@V` shows every check of one; `lorahub scan` finds moved files.",
         )
 

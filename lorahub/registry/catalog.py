@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -272,6 +272,19 @@ class Catalog:
                     )
                     ids.update(_ids(session.exec(statement).all()))
             return _hydrate(session, sorted(ids))
+
+    def version_pages(self, size: int = HYDRATE_BATCH) -> Iterator[list[AdapterVersion]]:
+        """Every active version, ``size`` at a time by id, so a caller walking a large catalogue holds one page."""
+        last = 0
+        while True:
+            statement = select(Version.id).where(col(Version.id) > last, col(Version.removed_at).is_(None))
+            with read_transaction(self.engine) as session:
+                ids = _ids(session.exec(statement.order_by(col(Version.id)).limit(size)).all())
+                page = _hydrate(session, ids)
+            if not page:
+                return
+            yield page
+            last = ids[-1]
 
     def list_versions(self, filters: Filters | None = None) -> list[AdapterVersion]:
         """Versions matching ``filters``, by name then number."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -238,11 +238,17 @@ class Hub(ProvenanceMixin):
 
         return self._logged(verify_catalogued(self, version, policy or self.policy()))
 
-    def verify_all(self, *, policy: str | os.PathLike[str] | None = None) -> list[VerifyReport]:
-        """``verify --all``: every active version of the catalogue, wherever its file lies; fast when nothing
-        changed (files are read only when their stat facts differ from a passing verification's)."""
-        resolved = self.policy(policy)
-        return [self.verify_version(version, policy=resolved) for version in self.catalog.list_versions()]
+    def verify_all(self, *, policy: str | os.PathLike[str] | None = None) -> Iterator[VerifyReport]:
+        """``verify --all``: every active version of the catalogue, wherever its file lies, one report at a time
+        (a page of versions in memory). Files are read only when their stat facts differ from a passing
+        verification's; the keys' trust is read once, as it stands when the run starts."""
+        from lorahub.sdk.verifying import verify_catalogued
+        from lorahub.signing.trust import StaticTrust
+
+        resolved, trust = self.policy(policy), StaticTrust(self.trusted_keys())
+        for page in self.catalog.version_pages():
+            for version in page:
+                yield self._logged(verify_catalogued(self, version, resolved, trust=trust))
 
     def _logged(self, report: VerifyReport) -> VerifyReport:
         if not report.ok:

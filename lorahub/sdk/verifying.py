@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.inspect import Report
     from lorahub.sdk.policy import Policy
     from lorahub.signing.signed import SignedCard
+    from lorahub.signing.trust import TrustLookup
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,11 @@ class VerifyReport:
         }
 
 
-def verify(hub: Hub, target: str | os.PathLike[str], policy: Policy) -> VerifyReport:
+def verify(
+    hub: Hub, target: str | os.PathLike[str], policy: Policy, *, trust: TrustLookup | None = None
+) -> VerifyReport:
+    """The checklist for a file or a catalogued version. ``trust`` answers for the signers' keys (default: the
+    home, asked each time; ``verify --all`` passes one snapshot for the whole run)."""
     path, catalogued = _resolve(hub, target)
     report = VerifyReport(target=str(target), path=str(path), policy=policy.source)
     inspected = _container(report, path)
@@ -83,7 +88,7 @@ def verify(hub: Hub, target: str | os.PathLike[str], policy: Policy) -> VerifyRe
     if signed is None:
         _policy(report, None, policy)
         return report
-    _signatures(hub, report, signed, policy)
+    _signatures(trust or hub, report, signed, policy)
     report.add(
         "card matches file",
         signed.card.content_digest == inspected.hashes.content,
@@ -160,12 +165,12 @@ def _card(hub: Hub, report: VerifyReport, path: Path, inspected: Report, catalog
     return signed
 
 
-def _signatures(hub: Hub, report: VerifyReport, signed: SignedCard, policy: Policy) -> None:
+def _signatures(trust: TrustLookup, report: VerifyReport, signed: SignedCard, policy: Policy) -> None:
     """Every signature by a known key must verify; one by a key this home has never seen cannot be checked, and is
     listed rather than failed (a co-signer the verifier does not know is not tampering)."""
     from lorahub.signing.signed import verify_card
 
-    verification = verify_card(signed, hub)
+    verification = verify_card(signed, trust)
     report.signers = [
         {"fingerprint": s.keyid, "name": s.name, "valid": s.valid, "trust": s.trust, "reason": s.reason}
         for s in verification.signatures
@@ -217,7 +222,9 @@ def _policy(report: VerifyReport, signed: SignedCard | None, policy: Policy) -> 
     report.add("policy", not failures, "; ".join(failures) or f"passes {policy.source}")
 
 
-def verify_catalogued(hub: Hub, version: AdapterVersion, policy: Policy) -> VerifyReport:
+def verify_catalogued(
+    hub: Hub, version: AdapterVersion, policy: Policy, *, trust: TrustLookup | None = None
+) -> VerifyReport:
     """``verify NAME@V``, without reading the file again when its size, mtime and inode still match a recorded
     passing verification (``verify --all`` over a library that did not change reads nothing). A file that is
     nowhere fails the ``file present`` check; an in-place file whose bytes changed is marked ``changed``."""
@@ -234,8 +241,8 @@ def verify_catalogued(hub: Hub, version: AdapterVersion, policy: Policy) -> Veri
     facts = (str(located.path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     cached = hub.catalog.file_cache_get(*facts)
     if cached is not None and (cached.sha256, cached.content_digest) == (version.blob_sha256, version.content_digest):
-        return verify_unchanged_blob(hub, version, policy, located.path)
-    report = verify(hub, version.ref, policy)
+        return verify_unchanged_blob(hub, version, policy, located.path, trust=trust)
+    report = verify(hub, version.ref, policy, trust=trust)
     if report.ok:
         hub.catalog.file_cache_put(*facts, sha256=version.blob_sha256, content_digest=version.content_digest)
     elif located.location is not None and report.content_digest != version.content_digest:
@@ -243,7 +250,9 @@ def verify_catalogued(hub: Hub, version: AdapterVersion, policy: Policy) -> Veri
     return report
 
 
-def verify_unchanged_blob(hub: Hub, version: AdapterVersion, policy: Policy, path: Path) -> VerifyReport:
+def verify_unchanged_blob(
+    hub: Hub, version: AdapterVersion, policy: Policy, path: Path, *, trust: TrustLookup | None = None
+) -> VerifyReport:
     """``verify`` for a catalogued file whose size, mtime and inode still match a recorded full verification: the
     bytes are not read again (a changed file changes the stat facts); the card, its signatures, trust and policy
     are checked as always, because trust and policy can change at any time."""
@@ -253,7 +262,7 @@ def verify_unchanged_blob(hub: Hub, version: AdapterVersion, policy: Policy, pat
     signed = hub.signed_card(version)
     report.card_source = "catalogue"
     report.add("card present", True, f"catalogue: {signed.card.name}@{signed.card.version}")
-    _signatures(hub, report, signed, policy)
+    _signatures(trust or hub, report, signed, policy)
     report.add(
         "card matches file",
         signed.card.content_digest == version.content_digest,
