@@ -135,7 +135,9 @@ def match_neighbours(path: Path, listing: Collection[str] | None = None) -> list
     return [(kind, path.with_name(name)) for kind, name in found]
 
 
-def find_neighbours(path: Path, listing: Collection[str] | None = None) -> list[Neighbour]:
+def find_neighbours(
+    path: Path, listing: Collection[str] | None = None, *, known: Mapping[tuple[str, int, int], str] | None = None
+) -> list[Neighbour]:
     """Every neighbour of the adapter at ``path`` with its size, modification time and SHA-256.
 
     Only names that match are stat'ed and read. A name that is gone by the time it is read, a dangling link and
@@ -145,7 +147,7 @@ def find_neighbours(path: Path, listing: Collection[str] | None = None) -> list[
     return [
         neighbour
         for kind, candidate in match_neighbours(path, listing)
-        if (neighbour := _read(kind, candidate)) is not None
+        if (neighbour := _read(kind, candidate, known or {})) is not None
     ]
 
 
@@ -160,7 +162,7 @@ def _names_in(folder: Path) -> list[str]:
         raise errors.FileReadError(f"{folder}: {exc.strerror}") from None
 
 
-def _read(kind: str, path: Path) -> Neighbour | None:
+def _read(kind: str, path: Path, known: Mapping[tuple[str, int, int], str]) -> Neighbour | None:
     try:
         found = os.stat(path)  # follows a link: a dangling one is gone
     except FileNotFoundError:
@@ -169,6 +171,9 @@ def _read(kind: str, path: Path) -> Neighbour | None:
         raise errors.FileReadError(f"{path}: {exc.strerror}") from None
     if not stat.S_ISREG(found.st_mode):
         return None  # a folder, or a pipe that would block the scan
+    sha256 = known.get((path.name, found.st_size, found.st_mtime_ns))
+    if sha256 is not None:  # seen before with this size and mtime: a re-scan does not read every preview again
+        return Neighbour(kind, path, found.st_size, found.st_mtime_ns, sha256)
     try:
         with open(path, "rb") as handle:
             before = os.fstat(handle.fileno())

@@ -30,6 +30,8 @@ PAGE: Final = 1000
 State = Literal["present", "missing", "changed"]
 STATES: Final = ("present", "missing", "changed")
 INT64_MAX: Final = 2**63 - 1
+LOCATION: Final = Location.__table__  # type: ignore[attr-defined]
+"""The table itself, for Core reads: a scan reads thousands of rows, and ORM objects would cost more than them."""
 
 
 @dataclass(frozen=True)
@@ -96,24 +98,24 @@ class Locations:
         found: dict[str, list[LocationRow]] = {}
         with read_transaction(self.engine) as session:
             for start in range(0, len(paths), IN_CHUNK):
-                statement = select(Location).where(col(Location.path).in_(paths[start : start + IN_CHUNK]))
-                for row in session.exec(statement):
+                statement = select(LOCATION).where(LOCATION.c.path.in_(paths[start : start + IN_CHUNK]))
+                for row in session.execute(statement):
                     found.setdefault(row.path, []).append(_public(row))
         return found
 
     def of_sha256(self, sha256s: Iterable[str]) -> list[LocationRow]:
-        return self._where_in(col(Location.sha256), sha256s)
+        return self._where_in(LOCATION.c.sha256, sha256s)
 
     def of_content(self, digests: Iterable[str]) -> list[LocationRow]:
-        return self._where_in(col(Location.content_digest), digests)
+        return self._where_in(LOCATION.c.content_digest, digests)
 
     def _where_in(self, column: Any, values: Iterable[str]) -> list[LocationRow]:
         wanted = sorted(set(values))
         rows: list[LocationRow] = []
         with read_transaction(self.engine) as session:
             for start in range(0, len(wanted), IN_CHUNK):
-                statement = select(Location).where(column.in_(wanted[start : start + IN_CHUNK]))
-                rows += [_public(row) for row in session.exec(statement.order_by(col(Location.id)))]
+                statement = select(LOCATION).where(column.in_(wanted[start : start + IN_CHUNK]))
+                rows += [_public(row) for row in session.execute(statement.order_by(LOCATION.c.id))]
         return rows
 
     def pages(
@@ -122,17 +124,18 @@ class Locations:
         """Rows under ``root`` (the folder itself and everything below it), a page at a time, by id."""
         last = 0
         while True:
-            statement = select(Location).where(col(Location.id) > last)
+            statement = select(LOCATION).where(LOCATION.c.id > last)
             if root is not None:
                 inside = root.rstrip(os.sep) + os.sep
-                # [root/, root0): every path that starts with "root/" ('0' follows '/'), on any collation-free index
-                statement = statement.where(col(Location.path) >= inside, col(Location.path) < inside[:-1] + "0")
+                # A prefix test that no collation or case rule bends (LIKE ignores case on SQLite; range
+                # comparisons follow the collation on PostgreSQL).
+                statement = statement.where(func.substr(LOCATION.c.path, 1, len(inside)) == inside)
             if state is not None:
-                statement = statement.where(Location.state == state)
+                statement = statement.where(LOCATION.c.state == state)
             if seen_before is not None:
-                statement = statement.where(col(Location.seen_at) < seen_before)
+                statement = statement.where(LOCATION.c.seen_at < seen_before)
             with read_transaction(self.engine) as session:
-                page = [_public(r) for r in session.exec(statement.order_by(col(Location.id)).limit(PAGE))]
+                page = [_public(r) for r in session.execute(statement.order_by(LOCATION.c.id).limit(PAGE))]
             if not page:
                 return
             yield page
@@ -255,8 +258,8 @@ def int64(value: int) -> int:
     return value - 2**64 if value > INT64_MAX else value
 
 
-def _public(row: Location) -> LocationRow:
-    assert row.id is not None
+def _public(row: Any) -> LocationRow:
+    """The read type of a ``location`` row (an ORM object or a Core row: the columns are read by name)."""
     return LocationRow(
         id=row.id,
         path=row.path,

@@ -47,13 +47,15 @@ IN_FLIGHT_PER_WORKER: Final = 8
 """Files read ahead per worker thread beyond the batch being settled: keeps the workers busy, memory flat."""
 COMMIT_BATCH: Final = 64
 """New versions recorded per transaction."""
+SEEN_BATCH: Final = 5000
+"""Unchanged files marked seen per statement: a re-scan of an unchanged library is a few transactions."""
 
 
 @dataclass(frozen=True)
 class Catalogued:
     """A file a scan catalogued as a new version: small, because a scan of 30,000 files keeps 30,000 of them."""
 
-    path: Path
+    path: str
     name: str
     version: int
     content_digest: str
@@ -96,7 +98,7 @@ class ScanResult:
                 "linked": self.linked,
                 "failures": len(self.failures),
             },
-            "added": [{"path": str(r.path), "ref": r.ref} for r in self.added],
+            "added": [{"path": r.path, "ref": r.ref} for r in self.added],
             "duplicates": [{"path": p, "ref": ref} for p, ref in self.duplicates],
             "moved": [{"from": a, "to": b, "ref": ref} for a, b, ref in self.moved],
             "changed": [{"path": p, "ref": ref} for p, ref in self.changed],
@@ -314,7 +316,7 @@ class _Context:
             prepared = [self._linked(p) for p in prepared]
         for added in commit_new(self.hub, prepared, self.options, signer=self.signer, actor=self.actor):
             assert added.location is not None
-            self.result.added.append(Catalogued(added.location, added.name, added.version, added.content_digest))
+            self.result.added.append(Catalogued(str(added.location), added.name, added.version, added.content_digest))
 
     def _linked(self, prepared: Prepared) -> Prepared:
         location = prepared.location
@@ -332,15 +334,15 @@ def _identity(prepared: Prepared) -> tuple[str, str]:
 
 def _seen_files(hub: Hub, roots: Sequence[Path], context: _Context) -> Iterator[Seen | Path]:
     """Every adapter file under ``roots`` that must be read (a :class:`Seen`), or the path of one that need not
-    be: its location row matches, so it is only marked seen (one statement per folder)."""
+    be: its location row matches, so it is only marked seen (in one statement per :data:`SEEN_BATCH` files)."""
+    unchanged: list[int] = []
     for folder in _folders(roots):
         recorded = hub.catalog.locations.at_paths([str(p) for p, _ in folder.files])
         listing = FolderListing(folder.listing)
-        unchanged: list[int] = []
         for path, stat in folder.files:
             facts = Facts.of(stat)
             rows = tuple(recorded.get(str(path), ()))
-            neighbours = tuple(neighbours_of(path, listing))
+            neighbours = tuple(neighbours_of(path, listing, rows))
             current = next((r for r in rows if r.facts == facts and r.state != "changed"), None)
             if current is not None and current.state == "present" and current.neighbours == neighbours:
                 unchanged.append(current.id)
@@ -351,9 +353,16 @@ def _seen_files(hub: Hub, roots: Sequence[Path], context: _Context) -> Iterator[
                 yield path
             else:
                 yield Seen(path, facts, neighbours, rows)
-        if unchanged:
-            hub.catalog.locations.mark_seen(unchanged, utc_now())
-            context.result.unchanged += len(unchanged)
+        if len(unchanged) >= SEEN_BATCH:
+            _mark_seen(hub, unchanged, context.result)
+    _mark_seen(hub, unchanged, context.result)
+
+
+def _mark_seen(hub: Hub, unchanged: list[int], result: ScanResult) -> None:
+    if unchanged:
+        hub.catalog.locations.mark_seen(unchanged, utc_now())
+        result.unchanged += len(unchanged)
+        unchanged.clear()
 
 
 def _folders(roots: Sequence[Path]) -> Iterator[Folder]:
@@ -365,11 +374,13 @@ def _folders(roots: Sequence[Path]) -> Iterator[Folder]:
             yield from walk(root)
 
 
-def neighbours_of(path: Path, listing: FolderListing) -> list[dict[str, Any]]:
-    """The sidecars and previews beside ``path``, each with its digest, as the location row records them."""
+def neighbours_of(path: Path, listing: FolderListing, rows: Sequence[LocationRow]) -> list[dict[str, Any]]:
+    """The sidecars and previews beside ``path``, each with its digest, as the location row records them; one
+    recorded with the same name, size and mtime is not read again."""
+    known = {(n["name"], n["size"], n["mtime_ns"]): n["sha256"] for row in rows for n in row.neighbours}
     return [
         {"kind": n.kind, "name": n.path.name, "sha256": n.sha256, "size": n.size, "mtime_ns": n.mtime_ns}
-        for n in find_neighbours(path, listing)
+        for n in find_neighbours(path, listing, known=known)
     ]
 
 

@@ -224,3 +224,18 @@ def test_an_empty_root_does_not_mark_its_library_missing(library_hub: Hub, libra
     result = hub.scan([library])
     assert result.empty_roots == [str(library)] and not result.missing
     assert hub.library(state="missing") == []
+
+
+def test_a_scan_marks_missing_only_under_its_own_roots(library_hub: Hub, library: Path) -> None:
+    """A sibling whose name starts with the root's (``Lora`` and ``Lora-old``, ``lora``) is another folder."""
+    hub = library_hub
+    siblings = [library.with_name("Lora-old"), library.with_name("lora")]
+    for index, sibling in enumerate(siblings):
+        sibling.mkdir()
+        write_example_lora(sibling / "kept.safetensors", rank=1, seed=20 + index, name=f"kept-{index}")
+    hub.scan([library, *siblings])
+    for sibling in siblings:
+        (sibling / "kept.safetensors").unlink()
+        (sibling / "other.safetensors").write_bytes((library / "styles" / "ink.safetensors").read_bytes())
+    assert hub.scan([library]).missing == []
+    assert sorted(ref for _, ref in hub.scan(siblings).missing) == ["kept-0@1", "kept-1@1"]
