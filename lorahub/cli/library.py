@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,18 +126,21 @@ def print_duplicates(groups: list[list[LibraryEntry]], as_json: bool) -> None:
 
 
 def print_verify_all(reports: Iterator[VerifyReport], as_json: bool) -> None:
-    """Each failing version as it is found (all reports with --json), then the count; exit 7 when any failed."""
-    verified, failed, documents = 0, 0, []
+    """Each failing version as it is found, then the count; with --json one document whose reports are written
+    as they come (a catalogue of 30,000 versions is not held in memory). Exit 7 when any failed."""
+    verified = failed = 0
+    if as_json:
+        sys.stdout.write('{"reports": [')
     for report in reports:
-        verified += 1
-        failed += not report.ok
         if as_json:
-            documents.append(report.as_dict())
+            sys.stdout.write(("," if verified else "") + "\n" + json.dumps(report.as_dict(), ensure_ascii=False))
         elif not report.ok:
             checks = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if not c.ok)
             output.stdout.print(f"[bold red]✗[/] {escape(report.target)}  {escape(checks)}")
+        verified += 1
+        failed += not report.ok
     if as_json:
-        output.print_json({"ok": not failed, "verified": verified, "failed": failed, "reports": documents})
+        sys.stdout.write(f'\n], "verified": {verified}, "failed": {failed}, "ok": {json.dumps(not failed)}}}\n')
     else:
         output.stdout.print(f"{verified - failed} of {verified} version(s) pass")
     if failed:

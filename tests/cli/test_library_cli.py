@@ -3,6 +3,7 @@ runs them: real processes, a real home."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def test_scan_then_lose_a_file_keep_its_card_and_find_a_moved_one(tmp_path: Path
     verified = home.run("verify", "--all", "--json", check=False)
     assert verified.returncode == EXIT_VERIFY_FAILED
     assert "error[verification-failed]" in verified.stderr
+    document = json.loads(verified.stdout)
+    assert (document["verified"], document["failed"], document["ok"]) == (2, 1, False)
+    assert [r["target"] for r in document["reports"] if not r["ok"]] == ["ink@1"]
 
 
 def test_add_in_place_and_list_duplicates(tmp_path: Path) -> None:
