@@ -35,7 +35,7 @@ MIB = 1 << 20
 
 def scan_command(home: Path, library: Path) -> tuple[float, int]:
     """Seconds and peak RSS (KiB) of one `lorahub scan` process."""
-    return command(home, "scan", str(library), "--json")
+    return command(home, "scan", str(library))
 
 
 def command(home: Path, *args: str) -> tuple[float, int]:
@@ -81,7 +81,7 @@ def small_files(tmp: Path, count: int) -> None:
         share = f"{len(touched)} files ({len(touched) / files:.0%})"
         print(f"  re-scan, {share} touched: {after:.2f} s = {after / first:.1%} of the first")
         for label in ("first run, every file read", "second run, nothing changed"):
-            seconds, rss = command(home, "verify", "--all", "--json")
+            seconds, rss = command(home, "verify", "--all")
             print(f"  verify --all, {label}: {seconds:.1f} s, peak RSS {rss / 1024:.0f} MiB")
 
 

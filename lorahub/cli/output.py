@@ -20,7 +20,10 @@ stderr = Console(stderr=True, highlight=False, emoji=False)
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    """One JSON document, written as it is encoded (a scan's summary of 30,000 files is never one string)."""
+    for chunk in json.JSONEncoder(indent=2, ensure_ascii=False, default=str).iterencode(data):
+        sys.stdout.write(chunk)
+    sys.stdout.write("\n")
 
 
 @contextmanager
