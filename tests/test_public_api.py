@@ -71,7 +71,8 @@ PUBLIC = [
 ROOT_FUNCTIONS = ("apply_prompt", "inspect", "load", "stack", "train")
 
 NOT_LORAHUB = frozenset({
-    "Any", "Callable", "Mapping", "Sequence", "Literal", "Never", "None", "Path", "os.PathLike", "Image.Image",
+    "Any", "Callable", "Iterator", "Mapping", "Sequence", "Literal", "Never", "None", "Path", "os.PathLike",
+    "Image.Image",
 })  # fmt: skip
 """Standard-library, typing and PIL names a public signature may use."""
 
