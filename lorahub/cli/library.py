@@ -83,7 +83,7 @@ def run_scan(
 
 
 def _print_scan(result: ScanResult) -> None:
-    counts = result.as_dict()["counts"]
+    counts = result.counts()
     output.stdout.print(", ".join(f"{name} {count}" for name, count in counts.items() if count or name == "added"))
     for added in result.added:
         output.stdout.print(f"  added      {escape(added.ref)}  {escape(str(added.path))}")

@@ -84,20 +84,23 @@ class ScanResult:
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     tracebacks: dict[str, str] = field(default_factory=dict)
 
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": len(self.added),
+            "unchanged": self.unchanged,
+            "refreshed": len(self.refreshed),
+            "duplicates": len(self.duplicates),
+            "moved": len(self.moved),
+            "changed": len(self.changed),
+            "missing": len(self.missing),
+            "linked": self.linked,
+            "failures": len(self.failures),
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "roots": self.roots,
-            "counts": {
-                "added": len(self.added),
-                "unchanged": self.unchanged,
-                "refreshed": len(self.refreshed),
-                "duplicates": len(self.duplicates),
-                "moved": len(self.moved),
-                "changed": len(self.changed),
-                "missing": len(self.missing),
-                "linked": self.linked,
-                "failures": len(self.failures),
-            },
+            "counts": self.counts(),
             "added": [{"path": r.path, "ref": r.ref} for r in self.added],
             "duplicates": [{"path": p, "ref": ref} for p, ref in self.duplicates],
             "moved": [{"from": a, "to": b, "ref": ref} for a, b, ref in self.moved],
@@ -399,7 +402,7 @@ def _mark_missing(hub: Hub, root: Path, started: Any, result: ScanResult) -> Non
 
 def _log_scan(hub: Hub, context: _Context) -> None:
     result = context.result
-    counts = result.as_dict()["counts"]
+    counts = result.counts()
     if not any(v for k, v in counts.items() if k != "unchanged"):
         return  # nothing happened: a re-scan of an unchanged library leaves no trace in the audit log
     hub.catalog.log(
