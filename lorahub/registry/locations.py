@@ -28,7 +28,6 @@ from lorahub.registry.models import Location, utc_now
 IN_CHUNK: Final = 500
 PAGE: Final = 1000
 State = Literal["present", "missing", "changed"]
-STATES: Final = ("present", "missing", "changed")
 INT64_MAX: Final = 2**63 - 1
 LOCATION: Final = Location.__table__  # type: ignore[attr-defined]
 """The table itself, for Core reads: a scan reads thousands of rows, and ORM objects would cost more than them."""

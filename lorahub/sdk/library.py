@@ -281,8 +281,12 @@ class _Context:
         return bool(same)
 
     def _replaced(self, seen: Seen, sha256: str) -> list[LocationRow]:
-        """Other bytes at a recorded path: the old location is ``changed``; its version keeps its card."""
-        replaced = [r for r in seen.rows if r.state == "present" and r.sha256 != sha256]
+        """Other bytes at a recorded path: the old location is ``changed``; its version keeps its card. A row that
+        ``verify`` already found changed, with nothing catalogued at the path since, is what these bytes replace."""
+        others = [r for r in seen.rows if r.sha256 != sha256]
+        replaced = [r for r in others if r.state == "present"]
+        if not replaced and others and all(r.state == "changed" for r in others):
+            replaced = [max(others, key=lambda r: r.id)]
         if replaced:
             self.hub.catalog.locations.set_state([r.id for r in replaced], "changed")
             self.result.changed += [(row.path, ref_of(self.hub, row)) for row in replaced]

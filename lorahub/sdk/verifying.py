@@ -245,7 +245,7 @@ def verify_catalogued(
     report = verify(hub, version.ref, policy, trust=trust)
     if report.ok:
         hub.catalog.file_cache_put(*facts, sha256=version.blob_sha256, content_digest=version.content_digest)
-    elif located.location is not None and report.content_digest != version.content_digest:
+    elif located.location is not None and any(c.name == "blob integrity" and not c.ok for c in report.checks):
         hub.catalog.locations.set_state([located.location.id], "changed")
     return report
 

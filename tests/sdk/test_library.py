@@ -143,6 +143,8 @@ def test_a_changed_file_fails_verify_and_is_offered_as_a_new_version(library_hub
     report = hub.verify("ink@1")
     failed = [c for c in report.checks if not c.ok]
     assert failed and failed[0].name == "blob integrity" and "in-place file" in failed[0].detail
+    assert not hub.verify_version(hub.version("ink@1")).ok
+    assert [e.ref for e in hub.library(state="changed")] == ["ink@1"]  # verify records what it found
     result = hub.scan([library])
     assert result.changed == [(str(path), "ink@1")]
     assert [(a.name, a.version) for a in result.added] == [("ink", 2)]
