@@ -49,27 +49,23 @@ def scan_command(
     """
     from lorahub.sdk.adding import AddOptions
 
-    folders = list(roots) + [folder for tool, root in tools for folder in context.hub.tool_folders(tool, root)]
-    if not folders:
-        raise errors.MissingArgumentError(
-            "name at least one folder to scan", hint="lorahub scan ~/loras, or lorahub scan --tool comfyui ~/ComfyUI"
-        )
-    run_scan(
-        context,
-        folders,
-        AddOptions(sign=options["sign"]),
-        find_missing=True,
-        link=options["link"],
-        as_json=options["as_json"],
-    )
+    add_options = AddOptions(sign=options["sign"])
+    run_scan(context, list(roots), add_options, tools=tools, link=options["link"], as_json=options["as_json"])
 
 
 def run_scan(
-    context: HubContext, roots: list[Path], options: AddOptions, *, find_missing: bool, link: bool, as_json: bool
+    context: HubContext,
+    roots: list[Path],
+    options: AddOptions,
+    *,
+    tools: tuple[tuple[str, Path], ...] = (),
+    find_missing: bool = True,
+    link: bool,
+    as_json: bool,
 ) -> None:
     """Scan with a progress bar, print the summary, exit non-zero when any file failed (the rest is recorded)."""
     with output.file_progress("scanning", disable=as_json) as advance:
-        result = context.hub.scan(roots, options, find_missing=find_missing, link=link, progress=advance)
+        result = context.hub.scan(roots, options, tools=tools, find_missing=find_missing, link=link, progress=advance)
     if as_json:
         output.print_json(result.as_dict())
     else:

@@ -263,16 +263,24 @@ class Hub(ProvenanceMixin):
         roots: Sequence[str | os.PathLike[str]],
         options: AddOptions | None = None,
         *,
+        tools: Sequence[tuple[str, str | os.PathLike[str]]] = (),
         find_missing: bool = True,
         link: bool = False,
         progress: Progress | None = None,
     ) -> ScanResult:
-        """Catalogue the adapter files under ``roots`` where they lie (nothing is copied or written there) and,
-        with ``find_missing``, find what moved, changed or vanished under them since the last scan."""
+        """Catalogue the adapter files under ``roots`` and the LoRA folders of each ``(tool, install root)`` in
+        ``tools`` where they lie (nothing is copied or written there) and, with ``find_missing``, find what moved,
+        changed or vanished under them since the last scan."""
         from lorahub.sdk.adding import AddOptions
         from lorahub.sdk.library import scan
 
-        return scan(self, roots, options or AddOptions(), find_missing=find_missing, link=link, progress=progress)
+        folders = [*roots, *(folder for tool, root in tools for folder in self.tool_folders(tool, root))]
+        if not folders:
+            raise errors.MissingArgumentError(
+                "name at least one folder to scan",
+                hint="lorahub scan ~/loras, or lorahub scan --tool comfyui ~/ComfyUI",
+            )
+        return scan(self, folders, options or AddOptions(), find_missing=find_missing, link=link, progress=progress)
 
     def tool_folders(self, tool: str, root: str | os.PathLike[str]) -> list[Path]:
         """The folders the LoRA tool ``tool`` (a1111, forge, comfyui, invokeai) installed at ``root`` reads."""
