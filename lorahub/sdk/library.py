@@ -133,6 +133,24 @@ def scan(
 ) -> ScanResult:
     """Catalogue every adapter file under ``roots`` in place (files may be given too); with ``find_missing``,
     also mark what was catalogued under them and is gone (``lorahub scan``; ``add --in-place`` does not)."""
+    resolved = _roots(roots, options)
+    signer = hub.signer() if options.sign else None
+    context = _Context(hub, options, signer, hub.audit_actor(signer), link, ScanResult([str(r) for r in resolved]))
+    started = utc_now()
+    counts = {root: 1 if root.is_file() else count_files(root) for root in resolved}
+    counter = _Counter(sum(counts.values()), progress)
+    _read_and_settle(context, resolved, counter, workers or min(4, os.cpu_count() or 1))
+    if find_missing:
+        for root in resolved:
+            if counts[root]:
+                _mark_missing(hub, root, started, context.result)
+            else:  # an empty mount point looks like this: a whole library does not vanish quietly
+                context.result.empty_roots.append(str(root))
+    _log_scan(hub, context)
+    return context.result
+
+
+def _roots(roots: Sequence[str | os.PathLike[str]], options: AddOptions) -> list[Path]:
     if options.embed or options.sidecar:
         raise errors.ConflictingArgumentsError(
             "--embed and --sidecar would write into the user's library, which a scan never does",
@@ -143,12 +161,11 @@ def scan(
         raise errors.ConflictingArgumentsError(
             "--name and --version apply to one file, not to a folder", hint="Scan the folder without them."
         )
-    signer = hub.signer() if options.sign else None
-    context = _Context(hub, options, signer, hub.audit_actor(signer), link, ScanResult([str(r) for r in resolved]))
-    started = utc_now()
-    counts = {root: 1 if root.is_file() else count_files(root) for root in resolved}
-    counter = _Counter(sum(counts.values()), progress)
-    workers = workers or min(4, os.cpu_count() or 1)
+    return resolved
+
+
+def _read_and_settle(context: _Context, roots: Sequence[Path], counter: _Counter, workers: int) -> None:
+    """Files that must be read are read in worker threads, a few batches ahead, and settled in walk order."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[tuple[Seen, Future[Prepared]]] = deque()
 
@@ -158,23 +175,19 @@ def scan(
             for seen, _ in batch:
                 counter.tick(seen.path)
 
-        for seen in _seen_files(hub, resolved, context):
-            if isinstance(seen, Path):
-                counter.tick(seen)
-                continue
-            pending.append((seen, pool.submit(_prepare, seen, options)))
-            if len(pending) >= COMMIT_BATCH + IN_FLIGHT_PER_WORKER * workers:
+        try:
+            for seen in _seen_files(context.hub, roots, context):
+                if isinstance(seen, Path):
+                    counter.tick(seen)
+                    continue
+                pending.append((seen, pool.submit(_prepare, seen, context.options)))
+                if len(pending) >= COMMIT_BATCH + IN_FLIGHT_PER_WORKER * workers:
+                    settle_oldest()
+            while pending:
                 settle_oldest()
-        while pending:
-            settle_oldest()
-    if find_missing:
-        for root in resolved:
-            if counts[root]:
-                _mark_missing(hub, root, started, context.result)
-            else:  # an empty mount point looks like this: a whole library does not vanish quietly
-                context.result.empty_roots.append(str(root))
-    _log_scan(hub, context)
-    return context.result
+        except BaseException:  # Ctrl-C: stop now, not after the files queued; a re-run resumes from what is committed
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 @dataclass
