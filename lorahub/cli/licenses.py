@@ -98,6 +98,7 @@ def license_check(
 ) -> None:
     """May ITEMS (catalogued adapters or licence ids) go on this base, be merged, or be used this way?
 
+    With no ITEMS, --base-license and --use ask about the base alone (its outputs, or with --of model the model).
     Exits 0 when allowed (with or without obligations), 9 when forbidden, 10 when uncertain.
     """
     verdict = context.hub.license_check(

@@ -579,13 +579,16 @@ class Hub(ProvenanceMixin):
         subject: str = "outputs",
     ) -> Verdict:
         """May these adapters (catalogued names or bare licence ids) be used on ``base_license``, merged, or used
-        for ``use``? What merge, stack, load and generate ask before they act."""
+        for ``use``? What merge, stack, load and generate ask before they act. With no adapter, ``base_license``
+        and ``use`` ask the commonest question: may this base's outputs (or the model itself) be used so?"""
         from lorahub import licenses as engine
 
         parts = [t for item in items for t in self._license_terms(item)] + [engine.terms_for(i) for i in licenses or []]
-        if not parts:
+        if not parts and (base_license is None or use is None):
             raise errors.MissingArgumentError(
-                "name at least one adapter or licence", hint="e.g. lorahub license check pixel-art --use commercial"
+                "name an adapter or licence, or ask about a base alone with --base-license and --use",
+                hint="e.g. lorahub license check pixel-art --use commercial, or "
+                "lorahub license check --base-license flux-1-dev-non-commercial-license --use commercial",
             )
         base = engine.terms_for(base_license) if base_license else None
         if use is not None:

@@ -49,3 +49,19 @@ def test_license_check_by_name_and_by_id(tmp_path: Path) -> None:
     assert {"MIT", "CC0-1.0", "unknown", flux} <= {entry["id"] for entry in listed}
     shown = json.loads(home.run("license", "show", "openrail++", "--json").stdout)
     assert shown["id"] == "LicenseRef-CreativeML-OpenRAIL-PP-M"
+
+
+def test_the_base_alone_is_answered_in_a_home_with_nothing_in_it(tmp_path: Path) -> None:
+    """The commonest licence question is about the base alone; it needs no adapter, no identity, no catalogue."""
+    home = Home(tmp_path / "home")
+    flux = "flux-1-dev-non-commercial-license"
+    outputs = _check(home, "--base-license", flux, "--use", "commercial")
+    assert outputs["verdict"] == "uncertain"
+    assert any("§4(a)" in r["clause"] for r in outputs["reasons"])  # type: ignore[attr-defined]
+    assert _check(home, "--base-license", flux, "--use", "commercial", "--of", "model")["verdict"] == "forbidden"
+    assert _check(home, "--base-license", "creativeml-openrail-m", "--use", "commercial")["verdict"] in (
+        "allowed",
+        "allowed-with-obligations",
+    )
+    bare = home.run("license", "check", "--base-license", flux, check=False)
+    assert bare.returncode != 0 and "--use" in bare.stderr and "hint:" in bare.stderr
