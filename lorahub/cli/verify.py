@@ -17,26 +17,37 @@ from lorahub.cli.context import HubContext, pass_hub_context
 @click.argument("target", required=False)
 @click.option("--all", "everything", is_flag=True, help="Every catalogued version, wherever its file lies.")
 @click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Policy TOML (default: the home's).")
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="FILE only: check against this public key (PEM) alone; no home is opened or written.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
 def verify_command(
-    context: HubContext, target: str | None, everything: bool, policy: Path | None, as_json: bool
+    context: HubContext, *, target: str | None, everything: bool, policy: Path | None, key: Path | None, as_json: bool
 ) -> None:
     """Check a FILE or NAME[@VERSION]: integrity, structure, card, signatures, trust, catalogue, policy.
 
     --all checks every catalogued version; files unchanged (size, mtime, inode) since they last passed are not
-    read again. Exits 0 when every check passes and 7 when any fails.
+    read again. --key checks a FILE that carries its card against one public key, as `cosign verify --key` does,
+    with the built-in policy unless --policy names one. Exits 0 when every check passes and 7 when any fails.
     """
     from lorahub.cli.library import print_verify_all
+    from lorahub.sdk.hub import Hub
 
-    if everything == (target is not None):
+    if everything == (target is not None) or (key is not None and everything):
         raise errors.ConflictingArgumentsError(
-            "name one TARGET or pass --all", hint="lorahub verify NAME@V, lorahub verify FILE or lorahub verify --all"
+            "name one TARGET or pass --all (--key takes one FILE)",
+            hint="lorahub verify NAME@V, lorahub verify FILE [--key PEM] or lorahub verify --all",
         )
     if target is None:
         print_verify_all(context.hub.verify_all(policy=policy), as_json)
         return
-    report = context.hub.verify(target, policy=policy)
+    if key is not None:
+        report = Hub.verify_with_key(target, key.read_text(encoding="utf-8"), policy=policy)
+    else:
+        report = context.hub.verify(target, policy=policy)
     if as_json:
         output.print_json(report.as_dict())
     else:

@@ -53,6 +53,11 @@ UNSIGNED_ACTIONS: Final = frozenset({"verify-failed", "export", "issue-cert", "i
 """Actions that may be appended unsigned (with a reason) rather than dropped when the actor's key is locked."""
 UNSIGNED_REASON: Final = "unsigned"
 """The ``details`` key that carries why an event is unsigned."""
+KEYLESS_ACTIONS: Final = frozenset({"trust", "revoke"})
+"""Trust changes a verify-only home (one with no identity) appends unsigned, with its reason. They are accepted only
+before the chain's first signed event: once a home has signed anything it has an identity, and an unsigned trust
+change after that point is reported by :func:`verify_chain`, since anyone who can write the database could forge
+one."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,12 @@ def signed_message(event_hash_hex: str) -> bytes:
 
 @dataclass(frozen=True)
 class AuditActor:
-    """Who is acting, and how they sign audit events (``sign(message) -> signature bytes``)."""
+    """Who is acting, and how they sign audit events (``sign(message) -> signature bytes``). A home without an
+    identity acts with ``sign=None`` and says why in ``unsigned_reason`` (see :data:`KEYLESS_ACTIONS`)."""
 
     fingerprint: str
-    sign: Callable[[bytes], bytes]
+    sign: Callable[[bytes], bytes] | None
+    unsigned_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,8 @@ def append_by(
 ) -> AuditEvent:
     """:func:`append` for an actor of the catalog, signed with its key."""
     name, number, digest = subject
+    if actor.sign is None:
+        details = {**details, UNSIGNED_REASON: actor.unsigned_reason or ""}
     return append(
         session,
         actor_fingerprint=actor.fingerprint,
@@ -212,7 +221,7 @@ def append_many(
 
 def _may_be_unsigned(action: str, details: Any) -> bool:
     reason = details.get(UNSIGNED_REASON) if isinstance(details, Mapping) else None
-    return action in UNSIGNED_ACTIONS and isinstance(reason, str) and bool(reason.strip())
+    return action in UNSIGNED_ACTIONS | KEYLESS_ACTIONS and isinstance(reason, str) and bool(reason.strip())
 
 
 def unsigned_reason(event: AuditEvent) -> str | None:
@@ -309,9 +318,14 @@ def verify_chain(
     """
     chain = _Chain(list(session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))).all()))
     problems: list[ChainProblem] = []
+    signed_before = False
     for index, event in enumerate(chain.events):
         problems += _check_link(chain, index)
         problems += _check_signature(event, public_keys, verify)
+        if event.signature == "" and event.action in KEYLESS_ACTIONS and signed_before:
+            detail = f"an unsigned {event.action} after the home signed events: a home with an identity signs these"
+            problems.append(ChainProblem(event.seq, "bad-signature", detail))
+        signed_before = signed_before or event.signature != ""
     problems += _check_head(chain.events, head(session), "the audit_head row")
     if expected_head is not None:
         problems += _check_head(chain.events, expected_head, "the head kept outside the database")

@@ -133,13 +133,22 @@ class Hub(ProvenanceMixin):
         from lorahub.signing.keys import public_key_from_pem
 
         _, fingerprint = public_key_from_pem(pem)
-        self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self.audit_actor())
+        self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self._trust_actor())
         return self.lookup_required(fingerprint)
 
     def trust_revoke(self, fingerprint: str) -> KeyRecord:
         record = self.lookup_required(self._full_fingerprint(fingerprint))
-        self.catalog.revoke_key(record.fingerprint, audit=self.audit_actor())
+        self.catalog.revoke_key(record.fingerprint, audit=self._trust_actor())
         return self.lookup_required(record.fingerprint)
+
+    def _trust_actor(self) -> Any:
+        """Who records a trust change: the default identity, or, in a verify-only home that has none, nobody, in
+        an unsigned event that says so (:data:`~lorahub.registry.audit.KEYLESS_ACTIONS`)."""
+        from lorahub.registry.audit import AuditActor
+
+        if self.keys.default() is None:
+            return AuditActor("", None, unsigned_reason="a verify-only home: it has no identity to sign with")
+        return self.audit_actor()
 
     def trusted_keys(self) -> list[KeyRecord]:
         return [self._record(row) for row in self.catalog.list_keys()]
@@ -230,6 +239,16 @@ class Hub(ProvenanceMixin):
         from lorahub.sdk.verifying import verify
 
         return self._logged(verify(self, target, self.policy(policy)))
+
+    @staticmethod
+    def verify_with_key(
+        path: str | os.PathLike[str], public_pem: str, *, policy: str | os.PathLike[str] | None = None
+    ) -> VerifyReport:
+        """``verify FILE --key PEM``: the file and the card it carries against that one public key, under the
+        built-in policy or ``policy``. A static method: no home is opened, read or written."""
+        from lorahub.sdk.verifying import verify_with_key
+
+        return verify_with_key(Path(path), public_pem, Policy.load(Path(policy)) if policy else Policy())
 
     def verify_version(self, version: AdapterVersion, *, policy: Policy | None = None) -> VerifyReport:
         """``verify`` of a catalogued version that reads its file only when its stat facts changed since it last

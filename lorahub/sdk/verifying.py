@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorahub import errors
+from lorahub.files.safetensors import check_path
 
 if TYPE_CHECKING:
     from lorahub.registry.catalog import AdapterVersion
@@ -70,14 +71,32 @@ def verify(
     """The checklist for a file or a catalogued version. ``trust`` answers for the signers' keys (default: the
     home, asked each time; ``verify --all`` passes one snapshot for the whole run)."""
     path, catalogued = _resolve(hub, target)
-    report = VerifyReport(target=str(target), path=str(path), policy=policy.source)
+    return _checklist(path, str(target), policy, trust or hub, hub=hub, catalogued=catalogued)
+
+
+def verify_with_key(path: Path, public_pem: str, policy: Policy) -> VerifyReport:
+    """``lorahub verify FILE --key PEM``: the file and the card it carries (embedded or sidecar) against that one
+    key, trusted for this check alone. No home is opened, so nothing is read from one or written to one."""
+    from lorahub.signing.keys import public_key_from_pem
+    from lorahub.signing.trust import KeyRecord, StaticTrust
+
+    _, fingerprint = public_key_from_pem(public_pem)
+    trust = StaticTrust([KeyRecord(fingerprint, "--key", public_pem, own=False, trusted=True)])
+    return _checklist(check_path(path), str(path), policy, trust, hub=None, catalogued=None)
+
+
+def _checklist(
+    path: Path, target: str, policy: Policy, trust: TrustLookup, *, hub: Hub | None, catalogued: Any
+) -> VerifyReport:
+    """Every check in order; without a ``hub`` the card must travel with the file and no catalogue is asked."""
+    report = VerifyReport(target=target, path=str(path), policy=policy.source)
     inspected = _container(report, path)
     if inspected is None:
         return report
     _format(report, inspected, policy)
     report.content_digest = inspected.hashes.content
     report.add("content digest", True, f"recomputed: {inspected.hashes.content}")
-    if catalogued is not None:
+    if hub is not None and catalogued is not None:
         where = "stored file" if path == hub.blobs.path_for(catalogued.blob_sha256) else f"in-place file {path}"
         report.add(
             "blob integrity",
@@ -88,13 +107,14 @@ def verify(
     if signed is None:
         _policy(report, None, policy)
         return report
-    _signatures(trust or hub, report, signed, policy)
+    _signatures(trust, report, signed, policy)
     report.add(
         "card matches file",
         signed.card.content_digest == inspected.hashes.content,
         f"card names content {signed.card.content_digest[:16]}…, file has {str(inspected.hashes.content)[:16]}…",
     )
-    _catalogue_agreement(hub, report, signed, inspected)
+    if hub is not None:
+        _catalogue_agreement(hub, report, signed, inspected)
     _policy(report, signed, policy)
     return report
 
@@ -143,7 +163,7 @@ def _format(report: VerifyReport, inspected: Report, policy: Policy) -> None:
     report.add("format", ok, detail)
 
 
-def _card(hub: Hub, report: VerifyReport, path: Path, inspected: Report, catalogued: Any) -> SignedCard | None:
+def _card(hub: Hub | None, report: VerifyReport, path: Path, inspected: Report, catalogued: Any) -> SignedCard | None:
     from lorahub.signing.embed import read_embedded, read_sidecar
 
     try:
@@ -153,12 +173,13 @@ def _card(hub: Hub, report: VerifyReport, path: Path, inspected: Report, catalog
     except errors.CardError as error:
         report.add("card present", False, f"the card in the file is damaged: {error.message}")
         return None
-    if signed is None:
+    if signed is None and hub is not None:
         record = catalogued or hub.catalog.find_by_content(inspected.hashes.content or "")
         if record is not None:
             signed, source = hub.signed_card(record), "catalogue"
     if signed is None:
-        report.add("card present", False, "no card embedded, no sidecar, and the content is not catalogued")
+        where = ", and the content is not catalogued" if hub is not None else " (with --key the card travels with it)"
+        report.add("card present", False, f"no card embedded, no sidecar{where}")
         return None
     report.card_source = source
     report.add("card present", True, f"{source}: {signed.card.name}@{signed.card.version}")
