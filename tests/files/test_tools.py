@@ -54,7 +54,7 @@ def test_a1111_reads_lora_and_the_old_lycoris_folder(tmp_path: Path) -> None:
 
 def test_a1111_folders_from_webui_user_sh(tmp_path: Path) -> None:
     root = _install(tmp_path / "webui", "a1111", "models/Lora", "models/LyCORIS", "my loras", "lyco")
-    outside = tmp_path / "shared" / "loras"
+    outside = tmp_path / "nas" / "loras"
     outside.mkdir(parents=True)
     (root / "webui-user.sh").write_text(
         "#!/bin/bash\n"
@@ -69,7 +69,7 @@ def test_a1111_folders_from_webui_user_sh(tmp_path: Path) -> None:
 @posix_launcher
 def test_the_launcher_options_replace_the_default_folders(tmp_path: Path) -> None:
     root = _install(tmp_path / "webui", "a1111", "models/Lora", "models/LyCORIS", "lyco")
-    outside = tmp_path / "shared" / "loras"
+    outside = tmp_path / "nas" / "loras"
     outside.mkdir(parents=True)
     (root / "webui-user.sh").write_text(f'export COMMANDLINE_ARGS="--lora-dir {outside} --lyco-dir=lyco"\n')
     assert lora_folders("a1111", root) == [outside, root / "lyco"]
@@ -179,13 +179,13 @@ def test_extra_model_paths_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     webui = tmp_path / "stable-diffusion-webui"
     for folder in ("models/Lora", "models/LyCORIS"):
         (webui / folder).mkdir(parents=True)
-    shared = tmp_path / "shared"
-    (shared / "loras").mkdir(parents=True)
+    nas = tmp_path / "nas"
+    (nas / "loras").mkdir(parents=True)
     home = tmp_path / "home"
     (home / "loras").mkdir(parents=True)
     (root / "next to yaml").mkdir()
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LORA_STORE", str(shared))
+    monkeypatch.setenv("LORA_STORE", str(nas))
     (root / "extra_model_paths.yaml").write_text(
         "#config for a1111 ui\n"
         "a1111:\n"
@@ -200,7 +200,7 @@ def test_extra_model_paths_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "    is_default: true\n"
         "    loras: loras\n"
         "mine:\n"
-        f"    base_path: {shared}\n"
+        f"    base_path: {nas}\n"
         f"    loras: {home / 'loras'}  # an absolute entry wins over the base\n"
         "no_base:\n"
         '    loras: "next to yaml"\n'
@@ -215,7 +215,7 @@ def test_extra_model_paths_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         webui / "models/Lora",
         webui / "models/LyCORIS",
         webui / "models/missing",
-        shared / "loras",
+        nas / "loras",
         home / "loras",
         root / "next to yaml",
         home / "loras",
@@ -224,7 +224,7 @@ def test_extra_model_paths_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         root / "models/loras",
         root / "next to yaml",
         home / "loras",
-        shared / "loras",
+        nas / "loras",
         webui / "models/Lora",
         webui / "models/LyCORIS",
     ]
