@@ -13,6 +13,7 @@ from lorahub.cli import output
 from lorahub.cli.context import HubContext, pass_hub_context
 
 if TYPE_CHECKING:
+    from lorahub.adapters.convert import ConversionReport
     from lorahub.sdk.exporting import ConvertResult, Dtype
     from lorahub.sdk.hub import Hub
 
@@ -75,9 +76,7 @@ def convert_command(
     changed, a prefix doubled or missing, a suffix spelled another way, wrong case) are renamed as loaders expect,
     when that is unambiguous; nothing else changes. Convert the repaired file afterwards if you need another layout.
     """
-    from lorahub.adapters.convert import ConversionReport
     from lorahub.adapters.convert import convert as convert_file
-    from lorahub.sdk.exporting import report_dict
 
     if repair:
         _repair(ctx, source, out, target=target, options=(dtype, lossy, rank, base), check=not no_check,
@@ -94,10 +93,8 @@ def convert_command(
                                     lossy=lossy, rank=rank, base=base),
         out=out,
     )  # fmt: skip
-    report = result.report
-    assert isinstance(report, ConversionReport)
-    if as_json:
-        output.print_json(report_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
+    report = _report_unless_json(result, as_json)
+    if report is None:
         return
     output.stdout.print(
         f"converted {escape(str(source))} ({report.source_format}, {report.family}) → {escape(str(out))} ({target}): "
@@ -118,13 +115,24 @@ def convert_command(
     _print_catalogued(result)
 
 
+def _report_unless_json(result: Any, as_json: bool) -> ConversionReport | None:
+    """The conversion report to render, or None once it was printed as JSON (with what was catalogued)."""
+    from lorahub.adapters.convert import ConversionReport
+    from lorahub.sdk.exporting import report_dict
+
+    report = result.report
+    assert isinstance(report, ConversionReport)
+    if as_json:
+        output.print_json(report_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
+        return None
+    return report
+
+
 def _repair(
     ctx: HubContext, source: str, out: Path, *, target: str | None, options: tuple[object, ...], check: bool,
     catalogue: bool | None, as_json: bool,
 ) -> None:  # fmt: skip
-    from lorahub.adapters.convert import ConversionReport
     from lorahub.adapters.repair import repair as repair_file
-    from lorahub.sdk.exporting import report_dict
 
     if target is not None or any(option not in (None, False) for option in options):
         raise click.UsageError("--repair keeps the layout and the tensors: drop --to/--dtype/--lossy/--rank/--base")
@@ -134,10 +142,8 @@ def _repair(
         direct=lambda: repair_file(source, out, check=check),
         out=out,
     )  # fmt: skip
-    report = result.report
-    assert isinstance(report, ConversionReport)
-    if as_json:
-        output.print_json(report_dict(report) | {k: v for k, v in result.as_dict().items() if k != "report"})
+    report = _report_unless_json(result, as_json)
+    if report is None:
         return
     output.stdout.print(
         f"repaired {escape(str(source))} ({report.source_format}) → {escape(str(out))} ({report.target}): "
