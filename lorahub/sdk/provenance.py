@@ -252,6 +252,12 @@ class ProvenanceMixin:
         return BaseRef(label, hashlib.sha256(rfc8785.dumps(index)).hexdigest(), license, family)
 
     def _file_sha256(self, path: Path) -> str:
+        """A base file's SHA-256: named by its Hugging Face cache blob, remembered by stat facts, else hashed."""
+        from lorahub.files.folders import cached_sha256
+
+        known = cached_sha256(path)
+        if known is not None:
+            return known
         resolved = path.resolve()
         stat = resolved.stat()
         cached = self.catalog.file_cache_get(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
