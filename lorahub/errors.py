@@ -7,7 +7,7 @@ place (``lorahub.cli.exits``); the SDK only raises them.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class LorahubError(Exception):
@@ -289,6 +289,18 @@ class VerificationFailedError(LorahubError):
     code = "verification-failed"
 
 
+class PullRefusedError(VerificationFailedError):
+    """``lorahub pull`` fetched an artifact whose checklist failed; nothing was written. ``report`` has every
+    check (a :class:`lorahub.sdk.verifying.VerifyReport`)."""
+
+    code = "pull-refused"
+    default_hint = "`lorahub trust add KEY.pem` if you trust the signer; --json shows every check."
+
+    def __init__(self, message: str, *, report: Any, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
 class DownloadError(LorahubError):
     code = "download-failed"
 
@@ -313,6 +325,51 @@ class NotCataloguedError(LorahubError):
 
     code = "adapter-not-catalogued"
     default_hint = "Add it first (lorahub add FILE) and name it by its catalogue name."
+
+
+# --- OCI registries --------------------------------------------------------------------------------------------
+
+
+class RegistryError(LorahubError):
+    """An OCI registry refused a request, or answered with something the distribution spec does not allow."""
+
+    code = "registry-error"
+    default_hint = "The registry's own message is quoted above; check the reference and the registry's logs."
+
+
+class RegistryUnreachableError(RegistryError):
+    code = "registry-unreachable"
+    default_hint = (
+        "Check the host and port and that the registry is running; a local one for trying things out: "
+        "docs/distribution.md, 'A registry on this machine'."
+    )
+
+
+class RegistryAuthError(RegistryError):
+    code = "registry-auth"
+    default_hint = (
+        "Log in with `docker login HOST` (lorahub reads the Docker config, or REGISTRY_AUTH_FILE), or set "
+        "LORAHUB_REGISTRY_USERNAME and LORAHUB_REGISTRY_PASSWORD."
+    )
+
+
+class InsecureRegistryError(RegistryError):
+    """Plain HTTP asked for, or needed, where lorahub allows it only on this machine's loopback."""
+
+    code = "registry-insecure"
+    default_hint = "Use HTTPS; --insecure (plain HTTP) is accepted only for 127.0.0.1, ::1 and localhost."
+
+
+class ArtifactNotFoundError(RegistryError, LookupError):
+    code = "artifact-not-found"
+    default_hint = "Check the repository and tag (or digest); `lorahub push` prints the reference it wrote."
+
+
+class ArtifactInvalidError(RegistryError):
+    """An artifact that is not a lorahub-pushable model: not ModelPack, no weight layer, no signed card."""
+
+    code = "artifact-invalid"
+    default_hint = "Pull only artifacts pushed by `lorahub push` (a ModelPack model with its signed card attached)."
 
 
 # --- licences --------------------------------------------------------------------------------------------------

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import socket
 import struct
-from collections.abc import Mapping
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from lorahub.files.dtypes import DTYPE_BITS
@@ -92,3 +98,50 @@ def postgres_unavailable(reason: str) -> None:
     if os.environ.get("LORAHUB_REQUIRE_POSTGRES") == "1":
         pytest.fail(f"PostgreSQL is required here but unavailable: {reason}")
     pytest.skip(reason)
+
+
+REGISTRY_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "registry.yml"
+
+
+def registry_unavailable(reason: str) -> None:
+    """Skip an OCI registry test when Debian's docker-registry is not installed, except where it is required (CI
+    sets LORAHUB_REQUIRE_REGISTRY=1 and installs it)."""
+    if os.environ.get("LORAHUB_REQUIRE_REGISTRY") == "1":
+        pytest.fail(f"an OCI registry is required here but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def running_registry(storage: Path, port: int) -> Iterator[str]:
+    """Debian's docker-registry (distribution 2.8) with the repository's own config, on 127.0.0.1:PORT, storing in
+    ``storage``; stopped on exit. Yields ``127.0.0.1:PORT``."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        registry_unavailable("docker-registry is not installed (apt install docker-registry)")
+        raise AssertionError("unreachable")
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(storage), "REGISTRY_HTTP_ADDR": address}
+    log = (storage.parent / f"registry-{port}.log").open("wb")
+    process = subprocess.Popen([binary, "serve", str(REGISTRY_CONFIG)], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://{address}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                registry_unavailable(f"docker-registry did not start on {address} (see {log.name})")
+            time.sleep(0.1)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()

@@ -27,6 +27,7 @@ from lorahub.cli.context import HubContext
 from lorahub.cli.convert import convert_command, resize_command
 from lorahub.cli.dataset import dataset_group
 from lorahub.cli.dev import dev_group
+from lorahub.cli.distribution import pull_command, push_command
 from lorahub.cli.generate import generate_command
 from lorahub.cli.home import config_group, init_command
 from lorahub.cli.inspect import inspect_command
@@ -77,6 +78,8 @@ for command in (
     sign_command,
     rm_command,
     export_command,
+    push_command,
+    pull_command,
     gc_command,
     verify_command,
     audit_command,

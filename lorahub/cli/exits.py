@@ -35,6 +35,7 @@ EXIT_CODES: tuple[tuple[type[errors.LorahubError], int], ...] = (
     (errors.LicenseUncertainError, 10),
     (errors.FamilyMismatchError, 11),
     (errors.AdapterNotFoundError, 3),
+    (errors.ArtifactNotFoundError, 3),
     (errors.KeyNotFoundError, 3),
     (errors.LorahubError, EXIT_ERROR),
 )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 PIPE_WIDTH = 120
 """Width when stdout is not a terminal: wide enough that a 64-hex hash stays on one line for copying."""
@@ -24,6 +25,13 @@ def print_json(data: Any) -> None:
     for chunk in json.JSONEncoder(indent=2, ensure_ascii=False, default=str).iterencode(data):
         sys.stdout.write(chunk)
     sys.stdout.write("\n")
+
+
+def print_checks(checks: Iterable[Any]) -> None:
+    """A checklist (``verify``, ``pull``): one line per check, ✓ or ✗, its name and what it found."""
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[bold red]✗[/]"
+        stdout.print(f"{mark} {check.name:<20} {escape(check.detail)}", markup=True)
 
 
 @contextmanager

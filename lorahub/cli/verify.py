@@ -51,9 +51,7 @@ def verify_command(
     if as_json:
         output.print_json(report.as_dict())
     else:
-        for check in report.checks:
-            mark = "[green]✓[/]" if check.ok else "[bold red]✗[/]"
-            output.stdout.print(f"{mark} {check.name:<20} {check.detail}", markup=True)
+        output.print_checks(report.checks)
     if not report.ok:
         failed = ", ".join(c.name for c in report.checks if not c.ok)
         raise errors.VerificationFailedError(

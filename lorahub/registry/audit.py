@@ -53,8 +53,9 @@ UNSIGNED_ACTIONS: Final = frozenset({"verify-failed", "export", "issue-cert", "i
 """Actions that may be appended unsigned (with a reason) rather than dropped when the actor's key is locked."""
 UNSIGNED_REASON: Final = "unsigned"
 """The ``details`` key that carries why an event is unsigned."""
-KEYLESS_ACTIONS: Final = frozenset({"trust", "revoke"})
-"""Trust changes a verify-only home (one with no identity) appends unsigned, with its reason. They are accepted only
+KEYLESS_ACTIONS: Final = frozenset({"trust", "revoke", "pull"})
+"""Trust changes and pulls (a version catalogued under the card it arrived with, already signed by others) that a
+verify-only home (one with no identity) appends unsigned, with its reason. They are accepted only
 before the chain's first signed event: once a home has signed anything it has an identity, and an unsigned trust
 change after that point is reported by :func:`verify_chain`, since anyone who can write the database could forge
 one."""

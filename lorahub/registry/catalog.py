@@ -554,8 +554,9 @@ def _insert_versions(
     ids: list[int] = list(session.execute(returning, rows).scalars())
     _insert_rows(session, news, ids, signatures, now)
     insert_locations(session, [new.location for new in news if new.location is not None])
+    unsigned = {audit_log.UNSIGNED_REASON: audit.unsigned_reason or ""} if audit.sign is None else {}
     entries = [
-        audit_log.Entry(new.action, new.name, number, new.content_digest, _add_details(new, sigs))
+        audit_log.Entry(new.action, new.name, number, new.content_digest, _add_details(new, sigs) | unsigned)
         for new, number, sigs in zip(news, numbers, signatures, strict=True)
     ]
     audit_log.append_many(session, actor_fingerprint=audit.fingerprint, sign=audit.sign, entries=entries)

@@ -212,6 +212,42 @@ def commit_new(
     ]
 
 
+def add_signed(hub: Hub, path: Path, signed: SignedCard, *, action: str, details: dict[str, Any]) -> AddResult:
+    """Catalogue a file under the card it arrived with (a pull): the card keeps its name, number and every
+    signature, so it is neither rebuilt nor re-signed. The caller has verified the card against the file."""
+    card = signed.card
+    options = AddOptions(name=card.name, version=card.version, sign=False, audit_action=action, audit_details=details)
+    prepared = prepare(hub, path, options)
+    if prepared.existing is not None:
+        if (prepared.existing.name, prepared.existing.number) == (card.name, card.version):
+            return _already(hub, prepared.existing, prepared.report)
+        raise errors.DuplicateContentError(
+            f"{card.name}@{card.version} has the same tensors as {prepared.existing.ref}, catalogued here",
+            existing=prepared.existing.ref,
+            hint="It is already in this home under that name; `lorahub show` it there.",
+        )
+    if prepared.report.hashes.content != card.content_digest:
+        raise errors.HashMismatchError(
+            f"{path.name} is not the file its card names ({card.content_digest[:16]}…)",
+            hint="Verify the file against its card first (lorahub verify FILE); a pull does so before this.",
+        )
+    assert prepared.blob is not None
+    news = [_new_version(signed, prepared.blob, path.name, options, None)]
+    hub.catalog.add_versions(news, audit=hub.keyless_actor(), allow_duplicate=False)
+    return AddResult(
+        name=card.name,
+        version=card.version,
+        content_digest=card.content_digest,
+        sha256=prepared.report.hashes.sha256,
+        signed_by=[s.keyid for s in signed.envelope.signatures],
+        embedded=False,
+        sidecar=None,
+        suggestions={},
+        report=prepared.report,
+        signed=signed,
+    )
+
+
 def _write_card_beside(result: AddResult, path: Path, hub: Hub, options: AddOptions) -> AddResult:
     """``--embed`` rewrites the file's header, ``--sidecar`` writes FILE.lorahub.json; the catalogued blob keeps the
     bytes that were added."""

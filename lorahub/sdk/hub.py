@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult, Progress
+    from lorahub.sdk.distribution import PullResult, PushResult
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.library import ScanResult
@@ -133,17 +134,17 @@ class Hub(ProvenanceMixin):
         from lorahub.signing.keys import public_key_from_pem
 
         _, fingerprint = public_key_from_pem(pem)
-        self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self._trust_actor())
+        self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self.keyless_actor())
         return self.lookup_required(fingerprint)
 
     def trust_revoke(self, fingerprint: str) -> KeyRecord:
         record = self.lookup_required(self._full_fingerprint(fingerprint))
-        self.catalog.revoke_key(record.fingerprint, audit=self._trust_actor())
+        self.catalog.revoke_key(record.fingerprint, audit=self.keyless_actor())
         return self.lookup_required(record.fingerprint)
 
-    def _trust_actor(self) -> Any:
-        """Who records a trust change: the default identity, or, in a verify-only home that has none, nobody, in
-        an unsigned event that says so (:data:`~lorahub.registry.audit.KEYLESS_ACTIONS`)."""
+    def keyless_actor(self) -> Any:
+        """Who records a trust change or a pull: the default identity, or, in a verify-only home that has none,
+        nobody, in an unsigned event that says so (:data:`~lorahub.registry.audit.KEYLESS_ACTIONS`)."""
         from lorahub.registry.audit import AuditActor
 
         if self.keys.default() is None:
@@ -579,6 +580,23 @@ class Hub(ProvenanceMixin):
             guidance=guidance, use=use, accept_uncertain=accept_uncertain, base_license=base_license, key=key,
             pipe=pipe,
         )  # fmt: skip
+
+    # --- OCI registries ---------------------------------------------------------------------------------------
+
+    def push(self, ref: str, target: str, *, insecure: bool = False) -> PushResult:
+        """Push a version to ``oci://HOST[:PORT]/REPO[:TAG]`` as a ModelPack model with its signed card attached
+        (default tags: ``vN``, and ``latest`` for the newest version). ``insecure``: plain HTTP, loopback only."""
+        from lorahub.sdk.distribution import push
+
+        return push(self, ref, target, insecure=insecure)
+
+    def pull(self, source: str, *, insecure: bool = False, policy: str | os.PathLike[str] | None = None) -> PullResult:
+        """Fetch ``oci://…[:TAG|@DIGEST]``, verify it as ``verify FILE`` would (signatures, trust, policy) and
+        catalogue it under the card it came with; raises :class:`~lorahub.errors.PullRefusedError`, having
+        written nothing, when a check fails."""
+        from lorahub.sdk.distribution import pull
+
+        return pull(self, source, insecure=insecure, policy=policy)
 
     def lineage(self, ref: str) -> LineageNode:
         from lorahub.sdk.lineage import lineage

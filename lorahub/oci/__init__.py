@@ -1,0 +1,1 @@
+"""OCI registries: references, the distribution API on httpx, and adapters as CNCF ModelPack artifacts."""
