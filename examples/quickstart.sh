@@ -145,6 +145,29 @@ lorahub verify --all > /dev/null
 echo "verify --all with a missing file: exit code $?"
 set -e
 
+step "lorahub push / pull: to an OCI registry and back, verified before anything is catalogued"
+# LORAHUB_DEMO_REGISTRY names one that must be used (CI starts it); otherwise the step runs when one answers.
+registry="${LORAHUB_DEMO_REGISTRY:-127.0.0.1:5917}"
+if [ -n "${LORAHUB_DEMO_REGISTRY:-}" ] || python -c 'import sys, httpx; httpx.get(f"http://{sys.argv[1]}/v2/", timeout=2)' \
+    "$registry" 2>/dev/null; then
+  lorahub push analog-svd "oci://$registry/quickstart/analog-svd" --insecure
+  lorahub keys export "Quickstart User" > "$work/quickstart.pem"
+  # A verify-only home (a CI job, a colleague): no identity of its own, it trusts only the keys it is given.
+  export_home="$LORAHUB_HOME"
+  export LORAHUB_HOME="$work/pipeline-home"
+  set +e
+  lorahub pull "oci://$registry/quickstart/analog-svd" --insecure > /dev/null
+  echo "pull before trusting the signer: exit code $? (nothing catalogued)"
+  set -e
+  lorahub trust add "$work/quickstart.pem" --name quickstart
+  lorahub pull "oci://$registry/quickstart/analog-svd" --insecure
+  lorahub list
+  export LORAHUB_HOME="$export_home"
+else
+  echo "No OCI registry answers at $registry; to try push and pull, start a local one (Debian: apt install"
+  echo "docker-registry) with: docker-registry serve examples/registry.yml   and run the quickstart again."
+fi
+
 step "lorahub list / search / show"
 lorahub list
 lorahub search analog

@@ -8,10 +8,13 @@ The convention (docs/concepts/architecture.md, "The documentation is tested"):
 * a ```` ```bash ```` or ```` ```sh ```` block runs as written;
 * shell blocks run with ``bash`` under ``set -e -o pipefail``, the environment's ``lorahub`` first on ``PATH``;
 * a block right after ``<!-- docs: skip (reason) -->`` is shown and not run; the reason is required;
-* blocks in any other language (``toml``, ``json``, ``text``, none) are only shown.
+* blocks in any other language (``toml``, ``json``, ``text``, none) are only shown;
+* a service a page starts in the background writes its process id to ``NAME.pid`` in the page's folder; it is
+  stopped after the page, pass or fail.
 
 Each page runs top to bottom in a fresh working directory and a fresh ``LORAHUB_HOME``. The vendored real adapters
-are copied to ``tests/fixtures/real/`` inside that directory, so a page names them as a reader in a clone does.
+are copied to ``tests/fixtures/real/`` inside that directory, and ``examples/registry.yml`` to ``examples/``, so a
+page names them as a reader in a clone does.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -30,6 +34,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import registry_unavailable
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 FIXTURES = Path("tests") / "fixtures" / "real"
@@ -38,6 +44,7 @@ TUTORIAL = "getting-started.md"
 HOW_TO_GUIDES = (
     "library.md",
     "registry.md",
+    "distribution.md",
     "licenses.md",
     "convert.md",
     "export.md",
@@ -47,6 +54,8 @@ HOW_TO_GUIDES = (
     "consent.md",
 )
 TESTED_PAGES = (TUTORIAL, *HOW_TO_GUIDES)
+PROGRAMS_NEEDED = {"distribution.md": "docker-registry"}
+"""Pages that start a service of their own; without the program they are skipped like the service's own tests."""
 
 PYTHON = frozenset({"python", "py"})
 CONSOLE = frozenset({"console"})
@@ -196,6 +205,16 @@ def prepare_workdir(workdir: Path) -> None:
     target.mkdir(parents=True)
     for source in sources:
         shutil.copyfile(source, target / source.name)
+    (workdir / "examples").mkdir()
+    shutil.copyfile(ROOT / "examples" / "registry.yml", workdir / "examples" / "registry.yml")
+
+
+def stop_services(workdir: Path) -> None:
+    """A page that starts a service in the background (a local registry) writes its process id to ``NAME.pid``
+    in its folder and stops it in its last block; should the page fail before that, the service is stopped here."""
+    for pid_file in workdir.glob("*.pid"):
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
 
 
 def clean_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> dict[str, str]:
@@ -284,12 +303,17 @@ def test_a_failing_block_is_reported_with_its_page_line_and_output(
 @pytest.mark.slow
 @pytest.mark.parametrize("page", TESTED_PAGES)
 def test_page_code_blocks_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if page in PROGRAMS_NEEDED and shutil.which(PROGRAMS_NEEDED[page]) is None:
+        registry_unavailable(f"docs/{page} starts {PROGRAMS_NEEDED[page]}, which is not installed")
     workdir = tmp_path / "work"
     workdir.mkdir()
     prepare_workdir(workdir)
     env = clean_environment(monkeypatch, tmp_path / "home")
     monkeypatch.chdir(workdir)
     runner = PageRunner(page, workdir, env)
-    for block in page_blocks(page):
-        if block.runs:
-            runner.run(block)
+    try:
+        for block in page_blocks(page):
+            if block.runs:
+                runner.run(block)
+    finally:
+        stop_services(workdir)

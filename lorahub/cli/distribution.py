@@ -29,8 +29,9 @@ def push_command(context: HubContext, *, ref: str, target: str, insecure: bool, 
     if as_json:
         output.print_json(result.as_dict())
         return
-    state = "pushed" if result.uploaded else "pushed (the registry had the file already)"
-    output.stdout.print(f"{state} {result.ref} → {result.reference}")
+    already = "" if result.uploaded else " (the registry had its file already)"
+    output.stdout.print(f"pushed {result.ref}{already}")
+    output.stdout.print(f"  {result.reference}")
     output.stdout.print(f"  tags: {', '.join(result.tags)}; attached: {', '.join(result.attached)}")
 
 
