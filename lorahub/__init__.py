@@ -46,6 +46,7 @@ __all__ = [
     "LocalCA",
     "LorahubError",
     "MergeResult",
+    "OmsSignature",
     "Policy",
     "ProvenanceSettings",
     "Report",
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.lineage import LineageNode
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
+    from lorahub.sdk.oms import OmsSignature
     from lorahub.sdk.pipelines import AdapterHandle
     from lorahub.sdk.policy import Policy
     from lorahub.sdk.prompts import AppliedPrompt
@@ -122,6 +124,7 @@ _HOMES = {
     "lorahub.sdk.locating": ("LibraryEntry",),
     "lorahub.sdk.entry": ("apply_prompt", "load", "stack"),
     "lorahub.sdk.merging": ("MergeResult",),
+    "lorahub.sdk.oms": ("OmsSignature",),
     "lorahub.sdk.pipelines": ("AdapterHandle",),
     "lorahub.sdk.policy": ("Policy",),
     "lorahub.sdk.prompts": ("AppliedPrompt",),

@@ -248,6 +248,22 @@ class SignatureInvalidError(LorahubError):
     code = "signature-invalid"
 
 
+class OmsBundleError(LorahubError):
+    """An OpenSSF model-signing bundle that cannot be read: not JSON, not a sigstore bundle, a statement that is
+    not a model signature or contradicts itself. Nothing in it was trusted."""
+
+    code = "oms-bundle-invalid"
+    default_hint = "Give the signature file `model_signing sign key` or `lorahub sign --oms` wrote, unedited."
+
+
+class OmsBundleUnsupportedError(LorahubError):
+    """A model-signing bundle of a kind lorahub does not check (certificate or Sigstore keyless signers, sharded
+    hashing, the pre-1.0 format): refused rather than half-checked."""
+
+    code = "oms-bundle-unsupported"
+    default_hint = "Check it with the `model_signing verify` command that matches how it was signed."
+
+
 # --- the catalog -----------------------------------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ PUBLIC = [
     "LocalCA",
     "LorahubError",
     "MergeResult",
+    "OmsSignature",
     "Policy",
     "ProvenanceSettings",
     "Report",

@@ -255,9 +255,32 @@ def show_command(context: HubContext, ref: str, as_json: bool) -> None:
 @click.command("sign")
 @click.argument("ref")
 @click.option("--key", help="The identity to sign with (default: the default identity).")
+@click.option(
+    "--oms",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write an OpenSSF model-signing bundle over the stored file here instead (model_signing verify key).",
+)
+@click.option("--json", "as_json", is_flag=True, help="--oms only: print what was signed as JSON.")
 @pass_hub_context
-def sign_command(context: HubContext, ref: str, key: str | None) -> None:
-    """Add your signature to a catalogued card (a curator vouching for it); the card itself never changes."""
+def sign_command(context: HubContext, ref: str, key: str | None, oms: Path | None, as_json: bool) -> None:
+    """Add your signature to a catalogued card (a curator vouching for it); the card itself never changes.
+
+    With --oms SIG, write instead a sigstore bundle that signs the version's stored file as OpenSSF model signing
+    does (an in-toto statement over its SHA-256), which `model_signing verify key FILE --signature SIG
+    --public_key KEY.pem` accepts for that file under any name; the card is left as it is.
+    """
+    if oms is not None:
+        signed = context.hub.sign(ref, key=key, oms=oms)
+        if as_json:
+            output.print_json(signed.as_dict())
+            return
+        output.stdout.print(
+            f"wrote {escape(str(signed.bundle))}: {signed.version.ref} ({escape(signed.model_name)}, sha256 "
+            f"{signed.sha256[:16]}…) signed by {escape(signed.signer_name)} {signed.signer[:16]}…"
+        )
+        return
+    if as_json:
+        raise click.UsageError("--json goes with --oms")
     view, added = context.hub.sign(ref, key=key)
     state = "signed" if added else "already signed by this key:"
     output.stdout.print(f"{state} {view.ref}")
@@ -283,31 +306,54 @@ def rm_command(context: HubContext, ref: str) -> None:
 )
 @click.option("--weight", type=float, help="--for only: the preferred weight (A1111 json, HF usage snippet).")
 @click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), help="--for only: re-store the factors.")
+@click.option(
+    "--oms",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write an OpenSSF model-signing bundle over the exported adapter file here.",
+)
+@click.option("--key", help="--oms only: the identity to sign with (default: the default identity).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
 def export_command(
-    context: HubContext, /, *, ref: str, out: Path, tool: str | None, weight: float | None, dtype: Any, as_json: bool
+    context: HubContext,
+    /,
+    *,
+    ref: str,
+    out: Path,
+    tool: str | None,
+    weight: float | None,
+    dtype: Any,
+    oms: Path | None,
+    key: str | None,
+    as_json: bool,
 ) -> None:
     """Write a catalogued version to OUT with its signed card embedded in the header.
 
     With --for a1111|comfyui|hf, OUT is a folder: the adapter in the layout the tool reads (kohya for A1111, Forge
     and ComfyUI; diffusers' pytorch_lora_weights.safetensors for Hugging Face), the signed card beside it, and the
     tool's sidecars (A1111 NAME.json, NAME.civitai.info, a Hub README.md model card).
+
+    With --oms SIG, SIG gets an OpenSSF model-signing bundle over the exported adapter file (the bytes written, card
+    included): `model_signing verify key FILE --signature SIG --public_key KEY.pem` checks it.
     """
+    if key is not None and oms is None:
+        raise click.UsageError("--key goes with --oms")
     if tool is None:
         if out.is_dir():
             raise click.BadParameter(f"{out} is a directory (use --for to export a folder)", param_hint="OUT")
         if weight is not None or dtype is not None:
             raise click.UsageError("--weight and --dtype go with --for")
-        view = context.hub.export(ref, out)
+        view = context.hub.export(ref, out, oms=oms, key=key)
         if as_json:
             from lorahub.sdk.hub import summary
 
-            output.print_json({**summary(view), "out": str(out)})
+            output.print_json({**summary(view), "out": str(out), "oms": str(oms) if oms else None})
             return
         output.stdout.print(f"exported {view.ref} to {escape(str(out))}")
+        if oms is not None:
+            output.stdout.print(f"OpenSSF model-signing bundle: {escape(str(oms))}")
         return
-    result = context.hub.export(ref, out, tool=tool, weight=weight, dtype=dtype)
+    result = context.hub.export(ref, out, tool=tool, weight=weight, dtype=dtype, oms=oms, key=key)
     if as_json:
         output.print_json(result.as_dict())
         return

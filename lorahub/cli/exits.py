@@ -30,6 +30,7 @@ EXIT_CODES: tuple[tuple[type[errors.LorahubError], int], ...] = (
     (errors.InvalidFileError, 4),
     (errors.MissingExtraError, 6),
     (errors.VerificationFailedError, 7),
+    (errors.OmsBundleError, 7),
     (errors.PartialFailureError, 8),
     (errors.LicenseForbiddenError, 9),
     (errors.LicenseUncertainError, 10),

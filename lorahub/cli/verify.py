@@ -22,29 +22,48 @@ from lorahub.cli.context import HubContext, pass_hub_context
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="FILE only: check against this public key (PEM) alone; no home is opened or written.",
 )
+@click.option(
+    "--oms-bundle",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Check the file against this OpenSSF model-signing bundle (made by `model_signing sign key`) instead.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_hub_context
 def verify_command(
-    context: HubContext, *, target: str | None, everything: bool, policy: Path | None, key: Path | None, as_json: bool
+    context: HubContext,
+    *,
+    target: str | None,
+    everything: bool,
+    policy: Path | None,
+    key: Path | None,
+    oms_bundle: Path | None,
+    as_json: bool,
 ) -> None:
     """Check a FILE or NAME[@VERSION]: integrity, structure, card, signatures, trust, catalogue, policy.
 
     --all checks every catalogued version; files unchanged (size, mtime, inode) since they last passed are not
     read again. --key checks a FILE that carries its card against one public key, as `cosign verify --key` does,
-    with the built-in policy unless --policy names one. Exits 0 when every check passes and 7 when any fails.
+    with the built-in policy unless --policy names one. --oms-bundle SIG checks the file against an OpenSSF
+    model-signing bundle signed with a P-256 key: its signature (by a key the home knows, or the --key one), the
+    signer's trust, and the file's digest. Exits 0 when every check passes and 7 when any fails.
     """
     from lorahub.cli.library import print_verify_all
     from lorahub.sdk.hub import Hub
 
-    if everything == (target is not None) or (key is not None and everything):
+    single = key is not None or oms_bundle is not None
+    if everything == (target is not None) or (single and everything):
         raise errors.ConflictingArgumentsError(
-            "name one TARGET or pass --all (--key takes one FILE)",
-            hint="lorahub verify NAME@V, lorahub verify FILE [--key PEM] or lorahub verify --all",
+            "name one TARGET or pass --all (--key and --oms-bundle take one FILE)",
+            hint="lorahub verify NAME@V, lorahub verify FILE [--key PEM] [--oms-bundle SIG] or lorahub verify --all",
         )
     if target is None:
         print_verify_all(context.hub.verify_all(policy=policy), as_json)
         return
-    if key is not None:
+    if oms_bundle is not None and key is not None:
+        report = Hub.verify_oms_with_key(target, oms_bundle, key.read_text(encoding="utf-8"), policy=policy)
+    elif oms_bundle is not None:
+        report = context.hub.verify_oms(target, oms_bundle, policy=policy)
+    elif key is not None:
         report = Hub.verify_with_key(target, key.read_text(encoding="utf-8"), policy=policy)
     else:
         report = context.hub.verify(target, policy=policy)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.lineage import LineageNode
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
+    from lorahub.sdk.oms import OmsSignature
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
@@ -251,6 +252,35 @@ class Hub(ProvenanceMixin):
 
         return verify_with_key(Path(path), public_pem, Policy.load(Path(policy)) if policy else Policy())
 
+    def verify_oms(
+        self,
+        target: str | os.PathLike[str],
+        bundle: str | os.PathLike[str],
+        *,
+        policy: str | os.PathLike[str] | None = None,
+    ) -> VerifyReport:
+        """``verify FILE|NAME[@V] --oms-bundle SIG``: an OpenSSF model-signing bundle (``model_signing sign key``,
+        ``lorahub sign --oms``) checked against the keys this home knows, its signer against the home's trust and
+        the policy's ``trusted_signers``, and the file against the digest it signs (:mod:`lorahub.sdk.oms`)."""
+        from lorahub.sdk.oms import verify_with_home
+
+        return self._logged(verify_with_home(self, target, bundle, self.policy(policy)))
+
+    @staticmethod
+    def verify_oms_with_key(
+        path: str | os.PathLike[str],
+        bundle: str | os.PathLike[str],
+        public_pem: str,
+        *,
+        policy: str | os.PathLike[str] | None = None,
+    ) -> VerifyReport:
+        """``verify FILE --oms-bundle SIG --key PEM``: the bundle and the file against that one P-256 public key,
+        as ``model_signing verify key`` checks them (``policy``: its ``trusted_signers`` may still refuse the key).
+        A static method: no home is opened, read or written."""
+        from lorahub.sdk.oms import verify_with_key
+
+        return verify_with_key(Path(path), bundle, public_pem, Policy.load(Path(policy)) if policy else Policy())
+
     def verify_version(self, version: AdapterVersion, *, policy: Policy | None = None) -> VerifyReport:
         """``verify`` of a catalogued version that reads its file only when its stat facts changed since it last
         passed (:func:`~lorahub.sdk.verifying.verify_catalogued`)."""
@@ -391,9 +421,24 @@ class Hub(ProvenanceMixin):
             "locations": [row.as_dict() for row in self.catalog.locations.of_sha256([version.blob_sha256])],
         }
 
-    def sign(self, ref: str, *, key: str | None = None) -> tuple[AdapterVersion, bool]:
+    @overload
+    def sign(self, ref: str, *, key: str | None = None, oms: None = None) -> tuple[AdapterVersion, bool]: ...
+
+    @overload
+    def sign(self, ref: str, *, key: str | None = None, oms: str | os.PathLike[str]) -> OmsSignature: ...
+
+    def sign(
+        self, ref: str, *, key: str | None = None, oms: str | os.PathLike[str] | None = None
+    ) -> tuple[AdapterVersion, bool] | OmsSignature:
         """Add this home's signature (the default identity, or ``key``) to a catalogued card: a curator vouching
-        for a trainer's card. Returns the version and whether a signature was added (False: that key had signed)."""
+        for a trainer's card. Returns the version and whether a signature was added (False: that key had signed).
+
+        With ``oms``, write there instead an OpenSSF model-signing bundle over the version's stored file (checked
+        first against the catalogue), which ``model_signing verify key`` accepts; the card is left as it is."""
+        if oms is not None:
+            from lorahub.sdk.oms import sign_version
+
+            return sign_version(self, ref, oms, key=key)
         from lorahub.signing.signed import cosign
 
         version = self.version(ref)
@@ -422,7 +467,15 @@ class Hub(ProvenanceMixin):
         return [self.catalog.remove(v.name, v.number, audit=actor) for v in versions]
 
     @overload
-    def export(self, ref: str, out: str | os.PathLike[str], *, tool: None = None) -> AdapterVersion: ...
+    def export(
+        self,
+        ref: str,
+        out: str | os.PathLike[str],
+        *,
+        tool: None = None,
+        oms: str | os.PathLike[str] | None = None,
+        key: str | None = None,
+    ) -> AdapterVersion: ...
 
     @overload
     def export(
@@ -433,6 +486,8 @@ class Hub(ProvenanceMixin):
         tool: str,
         weight: float | None = None,
         dtype: Dtype | None = None,
+        oms: str | os.PathLike[str] | None = None,
+        key: str | None = None,
     ) -> ExportResult: ...
 
     def export(
@@ -443,15 +498,26 @@ class Hub(ProvenanceMixin):
         tool: str | None = None,
         weight: float | None = None,
         dtype: Dtype | None = None,
+        oms: str | os.PathLike[str] | None = None,
+        key: str | None = None,
     ) -> AdapterVersion | ExportResult:
         """The stored file, written to ``out`` with its signed card embedded (verifiable without this home).
 
         With ``tool`` (a1111, comfyui, hf), ``out`` is a folder that gets the layout and sidecars the tool reads; a
-        version in another layout is converted first, and the conversion catalogued (``sdk/exporting.py``)."""
+        version in another layout is converted first, and the conversion catalogued (``sdk/exporting.py``).
+
+        With ``oms``, an OpenSSF model-signing bundle over the exported adapter file (the bytes written, card
+        included) is written there, signed by ``key`` (default: the default identity); with ``tool`` it is listed
+        in the result's files as ``oms``."""
+        from lorahub.sdk.oms import sign_file
+
+        signer = self.signer(key) if oms is not None else None  # a locked key fails before anything is written
         if tool is not None:
             from lorahub.sdk.exporting import export_for
 
             result = export_for(self, ref, out, tool, weight=weight, dtype=dtype)
+            if signer is not None and oms is not None:
+                result.files["oms"] = sign_file(result.files["adapter"], oms, signer)
             files = sorted(p.name for p in result.files.values())
             self._log_quietly("export", result.version.content_digest, {"out": str(out), "for": tool, "files": files})
             return result
@@ -460,7 +526,10 @@ class Hub(ProvenanceMixin):
 
         version = self.version(ref)
         embed_card(version_file(self, version).path, self.signed_card(version), out=Path(out))
-        self._log_quietly("export", version.content_digest, {"out": str(out)})
+        details = {"out": str(out)}
+        if signer is not None and oms is not None:
+            details["oms"] = str(sign_file(Path(out), oms, signer))
+        self._log_quietly("export", version.content_digest, details)
         return version
 
     def convert(
