@@ -103,7 +103,7 @@ def push(hub: Hub, ref: str, target: str, *, insecure: bool = False) -> PushResu
             client.push_manifest(tag, body)
         subject = mp.Descriptor(MANIFEST_MEDIA_TYPE, sha256_digest(body), len(body))
         attached = [_attach_card(client, subject, signed)]
-        attached += _attach_bundles(hub, client, subject, located.path, version)
+        attached += _attach_bundles(hub, client, subject, version)
     return PushResult(
         version.ref, str(destination.with_digest(subject.digest)), subject.digest, tags, attached, uploaded
     )
@@ -129,6 +129,7 @@ def pull(hub: Hub, source: str, *, insecure: bool = False, policy: str | os.Path
                 client.read_blob(model.weight.digest, model.weight.size, sink)
             write_sidecar(path, signed)
             report = verify(hub, path, hub.policy(policy))
+            _check_bundles(hub, client, fetched.digest, path, report)
             report.target = str(reference.with_digest(fetched.digest))
             if not report.ok:
                 failed = ", ".join(c.name for c in report.checks if not c.ok)
@@ -178,12 +179,35 @@ def _attach_card(client: RegistryClient, subject: mp.Descriptor, signed: SignedC
     return mp.CARD_ARTIFACT_TYPE
 
 
-def _attach_bundles(
-    hub: Hub, client: RegistryClient, subject: mp.Descriptor, path: Path, version: AdapterVersion
-) -> list[str]:
-    """An OpenSSF model-signing bundle for the weight file, signed by this home's identity (none in a verify-only
-    home: the card's own signatures still travel)."""
-    return []
+def _attach_bundles(hub: Hub, client: RegistryClient, subject: mp.Descriptor, version: AdapterVersion) -> list[str]:
+    """An OpenSSF model-signing bundle over the weight layer, by this home's identity (none in a verify-only
+    home: the card's own signatures still travel), so model_signing's own verifier can check the pulled file."""
+    from lorahub.signing.oms import oms_bundle_for_digest
+
+    if hub.keys.default() is None:
+        return []
+    bundle = oms_bundle_for_digest(version.blob_sha256, hub.signer(), name=version.file_name)
+    mp.attach(client, subject, mp.SIGSTORE_BUNDLE_MEDIA_TYPE, mp.SIGSTORE_BUNDLE_MEDIA_TYPE, bundle)
+    return [mp.SIGSTORE_BUNDLE_MEDIA_TYPE]
+
+
+def _check_bundles(hub: Hub, client: RegistryClient, subject: str, path: Path, report: VerifyReport) -> None:
+    """Every model-signing bundle attached must hold for the pulled file when this home knows its key; one by a
+    key the home has never seen cannot be checked and is listed, as an unknown co-signer of a card is."""
+    from lorahub.signing.oms import key_hint, verify_oms_bundle
+
+    records = hub.trusted_keys()
+    keys = {r.fingerprint: r.public_pem for r in records}
+    for referrer in mp.referrers(client, subject, mp.SIGSTORE_BUNDLE_MEDIA_TYPE):
+        bundle = mp.read_attached(client, referrer, subject, mp.SIGSTORE_BUNDLE_MEDIA_TYPE, MAX_CARD_BYTES)
+        check = verify_oms_bundle(path, bundle, keys)
+        if check.signature_valid:
+            detail = f"by {check.signer[:16] if check.signer else ''}…: {check.reason}"
+            report.add("model-signing bundle", check.ok, detail)
+        elif check.key_hint in {key_hint(r.public_pem) for r in records}:
+            report.add("model-signing bundle", False, check.reason)
+        else:
+            report.add("model-signing bundle", True, "by a key this home does not know: listed, not checkable")
 
 
 def _attached_card(client: RegistryClient, subject: str) -> SignedCard:
