@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
 from rich.tree import Tree
 
+from lorahub import errors
 from lorahub.cli import output
 from lorahub.cli.context import HubContext, pass_hub_context
 
@@ -75,16 +78,47 @@ def _grow(tree: Tree, node: dict[str, Any]) -> None:
         _grow(tree.add(_label(parent)), parent)
 
 
+FORMATS = ("text", "json", "cyclonedx")
+
+
 @click.command("lineage")
 @click.argument("ref", metavar="NAME[@V]")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--format", "form", type=click.Choice(FORMATS),
+              help="text: a tree (default); json: the tree as JSON; cyclonedx: a CycloneDX 1.6 ML-BOM.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the same as --format json).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON or the BOM to FILE.")
 @pass_hub_context
-def lineage_command(ctx: HubContext, *, ref: str, as_json: bool) -> None:
-    """The tree of an adapter's parents (trained, merged, converted, resized from), with signers and licences."""
-    data = ctx.hub.lineage(ref).as_dict()
-    if as_json:
-        output.print_json(data)
+def lineage_command(ctx: HubContext, *, ref: str, form: str | None, as_json: bool, out: Path | None) -> None:
+    """The tree of an adapter's parents (trained, merged, converted, resized from), with signers and licences.
+
+    --format cyclonedx writes the same lineage as a CycloneDX 1.6 ML-BOM for compliance tools: the adapter with
+    its hashes and licences, every parent as a pedigree ancestor with its relation, the base model, the datasets with
+    their consent, the signers. The same catalogue gives the same bytes.
+    """
+    from lorahub.sdk.bom import json_text, write_json
+
+    chosen = _lineage_format(form, as_json, out)
+    if chosen == "text":
+        data = ctx.hub.lineage(ref).as_dict()
+        tree = Tree(_label(data))
+        _grow(tree, data)
+        output.stdout.print(tree)
         return
-    tree = Tree(_label(data))
-    _grow(tree, data)
-    output.stdout.print(tree)
+    document = ctx.hub.cyclonedx_bom(ref) if chosen == "cyclonedx" else ctx.hub.lineage(ref).as_dict()
+    if out is None:
+        sys.stdout.write(json_text(document))
+        return
+    write_json(document, out)
+    output.stderr.print(f"wrote {escape(str(out))}" + (" (CycloneDX 1.6)" if chosen == "cyclonedx" else ""))
+
+
+def _lineage_format(form: str | None, as_json: bool, out: Path | None) -> str:
+    if as_json and form not in (None, "json"):
+        raise errors.ConflictingArgumentsError(f"--json and --format {form} ask for different outputs")
+    chosen = form or ("json" if as_json else "text")
+    if out is not None and chosen == "text":
+        raise errors.ConflictingArgumentsError(
+            "--out writes a JSON document; the text tree is for the terminal",
+            hint="Add --format json or --format cyclonedx, or redirect the tree: lorahub lineage NAME > tree.txt",
+        )
+    return chosen

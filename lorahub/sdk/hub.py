@@ -672,6 +672,14 @@ class Hub(ProvenanceMixin):
 
         return lineage(self, ref)
 
+    def cyclonedx_bom(self, ref: str) -> dict[str, Any]:
+        """The CycloneDX 1.6 ML-BOM of a version and its whole lineage, as JSON data: the adapter with hashes and
+        licences, its parents as pedigree ancestors, the base model, the datasets with their consent, the signers
+        as this home sees them (see :mod:`lorahub.sdk.bom`; :func:`lorahub.sdk.bom.write_json` writes it)."""
+        from lorahub.sdk.bom import cyclonedx_bom
+
+        return cyclonedx_bom(self, ref)
+
     # --- licences ---------------------------------------------------------------------------------------------
 
     def license_check(
