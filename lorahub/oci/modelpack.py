@@ -205,7 +205,9 @@ def _fallback_index(client: RegistryClient, subject_digest: str) -> list[dict[st
 def _add_to_fallback_index(client: RegistryClient, subject_digest: str, descriptor: Descriptor) -> None:
     """Read, extend and write back the fallback index. Two writers at once can lose one's entry (the spec's
     fallback has no compare-and-swap); pushing again restores it, as the entry is keyed by digest."""
-    listed = [m for m in _fallback_index(client, subject_digest) if m.get("digest") != descriptor.digest]
+    listed = _fallback_index(client, subject_digest)
+    if any(m.get("digest") == descriptor.digest for m in listed):
+        return
     index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": [*listed, descriptor.to_json()]}
     body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode("utf-8")
     client.push_manifest(fallback_tag(subject_digest), body, INDEX_MEDIA_TYPE)

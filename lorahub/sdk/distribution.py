@@ -182,11 +182,16 @@ def _attach_card(client: RegistryClient, subject: mp.Descriptor, signed: SignedC
 def _attach_bundles(hub: Hub, client: RegistryClient, subject: mp.Descriptor, version: AdapterVersion) -> list[str]:
     """An OpenSSF model-signing bundle over the weight layer, by this home's identity (none in a verify-only
     home: the card's own signatures still travel), so model_signing's own verifier can check the pulled file."""
-    from lorahub.signing.oms import oms_bundle_for_digest
+    from lorahub.signing.oms import key_hint, oms_bundle_for_digest, read_bundle
 
     if hub.keys.default() is None:
         return []
-    bundle = oms_bundle_for_digest(version.blob_sha256, hub.signer(), name=version.file_name)
+    signer = hub.signer()
+    for referrer in mp.referrers(client, subject.digest, mp.SIGSTORE_BUNDLE_MEDIA_TYPE):
+        attached = mp.read_attached(client, referrer, subject.digest, mp.SIGSTORE_BUNDLE_MEDIA_TYPE, MAX_CARD_BYTES)
+        if read_bundle(attached)[1] == key_hint(signer.identity.public_pem):
+            return [mp.SIGSTORE_BUNDLE_MEDIA_TYPE]  # pushed before: a signature is random, so not made twice
+    bundle = oms_bundle_for_digest(version.blob_sha256, signer, name=version.file_name)
     mp.attach(client, subject, mp.SIGSTORE_BUNDLE_MEDIA_TYPE, mp.SIGSTORE_BUNDLE_MEDIA_TYPE, bundle)
     return [mp.SIGSTORE_BUNDLE_MEDIA_TYPE]
 

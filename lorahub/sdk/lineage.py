@@ -89,9 +89,7 @@ def _baked_into(events: list[dict[str, Any]], digest: str) -> list[dict[str, Any
     for event in events:
         details = event["details"]
         if any(a.get("content_digest") == digest for a in details.get("adapters", [])):
-            found.append(
-                {"output": details.get("output"), "sha256": details.get("output_sha256"), "time": event["time"]}
-            )
+            found.append({"output": details.get("out"), "sha256": details.get("output_sha256"), "time": event["time"]})
     return found
 
 

@@ -276,6 +276,8 @@ def test_hub_bake_records_and_audits(hub: Hub, base: Base, tmp_path: Path) -> No
     details = events[0]["details"]
     assert details["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert details["base_sha256"] == hashlib.sha256(base.ldm.read_bytes()).hexdigest()
+    (baked,) = hub.lineage("style").baked_into  # the lineage names the file each adapter was baked into
+    assert baked["output"] == str(out) and baked["sha256"] == details["output_sha256"]
     assert details["accepted_uncertain"] is False
     assert hub.verify_audit() == []
 

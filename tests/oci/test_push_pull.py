@@ -55,10 +55,13 @@ def test_round_trip_is_byte_identical_with_card_and_signatures(
     hub, ref = published
     pushed = hub.push(ref, f"oci://{registry}/studio/pixel", insecure=True)
     assert pushed.tags == ["v1", "latest"] and pushed.uploaded
-    assert pushed.attached == [mp.CARD_ARTIFACT_TYPE]
+    assert pushed.attached == [mp.CARD_ARTIFACT_TYPE, mp.SIGSTORE_BUNDLE_MEDIA_TYPE]
 
     pulled = consumer.pull(f"oci://{registry}/studio/pixel:v1", insecure=True)
     assert pulled.digest == pushed.digest and pulled.report.ok
+    (bundle,) = [c for c in pulled.report.checks if c.name == "model-signing bundle"]
+    alice = hub.keys.default()
+    assert alice is not None and bundle.ok and bundle.detail.startswith(f"by {alice.fingerprint[:16]}")
     original, copy = hub.version(ref), consumer.version(ref)
     assert copy.blob_sha256 == original.blob_sha256
     assert (
@@ -109,12 +112,12 @@ def test_a_registry_without_the_referrers_api_lists_attachments_under_the_fallba
     pushed = hub.push(ref, f"oci://{registry}/studio/fallback", insecure=True)
     base = f"http://{registry}/v2/studio/fallback"
     assert httpx.get(f"{base}/referrers/{pushed.digest}").status_code == 404  # distribution 2.8 has no such API
-    index = httpx.get(f"{base}/manifests/{mp.fallback_tag(pushed.digest)}", headers={"Accept": mp.INDEX_MEDIA_TYPE})
-    [entry] = index.json()["manifests"]
-    assert entry["artifactType"] == mp.CARD_ARTIFACT_TYPE
+    fallback = f"{base}/manifests/{mp.fallback_tag(pushed.digest)}"
+    listed = httpx.get(fallback, headers={"Accept": mp.INDEX_MEDIA_TYPE}).json()["manifests"]
+    assert [m["artifactType"] for m in listed] == [mp.CARD_ARTIFACT_TYPE, mp.SIGSTORE_BUNDLE_MEDIA_TYPE]
     hub.push(ref, f"oci://{registry}/studio/fallback:again", insecure=True)  # the same artifact: listed once
-    again = httpx.get(f"{base}/manifests/{mp.fallback_tag(pushed.digest)}", headers={"Accept": mp.INDEX_MEDIA_TYPE})
-    assert [m["digest"] for m in again.json()["manifests"]] == [entry["digest"]]
+    again = httpx.get(fallback, headers={"Accept": mp.INDEX_MEDIA_TYPE}).json()["manifests"]
+    assert [m["digest"] for m in again] == [m["digest"] for m in listed]
 
 
 def test_an_untrusted_signer_is_refused_and_nothing_is_written(
@@ -128,6 +131,8 @@ def test_an_untrusted_signer_is_refused_and_nothing_is_written(
         stranger.pull(f"oci://{registry}/studio/untrusted", insecure=True)
     failed = {c.name for c in refused.value.report.checks if not c.ok}
     assert failed == {"signatures valid", "signer trusted"}
+    (bundle,) = [c for c in refused.value.report.checks if c.name == "model-signing bundle"]
+    assert bundle.ok and "not checkable" in bundle.detail  # a key this home has never seen
     assert state_of(stranger) == before
     assert not any((stranger.settings.home / "downloads").iterdir())
 
