@@ -49,6 +49,8 @@ __all__ = [
     "OmsSignature",
     "Policy",
     "ProvenanceSettings",
+    "PullResult",
+    "PushResult",
     "Report",
     "ScanResult",
     "SignedCard",
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult
     from lorahub.sdk.entry import apply_prompt, load, stack
+    from lorahub.sdk.distribution import PullResult, PushResult
     from lorahub.sdk.exporting import ConvertResult, ExportResult
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.hub import Hub, IdentityView
@@ -115,6 +118,7 @@ _HOMES = {
     "lorahub.sdk.adding": ("AddOptions", "AddResult"),
     "lorahub.sdk.baking": ("BakeResult",),
     "lorahub.sdk.batch": ("BatchResult",),
+    "lorahub.sdk.distribution": ("PullResult", "PushResult"),
     "lorahub.sdk.exporting": ("ConvertResult", "ExportResult"),
     "lorahub.sdk.generating": ("GenerateResult",),
     "lorahub.sdk.hub": ("Hub", "IdentityView"),

@@ -47,6 +47,8 @@ PUBLIC = [
     "OmsSignature",
     "Policy",
     "ProvenanceSettings",
+    "PullResult",
+    "PushResult",
     "Report",
     "ScanResult",
     "SignedCard",
