@@ -13,10 +13,12 @@ Why a module of its own: the reader (:mod:`lorahub.adapters.model`) and the SD3/
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy.typing as npt
+
+from lorahub.adapters.delta import Delta, delta_weight, lora_factors, module_scale, written_alpha
 
 __all__ = ["BaseOf", "CanonicalAdapter", "CanonicalLayer", "no_base"]
 
@@ -34,11 +36,39 @@ class CanonicalLayer:
     dtype: str
     source_name: str = ""
     """The module's name in the file it was read from."""
+    rslora: bool = False
+    """The scale is ``alpha/√rank`` (PEFT ``use_rslora``, as the file's config said), not ``alpha/rank``. Ask the
+    layer for its :attr:`scale`, :meth:`delta` and :meth:`factors` rather than reading ``alpha``: they apply it."""
 
     @property
     def rank(self) -> int | None:
         down = self.tensors.get("down")
         return None if down is None else int(down.shape[0])
+
+    @property
+    def scale(self) -> float:
+        """The factor a LoRA/LoCon layer's ``up @ down`` is multiplied by (:func:`~lorahub.adapters.delta.lora_scale`,
+        or an A1111 ``scale`` tensor)."""
+        rank = self.rank
+        if rank is None:
+            raise ValueError(f"{self.name} is a {self.kind} layer without LoRA factors")
+        return module_scale(self.tensors, self.alpha, rank, rslora=self.rslora)
+
+    def delta(self, base: Array | None = None) -> Delta:
+        """ΔW of the layer (:func:`~lorahub.adapters.delta.delta_weight`), with its own scale rule."""
+        return delta_weight(self.tensors, alpha=self.alpha, base=base, rslora=self.rslora)
+
+    def factors(self) -> tuple[Array, Array, float] | None:
+        """``(up, down, scale)`` of a plain LoRA/LoCon layer (:func:`~lorahub.adapters.delta.lora_factors`)."""
+        return lora_factors(self.tensors, alpha=self.alpha, rslora=self.rslora)
+
+    def plain(self) -> CanonicalLayer:
+        """The same layer under the plain ``alpha/rank`` rule (the equivalent ``alpha·√rank`` for rsLoRA), for code
+        that computes with alpha and rank directly: fusing SD3/FLUX projections, formats without an rsLoRA flag."""
+        rank = self.rank
+        if not self.rslora or rank is None:
+            return self
+        return replace(self, alpha=written_alpha(self.alpha, rank, rslora=True), rslora=False)
 
 
 @dataclass

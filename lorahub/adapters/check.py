@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lorahub.adapters.canonical import BaseOf, CanonicalAdapter, CanonicalLayer, no_base
-from lorahub.adapters.delta import LOWRANK_KINDS, delta_weight, module_scale, needs_base
+from lorahub.adapters.delta import LOWRANK_KINDS, needs_base
 
 __all__ = ["ConversionReport", "compare", "exact_lora", "module_errors"]
 
@@ -44,16 +44,16 @@ class ConversionReport:
     """Rank each lossy module was given."""
     renamed: dict[str, str] = field(default_factory=dict)
     """``--repair``: each misnamed key → the name it was written under."""
+    rslora_alpha: list[str] = field(default_factory=list)
+    """rsLoRA modules (scale alpha/√rank) the target cannot flag as rsLoRA (kohya, ComfyUI, or a PEFT config whose
+    component mixes both rules): written with the equivalent alpha·√rank, which gives the same scale, and ΔW, under
+    the target's alpha/rank."""
 
 
 def exact_lora(layer: CanonicalLayer) -> bool:
     """Whether a plain LoRA writer can hold the layer exactly (LoRA/LoCon/Tucker factors and nothing else)."""
     extra = set(layer.tensors) - _LORA_ROLES
     return layer.kind in LOWRANK_KINDS and not extra and "down" in layer.tensors and "up" in layer.tensors
-
-
-def _scale(layer: CanonicalLayer) -> float:
-    return module_scale(layer.tensors, layer.alpha, layer.tensors["down"].shape[0])
 
 
 def _same_factors(before: CanonicalLayer, after: CanonicalLayer) -> bool:
@@ -65,7 +65,7 @@ def _same_factors(before: CanonicalLayer, after: CanonicalLayer) -> bool:
         other = after.tensors[role]
         if array.shape != other.shape or not np.array_equal(array, other):
             return False
-    return _scale(before) == _scale(after)
+    return before.scale == after.scale
 
 
 def module_errors(
@@ -77,9 +77,9 @@ def module_errors(
         return math.inf, math.inf
     if _same_factors(before, after):
         return 0.0, 0.0
-    expected = delta_weight(before.tensors, alpha=before.alpha, base=base_of(before)).weight
+    expected = before.delta(base_of(before)).weight
     after_base = base_of(after) if needs_base(after.kind, after.tensors) else None
-    actual = delta_weight(after.tensors, alpha=after.alpha, base=after_base).weight
+    actual = after.delta(after_base).weight
     if expected.shape != actual.shape and expected.size == actual.size:  # a flattened conv delta (no base given)
         actual = actual.reshape(expected.shape)
     if expected.shape != actual.shape:

@@ -6,11 +6,14 @@ report carries the largest error (docs/concepts/architecture.md, decision 1). Wh
 refused before anything is written (docs/convert.md, "What is refused, and --lossy"):
 
 * kinds other than LoRA/LoCon (LoHa, LoKr, full, OFT, …), DoRA magnitudes, PEFT ``lora_B`` biases, A1111 ``scale``
-  tensors, rsLoRA configs;
+  tensors;
 * modules whose names do not map to the family's canonical paths (they would be dropped), families without name
   tables yet;
 * fused SD3/FLUX modules whose delta cannot be split exactly into the diffusers projections (a LoKr over
   ``img_attn.qkv``): ``read_adapter`` keeps them whole and lists them in ``unsplit``.
+
+rsLoRA (scale alpha/√rank) converts exactly: diffusers and PEFT targets keep ``use_rslora``; targets without an rsLoRA
+flag (kohya, ComfyUI) get the equivalent alpha·√rank, listed in the report's ``rslora_alpha``.
 
 SD3/FLUX fused projections (``img_attn.qkv``, ``linear1``, ``attn.qkv``) and swapped modulations are split when read
 and fused again when written to kohya (:mod:`lorahub.adapters.native`, maths in :mod:`lorahub.adapters.fused`).
@@ -46,7 +49,6 @@ from lorahub.adapters.streaming import stream_convert
 from lorahub.adapters.writers import TARGETS, Target, output_files, write_adapter
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import looks_like_safetensors, read_header
-from lorahub.formats.diffusers import adapter_configs
 
 __all__ = ["DTYPES", "TARGETS", "ConversionRefusedError", "ConversionReport", "convert", "repair"]
 
@@ -91,8 +93,6 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
             "name maps for this family are not yet supported",
             unmapped=list(adapter.unmapped),
         )
-    if any(config.use_rslora for config in adapter_configs(adapter.metadata).values()):
-        refuse(f"{src}: rsLoRA (alpha/sqrt(r)) cannot be converted yet", "convert it with the tool that wrote it")
     if adapter.unsplit:
         refuse(
             f"{src}: {len(adapter.unsplit)} fused or row-swapped module(s) have no exact diffusers form: "
@@ -254,7 +254,7 @@ def _convert(
     report = ConversionReport(
         modules=len(adapter.layers), max_abs_error=math.nan, max_rel_error=math.nan,
         source_format=adapter.source_format, target=to, family=adapter.family, output=str(out_path), autov3=autov3,
-        lossy=sorted(ranks), ranks=ranks,
+        lossy=sorted(ranks), ranks=ranks, rslora_alpha=_rslora_rewritten(prepared, written, to),
     )  # fmt: skip
     if check:
         report.per_module = compare(adapter, written, bases)
@@ -263,6 +263,17 @@ def _convert(
         report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
         _refuse_if_lost(report, out_path, to)
     return report
+
+
+def _rslora_rewritten(source: CanonicalAdapter, written: CanonicalAdapter, to: str) -> list[str]:
+    """rsLoRA layers that came back under the plain rule: the target wrote them with the equivalent alpha·√rank."""
+    if to == "full":  # ΔW itself is written: no alpha, no rule
+        return []
+    return sorted(
+        name
+        for name, layer in source.layers.items()
+        if layer.rslora and (back := written.layers.get(name)) is not None and not back.rslora
+    )
 
 
 def _refuse_if_lost(report: ConversionReport, out_path: Path, to: str) -> None:

@@ -14,9 +14,12 @@ Kinds that multiply the base weight (GLoRA, OFT, BOFT, IA3, set, DoRA) need it; 
 :class:`lorahub.errors.BaseWeightRequiredError` rather than return something that looks like a delta.
 
 The rules around ΔW live here too: a module's scale (:func:`lora_scale`: ``alpha/r``, rsLoRA ``alpha/sqrt(r)``; an
-A1111 ``scale`` tensor in :func:`module_scale`) and its inverse, the alpha a writer stores, the Tucker ``mid``
-folded into ``down``, which kinds need the base weight. Writers, the resizer, the merger, the baker and the pipeline
-loader all call them, so no formula exists twice.
+A1111 ``scale`` tensor in :func:`module_scale`) and its inverse, the alpha a writer stores (:func:`written_alpha`,
+which also turns an rsLoRA alpha into the equivalent plain one for formats without an rsLoRA flag), the Tucker
+``mid`` folded into ``down``, which kinds need the base weight. Whether a module is rsLoRA is read once, from the
+file's config, into :attr:`lorahub.formats.base.Module.rslora` and the canonical layer's ``rslora``; code that holds
+a canonical layer asks the layer (``layer.scale``, ``layer.delta()``, ``layer.factors()``), which calls these, so
+no formula exists twice and no caller can forget the flag.
 """
 
 from __future__ import annotations
@@ -121,10 +124,15 @@ def alpha_for_scale(scale: float, rank: int, *, rslora: bool = False) -> float:
     return scale * _rank_divisor(rank, rslora)
 
 
-def written_alpha(alpha: float | None, rank: int) -> float:
-    """The alpha a writer stores: the module's own, or the rank when it has none (scale 1, which is what a file
-    without alpha meant), so every written module states its scale explicitly."""
-    return float(rank) if alpha is None else float(alpha)
+def written_alpha(alpha: float | None, rank: int, *, rslora: bool = False, to_rslora: bool = False) -> float:
+    """The alpha a writer stores so that the module keeps its scale under the target's rule (``to_rslora``: the
+    written config says ``use_rslora``): the module's own alpha when the rule is unchanged, the rank when it has none
+    (scale 1, which is what a file without alpha meant), and for an rsLoRA module written where the rule is ``alpha/r``
+    (kohya, ComfyUI, a mixed PEFT config) the equivalent ``alpha·√r``, as LyCORIS itself stores ``rs_lora`` modules.
+    Every written module thus states its scale explicitly."""
+    if alpha is not None and rslora == to_rslora:
+        return float(alpha)
+    return alpha_for_scale(lora_scale(alpha, rank, rslora=rslora), rank, rslora=to_rslora)
 
 
 def module_scale(tensors: Mapping[str, Array], alpha: float | None, rank: int, *, rslora: bool = False) -> float:
@@ -440,15 +448,9 @@ def delta_weight(
     )
 
 
-def module_delta(
-    container: SafetensorsFile,
-    module: Module,
-    *,
-    base: Array | None = None,
-    rslora: bool = False,
-) -> Delta:
+def module_delta(container: SafetensorsFile, module: Module, *, base: Array | None = None) -> Delta:
     """ΔW of a parsed module read from its file: tensors widened with ``to_float32``, alpha from the module's
-    ``alpha`` tensor or else its config alpha (PEFT ``lora_alpha``)."""
+    ``alpha`` tensor or else its config alpha (PEFT ``lora_alpha``), rsLoRA as its config says."""
     tensors = {
         role: to_float32(container.raw(info.name), info) for role, info in module.tensors.items() if role != "alpha"
     }
@@ -457,7 +459,7 @@ def module_delta(
     if info is not None:
         stored = scalar(container.raw(info.name), info)
         alpha = stored if stored is not None else alpha
-    return delta_weight(tensors, alpha=alpha, base=base, rslora=rslora)
+    return delta_weight(tensors, alpha=alpha, base=base, rslora=module.rslora)
 
 
 def lora_factors(

@@ -48,7 +48,8 @@ ROW_ROLES = ("up", "up_bias", "diff", "diff_b")
 
 @dataclass
 class Part:
-    """One layer's tensors by role (float32) and its alpha (None = no alpha, scale 1)."""
+    """One layer's tensors by role (float32) and its alpha under the plain ``alpha/rank`` rule (None = no alpha,
+    scale 1); an rsLoRA layer comes here as :meth:`~lorahub.adapters.canonical.CanonicalLayer.plain`."""
 
     tensors: dict[str, Array]
     alpha: float | None

@@ -207,7 +207,8 @@ def _read_layers(container: SafetensorsFile, modules: list[Module]) -> list[Cano
 
 
 def _read_layer(container: SafetensorsFile, module: Module) -> CanonicalLayer:
-    """A module's tensors widened to float32 and its alpha (tensor, else config), under the file's own name."""
+    """A module's tensors widened to float32, its alpha (tensor, else config) and scale rule, under the file's own
+    name."""
     tensors = {
         role: to_float32(container.raw(info.name), info) for role, info in module.tensors.items() if role != "alpha"
     }
@@ -224,6 +225,7 @@ def _read_layer(container: SafetensorsFile, module: Module) -> CanonicalLayer:
         alpha=alpha,
         dtype=dtypes[0] if dtypes else "F32",
         source_name=module.name,
+        rslora=module.rslora,
     )
 
 

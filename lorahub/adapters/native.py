@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from lorahub import errors
 from lorahub.adapters import dit_names, fused
 from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
-from lorahub.adapters.delta import delta_weight
 from lorahub.adapters.names import from_canonical
 
 __all__ = ["Expanded", "expand", "written_layers"]
@@ -55,11 +54,11 @@ def expand(
 
 
 def _materialized(layer: CanonicalLayer) -> CanonicalLayer:
-    delta = delta_weight(layer.tensors, alpha=layer.alpha)
+    delta = layer.delta()
     tensors = {"diff": delta.weight.reshape(delta.weight.shape[0], -1)}
     if delta.bias is not None:
         tensors["diff_b"] = delta.bias
-    return replace(layer, kind="full", tensors=tensors, alpha=None)
+    return replace(layer, kind="full", tensors=tensors, alpha=None, rslora=False)
 
 
 def _transformed(native: dit_names.Native, module_name: str, layer: CanonicalLayer) -> Expanded:
@@ -75,6 +74,7 @@ def _transformed(native: dit_names.Native, module_name: str, layer: CanonicalLay
     if widths is None:
         shares = "+".join(map(str, native.ratios))
         return Expanded([], f"{module_name}: {fused.rows(tensors)} output rows do not split as {shares} equal widths")
+    layer = layer.plain()  # fused.py keeps each part's scale through alpha/rank
     parts = fused.split(tensors, layer.alpha, widths)
     return Expanded(
         [
@@ -139,13 +139,14 @@ def _native_layer(native: dit_names.Native, parts: list[CanonicalLayer | None]) 
             raise errors.FusedLayerError(f"the parts of {native.path} have inconsistent widths")
         unit = units.pop()
         widths = [ratio * unit for ratio in native.ratios]
+        plain = [None if p is None else p.plain() for p in parts]  # fused.py computes scales as alpha/rank
         try:
-            merged = fused.fuse([None if p is None else fused.Part(p.tensors, p.alpha) for p in parts], widths)
+            merged = fused.fuse([None if p is None else fused.Part(p.tensors, p.alpha) for p in plain], widths)
         except fused.FuseError as exc:
             raise errors.FusedLayerError(f"cannot fuse the parts of {native.path}: {exc}") from exc
-        tensors, alpha = merged.tensors, merged.alpha
+        tensors, alpha, rslora = merged.tensors, merged.alpha, False
     else:
-        tensors, alpha = first.tensors, first.alpha
+        tensors, alpha, rslora = first.tensors, first.alpha, first.rslora
     if native.swap and fused.swapped(native.swap, tensors):
         tensors = fused.swap_scale_shift(tensors)
-    return replace(first, name=native.path, tensors=tensors, alpha=alpha)
+    return replace(first, name=native.path, tensors=tensors, alpha=alpha, rslora=rslora)

@@ -2,7 +2,9 @@
 
 diffusers stores it per component in ``lora_adapter_metadata`` (``<component>.r``, ``.lora_alpha``,
 ``.rank_pattern``, ``.alpha_pattern``, ``.target_modules``) and PEFT in ``adapter_config.json``; both are read back
-with PEFT's own pattern matching, so ``lora_alpha/r`` of every module equals the source scale.
+with PEFT's own pattern matching, so ``lora_alpha/r`` of every module (``lora_alpha/√r`` with ``use_rslora``) equals
+the source scale. A PEFT config states one scale rule per component: ``use_rslora`` when every layer is rsLoRA, else
+the plain rule, rsLoRA layers then getting the equivalent alpha·√r.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def config_path(path: str) -> str:
 def lora_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
     """One component's ``LoraConfig`` fields: the most common rank and alpha, patterns for the rest."""
     ranks = {path: int(layer.rank or 0) for path, layer in layers}
-    alphas = {path: written_alpha(layer.alpha, ranks[path]) for path, layer in layers}
+    rslora = all(layer.rslora for _, layer in layers)
+    alphas = {
+        path: written_alpha(layer.alpha, ranks[path], rslora=layer.rslora, to_rslora=rslora) for path, layer in layers
+    }
     r = Counter(ranks.values()).most_common(1)[0][0]
     lora_alpha = Counter(alphas.values()).most_common(1)[0][0]
     key = _pattern_keys(ranks)
@@ -47,7 +52,7 @@ def lora_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
         "alpha_pattern": {key[path]: number(alpha) for path, alpha in alphas.items() if alpha != lora_alpha},
         "target_modules": sorted(ranks),
         "use_dora": False,
-        "use_rslora": False,
+        "use_rslora": rslora,
         "lora_bias": False,
         "init_lora_weights": True,
     }

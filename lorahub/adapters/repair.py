@@ -103,6 +103,7 @@ def _check(
                     role: source.header.tensors[old_names.get(i.name, i.name)] for role, i in module.tensors.items()
                 },
                 config_alpha=module.config_alpha,
+                rslora=module.rslora,
             )
             report.per_module[module.name] = _errors(source, before, written, module)
     report.max_abs_error = max((e[0] for e in report.per_module.values()), default=0.0)

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from lorahub import errors
 from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
 from lorahub.adapters.check import compare
-from lorahub.adapters.delta import LOWRANK_KINDS, delta_weight, folded_down, has_dora, module_scale
+from lorahub.adapters.delta import LOWRANK_KINDS, delta_weight, folded_down, has_dora
 from lorahub.adapters.sources import load_adapter
 from lorahub.adapters.writers import write_adapter
 
@@ -139,7 +139,7 @@ def _probe_scale(layer: CanonicalLayer) -> float:
             probe[role] = array
         else:
             probe[role] = np.zeros((1, 1), np.float32)
-    return delta_weight(probe, alpha=layer.alpha).scale
+    return delta_weight(probe, alpha=layer.alpha, rslora=layer.rslora).scale
 
 
 def _flat(array: Array) -> Array:
@@ -194,7 +194,7 @@ def layer_svd(layer: CanonicalLayer, base: Array | None) -> tuple[Svd, tuple[int
     roles = set(layer.tensors)
     if layer.kind in LOWRANK_KINDS and not dora:
         down, up = folded_down(layer.tensors), layer.tensors["up"]
-        scale = module_scale(layer.tensors, layer.alpha, down.shape[0])
+        scale = layer.scale
         svd = product_svd(up.reshape(up.shape[0], -1) * scale, down.reshape(down.shape[0], -1))
         return svd, (up.shape[0], *down.shape[1:])
     plain = not dora and not roles & {"hada_t1", "hada_t2", "lokr_t2", "diff_b"}
@@ -206,7 +206,7 @@ def layer_svd(layer: CanonicalLayer, base: Array | None) -> tuple[Svd, tuple[int
         svd, conv = _lokr_svd(layer)
         kernel = layer.tensors["lokr_w2"].shape[2:] if conv else None
         return svd, _shape(svd, base, kernel)
-    weight = delta_weight(layer.tensors, alpha=layer.alpha, base=base).weight
+    weight = layer.delta(base).weight
     return dense_svd(weight), tuple(weight.shape)
 
 

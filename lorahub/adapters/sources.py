@@ -227,10 +227,11 @@ def _component_of(folder_component: str | None, raw: Mapping[str, Any], names: l
 
 def _read_peft_dir(directory: Path, family: str | None) -> CanonicalAdapter:
     """Each component's ``adapter_model.safetensors`` under its PEFT config: module paths lose ``base_model.model.``
-    and gain the component, alpha comes from ``lora_alpha``/``alpha_pattern`` as PEFT matches them."""
+    and gain the component, alpha comes from ``lora_alpha``/``alpha_pattern`` as PEFT matches them, and
+    ``use_rslora`` marks every layer of the folder (scale alpha/√rank)."""
     layers: dict[str, CanonicalLayer] = {}
     metadata: dict[str, str] = {}
-    pending: list[tuple[str, str, dict[str, Array], float | None, str]] = []
+    pending: list[tuple[str, str, dict[str, Array], float | None, str, bool]] = []
     for folder_component, folder in _peft_parts(directory):
         config, raw_config = _peft_config(folder)
         weights = folder / PEFT_WEIGHTS
@@ -249,18 +250,17 @@ def _read_peft_dir(directory: Path, family: str | None) -> CanonicalAdapter:
                 }
                 dtypes = [info.dtype for role, info in module.tensors.items() if role != "alpha"]
                 dtype = dtypes[0] if dtypes else "F32"
-                pending.append((module.name, layer_kind(module), tensors, config_alpha(module, configs), dtype))
-        if config.use_rslora:
-            metadata["lora_adapter_metadata"] = json.dumps({f"{component}.use_rslora": True})
+                alpha = config_alpha(module, configs)
+                pending.append((module.name, layer_kind(module), tensors, alpha, dtype, config.use_rslora))
     if family is None:
         family = _family_of([name for name, *_ in pending], metadata)
     unmapped: list[str] = []
-    for name, kind, tensors, alpha, dtype in pending:
+    for name, kind, tensors, alpha, dtype, rslora in pending:
         canonical = to_canonical(family, "diffusers", name) if family in FAMILIES else None
         if canonical is None or canonical in layers:
             unmapped.append(name)
             canonical = name
-        layers[canonical] = CanonicalLayer(canonical, kind, tensors, alpha, dtype, source_name=name)
+        layers[canonical] = CanonicalLayer(canonical, kind, tensors, alpha, dtype, source_name=name, rslora=rslora)
     return CanonicalAdapter(family=family, layers=layers, metadata=metadata, source_format="peft", unmapped=unmapped)
 
 

@@ -44,7 +44,6 @@ from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile
 from lorahub.formats import detect
 from lorahub.formats.base import Layout, Module
-from lorahub.formats.diffusers import adapter_configs
 from lorahub.formats.families import detect_family
 from lorahub.formats.layers import layer_kind
 
@@ -81,8 +80,8 @@ def _plan(container: SafetensorsFile, to: str) -> tuple[str, Layout, list[_Plan]
     if to not in _TARGETS or layout.format not in _FORMATS or layout.unmatched or not layout.modules:
         return None
     family = detect_family(layout, metadata).family
-    if family not in STREAM_FAMILIES or any(c.use_rslora for c in adapter_configs(metadata).values()):
-        return None
+    if family not in STREAM_FAMILIES or any(module.rslora for module in layout.modules):
+        return None  # rsLoRA: the canonical path rewrites alpha where the target has no rsLoRA flag
     plans: list[_Plan] = []
     seen: set[str] = set()
     for module in layout.modules:

@@ -3,10 +3,12 @@
 * ``kohya``: kohya module names (SGM names for the SDXL UNet; SD3/FLUX fused back into their native modules by
   :mod:`lorahub.adapters.native`), ``lora_down``/``lora_up``/``lora_mid`` and the *true* alpha of every module
   (diffusers' own ``convert_state_dict_to_kohya`` writes alpha = rank); a source without alpha gets alpha = rank,
-  i.e. scale 1, which is what it meant.
+  i.e. scale 1, which is what it meant, and an rsLoRA module (scale alpha/√rank) the equivalent alpha·√rank, since
+  kohya files have no rsLoRA flag (LyCORIS stores its ``rs_lora`` modules the same way).
 * ``diffusers``: ``lora_A``/``lora_B`` under ``unet.``/``text_encoder.``/``text_encoder_2.`` with the PEFT config
-  that diffusers 0.42 reads back (:mod:`lorahub.adapters.peft_config`). A LoCon-Tucker ``lora_mid`` is folded into
-  ``lora_A`` (the down projection is 1×1, so the fold is exact).
+  that diffusers 0.42 reads back (:mod:`lorahub.adapters.peft_config`), ``use_rslora`` kept for a component whose
+  layers are all rsLoRA. A LoCon-Tucker ``lora_mid`` is folded into ``lora_A`` (the down projection is 1×1, so the
+  fold is exact).
 * ``peft``: what ``PeftModel.save_pretrained`` writes: ``adapter_model.safetensors`` with
   ``base_model.model.<module path>.lora_A.weight``/``lora_B.weight`` and ``adapter_config.json`` (``peft_type``
   LORA, ``r``/``lora_alpha`` the most common values, ``rank_pattern``/``alpha_pattern`` for the others, the exact
@@ -36,7 +38,7 @@ import numpy as np
 
 from lorahub import errors
 from lorahub.adapters.canonical import BaseOf, CanonicalAdapter, CanonicalLayer, no_base
-from lorahub.adapters.delta import delta_weight, folded_down, written_alpha
+from lorahub.adapters.delta import folded_down, written_alpha
 from lorahub.adapters.encoding import (
     Tensors,
     data_section_sha256,
@@ -50,7 +52,6 @@ from lorahub.adapters.native import written_layers
 from lorahub.adapters.peft_config import adapter_config, config_path, lora_config
 from lorahub.adapters.sources import PEFT_CONFIG, PEFT_WEIGHTS, comfyui_name, load_adapter
 from lorahub.files.safetensors import write
-from lorahub.formats.diffusers import adapter_configs
 
 __all__ = [
     "FUSED_FAMILIES",
@@ -77,9 +78,10 @@ _COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_en
 
 
 def _alpha(layer: CanonicalLayer) -> float:
+    """kohya-style files have no rsLoRA flag: an rsLoRA layer gets the equivalent alpha·√rank."""
     rank = layer.rank
     assert rank is not None  # only LoRA layers reach the LoRA writers (convert refuses the others)
-    return written_alpha(layer.alpha, rank)
+    return written_alpha(layer.alpha, rank, rslora=layer.rslora)
 
 
 def _kohya_named(named: Iterable[tuple[str, CanonicalLayer]], dtype: str | None) -> Tensors:
@@ -162,18 +164,13 @@ def full_tensors(adapter: CanonicalAdapter, dtype: str | None, base: BaseOf) -> 
     out: Tensors = {}
     for layer in adapter.layers.values():
         name = full_name(adapter, layer)
-        delta = delta_weight(layer.tensors, alpha=layer.alpha, base=base(layer), rslora=_rslora(adapter, layer))
+        delta = layer.delta(base(layer))
         kind = storage_dtype(layer, dtype)
         if delta.weight.size:
             out[f"{name}.diff"] = (kind, tuple(delta.weight.shape), encode(delta.weight, kind))
         if delta.bias is not None:
             out[f"{name}.diff_b"] = (kind, tuple(delta.bias.shape), encode(delta.bias, kind))
     return out
-
-
-def _rslora(adapter: CanonicalAdapter, layer: CanonicalLayer) -> bool:
-    config = adapter_configs(adapter.metadata).get(layer.name.partition(".")[0])
-    return config is not None and config.use_rslora
 
 
 # --- peft ----------------------------------------------------------------------------------------------------------

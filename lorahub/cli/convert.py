@@ -105,6 +105,11 @@ def convert_command(
         output.stdout.print(
             f"lossy: {len(report.lossy)} module(s) converted by truncated SVD at rank {', '.join(map(str, ranks))}"
         )
+    if report.rslora_alpha:
+        output.stdout.print(
+            f"rsLoRA: {len(report.rslora_alpha)} module(s) written with the equivalent alpha·√rank ({target} has no "
+            "rsLoRA flag; scale alpha/√rank unchanged)"
+        )
     if not no_check:
         output.stdout.print(
             f"ΔW check: max abs error {report.max_abs_error:.3g}, max rel error {report.max_rel_error:.3g}"

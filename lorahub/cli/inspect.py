@@ -55,6 +55,7 @@ def render(report: Report, *, all_metadata: bool = False) -> None:
     facts.add_row("modules", f"{report.modules:,}  ({report.tensors:,} tensors, {report.parameters:,} parameters)")
     facts.add_row("rank", _spread(report.rank, "-"))
     facts.add_row("alpha", _spread(report.alpha, "none (scale 1)"))
+    facts.add_row("scale", _scale_rule(report.scale_rule))
     facts.add_row("dtypes", ", ".join(f"{dtype} ×{count}" for dtype, count in report.dtypes.items()) or "-")
     for name, value in report.hashes.as_dict().items():
         facts.add_row(name, value or "[dim]n/a[/]")
@@ -76,6 +77,16 @@ def _family(report: Report) -> str:
     if verdict.metadata_family:
         lines.append(f"  metadata says {verdict.metadata_family}: {escape('; '.join(verdict.metadata_evidence))}")
     return "\n".join(lines)
+
+
+def _scale_rule(rules: dict[str, int]) -> str:
+    """``alpha/rank``, ``alpha/sqrt(rank) (rsLoRA)``, or both with their module counts."""
+    from lorahub.sdk.inspect import SCALE_RULES
+
+    named = {rule: f"{rule} (rsLoRA)" if rule == SCALE_RULES[True] else rule for rule in rules}
+    if len(rules) <= 1:
+        return next(iter(named.values()), "-")
+    return ", ".join(f"{named[rule]} ×{count}" for rule, count in rules.items())
 
 
 def _spread(spread: Spread, empty: str) -> str:

@@ -43,6 +43,10 @@ class Module:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     config_alpha: float | None = None
     """Alpha from a config (PEFT ``lora_alpha``/``alpha_pattern``) when the file stores none as a tensor."""
+    rslora: bool = False
+    """The file's config says PEFT ``use_rslora`` for this module's component: its scale is alpha/√rank, not
+    alpha/rank (:func:`lorahub.adapters.delta.lora_scale`). Only configs can say so: kohya-style files have no such
+    flag, and LyCORIS' ``rs_lora`` stores the equivalent alpha·√rank as the alpha tensor."""
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 Alpha is not a tensor here: diffusers writes the PEFT ``LoraConfig`` as JSON under the ``lora_adapter_metadata``
 metadata key (``{"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {...}}``), and each module's alpha is
-``lora_alpha`` unless an ``alpha_pattern`` entry matches its path, the way PEFT's ``get_pattern_key`` matches.
-Without that config loaders assume alpha = rank. Module paths saved without the component prefix (a bare
-``transformer_blocks.0.attn.to_q``) are diffusers too; their component is read from the path.
+``lora_alpha`` unless an ``alpha_pattern`` entry matches its path, the way PEFT's ``get_pattern_key`` matches;
+``use_rslora`` marks every module of its component (scale alpha/√rank). Without that config loaders assume alpha =
+rank. Module paths saved without the component prefix (a bare ``transformer_blocks.0.attn.to_q``) are diffusers too;
+their component is read from the path.
 """
 
 from __future__ import annotations
@@ -145,12 +146,25 @@ def config_alpha(module: Module, configs: Mapping[str, AdapterConfig]) -> float 
     return config.lora_alpha
 
 
+def apply_configs(modules: list[Module], configs: Mapping[str, AdapterConfig]) -> None:
+    """Each module's alpha (unless a tensor holds it) and scale rule (``use_rslora``) from its component's config."""
+    for module in modules:
+        config = configs.get(module.name.partition(".")[0])
+        module.rslora = config is not None and config.use_rslora
+        if "alpha" not in module.tensors:
+            module.config_alpha = config_alpha(module, configs)
+
+
+def rslora_notes(configs: Mapping[str, AdapterConfig]) -> list[str]:
+    return [f"{name}: use_rslora, scale is alpha/sqrt(rank)" for name, c in configs.items() if c.use_rslora]
+
+
 def _notes(layout: Layout, configs: Mapping[str, AdapterConfig]) -> list[str]:
     if not configs:
         has_alpha = any("alpha" in module.tensors for module in layout.modules)
         return [] if has_alpha else ["no lora_adapter_metadata and no alpha tensors: loaders use alpha = rank"]
     notes = [f"alpha from lora_adapter_metadata for {', '.join(sorted(configs))}"]
-    notes += [f"{name}: use_rslora, scale is alpha/sqrt(rank)" for name, c in configs.items() if c.use_rslora]
+    notes += rslora_notes(configs)
     skipped = [p.literal for c in configs.values() for p in c.alpha_patterns if p.regex is None and is_regex(p.literal)]
     if skipped:
         notes.append(f"alpha_pattern entries matched literally, not as regexes: {', '.join(map(repr, skipped[:5]))}")
@@ -169,9 +183,7 @@ class DiffusersFormat:
     def parse(self, keys: Keys, metadata: Metadata) -> Layout:
         layout = group(keys, SCHEME).layout(self.id)
         configs = adapter_configs(metadata)
-        for module in layout.modules:
-            if "alpha" not in module.tensors:
-                module.config_alpha = config_alpha(module, configs)
+        apply_configs(layout.modules, configs)
         layout.notes = _notes(layout, configs)
         return layout
 

@@ -8,7 +8,7 @@ keeps the file's name and converters map it (``to_out_lora`` → ``to_out.0``).
 from __future__ import annotations
 
 from lorahub.formats.base import Layout
-from lorahub.formats.diffusers import adapter_configs, config_alpha
+from lorahub.formats.diffusers import adapter_configs, apply_configs, rslora_notes
 from lorahub.formats.grouping import Keys, Metadata, Scheme, group, mostly
 from lorahub.formats.naming import DIFFUSERS_OLD_SUFFIXES, DIFFUSERS_PREFIXES, KNOWN
 
@@ -46,10 +46,9 @@ class DiffusersOldFormat:
         layout = group(keys, SCHEME).layout(self.id)
         configs = adapter_configs(metadata)
         if configs:
-            for module in layout.modules:
-                if "alpha" not in module.tensors:
-                    module.config_alpha = config_alpha(module, configs)
+            apply_configs(layout.modules, configs)
             layout.notes = [f"alpha from lora_adapter_metadata for {', '.join(sorted(configs))}"]
+            layout.notes += rslora_notes(configs)
         return layout
 
 

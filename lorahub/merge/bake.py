@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from lorahub import errors
 from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
-from lorahub.adapters.delta import delta_weight, lora_factors, needs_base
+from lorahub.adapters.delta import needs_base
 from lorahub.files.atomic import atomic_file
 from lorahub.files.bases import cache_identity
 from lorahub.files.folders import cached_sha256
@@ -124,7 +124,6 @@ class _Contribution:
     layer: CanonicalLayer
     weight: float
     target: Target
-    rslora: bool
 
 
 @dataclass
@@ -148,18 +147,6 @@ def _check_family(layout: BaseLayout, adapters: Sequence[tuple[CanonicalAdapter,
             )
     families = sorted({a.family for a, _ in adapters}) or sorted(layout.families)
     return families[0] if len(families) == 1 else "+".join(families)
-
-
-def _rslora(adapter: CanonicalAdapter) -> bool:
-    """PEFT's ``use_rslora`` (scale α/√r) as recorded in a diffusers file's ``lora_adapter_metadata``."""
-    raw = adapter.metadata.get("lora_adapter_metadata")
-    if not raw:
-        return False
-    try:
-        config = json.loads(raw)
-    except ValueError:
-        return False
-    return isinstance(config, dict) and any(k.endswith("use_rslora") and v is True for k, v in config.items())
 
 
 def _expected_size(layer: CanonicalLayer) -> int | None:
@@ -206,7 +193,6 @@ def _plan(
     unmatched: list[str] = []
     problems: list[str] = []
     for adapter, weight in adapters:
-        rslora = _rslora(adapter)
         count = 0
         for name, layer in adapter.layers.items():
             if components is not None and name.partition(".")[0] not in components:
@@ -220,7 +206,7 @@ def _plan(
             if problem is not None:
                 problems.append(problem)
                 continue
-            contribution = _Contribution(layer, weight, target, rslora)
+            contribution = _Contribution(layer, weight, target)
             plan.by_tensor.setdefault(target.weight, []).append(contribution)
             if _BIAS_ROLES & set(layer.tensors):
                 plan.bias_layers.append(contribution)
@@ -262,7 +248,7 @@ def _delta(contribution: _Contribution, region: Array) -> tuple[Array, Array | N
     """ΔW (and bias ΔW) of one layer from :mod:`lorahub.adapters.delta`; kinds that need it get the base region."""
     layer = contribution.layer
     base = region if _needs_original(contribution) else None
-    delta = delta_weight(layer.tensors, alpha=layer.alpha, base=base, rslora=contribution.rslora)
+    delta = layer.delta(base)
     if delta.weight.size != region.size:
         raise errors.LayersUnfitError(
             f"{layer.name}: ΔW has shape {list(delta.weight.shape)}, its base tensor region {list(region.shape)}",
@@ -281,7 +267,7 @@ def _merged(
     for contribution in contributions:
         layer = contribution.layer
         region = _region(result, contribution.target)
-        factors = lora_factors(layer.tensors, alpha=layer.alpha, rslora=contribution.rslora)
+        factors = layer.factors()
         if factors is not None and factors[0].shape[0] * factors[1].shape[1] == numel(region):
             up, down, scale = factors
             arith.add_lora(region, up, down, contribution.weight * scale)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from lorahub import errors
 from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
-from lorahub.adapters.delta import LOWRANK_KINDS, delta_weight, folded_down, lora_scale
+from lorahub.adapters.delta import LOWRANK_KINDS, folded_down
 
 Array = npt.NDArray[Any]
 Method = Literal["cat", "svd"]
@@ -50,15 +50,11 @@ class MergeReport:
         }
 
 
-def _scale(layer: CanonicalLayer) -> float:
-    return lora_scale(layer.alpha, int(layer.rank or 1))
-
-
 def _factors(layer: CanonicalLayer, weight: float) -> tuple[Array, Array]:
     """(up·w·s flattened to [out, r], down flattened to [r, in·k]) in float64; Tucker ``mid`` folded into down."""
     down = folded_down(layer.tensors).astype(np.float64)
     up = layer.tensors["up"].astype(np.float64)
-    return weight * _scale(layer) * up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
+    return weight * layer.scale * up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
 
 
 def _is_factored(layer: CanonicalLayer) -> bool:
@@ -107,7 +103,7 @@ def _split(left: Array, s: Array, right: Array, rank: int) -> tuple[Array, Array
 def _dense_sum(parts: Sequence[tuple[CanonicalLayer, float]]) -> tuple[Array, CanonicalLayer]:
     total: Array | None = None
     for layer, weight in parts:
-        delta = delta_weight(layer.tensors, alpha=layer.alpha)
+        delta = layer.delta()
         if delta.bias is not None:
             raise errors.MergeRefusedError(
                 f"{layer.name} changes a bias, which a merged LoRA cannot carry",
@@ -139,7 +135,7 @@ def _merge_module(
     u, s, vt = np.linalg.svd(dense, full_matrices=False)
     default = max(int(layer.rank or 0) for layer, _ in parts) or 16
     up, down, kept, error = _split(u, s, vt, rank or default)
-    base_shape = delta_weight(template.tensors, alpha=template.alpha).weight.shape
+    base_shape = template.delta().weight.shape
     layer = CanonicalLayer(
         name=name,
         kind="locon" if len(base_shape) == 4 else "lora",

@@ -81,6 +81,9 @@ class Report:
     parameters: int
     rank: Spread
     alpha: Spread
+    scale_rule: dict[str, int]
+    """Modules per scale rule: ``alpha/rank``, or ``alpha/sqrt(rank)`` where the file's PEFT config says
+    ``use_rslora`` (rsLoRA); modules without a rank (full diffs, OFT, IA3) have no scale and are not counted."""
     dtypes: dict[str, int]
     hashes: Hashes
     claims: list[Claim]
@@ -141,6 +144,15 @@ def _alpha(container: SafetensorsFile, module: Module) -> float | None:
     return module.config_alpha
 
 
+SCALE_RULES = {False: "alpha/rank", True: "alpha/sqrt(rank)"}
+"""``Module.rslora`` → the rule's name in reports."""
+
+
+def _scale_rules(modules: list[Module]) -> dict[str, int]:
+    counts = Counter(SCALE_RULES[m.rslora] for m in modules if rank(m) is not None)
+    return dict(sorted(counts.items()))
+
+
 def _safetensors_report(
     path: Path, header: Header, layout: Layout, *, naming: Diagnosis, digest: Digest, alphas: dict[str, float | None]
 ) -> Report:
@@ -160,6 +172,7 @@ def _safetensors_report(
         parameters=sum(t.numel for t in tensors),
         rank=Spread.of([rank(m) for m in layout.modules]),
         alpha=Spread.of([alphas[m.name] for m in layout.modules]),
+        scale_rule=_scale_rules(layout.modules),
         dtypes=dict(sorted(Counter(t.dtype for t in tensors).items())),
         hashes=digest.hashes,
         claims=claims,
@@ -280,6 +293,7 @@ def _inspect_pickle(path: Path) -> Report:
         parameters=0,
         rank=Spread.of([]),
         alpha=Spread.of([]),
+        scale_rule={},
         dtypes={},
         hashes=digest.hashes,
         claims=[],

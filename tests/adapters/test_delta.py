@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lorahub import errors
-from lorahub.adapters.delta import Delta, delta_weight, module_delta
+from lorahub.adapters.delta import Delta, delta_weight, lora_scale, module_delta, written_alpha
 from lorahub.files.safetensors import SafetensorsFile, write
 from lorahub.formats.base import Module
 
@@ -67,6 +67,18 @@ def test_rslora_scale_is_alpha_over_sqrt_rank() -> None:
     delta = delta_weight({"down": down, "up": up}, alpha=8.0, rslora=True)
     assert delta.scale == pytest.approx(8.0 / math.sqrt(R))
     assert_close(delta.weight, 8.0 / math.sqrt(R) * matmul_loops(up, down))
+
+
+def test_written_alpha_keeps_the_scale_under_the_targets_rule() -> None:
+    assert written_alpha(8.0, 4, rslora=True) == 16.0  # kohya: alpha'/r = alpha/√r
+    assert written_alpha(8.0, 4, rslora=True, to_rslora=True) == 8.0
+    assert written_alpha(6.0, 4, to_rslora=True) == 3.0  # a plain module in an rsLoRA config
+    assert written_alpha(None, 9, rslora=True, to_rslora=True) == 3.0  # no alpha: scale 1 under either rule
+    assert written_alpha(None, 9) == 9.0
+    for alpha, rank, rslora in ((8.0, 8, True), (3.0, 7, False), (5.0, 3, True)):
+        for to_rslora in (False, True):
+            written = written_alpha(alpha, rank, rslora=rslora, to_rslora=to_rslora)
+            assert lora_scale(written, rank, rslora=to_rslora) == pytest.approx(lora_scale(alpha, rank, rslora=rslora))
 
 
 def test_up_bias_and_diff_b_become_the_bias_delta() -> None:
@@ -531,8 +543,8 @@ def test_module_delta_falls_back_to_config_alpha(tmp_path: Path) -> None:
     write(path, {"a": ("F32", (R, IN), down.tobytes()), "b": ("F32", (OUT, R), up.tobytes())})
     with SafetensorsFile(path) as container:
         infos = container.header.tensors
-        module = Module("p", "unet", {"down": infos["a"], "up": infos["b"]}, config_alpha=8.0)
-        delta = module_delta(container, module, rslora=True)
+        module = Module("p", "unet", {"down": infos["a"], "up": infos["b"]}, config_alpha=8.0, rslora=True)
+        delta = module_delta(container, module)
     assert delta.scale == pytest.approx(8.0 / 2.0)
     assert_close(delta.weight, 4.0 * matmul_loops(up, down))
 

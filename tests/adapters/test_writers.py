@@ -317,3 +317,32 @@ class _no_missing_keys:
         self._catch.__exit__(*exc)
         bad = [str(w.message) for w in self._seen if "keys" in str(w.message).lower()]
         assert not bad, bad
+
+
+def test_a_component_mixing_rslora_and_plain_layers_states_the_plain_rule(tmp_path: Path) -> None:
+    """A PEFT config has one ``use_rslora`` per component: with both rules in one component (as the canonical model
+    can hold), the rsLoRA layer is written with the equivalent alpha·√r, and every layer keeps its ΔW."""
+    from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
+    from lorahub.adapters.check import compare
+    from lorahub.adapters.writers import write_adapter
+
+    gen = np.random.default_rng(3)
+    block = "unet.down_blocks.0.attentions.0.transformer_blocks.0"
+    layers = {}
+    for name, rslora in ((f"{block}.attn1.to_q", True), (f"{block}.attn1.to_k", False)):
+        down = gen.standard_normal((4, 320)).astype(np.float32)
+        up = gen.standard_normal((320, 4)).astype(np.float32)
+        layers[name] = CanonicalLayer(name, "lora", {"down": down, "up": up}, 8.0, "F32", rslora=rslora)
+    adapter = CanonicalAdapter("sd1", layers, {}, "diffusers")
+    written = write_adapter(adapter, tmp_path / "mixed.safetensors", to="diffusers")
+    config = json.loads(read_header(tmp_path / "mixed.safetensors").metadata["lora_adapter_metadata"])
+    assert config["unet.use_rslora"] is False
+    path = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    pattern, common = config["unet.alpha_pattern"], config["unet.lora_alpha"]
+    alphas = {leaf: pattern.get(f"{path}.{leaf}", common) for leaf in ("to_q", "to_k")}
+    assert alphas == {"to_q": 16.0, "to_k": 8.0}
+    assert not any(layer.rslora for layer in written.layers.values())
+    assert all(rel <= 1e-6 for _, rel in compare(adapter, written).values())
+    q = written.layers[f"{block}.attn1.to_q"]
+    explicit = 8.0 / 2.0 * _delta(layers[q.name].tensors["up"], layers[q.name].tensors["down"], 1.0)
+    np.testing.assert_allclose(q.delta().weight, explicit, rtol=1e-5)

@@ -94,3 +94,34 @@ def test_catalogued_convert_and_resize_become_signed_versions_with_lineage(tmp_p
     assert {e["action"] for e in home.json("audit")} >= {"convert", "resize"}  # type: ignore[union-attr]
     plain = home.json("convert", str(source), str(tmp_path / "plain.safetensors"), "--to", "diffusers")
     assert plain["catalogued"] is None  # a file is converted without touching the catalogue
+
+
+def test_rslora_is_named_by_inspect_and_convert_says_what_kohya_got(tmp_path: Path) -> None:
+    """A diffusers file whose config says use_rslora (scale alpha/√r): inspect names the rule; converting to kohya,
+    which has no such flag, writes alpha·√r and says so."""
+    home = Home(tmp_path / "home")
+    rng = np.random.default_rng(2)
+    prefix = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    tensors = {}
+    for leaf in ("to_q", "to_k"):
+        tensors[f"{prefix}.{leaf}.lora_A.weight"] = (
+            "F32",
+            (4, 320),
+            rng.standard_normal((4, 320)).astype("f4").tobytes(),
+        )
+        tensors[f"{prefix}.{leaf}.lora_B.weight"] = (
+            "F32",
+            (320, 4),
+            rng.standard_normal((320, 4)).astype("f4").tobytes(),
+        )
+    config = {"unet.r": 4, "unet.lora_alpha": 8, "unet.use_rslora": True}
+    src = tmp_path / "rs.safetensors"
+    write(src, tensors, {"lora_adapter_metadata": json.dumps(config), "ss_base_model_version": "sd_v1"})
+    assert "alpha/sqrt(rank) (rsLoRA)" in home.run("inspect", str(src)).stdout
+    assert home.json("inspect", str(src))["scale_rule"] == {"alpha/sqrt(rank)": 2}  # type: ignore[index]
+    out = tmp_path / "rs-kohya.safetensors"
+    converted = home.run("convert", str(src), str(out), "--to", "kohya")
+    assert "rsLoRA: 2 module(s) written with the equivalent alpha·√rank" in converted.stdout
+    assert "max rel error 0" in converted.stdout
+    inspected = home.json("inspect", str(out))
+    assert inspected["scale_rule"] == {"alpha/rank": 2} and inspected["alpha"]["counts"] == {"16": 2}  # type: ignore[index]

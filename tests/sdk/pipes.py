@@ -29,11 +29,13 @@ def make_adapter(
     alpha: float = 8.0,
     targets: list[str] | None = None,
     text_encoder: bool = False,
+    rslora: bool = False,
 ) -> Path:
     """A LoRA trained-looking file (random B, so it changes the output) saved by diffusers' own save_lora_weights
-    with its adapter metadata: the format diffusers' training scripts write. The same arguments give the same
-    bytes, so each file is made once per session and copied to ``out``."""
-    recipe = _Recipe(family, seed, rank, alpha, tuple(targets or TARGETS), text_encoder)
+    with its adapter metadata: the format diffusers' training scripts write (``rslora``: PEFT's ``use_rslora``, which
+    that metadata records). The same arguments give the same bytes, so each file is made once per session and copied
+    to ``out``."""
+    recipe = _Recipe(family, seed, rank, alpha, tuple(targets or TARGETS), text_encoder, rslora)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "pytorch_lora_weights.safetensors"
     path.write_bytes(_adapter_bytes(recipe))
@@ -48,6 +50,7 @@ class _Recipe:
     alpha: float
     targets: tuple[str, ...]
     text_encoder: bool
+    rslora: bool
 
 
 @functools.cache
@@ -70,7 +73,11 @@ def _save_adapter(recipe: _Recipe, out: Path) -> Path:
     model_name = "unet" if hasattr(pipe, "unet") else "transformer"
     model = getattr(pipe, model_name)
     config = LoraConfig(
-        r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets), init_lora_weights=False
+        r=recipe.rank,
+        lora_alpha=recipe.alpha,
+        target_modules=list(recipe.targets),
+        init_lora_weights=False,
+        use_rslora=recipe.rslora,
     )
     model.add_adapter(config, adapter_name="x")
     with torch.no_grad():  # random B large enough to change a 2-step image visibly
@@ -85,7 +92,11 @@ def _save_adapter(recipe: _Recipe, out: Path) -> Path:
     }
     if recipe.text_encoder:
         te_config = LoraConfig(
-            r=recipe.rank, lora_alpha=recipe.alpha, target_modules=TEXT_TARGETS, init_lora_weights=False
+            r=recipe.rank,
+            lora_alpha=recipe.alpha,
+            target_modules=TEXT_TARGETS,
+            init_lora_weights=False,
+            use_rslora=recipe.rslora,
         )
         # PEFT itself, not transformers' integration (``add_adapter``), which refuses PEFT releases older than the
         # one it was built against (transformers 5.25 asks for a PEFT that does not exist yet).
