@@ -83,8 +83,8 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult
-    from lorahub.sdk.entry import apply_prompt, load, stack
     from lorahub.sdk.distribution import PullResult, PushResult
+    from lorahub.sdk.entry import apply_prompt, load, stack
     from lorahub.sdk.exporting import ConvertResult, ExportResult
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.hub import Hub, IdentityView
