@@ -159,9 +159,9 @@ def _expected_size(layer: CanonicalLayer) -> int | None:
 
 def _region_shape(info: TensorInfo, target: Target) -> tuple[int, ...]:
     shape = info.shape
-    if target.chunk is not None:
-        _, count = target.chunk
-        shape = (shape[0] // count, *shape[1:])
+    if target.rows is not None:
+        part = target.row_slice(shape[0])
+        shape = (part.stop - part.start, *shape[1:])
     if target.transpose:
         shape = tuple(reversed(shape))
     return shape
@@ -172,8 +172,8 @@ def _check_target(layer: CanonicalLayer, target: Target, tensors: Mapping[str, T
     info = tensors[target.weight]
     if info.dtype not in WRITABLE:
         return f"{layer.name}: base tensor {info.name} is {info.dtype}, which bake cannot write back exactly"
-    if target.chunk is not None and info.shape[0] % target.chunk[1]:
-        return f"{layer.name}: {info.name} rows ({info.shape[0]}) do not split into {target.chunk[1]} parts"
+    if target.rows is not None and info.shape[0] % target.rows[2]:
+        return f"{layer.name}: {info.name} rows ({info.shape[0]}) do not split into {target.rows[2]} parts"
     size = _expected_size(layer)
     region = math.prod(_region_shape(info, target))
     if size is not None and size != region:
@@ -232,11 +232,7 @@ def _plan(
 
 def _region(array: Any, target: Target) -> Any:
     """The view of a base tensor (numpy or torch) that a layer's ΔW, in the layer's orientation, adds to."""
-    view = array
-    if target.chunk is not None:
-        index, count = target.chunk
-        rows = array.shape[0] // count
-        view = array[index * rows : (index + 1) * rows]
+    view = array[target.row_slice(array.shape[0])] if target.rows is not None else array
     return view.T if target.transpose else view
 
 
@@ -268,13 +264,22 @@ def _merged(
         layer = contribution.layer
         region = _region(result, contribution.target)
         factors = layer.factors()
+        swap = contribution.target.swap_halves
         if factors is not None and factors[0].shape[0] * factors[1].shape[1] == numel(region):
             up, down, scale = factors
-            arith.add_lora(region, up, down, contribution.weight * scale)
+            arith.add_lora(region, _swapped_halves(up) if swap else up, down, contribution.weight * scale)
             continue
-        weight, _ = _delta(contribution, arith.to_numpy(_region(original, contribution.target)))
+        base = arith.to_numpy(_region(original, contribution.target))
+        weight, _ = _delta(contribution, _swapped_halves(base) if swap else base)
+        weight = _swapped_halves(weight) if swap else weight
         arith.add(region, (contribution.weight * weight).astype(np.float32, copy=False))
     return result
+
+
+def _swapped_halves(array: Array) -> Array:
+    """The two row halves exchanged: ``[scale, shift]`` ↔ ``[shift, scale]`` (its own inverse)."""
+    half = array.shape[0] // 2
+    return np.concatenate([array[half:], array[:half]])
 
 
 def _bias_deltas(arith: Arithmetic, container: SafetensorsFile, plan: _Plan) -> dict[str, Array]:
@@ -284,18 +289,19 @@ def _bias_deltas(arith: Arithmetic, container: SafetensorsFile, plan: _Plan) -> 
     for contribution in plan.bias_layers:
         info = tensors[contribution.target.weight]
         weight = arith.to_numpy(arith.widen(container.raw(info.name), info))
-        _, bias = _delta(contribution, _region(weight, contribution.target))
+        region = _region(weight, contribution.target)
+        _, bias = _delta(contribution, _swapped_halves(region) if contribution.target.swap_halves else region)
         container.release(info.begin, info.end)
         key = contribution.target.bias
         if bias is None or key is None:
             continue
         bias_info = tensors[key]
         part = (contribution.weight * bias.astype(np.float64)).reshape(-1)
-        if contribution.target.chunk is not None:
-            index, count = contribution.target.chunk
+        if contribution.target.swap_halves:
+            part = _swapped_halves(part)
+        if contribution.target.rows is not None:
             full = np.zeros(bias_info.numel, dtype=np.float64)
-            rows = bias_info.numel // count
-            full[index * rows : (index + 1) * rows] = part
+            full[contribution.target.row_slice(bias_info.numel)] = part
             part = full
         if part.size != bias_info.numel:
             raise errors.LayersUnfitError(f"{contribution.layer.name}: bias ΔW does not fit {key} {bias_info.shape}")

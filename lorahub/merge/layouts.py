@@ -1,9 +1,10 @@
 """Where an adapter layer lands in a base checkpoint: canonical layer name → base tensor (and the part of it).
 
 A base file is one of several layouts — an SD single file in LDM/SGM naming (``model.diffusion_model.…``,
-``cond_stage_model.…``, ``conditioner.embedders.N.…``) or one diffusers component file (``unet/``, ``text_encoder/``,
-``transformer/``). Each layout is a detector plus a resolver, kept in the ordered :data:`LAYOUTS` registry so a
-new layout (BFL FLUX single files once the FLUX name tables exist) is one more entry, not an edit of the engine.
+``cond_stage_model.…``, ``conditioner.embedders.N.…``), a FLUX.1 or SD3/3.5 single file in its original model's
+names (``double_blocks.N.img_attn.qkv``, ``joint_blocks.N.x_block…``), or one diffusers component file (``unet/``,
+``text_encoder/``, ``transformer/``). Each layout is a detector plus a resolver, kept in the ordered
+:data:`LAYOUTS` registry so a new layout is one more entry, not an edit of the engine.
 
 Why geometry is read from the base file and not from ``name_tables``' fixed specs: the SGM block index of a
 diffusers path depends on ``layers_per_block`` and the number of levels, so a UNet that is not the stock SD1/SDXL
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorahub import errors
+from lorahub.adapters import dit_names
 from lorahub.adapters import name_tables as t
 from lorahub.files.safetensors import TensorInfo
 
@@ -33,14 +35,26 @@ __all__ = ["LAYOUTS", "BaseLayout", "Target", "detect_layout", "unet_spec_from_d
 class Target:
     """The base tensors one adapter layer changes.
 
-    ``chunk`` = (index, count): the layer owns rows ``[index·n/count, (index+1)·n/count)`` of the weight (fused
-    q/k/v). ``transpose``: the base stores the weight transposed (OpenCLIP ``text_projection``).
+    ``rows`` = (start, stop, total): the layer owns rows ``[start·n/total, stop·n/total)`` of the weight, in units of
+    the fused module's parts (OpenCLIP's q/k/v are one unit each of 3; FLUX's ``linear1`` is q, k, v and a 4-unit
+    MLP, 7 in all). ``transpose``: the base stores the weight transposed (OpenCLIP ``text_projection``).
+    ``swap_halves``: the base orders the two row halves the other way round (BFL/MMDiT ``[shift, scale]`` where
+    diffusers has ``[scale, shift]``), so ΔW's halves are exchanged before they are added.
     """
 
     weight: str
     bias: str | None = None
-    chunk: tuple[int, int] | None = None
+    rows: tuple[int, int, int] | None = None
     transpose: bool = False
+    swap_halves: bool = False
+
+    def row_slice(self, count: int) -> slice:
+        """The rows of a ``count``-row tensor this layer owns (all of them without ``rows``)."""
+        if self.rows is None:
+            return slice(0, count)
+        start, stop, total = self.rows
+        unit = count // total
+        return slice(start * unit, stop * unit)
 
 
 Resolver = Callable[[str], Target | None]
@@ -66,13 +80,14 @@ def _target(
     weight: str,
     bias: str | None = None,
     *,
-    chunk: tuple[int, int] | None = None,
+    rows: tuple[int, int, int] | None = None,
     transpose: bool = False,
+    swap_halves: bool = False,
 ) -> Target | None:
     """A target when the weight exists in the base; the bias only when the base has one."""
     if weight not in tensors:
         return None
-    return Target(weight, bias if bias is not None and bias in tensors else None, chunk, transpose)
+    return Target(weight, bias if bias is not None and bias in tensors else None, rows, transpose, swap_halves)
 
 
 def _linear(tensors: Tensors, path: str) -> Target | None:
@@ -178,8 +193,9 @@ def _open_clip(tensors: Tensors, prefix: str) -> Resolver:
         block = f"{prefix}transformer.resblocks.{match.group(1)}"
         layer = match.group(2)
         if layer in _OPENCLIP_QKV:
+            index = _OPENCLIP_QKV[layer]
             return _target(
-                tensors, f"{block}.attn.in_proj_weight", f"{block}.attn.in_proj_bias", chunk=(_OPENCLIP_QKV[layer], 3)
+                tensors, f"{block}.attn.in_proj_weight", f"{block}.attn.in_proj_bias", rows=(index, index + 1, 3)
             )
         return _linear(tensors, f"{block}.{_OPENCLIP_OTHER[layer]}")
 
@@ -292,7 +308,62 @@ def detect_diffusers(tensors: Tensors, path: Path | None) -> BaseLayout | None:
     return BaseLayout(f"diffusers-{component}", families, _by_component({component: resolver}), (component,))
 
 
-LAYOUTS: list[tuple[str, Detector]] = [("ldm", detect_ldm), ("diffusers", detect_diffusers)]
+# BFL FLUX.1 (``flux1-dev.safetensors``) and Stability's SD3/3.5 single files name the transformer as the original
+# models do (the tables of :mod:`lorahub.adapters.dit_names`), bare or under ComfyUI's/SAI's prefixes; all-in-one
+# files also carry their text encoders in transformers' names under ``text_encoders.NAME.transformer.``.
+_DIT_MARKERS = {"flux1": "double_blocks.0.img_attn.qkv.weight", "sd3": "joint_blocks.0.x_block.attn.qkv.weight"}
+_DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
+_DIT_TEXT: dict[str, dict[str, str]] = {
+    "flux1": {
+        "text_encoder": "text_encoders.clip_l.transformer.",
+        "text_encoder_2": "text_encoders.t5xxl.transformer.",
+    },
+    "sd3": {
+        "text_encoder": "text_encoders.clip_l.transformer.",
+        "text_encoder_2": "text_encoders.clip_g.transformer.",
+        "text_encoder_3": "text_encoders.t5xxl.transformer.",
+    },
+}
+_DIT_LAYOUT_NAMES = {"flux1": "bfl-flux1", "sd3": "sai-sd3"}
+
+
+def _dit_transformer(tensors: Tensors, prefix: str, family: str) -> Resolver:
+    """A diffusers transformer path → the native tensor holding it: the rows of a fused module that are its part
+    (q, k, v of ``qkv``; q, k, v and the MLP of FLUX's ``linear1``), with the scale/shift halves swapped where the
+    original model orders them the other way."""
+
+    def resolve(path: str) -> Target | None:
+        found = dit_names.native_of(family, f"transformer.{path}")
+        if found is None:
+            return None
+        native, index = found
+        weight = f"{prefix}{native.path}.weight"
+        if weight not in tensors:
+            return None
+        ratios = native.ratios
+        rows = (sum(ratios[:index]), sum(ratios[: index + 1]), sum(ratios)) if native.fused else None
+        shape = tensors[weight].shape
+        swap = native.swap == "always" or (native.swap == "pre-only" and shape[0] == 2 * shape[-1])
+        return _target(tensors, weight, f"{prefix}{native.path}.bias", rows=rows, swap_halves=swap)
+
+    return resolve
+
+
+def detect_dit(tensors: Tensors, path: Path | None) -> BaseLayout | None:
+    """FLUX.1 and SD3/3.5 single files in their original names (BFL, Stability), with or without text encoders."""
+    for family, marker in _DIT_MARKERS.items():
+        prefix = next((p for p in _DIT_PREFIXES if f"{p}{marker}" in tensors), None)
+        if prefix is None:
+            continue
+        resolvers: dict[str, Resolver] = {"transformer": _dit_transformer(tensors, prefix, family)}
+        for component, text_prefix in _DIT_TEXT[family].items():
+            if any(k.startswith(text_prefix) for k in tensors):
+                resolvers[component] = _hf_clip(tensors, text_prefix)
+        return BaseLayout(_DIT_LAYOUT_NAMES[family], frozenset({family}), _by_component(resolvers), tuple(resolvers))
+    return None
+
+
+LAYOUTS: list[tuple[str, Detector]] = [("dit", detect_dit), ("ldm", detect_ldm), ("diffusers", detect_diffusers)]
 """Ordered base-layout detectors; the first that recognises the file wins. Append new layouts here."""
 
 
@@ -304,6 +375,6 @@ def detect_layout(tensors: Tensors, path: Path | None = None) -> BaseLayout:
             return layout
     raise errors.UnsupportedFileError(
         f"{path or 'the base'} is not a base checkpoint layout lorahub can bake into",
-        hint="Supported: SD 1.x/2.x/SDXL single files (LDM/SGM names) and diffusers component files "
-        "(unet/, text_encoder/, transformer/ …safetensors).",
+        hint="Supported: SD 1.x/2.x/SDXL single files (LDM/SGM names), FLUX.1 (BFL names) and SD3/3.5 (Stability's "
+        "names) single files, and diffusers component files (unet/, text_encoder/, transformer/ …safetensors).",
     )
