@@ -258,10 +258,37 @@ def _add_encoder(maps: _Maps, encoder: Encoder) -> None:
         _add_identity(maps, canonical, f"{encoder.component}.{flat_path}")
 
 
+XLABS_DOUBLE = (
+    ("processor.qkv_lora1", "img_attn.qkv"),
+    ("processor.proj_lora1", "img_attn.proj"),
+    ("processor.qkv_lora2", "txt_attn.qkv"),
+    ("processor.proj_lora2", "txt_attn.proj"),
+)
+"""XLabs' processor LoRAs of a double block (``lora1`` the image stream, ``lora2`` the text stream) and the BFL
+module each adapts (XLabs ``DoubleStreamBlockLoraProcessor``; diffusers' ``_convert_xlabs_flux_lora_to_diffusers``)."""
+
+
+def _add_xlabs(maps: _Maps) -> None:
+    """XLabs FLUX names, read only. A single block's ``qkv_lora`` adapts only the q, k, v rows of ``linear1`` (not
+    its MLP rows), so it is an entry of its own; its ``proj_lora`` is ``linear2``."""
+    by_path = {native.path: native for native in maps.natives}
+    doubles, singles = FLUX_DEPTH
+    for i in range(doubles):
+        for xlabs, path in XLABS_DOUBLE:
+            maps.read.setdefault(f"double_blocks.{i}.{xlabs}", by_path[f"double_blocks.{i}.{path}"])
+    for i in range(singles):
+        qkv = tuple(f"transformer.single_transformer_blocks.{i}.attn.to_{part}" for part in "qkv")
+        name = f"single_blocks.{i}.processor.qkv_lora"
+        maps.read.setdefault(name, Native("transformer", name, qkv, QKV))
+        maps.read.setdefault(f"single_blocks.{i}.processor.proj_lora", by_path[f"single_blocks.{i}.linear2"])
+
+
 @cache
 def _maps(family: str) -> _Maps:
     maps = _Maps(natives=[], read={}, by_part={}, written={})
     _add_transformer(maps, family)
+    if family == "flux1":
+        _add_xlabs(maps)
     for encoder in ENCODERS[family]:
         _add_encoder(maps, encoder)
     return maps

@@ -52,9 +52,10 @@ def bake_command(
     The result is written to --out.
 
     BASE is an SD 1.x/2.x/SDXL single file (LDM/SGM names), a FLUX.1 (BFL names) or SD3/3.5 (Stability's names)
-    single file, a diffusers component file (unet/, text_encoder/, transformer/), or a whole diffusers pipeline: a folder, a Hugging Face cache snapshot, or a repo id
-    ORG/NAME[@REV] found in the local cache (never downloaded). A pipeline is written to --out as a new pipeline
-    folder: each component the adapters change is baked, every other file copied, and the cache left untouched.
+    single file, a diffusers component file (unet/, text_encoder/, transformer/), or a whole diffusers pipeline: a
+    folder, a Hugging Face cache snapshot, or a repo id ORG/NAME[@REV] found in the local cache (never downloaded).
+    A pipeline is written to --out as a new pipeline folder: each component the adapters change is baked, every
+    other file copied, and the cache left untouched.
     The base is streamed tensor by tensor (fp32 arithmetic, its dtypes kept); the licences are checked first and
     every adapter is verified before use. Nothing is written on any refusal.
     """
