@@ -80,19 +80,20 @@ def team_list(context: HubContext, as_json: bool) -> None:
 
 
 @team_group.command("grant")
-@click.argument("fingerprint")
+@click.argument("member")
 @click.argument("role", type=click.Choice(ROLE_NAMES))
-@click.option(
-    "--key",
-    "key_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The member's public key (PEM), when the catalogue does not know it yet.",
-)
+@click.option("--name", help="A name for the member's key in `team list` (default: the name the catalogue knows).")
 @pass_hub_context
-def team_grant(context: HubContext, fingerprint: str, role: str, key_file: Path | None) -> None:
-    """Give the key FINGERPRINT a ROLE (admins only): reader, contributor, curator or admin."""
-    pem = key_file.read_text(encoding="utf-8") if key_file is not None else None
-    row = context.hub.team_grant(fingerprint, role, public_pem=pem)
+def team_grant(context: HubContext, member: str, role: str, name: str | None) -> None:
+    """Give a member's key a ROLE (admins only): reader, contributor, curator or admin.
+
+    MEMBER is the member's public key file (what `lorahub keys export` printed), or the fingerprint (8 characters or
+    more) of a key the catalogue already knows."""
+    path = Path(member)
+    if path.is_file():
+        row = context.hub.team_grant(None, role, public_pem=path.read_text(encoding="utf-8"), name=name)
+    else:
+        row = context.hub.team_grant(member, role, name=name)
     output.stdout.print(f"granted {row.role} to {escape(row.name)}  {row.fingerprint}")
 
 
@@ -103,3 +104,67 @@ def team_revoke(context: HubContext, fingerprint: str) -> None:
     """Take the role of the key FINGERPRINT away (admins only); its past events keep verifying."""
     row = context.hub.team_revoke(fingerprint)
     output.stdout.print(f"revoked {row.role} of {escape(row.name)}  {row.fingerprint}")
+
+
+@team_group.command("push")
+@click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
+def team_push(context: HubContext, as_json: bool) -> None:
+    """Copy the versions this home held before joining (its own catalog.db and blobs) into the team: files,
+    signed cards and their audit history; versions already there are left alone."""
+    from lorahub.cli import exits
+
+    report = context.hub.team_push()
+    if as_json:
+        output.print_json(report.as_dict())
+    else:
+        for ref in report.pushed:
+            output.stdout.print(f"pushed {ref}")
+        for ref in report.already:
+            output.stdout.print(f"[dim]already in the team: {ref}[/]")
+        for ref, reason in report.refused:
+            output.stderr.print(f"[red]not pushed[/] {ref}: {escape(reason)}")
+    exits.settle_batch(
+        len(report.refused),
+        {},
+        message=f"{len(report.refused)} version(s) not pushed",
+        hint="Each is listed with the reason; the others are in the team.",
+    )
+
+
+@click.command("backup")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--with-keys", is_flag=True, help="Also copy the home's identities (private keys): keep OUT private.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
+def backup_command(context: HubContext, out: Path, with_keys: bool, as_json: bool) -> None:
+    """Export everything the catalogue holds to OUT: a new folder, or a tarball (.tar, .tar.gz, .tgz) by its
+    suffix. `lorahub restore OUT` reads it back, verified."""
+    result = context.hub.backup(out, with_keys=with_keys)
+    if as_json:
+        output.print_json(result.as_dict())
+        return
+    versions, events = result.rows["version"], result.rows["audit_event"]
+    output.stdout.print(
+        f"backed up {versions} version(s), {events} audit event(s), {result.blobs} file(s) "
+        f"({result.blob_bytes:,} bytes) to {escape(str(result.out))}"
+    )
+    for sha256 in result.missing_blobs:
+        output.stderr.print(f"[yellow]![/] blob {sha256[:16]}…: no intact copy in this home (its rows are kept)")
+
+
+@click.command("restore")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@pass_hub_context
+def restore_command(context: HubContext, source: Path, as_json: bool) -> None:
+    """Read a backup (folder or tarball) into this home, whose catalogue must be empty. Everything is verified
+    first (audit chain, cards and signatures, keys, file digests); if anything fails, nothing is written."""
+    result = context.hub.restore(source)
+    if as_json:
+        output.print_json(result.as_dict())
+        return
+    output.stdout.print(
+        f"restored {result.rows['version']} version(s), {result.rows['audit_event']} audit event(s) and "
+        f"{result.blobs} file(s) from {escape(str(source))}"
+    )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lorahub.registry.blobs import BlobStore
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters, RoleRow
     from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.backup import BackupResult, RestoreResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.distribution import PullResult, PushResult
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.oms import OmsSignature
-    from lorahub.sdk.team import TeamStatus
+    from lorahub.sdk.team import PushReport, TeamStatus
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
@@ -240,12 +241,15 @@ class Hub(ProvenanceMixin):
 
         return status(self)
 
-    def team_grant(self, fingerprint: str, role: str, *, public_pem: str | None = None) -> RoleRow:
-        """Grant a role to a member's key (admins only; signed and audited)."""
+    def team_grant(
+        self, fingerprint: str | None, role: str, *, public_pem: str | None = None, name: str | None = None
+    ) -> RoleRow:
+        """Grant a role to a member's key, known to the catalogue by ``fingerprint`` or given as ``public_pem``
+        (admins only; signed and audited)."""
         from lorahub.sdk.team import grant
 
         self.require("role-grant")
-        return grant(self, fingerprint, role, public_pem=public_pem)
+        return grant(self, fingerprint, role, public_pem=public_pem, name=name)
 
     def team_revoke(self, fingerprint: str) -> RoleRow:
         """Take a member's role away (admins only; signed and audited)."""
@@ -253,6 +257,29 @@ class Hub(ProvenanceMixin):
 
         self.require("role-revoke")
         return revoke(self, fingerprint)
+
+    def team_push(self) -> PushReport:
+        """Copy the versions this home held before it joined its team (blobs, signed cards, their audit history)
+        into the team's catalogue and blob store (contributors and up)."""
+        from lorahub.sdk.team import push_home
+
+        return push_home(self)
+
+    # --- moving out -------------------------------------------------------------------------------------------
+
+    def backup(self, out: str | os.PathLike[str], *, with_keys: bool = False) -> BackupResult:
+        """Everything the catalogue holds (every table's rows, the files, the policy, with ``with_keys`` the
+        identities) to a new folder, or a ``.tar``/``.tar.gz``/``.tgz`` (:mod:`lorahub.sdk.backup`)."""
+        from lorahub.sdk.backup import backup
+
+        return backup(self, out, with_keys=with_keys)
+
+    def restore(self, source: str | os.PathLike[str]) -> RestoreResult:
+        """Read a backup into this home, whose catalogue must be empty, once it verifies (audit chain, cards,
+        keys, blobs); refused with nothing written otherwise (:class:`~lorahub.errors.RestoreRefusedError`)."""
+        from lorahub.sdk.backup import restore
+
+        return restore(self, source)
 
     def policy(self, path: str | os.PathLike[str] | None = None) -> Policy:
         return Policy.load(Path(path) if path else self.settings.policy_path)

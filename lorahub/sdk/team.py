@@ -9,6 +9,7 @@ it a role, with the public key the member hands over. What each role may do is :
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,27 +113,31 @@ def status(hub: Hub) -> TeamStatus:
     return _status(hub.catalog, team, default.fingerprint if default is not None else None)
 
 
-def grant(hub: Hub, fingerprint: str, role: str, *, public_pem: str | None = None) -> RoleRow:
-    """Give a member's key a role (an admin's act, signed and audited). The key is the one the catalogue knows by
-    that fingerprint, or ``public_pem`` (the member's `lorahub keys export`), which must match it."""
+def grant(
+    hub: Hub, fingerprint: str | None, role: str, *, public_pem: str | None = None, name: str | None = None
+) -> RoleRow:
+    """Give a member's key a role (an admin's act, signed and audited). The key is ``public_pem`` (the member's
+    ``lorahub keys export``; ``fingerprint``, when given too, must be its own), or the one the catalogue already
+    knows by ``fingerprint`` (at least 8 characters). ``name`` names the key for ``team list`` (default: the name
+    the catalogue knows it by, else its fingerprint's start)."""
     from lorahub.registry.catalog import KeyRow
     from lorahub.registry.roles import parse_role
     from lorahub.signing.keys import public_key_from_pem
 
     parsed_role = parse_role(role)
-    wanted = fingerprint.lower().removeprefix("sha256:")
+    wanted = (fingerprint or "").lower().removeprefix("sha256:")
     if public_pem is not None:
         _, actual = public_key_from_pem(public_pem)
-        if not actual.startswith(wanted) or len(wanted) < 8:
+        if fingerprint is not None and (len(wanted) < 8 or not actual.startswith(wanted)):
             raise errors.TeamError(
                 f"the public key given has fingerprint {actual}, not {fingerprint}",
                 hint="Check that the member sent the key of the identity they sign with (lorahub keys list).",
             )
-        name = next((row.name for row in hub.catalog.list_keys() if row.fingerprint == actual), actual[:16])
-        key = KeyRow(actual, name, public_pem)
+        known = hub.catalog.get_key(actual)
+        key = KeyRow(actual, name or (known.name if known is not None else actual[:16]), public_pem)
     else:
-        known = _known_key(hub, wanted)
-        key = KeyRow(known.fingerprint, known.name, known.public_pem)
+        known_row = _known_key(hub, wanted)
+        key = KeyRow(known_row.fingerprint, name or known_row.name, known_row.public_pem)
     return hub.catalog.grant_role(key, parsed_role, audit=hub.audit_actor())
 
 
@@ -168,3 +173,159 @@ def _absolute_folder(blobs_url: str | None) -> str | None:
 
 def _status(catalogue: Any, team: TeamConfig, me: str | None) -> TeamStatus:
     return TeamStatus(team.path, team.database_url, team.blobs_url, tuple(catalogue.team_roles()), me)
+
+
+# --- moving a home's versions in ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushReport:
+    """What ``team push`` did with each of the home's active versions."""
+
+    pushed: tuple[str, ...]
+    already: tuple[str, ...]
+    """Versions whose card the team already holds under the same name and number."""
+    refused: tuple[tuple[str, str], ...]
+    """(ref, why): the number is taken by other content in the team, or the home holds no intact copy."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pushed": list(self.pushed),
+            "already": list(self.already),
+            "refused": [{"ref": ref, "reason": reason} for ref, reason in self.refused],
+        }
+
+
+def push_home(hub: Hub) -> PushReport:
+    """Copy the versions of the home's own catalogue (``catalog.db`` in the home, what it held before joining)
+    into the team's: blobs, cards and their signatures as they are, each recorded by a signed ``push-import`` event
+    whose details carry the home's own audit events about that version (with their hashes and signatures, which
+    stay verifiable with their actors' keys) and the home chain's head. Refused when the home's chain does not
+    verify; a version already in the team is left alone, so pushing again pushes only what is new."""
+    from lorahub.registry.blobs import BlobStore
+    from lorahub.registry.catalog import Catalog
+
+    if hub.settings.team is None:
+        raise errors.TeamError("this home is not in a team", hint="Join one first: lorahub team join PATH.")
+    local_db = hub.settings.home / "catalog.db"
+    if not local_db.is_file() or hub.settings.local_database_url == hub.settings.database_url:
+        raise errors.TeamError(
+            f"this home has no catalogue of its own to push ({local_db})",
+            hint="team push copies what a home held before it joined a team.",
+        )
+    hub.require("push-import")
+    actor = hub.audit_actor()
+    local = Catalog.open(hub.settings.local_database_url)
+    try:
+        _refuse_broken_chain(local)
+        context = _PushContext(hub, local, BlobStore(hub.settings.home / "blobs"), actor)
+        for page in local.version_pages():
+            for version in page:
+                context.push(version)
+        return PushReport(tuple(context.pushed), tuple(context.already), tuple(context.refused))
+    finally:
+        local.engine.dispose()
+
+
+def _refuse_broken_chain(local: Any) -> None:
+    from lorahub.signing.keys import verify_signature
+
+    problems = local.verify_audit(verify=verify_signature)
+    if problems:
+        first = problems[0]
+        raise errors.TeamError(
+            f"the home's own audit chain does not verify ({len(problems)} problem(s); event {first.seq}: "
+            f"{first.kind}: {first.detail}), so its history cannot be vouched for",
+            hint="lorahub audit --verify in the home (with LORAHUB_DATABASE_URL=sqlite:///HOME/catalog.db) says more.",
+        )
+
+
+class _PushContext:
+    """One push: the home's catalogue and blobs on one side, the team's on the other."""
+
+    def __init__(self, hub: Hub, local: Any, local_blobs: Any, actor: Any) -> None:
+        self.hub, self.local, self.local_blobs, self.actor = hub, local, local_blobs, actor
+        self.head = local.audit_head()
+        self.pushed: list[str] = []
+        self.already: list[str] = []
+        self.refused: list[tuple[str, str]] = []
+
+    def push(self, version: Any) -> None:
+        from lorahub.registry.catalog import NewVersion
+
+        team = self.hub.catalog
+        try:
+            taken = team.get(version.name, version.number, include_removed=True)
+        except errors.AdapterNotFoundError:
+            taken = None
+        if taken is not None:
+            if taken.card_json == version.card_json:
+                self.already.append(version.ref)
+            else:
+                self.refused.append((version.ref, f"the team's {taken.ref} is another card"))
+            return
+        source = self._intact_copy(version.blob_sha256)
+        if source is None:
+            self.refused.append((version.ref, "no intact copy of its file in this home"))
+            return
+        blob = self.hub.blobs.put_file(source, expected_sha256=version.blob_sha256)
+        self._record_signers(version)
+        new = NewVersion(
+            name=version.name,
+            number=version.number,
+            content_digest=version.content_digest,
+            blob=blob,
+            file_name=version.file_name,
+            format=version.format,
+            family=version.family,
+            license_id=version.license_id,
+            commercial_use=version.commercial_use,
+            consent_status=version.consent_status,
+            description=version.description,
+            trigger_words=version.trigger_words,
+            tags=version.tags,
+            card_json=version.card_json,
+            signatures=[(s.keyid, s.sig) for s in version.signatures],
+            action="push-import",
+            details={"from_home": str(self.hub.settings.home), "history": self._history(version)}
+            | ({"home_head": list(self.head)} if self.head is not None else {}),
+        )
+        team.add_version(new, audit=self.actor, allow_duplicate=True)
+        self.pushed.append(version.ref)
+
+    def _intact_copy(self, sha256: str) -> Path | None:
+        if self.local_blobs.verify(sha256):
+            return Path(self.local_blobs.path_for(sha256))
+        for row in self.local.locations.of_sha256([sha256]):
+            if row.state == "present" and Path(row.path).is_file():
+                return Path(row.path)
+        return None
+
+    def _record_signers(self, version: Any) -> None:
+        """The team must know the keys that signed a card to check it; they are recorded, not trusted (trust is a
+        curator's decision)."""
+        from lorahub.registry.catalog import KeyRow
+
+        for signature in version.signatures:
+            if self.hub.catalog.get_key(signature.keyid) is None:
+                known = self.local.get_key(signature.keyid)
+                if known is not None:
+                    self.hub.catalog.upsert_key(KeyRow(known.fingerprint, known.name, known.public_pem))
+
+    def _history(self, version: Any) -> list[dict[str, Any]]:
+        events = self.local.audit_events(adapter=version.name)
+        return [
+            {
+                "seq": e.seq,
+                "time": e.time,
+                "actor": e.actor,
+                "action": e.action,
+                "subject_digest": e.subject_digest,
+                "details": json.loads(e.details),
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+                "signature": e.signature,
+            }
+            for e in events
+            if e.subject_version in (None, version.number)
+        ]
