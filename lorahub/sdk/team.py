@@ -146,19 +146,21 @@ def revoke(hub: Hub, fingerprint: str) -> RoleRow:
     wanted = fingerprint.lower().removeprefix("sha256:")
     matches = [m.fingerprint for m in hub.catalog.team_roles() if m.fingerprint.startswith(wanted)]
     if len(wanted) < 8 or len(matches) != 1:
+        found = "no member" if len(wanted) < 8 or not matches else f"{len(matches)} members"
         raise errors.TeamError(
-            f"{fingerprint!r} names {len(matches) if len(wanted) >= 8 else 'no'} member(s) of this team",
+            f"{fingerprint!r} names {found} of this team",
             hint="Give at least 8 characters of one member's fingerprint (lorahub team list).",
         )
     return hub.catalog.revoke_role(matches[0], audit=hub.audit_actor())
 
 
 def _known_key(hub: Hub, prefix: str) -> Any:
-    matches = [row for row in hub.catalog.list_keys() if row.fingerprint.startswith(prefix)]
-    if len(prefix) < 8 or len(matches) != 1:
+    matches = [row for row in hub.catalog.list_keys() if row.fingerprint.startswith(prefix)] if len(prefix) >= 8 else []
+    if len(matches) != 1:
+        found = "no key" if not matches else f"{len(matches)} keys"
         raise errors.TeamError(
-            f"the catalogue knows {len(matches) if len(prefix) >= 8 else 'no'} key(s) by {prefix!r}",
-            hint="Pass the member's public key: lorahub team grant FINGERPRINT ROLE --key MEMBER.pub.pem "
+            f"the catalogue knows {found} by {prefix!r}",
+            hint="Pass the member's public key file instead: lorahub team grant MEMBER.pub.pem ROLE "
             "(they print it with `lorahub keys export`).",
         )
     return matches[0]
