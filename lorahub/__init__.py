@@ -26,6 +26,7 @@ __all__ = [
     "AddOptions",
     "AddResult",
     "AppliedPrompt",
+    "BackupResult",
     "BakeResult",
     "BaseRef",
     "BatchResult",
@@ -49,12 +50,16 @@ __all__ = [
     "OmsSignature",
     "Policy",
     "ProvenanceSettings",
+    "PushReport",
     "Report",
+    "RestoreResult",
+    "RoleRow",
     "ScanResult",
     "SignedCard",
     "SignedImage",
     "Signer",
     "Step",
+    "TeamStatus",
     "TrainConfig",
     "TrainResult",
     "TrainingMiningEntry",
@@ -77,8 +82,9 @@ if TYPE_CHECKING:
     from lorahub.provenance.ca import CertificateInfo, LocalCA, ProvenanceSettings
     from lorahub.provenance.read import AdapterFacts, ImageReport
     from lorahub.provenance.sign import AdapterUse, BaseRef, C2paCredentials, SignedImage, TrainingMiningEntry
-    from lorahub.registry.catalog import AdapterVersion, Filters
+    from lorahub.registry.catalog import AdapterVersion, Filters, RoleRow
     from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.backup import BackupResult, RestoreResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult
     from lorahub.sdk.entry import apply_prompt, load, stack
@@ -95,6 +101,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.policy import Policy
     from lorahub.sdk.prompts import AppliedPrompt
     from lorahub.sdk.provenance import CertificateView
+    from lorahub.sdk.team import PushReport, TeamStatus
     from lorahub.sdk.training import TrainResult, train
     from lorahub.sdk.verified import VerifiedAdapter
     from lorahub.sdk.verifying import VerifyReport
@@ -111,8 +118,9 @@ _HOMES = {
     "lorahub.provenance.ca": ("CertificateInfo", "LocalCA", "ProvenanceSettings"),
     "lorahub.provenance.read": ("AdapterFacts", "ImageReport"),
     "lorahub.provenance.sign": ("AdapterUse", "BaseRef", "C2paCredentials", "SignedImage", "TrainingMiningEntry"),
-    "lorahub.registry.catalog": ("AdapterVersion", "Filters"),
+    "lorahub.registry.catalog": ("AdapterVersion", "Filters", "RoleRow"),
     "lorahub.sdk.adding": ("AddOptions", "AddResult"),
+    "lorahub.sdk.backup": ("BackupResult", "RestoreResult"),
     "lorahub.sdk.baking": ("BakeResult",),
     "lorahub.sdk.batch": ("BatchResult",),
     "lorahub.sdk.exporting": ("ConvertResult", "ExportResult"),
@@ -129,6 +137,7 @@ _HOMES = {
     "lorahub.sdk.policy": ("Policy",),
     "lorahub.sdk.prompts": ("AppliedPrompt",),
     "lorahub.sdk.provenance": ("CertificateView",),
+    "lorahub.sdk.team": ("PushReport", "TeamStatus"),
     "lorahub.sdk.training": ("TrainResult", "train"),
     "lorahub.sdk.verified": ("VerifiedAdapter",),
     "lorahub.sdk.verifying": ("VerifyReport",),

@@ -50,6 +50,9 @@ MAX_PROBLEMS_SHOWN: Final = 5
 
 @dataclass(frozen=True)
 class BackupResult:
+    """What ``backup`` wrote: rows per table, the files copied (and their bytes), the blobs the home held no intact
+    copy of (their rows are kept, as in the home), and whether the identities went along."""
+
     out: Path
     rows: dict[str, int]
     blobs: int
@@ -70,6 +73,8 @@ class BackupResult:
 
 @dataclass(frozen=True)
 class RestoreResult:
+    """What ``restore`` wrote once the backup verified: rows per table, files, and the identity files copied."""
+
     source: Path
     rows: dict[str, int]
     blobs: int

@@ -3,6 +3,7 @@ processes import it by name under the ``spawn`` start method)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,9 @@ def member_work(home: str, plan: dict[str, Any], barrier: Any) -> dict[str, int]
         if plan["curator"]:
             for version in hub.list_versions():
                 if not version.name.startswith(plan["prefix"]) and not version.removed:
-                    try:
+                    # another curator may have removed it since the listing: a race the catalogue settles
+                    with contextlib.suppress(errors.AdapterNotFoundError):
                         done["signed"] += int(hub.sign(version.ref)[1])
-                    except errors.AdapterNotFoundError:
-                        pass  # another curator removed it since the listing: a race the catalogue settles
             if index % 2:
                 hub.remove(f"{plan['prefix']}-{index}")
                 done["removed"] += 1
