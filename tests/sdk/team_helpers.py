@@ -31,8 +31,9 @@ def documented_grants(*, database: str, schema: str, names: dict[str, str]) -> l
 
 
 def member_work(home: str, plan: dict[str, Any], barrier: Any) -> dict[str, int]:
-    """One member, in its own process: wait for the others, then add the shared files under its own names, and as
-    a curator sign others' versions and remove some of its own. Returns what it did."""
+    """One member, in its own process. Once all are up: add the shared files under its own names; a curator also
+    signs the others' versions it sees and removes every other one of its own, a contributor tries to remove its
+    own and is refused. Once all have added, each curator signs what it has not signed yet. Returns its counts."""
     hub = Hub.open(home)
     done = {"added": 0, "signed": 0, "removed": 0, "refused": 0}
     barrier.wait(120)
@@ -40,11 +41,7 @@ def member_work(home: str, plan: dict[str, Any], barrier: Any) -> dict[str, int]
         hub.add(path, AddOptions(name=f"{plan['prefix']}-{index}", license="MIT", allow_duplicate=True))
         done["added"] += 1
         if plan["curator"]:
-            for version in hub.list_versions():
-                if not version.name.startswith(plan["prefix"]) and not version.removed:
-                    # another curator may have removed it since the listing: a race the catalogue settles
-                    with contextlib.suppress(errors.AdapterNotFoundError):
-                        done["signed"] += int(hub.sign(version.ref)[1])
+            done["signed"] += _sign_others(hub, plan["prefix"])
             if index % 2:
                 hub.remove(f"{plan['prefix']}-{index}")
                 done["removed"] += 1
@@ -53,5 +50,18 @@ def member_work(home: str, plan: dict[str, Any], barrier: Any) -> dict[str, int]
                 hub.remove(f"{plan['prefix']}-{index}")
             except errors.RoleRequiredError:
                 done["refused"] += 1
+    barrier.wait(120)
+    if plan["curator"]:
+        done["signed"] += _sign_others(hub, plan["prefix"])
     hub.catalog.engine.dispose()
     return done
+
+
+def _sign_others(hub: Hub, prefix: str) -> int:
+    signed = 0
+    for version in hub.list_versions():
+        if not version.name.startswith(prefix):
+            # another curator may remove it between the listing and the signature: the catalogue settles that race
+            with contextlib.suppress(errors.AdapterNotFoundError):
+                signed += int(hub.sign(version.ref)[1])
+    return signed

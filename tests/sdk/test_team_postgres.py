@@ -131,6 +131,12 @@ def _forged_append(catalog: Catalog, signer: Signer, last: sa.Row[tuple[int, str
         connection.exec_driver_sql(f"UPDATE audit_head SET seq = {event.seq}, hash = '{event.hash}'")
 
 
+def _key_of(home: Path) -> str:
+    identity = Hub.open(home).keys.default()
+    assert identity is not None
+    return identity.fingerprint
+
+
 def _member(root: Path, name: str, config: Path, admin: Hub, role: str) -> str:
     home = Hub.open(root / name)
     identity = home.create_identity(f"{name} <{name}@studio.example>")
@@ -168,7 +174,11 @@ def test_four_members_at_once_keep_one_chain_and_every_signer_held_its_role(sche
         results = pool_of_members.starmap(member_work, [(home, plan, barrier) for home, plan in plans])
 
     assert [r["added"] for r in results] == [6, 6, 6, 6]
-    assert [r["refused"] for r in results] == [0, 6, 0, 6] and sum(r["signed"] for r in results) > 0
+    assert [r["refused"] for r in results] == [0, 6, 0, 6]
+    curators = {_key_of(tmp_path / name) for name, role in members if role == "curator"}
+    for version in admin.list_versions():  # every version left carries the signature of each other curator
+        assert curators - {version.signers[0]} <= {s.keyid for s in version.signatures}, version.ref
+    assert sum(e["action"] == "sign" for e in admin.audit()) == sum(r["signed"] for r in results) >= 30
     assert admin.verify_audit() == []  # the links, every signature, and every signer's role at its event
     events = admin.audit()
     actors = {e["actor"]: e["actor"] for e in events}
