@@ -26,6 +26,7 @@ __all__ = [
     "AddOptions",
     "AddResult",
     "AppliedPrompt",
+    "BackupResult",
     "BakeResult",
     "BaseRef",
     "BatchResult",
@@ -52,11 +53,15 @@ __all__ = [
     "PullResult",
     "PushResult",
     "Report",
+    "RestoreResult",
+    "RoleRow",
     "ScanResult",
     "SignedCard",
     "SignedImage",
     "Signer",
     "Step",
+    "TeamPushReport",
+    "TeamStatus",
     "TrainConfig",
     "TrainResult",
     "TrainingMiningEntry",
@@ -79,8 +84,9 @@ if TYPE_CHECKING:
     from lorahub.provenance.ca import CertificateInfo, LocalCA, ProvenanceSettings
     from lorahub.provenance.read import AdapterFacts, ImageReport
     from lorahub.provenance.sign import AdapterUse, BaseRef, C2paCredentials, SignedImage, TrainingMiningEntry
-    from lorahub.registry.catalog import AdapterVersion, Filters
+    from lorahub.registry.catalog import AdapterVersion, Filters, RoleRow
     from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.backup import BackupResult, RestoreResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult
     from lorahub.sdk.distribution import PullResult, PushResult
@@ -98,6 +104,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.policy import Policy
     from lorahub.sdk.prompts import AppliedPrompt
     from lorahub.sdk.provenance import CertificateView
+    from lorahub.sdk.team import TeamPushReport, TeamStatus
     from lorahub.sdk.training import TrainResult, train
     from lorahub.sdk.verified import VerifiedAdapter
     from lorahub.sdk.verifying import VerifyReport
@@ -114,8 +121,9 @@ _HOMES = {
     "lorahub.provenance.ca": ("CertificateInfo", "LocalCA", "ProvenanceSettings"),
     "lorahub.provenance.read": ("AdapterFacts", "ImageReport"),
     "lorahub.provenance.sign": ("AdapterUse", "BaseRef", "C2paCredentials", "SignedImage", "TrainingMiningEntry"),
-    "lorahub.registry.catalog": ("AdapterVersion", "Filters"),
+    "lorahub.registry.catalog": ("AdapterVersion", "Filters", "RoleRow"),
     "lorahub.sdk.adding": ("AddOptions", "AddResult"),
+    "lorahub.sdk.backup": ("BackupResult", "RestoreResult"),
     "lorahub.sdk.baking": ("BakeResult",),
     "lorahub.sdk.batch": ("BatchResult",),
     "lorahub.sdk.distribution": ("PullResult", "PushResult"),
@@ -133,6 +141,7 @@ _HOMES = {
     "lorahub.sdk.policy": ("Policy",),
     "lorahub.sdk.prompts": ("AppliedPrompt",),
     "lorahub.sdk.provenance": ("CertificateView",),
+    "lorahub.sdk.team": ("TeamPushReport", "TeamStatus"),
     "lorahub.sdk.training": ("TrainResult", "train"),
     "lorahub.sdk.verified": ("VerifiedAdapter",),
     "lorahub.sdk.verifying": ("VerifyReport",),

@@ -294,6 +294,29 @@ class AuditChainError(LorahubError):
     code = "audit-chain-broken"
 
 
+class RoleRequiredError(LorahubError):
+    """In a team's catalogue, the acting key lacks the role the operation needs (nothing was written)."""
+
+    code = "role-required"
+    default_hint = "Ask a team admin to grant the role (`lorahub team list` shows who holds which)."
+
+
+class TeamError(LorahubError):
+    """A team set-up step that cannot go ahead: a team config that cannot be read, a team that already exists, a
+    grant to a key the catalogue does not know, the last admin's role revoked."""
+
+    code = "team-invalid"
+    default_hint = "See docs/team.md for the set-up steps."
+
+
+class RestoreRefusedError(LorahubError):
+    """A backup that does not verify (a blob's bytes, a card's signatures, the audit chain), or a home that is not
+    empty; nothing was written."""
+
+    code = "restore-refused"
+    default_hint = "Restore into a fresh home (LORAHUB_HOME=NEW lorahub restore BACKUP) from an intact backup."
+
+
 class PolicyError(LorahubError):
     code = "policy-invalid"
     default_hint = "Fix the policy file (docs/registry.md lists its keys), or remove it to use the defaults."

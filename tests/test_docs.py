@@ -44,6 +44,7 @@ TUTORIAL = "getting-started.md"
 HOW_TO_GUIDES = (
     "library.md",
     "registry.md",
+    "team.md",
     "distribution.md",
     "licenses.md",
     "convert.md",

@@ -19,6 +19,10 @@ still hashed and linked, so editing, deleting or moving it is found like any oth
 who wrote it, so ``verify_chain`` passes it and :func:`unsigned_reason` lets a reader list it. Every other action
 must be signed.
 
+In a team's catalogue each append first checks that its actor holds the role the action needs
+(:func:`lorahub.registry.roles.check_actor`), and ``verify_chain`` replays the signed role grants to report, as
+``unauthorized``, any event whose actor did not: the trace a member leaves who writes the database directly.
+
 Appending must happen inside :func:`lorahub.registry.db.write_transaction`, which serialises writers: the next
 seq and the previous hash are read in the same transaction that inserts the event. Signing is injected (``sign``
 and ``verify`` callables) so the registry does not depend on the signing package.
@@ -39,12 +43,13 @@ import rfc8785
 from sqlalchemy import ColumnElement, and_, func, insert, or_
 from sqlmodel import Session, col, select
 
+from lorahub.registry import roles
 from lorahub.registry.models import AuditEvent, ChainHead
 
 GENESIS_HASH: Final = "0" * 64
 """``prev_hash`` of the first event."""
 
-ProblemKind = Literal["edited", "deleted", "reordered", "bad-signature", "unknown-actor"]
+ProblemKind = Literal["edited", "deleted", "reordered", "bad-signature", "unknown-actor", "unauthorized"]
 Sign = Callable[[bytes], bytes]
 Verify = Callable[[str, bytes, bytes], bool]
 """``verify(public_pem, message, signature) -> bool``."""
@@ -186,6 +191,7 @@ def append_many(
             raise ValueError(
                 f"a {entry.action} event must be signed, or be one of {sorted(UNSIGNED_ACTIONS)} with a reason"
             )
+    roles.check_actor(session, actor_fingerprint, [entry.action for entry in entries])
     head = session.get(ChainHead, 1)
     last = _last_event(session)
     seq, previous = (last.seq, last.hash) if last is not None else (0, GENESIS_HASH)
@@ -327,10 +333,22 @@ def verify_chain(
             detail = f"an unsigned {event.action} after the home signed events: a home with an identity signs these"
             problems.append(ChainProblem(event.seq, "bad-signature", detail))
         signed_before = signed_before or event.signature != ""
+    problems += _check_roles(session, chain.events)
     problems += _check_head(chain.events, head(session), "the audit_head row")
     if expected_head is not None:
         problems += _check_head(chain.events, expected_head, "the head kept outside the database")
     return sorted(problems, key=lambda problem: problem.seq)
+
+
+def _check_roles(session: Session, events: Sequence[AuditEvent]) -> list[ChainProblem]:
+    """Replay the signed role grants in chain order: an event whose actor lacked the role its action needs at that
+    point, or a role table that differs from what the grants give, is ``unauthorized`` (someone wrote the database
+    around lorahub, whose every write checks the role first)."""
+    replay = roles.Replay()
+    for event in events:
+        replay.event(event.seq, event.actor, event.action, event.details)
+    replay.compare(roles.stored_roles(session), events[-1].seq if events else 0)
+    return [ChainProblem(problem.seq, "unauthorized", problem.detail) for problem in replay.problems]
 
 
 class _Chain:

@@ -27,13 +27,26 @@ from sqlmodel import Session, col, select
 
 from lorahub import errors
 from lorahub.registry import audit as audit_log
+from lorahub.registry import roles as team_roles
 from lorahub.registry import search as search_terms
 from lorahub.registry.audit import AuditActor
 from lorahub.registry.blobs import BlobInfo
 from lorahub.registry.db import connect, is_sqlite, migrate, read_transaction, write_transaction
 from lorahub.registry.locations import Locations, NewLocation, int64
 from lorahub.registry.locations import insert_many as insert_locations
-from lorahub.registry.models import Adapter, AuditEvent, Blob, FileCache, Key, SearchText, Signature, Version, utc_now
+from lorahub.registry.models import (
+    Adapter,
+    AuditEvent,
+    Blob,
+    FileCache,
+    Key,
+    SearchText,
+    Signature,
+    TeamRole,
+    Version,
+    utc_now,
+)
+from lorahub.registry.roles import Role
 
 COMMERCIAL_USES: Final = frozenset({"image", "rent", "rentcivit", "sell"})
 """``commercial_use`` values (Civitai's CommercialUse, lowercased) that permit some commercial use."""
@@ -148,6 +161,17 @@ class KeyRow:
     @property
     def active(self) -> bool:
         return self.trusted and self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class RoleRow:
+    """A key's role in a team: who granted it and when (for a revoked role, what it was)."""
+
+    fingerprint: str
+    role: Role
+    name: str
+    granted_by: str
+    granted_at: datetime
 
 
 @dataclass(frozen=True)
@@ -303,18 +327,20 @@ class Catalog:
     ) -> list[AdapterVersion]:
         """Versions every word of ``text_query`` matches, best first (see :mod:`lorahub.registry.search`).
 
-        ``method`` picks the engine: ``fts`` (SQLite only), ``scan`` (any backend) or ``auto``.
+        ``method`` picks the engine: ``fts`` (the backend's full-text index: FTS5 on SQLite, GIN over tsvector on
+        PostgreSQL; what ``auto`` uses) or ``scan`` (the portable word-table scan, any backend).
         """
         query = search_terms.query_words(text_query)
         conditions = _conditions(filters or Filters())
-        use_fts = method == "fts" or (method == "auto" and is_sqlite(self.engine))
         with read_transaction(self.engine) as session:
             if not query:
                 ids = _newest(session, conditions, limit)
-            elif use_fts:
+            elif method == "scan":
+                ids = _scan_search(session, query, conditions, limit)
+            elif is_sqlite(self.engine):
                 ids = _fts_search(session, query, conditions, limit)
             else:
-                ids = _scan_search(session, query, conditions, limit)
+                ids = _pg_search(session, query, conditions, limit)
             return _hydrate(session, ids)
 
     def remove(self, name: str, number: int | None = None, *, audit: AuditActor) -> AdapterVersion:
@@ -387,6 +413,81 @@ class Catalog:
             session.add(row)
             _append_key_event(session, audit, "revoke", row)
             return _key_row(row)
+
+    # --- team roles -------------------------------------------------------------------------------------------
+
+    def team_roles(self) -> list[RoleRow]:
+        """Every key's role in this catalogue's team, by role (admins first) then fingerprint; empty: no team."""
+        with read_transaction(self.engine) as session:
+            rows = session.exec(
+                select(TeamRole, Key.name).join(Key, col(Key.fingerprint) == col(TeamRole.fingerprint), isouter=True)
+            )
+            found = [
+                RoleRow(row.fingerprint, team_roles.parse_role(row.role), name or "", row.granted_by, row.granted_at)
+                for row, name in rows
+            ]
+        return sorted(found, key=lambda r: (-team_roles.ROLES.index(r.role), r.fingerprint))
+
+    def role_of(self, fingerprint: str) -> Role | None:
+        with read_transaction(self.engine) as session:
+            return team_roles.role_of(session, fingerprint)
+
+    def team_active(self) -> bool:
+        with read_transaction(self.engine) as session:
+            return team_roles.team_active(session)
+
+    def require(self, fingerprint: str, action: str) -> None:
+        """Raise ``RoleRequiredError`` now, before any work, when ``fingerprint`` may not perform ``action`` here;
+        every write transaction checks again, so this is for failing early, not the guarantee."""
+        with read_transaction(self.engine) as session:
+            team_roles.check_actor(session, fingerprint, [action])
+
+    def grant_role(self, key: KeyRow, role: Role, *, audit: AuditActor) -> RoleRow:
+        """Give ``key`` ``role`` (replacing the one it held), recording the key (trusted, unless revoked) so its
+        signatures verify, and log a signed ``role-grant`` carrying the public key. In a catalogue without a team
+        only the actor's own ``admin`` grant is accepted: that grant creates the team."""
+        with write_transaction(self.engine) as session:
+            if not team_roles.team_active(session) and (role != "admin" or key.fingerprint != audit.fingerprint):
+                raise errors.TeamError(
+                    "this catalogue has no team yet: its first grant makes the initialiser admin",
+                    hint="Run `lorahub team init` first; it grants admin to your key.",
+                )
+            team_roles.check_actor(session, audit.fingerprint, [team_roles.GRANT_ACTION])
+            row = session.get(Key, key.fingerprint)
+            if row is None:
+                row = _store_key(session, KeyRow(key.fingerprint, key.name, key.public_pem, trusted=True))
+            elif row.revoked_at is None and not row.trusted:
+                row.trusted = True
+                session.add(row)
+            member = session.get(TeamRole, key.fingerprint) or TeamRole(
+                fingerprint=key.fingerprint, role=role, granted_by=audit.fingerprint
+            )
+            member.role, member.granted_by, member.granted_at = role, audit.fingerprint, utc_now()
+            session.add(member)
+            session.flush()
+            details = {"fingerprint": key.fingerprint, "role": role, "name": row.name, "public_pem": row.public_pem}
+            _event(session, audit, team_roles.GRANT_ACTION, (None, None, None), details)
+            return RoleRow(key.fingerprint, role, row.name, audit.fingerprint, member.granted_at)
+
+    def revoke_role(self, fingerprint: str, *, audit: AuditActor) -> RoleRow:
+        """Take a key's role away and log a signed ``role-revoke``; the team's last admin keeps theirs."""
+        with write_transaction(self.engine) as session:
+            team_roles.check_actor(session, audit.fingerprint, [team_roles.REVOKE_ACTION])
+            member = session.get(TeamRole, fingerprint)
+            if member is None:
+                raise errors.TeamError(f"key {fingerprint[:16]}… holds no role in this team")
+            admins = session.exec(select(func.count()).select_from(TeamRole).where(TeamRole.role == "admin")).one()
+            if member.role == "admin" and admins == 1:
+                raise errors.TeamError(
+                    "that is the team's last admin", hint="Grant admin to another key first, then revoke this one."
+                )
+            key = session.get(Key, fingerprint)
+            revoked = RoleRow(fingerprint, team_roles.parse_role(member.role), key.name if key else "", "", utc_now())
+            session.delete(member)
+            session.flush()
+            details = {"fingerprint": fingerprint, "role": member.role}
+            _event(session, audit, team_roles.REVOKE_ACTION, (None, None, None), details)
+            return revoked
 
     # --- file cache -------------------------------------------------------------------------------------------
 
@@ -816,6 +917,26 @@ def _fts_search(session: Session, query: list[str], conditions: list[ColumnEleme
     return found
 
 
+def _pg_search(session: Session, query: list[str], conditions: list[ColumnElement[bool]], limit: int) -> list[int]:
+    """PostgreSQL: one query per tier over the GIN-indexed tsvector columns, newest first, stopping after the rows
+    still needed (the planner walks the primary key backwards for common words, the index for rare ones)."""
+    binds = {"all_words": search_terms.tsquery(query, "&"), "any_word": search_terms.tsquery(query, "|")}
+    found: list[int] = []
+    for tier in search_terms.pg_tiers(query):
+        if len(found) >= limit:
+            break
+        statement = (
+            select(SearchText.version_id)
+            .join(Version, col(Version.id) == col(SearchText.version_id))
+            .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+            .where(text(tier).bindparams(**{k: v for k, v in binds.items() if f":{k}" in tier}), *conditions)
+            .order_by(col(SearchText.version_id).desc())
+            .limit(limit - len(found))
+        )
+        found += _ids(session.exec(statement).all())
+    return found
+
+
 def _scan_search(session: Session, query: list[str], conditions: list[ColumnElement[bool]], limit: int) -> list[int]:
     tier = search_terms.scan_tier(query)
     statement = (
@@ -919,6 +1040,7 @@ __all__ = [
     "Filters",
     "KeyRow",
     "NewVersion",
+    "RoleRow",
     "SignatureInfo",
     "parse_ref",
 ]

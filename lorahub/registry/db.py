@@ -182,9 +182,15 @@ def alembic_config() -> Config:
     return config
 
 
+FTS_PREFIXES: Final = {"table": "search_fts", "column": "fts_", "index": "ix_search_text_fts_"}
+"""Names of the full-text index's parts, which live in the migrations alone: SQLite's FTS5 table and its shadow
+tables, PostgreSQL's generated tsvector columns and their GIN indexes."""
+
+
 def include_name(name: str | None, type_: str, _parent: Any) -> bool:
-    """Alembic filter: SQLite's FTS5 index and its shadow tables are not in the metadata, so comparisons skip them."""
-    return not (type_ == "table" and name is not None and name.startswith("search_fts"))
+    """Alembic filter: the full-text index's parts are not in the metadata, so comparisons skip them."""
+    prefix = FTS_PREFIXES.get(type_)
+    return not (prefix is not None and name is not None and name.startswith(prefix))
 
 
 def head_revision() -> str:

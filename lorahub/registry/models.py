@@ -6,7 +6,8 @@ update a version by accident: versions are immutable apart from ``removed_at``.
 
 The migration in ``migrations/versions`` creates exactly these tables; ``tests/registry/test_db.py`` compares the
 migrated schema with ``SQLModel.metadata`` so the two cannot drift. The SQLite-only full-text index
-(``search_fts`` and its triggers) lives in the migration alone, because SQLAlchemy has no notion of FTS5 tables.
+(``search_fts`` and its triggers) lives in the migration alone, because SQLAlchemy has no notion of FTS5 tables;
+so does PostgreSQL's (the generated ``tsvector`` columns of ``search_text`` and their GIN indexes, migration 0005).
 """
 
 from datetime import UTC, datetime
@@ -248,3 +249,18 @@ class Location(SQLModel, table=True):
     neighbours: str = Field(default="[]", sa_type=Text)
     recorded_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     seen_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class TeamRole(SQLModel, table=True):
+    """The role a key holds in a team's catalogue (at most one per key; see :mod:`lorahub.registry.roles`).
+
+    The row is the current state, for the check each write makes; the history is the chain of signed
+    ``role-grant`` and ``role-revoke`` audit events, which ``audit --verify`` replays and compares with this table.
+    """
+
+    __tablename__ = "team_role"
+
+    fingerprint: str = Field(primary_key=True)
+    role: str
+    granted_by: str
+    granted_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)

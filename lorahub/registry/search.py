@@ -6,10 +6,11 @@ every query word must match. Results come in three tiers, newest version first w
 the name, some in the name, none in the name.
 
 Words are split here, in Python, once when a version is added (``search_text`` rows), and the same way for the
-query. SQLite then asks its FTS5 index (``search_fts``, created by the migration) one tier at a time with
-``ORDER BY rowid DESC LIMIT n``, which FTS5 answers without visiting every match; other backends scan
-``search_text`` with ``LIKE '% word%'`` over the space-separated words. Both see the same words, so both return
-the same rows: ``tests/registry/test_search.py`` checks that.
+query. SQLite then asks its FTS5 index (``search_fts``, created by migration 0001) one tier at a time with
+``ORDER BY rowid DESC LIMIT n``, which FTS5 answers without visiting every match; PostgreSQL asks its GIN indexes
+over ``tsvector`` columns built from the same words (migration 0005) one tier at a time the same way; the portable
+scan (``method="scan"``) reads ``search_text`` with ``LIKE '% word%'`` over the space-separated words. All three
+see the same words, so all three return the same rows: ``tests/registry/test_search.py`` checks that.
 """
 
 from __future__ import annotations
@@ -69,6 +70,30 @@ def fts_tiers(query: list[str]) -> list[str]:
     if len(query) > 1:
         tiers.append(f"(({everywhere}) AND ({any_in_name})) NOT ({all_in_name})")
     tiers.append(f"({everywhere}) NOT ({any_in_name})")
+    return tiers
+
+
+# --- PostgreSQL full-text index -------------------------------------------------------------------------------
+
+PG_NAME_MATCH: Final = "search_text.fts_name @@ CAST(:{} AS tsquery)"
+PG_TERMS_MATCH: Final = "search_text.fts_terms @@ CAST(:{} AS tsquery)"
+
+
+def tsquery(query: list[str], operator: str) -> str:
+    """A tsquery's text: each word a quoted prefix lexeme (``'word':*``), joined by ``&`` or ``|``. Read by
+    ``CAST(… AS tsquery)``, which takes lexemes as written (no parser, no dictionary), as the index stores them."""
+    return f" {operator} ".join("'" + word.replace("\\", "\\\\").replace("'", "''") + "':*" for word in query)
+
+
+def pg_tiers(query: list[str]) -> list[str]:
+    """SQL conditions on ``search_text`` for the result tiers, best first, over the binds ``all_words`` and
+    ``any_word`` (:func:`tsquery` with ``&`` and ``|``); like :func:`fts_tiers`, they select disjoint rows."""
+    all_in_name, any_in_name = PG_NAME_MATCH.format("all_words"), PG_NAME_MATCH.format("any_word")
+    everywhere = PG_TERMS_MATCH.format("all_words")
+    tiers = [all_in_name]
+    if len(query) > 1:
+        tiers.append(f"{everywhere} AND {any_in_name} AND NOT {all_in_name}")
+    tiers.append(f"{everywhere} AND NOT {any_in_name}")
     return tiers
 
 

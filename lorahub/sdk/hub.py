@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
     from lorahub.licenses import LicenseTerms, Verdict
     from lorahub.registry.blobs import BlobStore
-    from lorahub.registry.catalog import AdapterVersion, Catalog, Filters
+    from lorahub.registry.catalog import AdapterVersion, Catalog, Filters, RoleRow
     from lorahub.sdk.adding import AddOptions, AddResult
+    from lorahub.sdk.backup import BackupResult, RestoreResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult, Progress
     from lorahub.sdk.distribution import PullResult, PushResult
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.oms import OmsSignature
+    from lorahub.sdk.team import TeamPushReport, TeamStatus
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
@@ -88,8 +90,10 @@ class Hub(ProvenanceMixin):
     def describe(self) -> dict[str, Any]:
         """``lorahub config show``: the resolved settings and where each came from."""
         default = self.keys.default()
+        team = self.settings.team
         return {
             "home": str(self.settings.home),
+            "team": str(team.path) if team is not None else None,
             "database_url": mask_url(self.settings.database_url),
             "keys": str(self.settings.keys_dir),
             "blobs": str(self.settings.blobs_dir),
@@ -108,14 +112,19 @@ class Hub(ProvenanceMixin):
         passphrase = self._passphrase(passphrase_env) if passphrase_env else None
         if passphrase_env and passphrase is None:
             raise errors.PassphraseError(f"the environment variable {passphrase_env} is empty or not set")
+        from lorahub.registry.catalog import KeyRow
+
         first = self.keys.default() is None
         identity = self.keys.create(user_id, passphrase)
         if first:  # the first identity signs by default; `keys default` changes it
             self.keys.set_default(identity.fingerprint)
         signer = self.keys.signer(identity.fingerprint, passphrase)
-        self.catalog.trust_key(
-            identity.fingerprint, identity.user_id, identity.public_pem, own=True, audit=self.audit_actor(signer)
-        )
+        if self.catalog.team_active():  # a new key holds no role: it is recorded, and trusted when an admin grants
+            self.catalog.upsert_key(KeyRow(identity.fingerprint, identity.user_id, identity.public_pem, own=True))
+        else:
+            self.catalog.trust_key(
+                identity.fingerprint, identity.user_id, identity.public_pem, own=True, audit=self.audit_actor(signer)
+            )
         self.issue_first_certificate(identity, passphrase)
         return identity
 
@@ -135,11 +144,13 @@ class Hub(ProvenanceMixin):
         from lorahub.signing.keys import public_key_from_pem
 
         _, fingerprint = public_key_from_pem(pem)
+        self.require("trust")
         self.catalog.trust_key(fingerprint, name or fingerprint[:16], pem, own=False, audit=self.keyless_actor())
         return self.lookup_required(fingerprint)
 
     def trust_revoke(self, fingerprint: str) -> KeyRecord:
         record = self.lookup_required(self._full_fingerprint(fingerprint))
+        self.require("revoke")
         self.catalog.revoke_key(record.fingerprint, audit=self.keyless_actor())
         return self.lookup_required(record.fingerprint)
 
@@ -191,6 +202,85 @@ class Hub(ProvenanceMixin):
         signer = signer or self.signer()
         return AuditActor(signer.keyid, signer.sign)
 
+    def require(self, action: str, fingerprint: str | None = None) -> None:
+        """Refuse now, before any work or write, an action (an audit action of
+        :data:`~lorahub.registry.roles.ACTION_ROLES`) that the acting key (``fingerprint``, default: the default
+        identity) may not perform in this catalogue's team: ``RoleRequiredError``. A home without a team may do
+        everything. Every write transaction checks again, so this only makes the refusal early and clean."""
+        if fingerprint is None:
+            default = self.keys.default()
+            fingerprint = default.fingerprint if default is not None else ""
+        self.catalog.require(fingerprint, action)
+
+    # --- teams ------------------------------------------------------------------------------------------------
+
+    def team_init(
+        self, database_url: str, config: str | os.PathLike[str], *, blobs_url: str | None = None
+    ) -> TeamStatus:
+        """Start a team on ``database_url`` (and ``blobs_url``): this home's default identity becomes its first
+        admin, the team config is written to ``config`` and this home points at it (:mod:`lorahub.sdk.team`)."""
+        from lorahub.sdk.team import init_team
+
+        return init_team(self, database_url=database_url, blobs_url=blobs_url, config=config)
+
+    @staticmethod
+    def team_join(config: str | os.PathLike[str], home: str | os.PathLike[str] | None = None) -> TeamStatus:
+        """Point ``home`` at a team's config: its catalogue and blobs from now on; its keys stay its own."""
+        from lorahub.sdk.team import join_team
+
+        join_team(home, config)
+        hub = Hub.open(home)
+        try:
+            return hub.team()
+        finally:
+            hub.catalog.engine.dispose()
+
+    def team(self) -> TeamStatus:
+        """The team this home belongs to and every member's role."""
+        from lorahub.sdk.team import status
+
+        return status(self)
+
+    def team_grant(
+        self, fingerprint: str | None, role: str, *, public_pem: str | None = None, name: str | None = None
+    ) -> RoleRow:
+        """Grant a role to a member's key, known to the catalogue by ``fingerprint`` or given as ``public_pem``
+        (admins only; signed and audited)."""
+        from lorahub.sdk.team import grant
+
+        self.require("role-grant")
+        return grant(self, fingerprint, role, public_pem=public_pem, name=name)
+
+    def team_revoke(self, fingerprint: str) -> RoleRow:
+        """Take a member's role away (admins only; signed and audited)."""
+        from lorahub.sdk.team import revoke
+
+        self.require("role-revoke")
+        return revoke(self, fingerprint)
+
+    def team_push(self) -> TeamPushReport:
+        """Copy the versions this home held before it joined its team (blobs, signed cards, their audit history)
+        into the team's catalogue and blob store (contributors and up)."""
+        from lorahub.sdk.team import push_home
+
+        return push_home(self)
+
+    # --- moving out -------------------------------------------------------------------------------------------
+
+    def backup(self, out: str | os.PathLike[str], *, with_keys: bool = False) -> BackupResult:
+        """Everything the catalogue holds (every table's rows, the files, the policy, with ``with_keys`` the
+        identities) to a new folder, or a ``.tar``/``.tar.gz``/``.tgz`` (:mod:`lorahub.sdk.backup`)."""
+        from lorahub.sdk.backup import backup
+
+        return backup(self, out, with_keys=with_keys)
+
+    def restore(self, source: str | os.PathLike[str]) -> RestoreResult:
+        """Read a backup into this home, whose catalogue must be empty, once it verifies (audit chain, cards,
+        keys, blobs); refused with nothing written otherwise (:class:`~lorahub.errors.RestoreRefusedError`)."""
+        from lorahub.sdk.backup import restore
+
+        return restore(self, source)
+
     def policy(self, path: str | os.PathLike[str] | None = None) -> Policy:
         return Policy.load(Path(path) if path else self.settings.policy_path)
 
@@ -199,6 +289,7 @@ class Hub(ProvenanceMixin):
     def add(self, path: str | os.PathLike[str], options: AddOptions | None = None) -> AddResult:
         from lorahub.sdk.adding import AddOptions, add_file
 
+        self.require("add")
         return add_file(self, path, options or AddOptions())
 
     def add_url(
@@ -217,6 +308,7 @@ class Hub(ProvenanceMixin):
         from lorahub.sdk.adding import AddOptions
         from lorahub.sdk.download import DEFAULT_MAX_BYTES, download
 
+        self.require("add")
         fetched = download(
             url,
             self.settings.home / "downloads",
@@ -235,6 +327,7 @@ class Hub(ProvenanceMixin):
         from lorahub.sdk.adding import AddOptions
         from lorahub.sdk.batch import add_tree
 
+        self.require("add")
         return add_tree(self, Path(root), options or AddOptions(), progress=progress)
 
     def verify(self, target: str | os.PathLike[str], *, policy: str | os.PathLike[str] | None = None) -> VerifyReport:
@@ -324,6 +417,7 @@ class Hub(ProvenanceMixin):
         from lorahub.sdk.adding import AddOptions
         from lorahub.sdk.library import scan
 
+        self.require("add")
         folders = [*roots, *(folder for tool, root in tools for folder in self.tool_folders(tool, root))]
         if not folders:
             raise errors.MissingArgumentError(
@@ -438,11 +532,13 @@ class Hub(ProvenanceMixin):
         if oms is not None:
             from lorahub.sdk.oms import sign_version
 
+            self.require("sign-oms", self.signer(key).keyid)
             return sign_version(self, ref, oms, key=key)
         from lorahub.signing.signed import cosign
 
         version = self.version(ref)
         signer = self.signer(key)
+        self.require("sign", signer.keyid)
         signed = cosign(self.signed_card(version), signer)
         new = next(s for s in signed.envelope.signatures if s.keyid == signer.keyid)
         added = self.catalog.add_signature(
@@ -456,6 +552,7 @@ class Hub(ProvenanceMixin):
 
         parsed = parse_ref(ref)
         actor = self.audit_actor()
+        self.require("remove", actor.fingerprint)
         if parsed.name is None or parsed.version is not None:
             version = self.version(ref)
             return [self.catalog.remove(version.name, version.number, audit=actor)]
@@ -592,6 +689,7 @@ class Hub(ProvenanceMixin):
 
     def gc(self) -> tuple[int, int]:
         """Delete unreferenced blobs and stale temporary files; returns (blobs removed, bytes freed)."""
+        self.require("gc")
         freed = sum(p.stat().st_size for p in self.blobs.cleanup_temp() if p.exists())
         removed = 0
         for sha256 in self.catalog.unreferenced_blobs():
@@ -617,6 +715,7 @@ class Hub(ProvenanceMixin):
         """Merge catalogued adapters (``"name[@V][:weight]"``) into a new signed version ``out`` (see merging.py)."""
         from lorahub.sdk.merging import merge
 
+        self.require("merge")
         return merge(
             self, specs, out=out, method=method, rank=rank, use=use,  # type: ignore[arg-type]
             accept_uncertain=accept_uncertain, dtype=dtype,
@@ -665,6 +764,7 @@ class Hub(ProvenanceMixin):
         written nothing, when a check fails."""
         from lorahub.sdk.distribution import pull
 
+        self.require("pull")
         return pull(self, source, insecure=insecure, policy=policy)
 
     def lineage(self, ref: str) -> LineageNode:
@@ -741,6 +841,7 @@ class Hub(ProvenanceMixin):
         found in the local cache (``out`` is then a new pipeline folder, which must not exist or be empty)."""
         from lorahub.sdk.baking import bake
 
+        self.require("bake")
         return bake(
             self,
             base,

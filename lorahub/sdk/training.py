@@ -227,6 +227,7 @@ def _prepare(
     from lorahub.training.data import read_dataset
 
     signer = hub.signer()  # no identity, no signed lineage: refuse before hours of training
+    hub.require("train", signer.keyid)  # nor without the role, in a team
     resumed, parent, resumed_name = _resume_point(hub, resume) if resume is not None else (None, None, None)
     config = requested
     if resumed is not None:
