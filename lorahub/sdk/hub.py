@@ -27,11 +27,12 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult, Progress
+    from lorahub.sdk.browsing import Page
     from lorahub.sdk.distribution import PullResult, PushResult
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.library import ScanResult
-    from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.lineage import Child, LineageNode
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.oms import OmsSignature
@@ -400,6 +401,16 @@ class Hub(ProvenanceMixin):
     def search(self, text: str, filters: Filters | None = None, *, limit: int = 50) -> list[AdapterVersion]:
         return self.catalog.search(text, filters, limit=limit)
 
+    def browse(
+        self, text: str = "", filters: Filters | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        """One page of ``list`` (newest first) or, with ``text``, of ``search``: the versions and the cursors of
+        the pages around it, for a caller that shows a large catalogue a page at a time (see
+        :mod:`lorahub.sdk.browsing`)."""
+        from lorahub.sdk.browsing import browse
+
+        return browse(self, text, filters, limit=limit, cursor=cursor)
+
     def show(self, ref: str) -> dict[str, Any]:
         from lorahub.signing.signed import verify_card
 
@@ -671,6 +682,13 @@ class Hub(ProvenanceMixin):
         from lorahub.sdk.lineage import lineage
 
         return lineage(self, ref)
+
+    def children(self, ref: str) -> list[Child]:
+        """The catalogued versions whose cards name this one as a parent (merged, converted, resized, trained from
+        it), with the relation; a caller asking often keeps a :class:`~lorahub.sdk.lineage.ChildIndex` instead."""
+        from lorahub.sdk.lineage import ChildIndex
+
+        return ChildIndex(self).children(self.version(ref).content_digest)
 
     def cyclonedx_bom(self, ref: str) -> dict[str, Any]:
         """The CycloneDX 1.6 ML-BOM of a version and its whole lineage, as JSON data: the adapter with hashes and

@@ -8,6 +8,8 @@ holds and is trusted here, and its licence. Training facts (base weights, datase
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -113,3 +115,54 @@ def _node(
 def lineage(hub: Hub, ref: str) -> LineageNode:
     version = hub.version(ref)
     return _node(hub, version.content_digest, None, {}, bakes=hub.audit(action="bake"), depth=0)
+
+
+# --- children: the versions made from one ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Child:
+    """A catalogued version whose card names another as its parent, with the relation and its parameters."""
+
+    version: AdapterVersion
+    relation: str
+    parameters: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.version.ref,
+            "content_digest": self.version.content_digest,
+            "relation": self.relation,
+            "parameters": self.parameters,
+            "license": self.version.license_id,
+            "removed": self.version.removed,
+        }
+
+
+class ChildIndex:
+    """Which versions name each content digest as a parent. A card says who its parents are, never its children,
+    so finding children means reading the cards that have parents; since cards never change, the index only grows,
+    and a caller that keeps one (the web catalogue) reads only the versions added since its last question."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._lock = threading.Lock()
+        self._last_id = 0
+        self._edges: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
+
+    def refresh(self) -> None:
+        with self._lock:
+            highest, rows = self._hub.catalog.derived_cards(after=self._last_id)
+            for version_id, card_json in rows:
+                for parent in json.loads(card_json).get("lineage") or ():
+                    edge = (version_id, str(parent["relation"]), dict(parent.get("parameters") or {}))
+                    self._edges.setdefault(str(parent["digest"]), []).append(edge)
+            self._last_id = highest
+
+    def children(self, content_digest: str) -> list[Child]:
+        """The versions made from ``content_digest`` (removed ones too: a lineage keeps them), oldest first."""
+        self.refresh()
+        edges = self._edges.get(content_digest, [])
+        versions = self._hub.catalog.by_ids([version_id for version_id, _, _ in edges])
+        by_id = {version.id: version for version in versions}
+        return [Child(by_id[i], relation, parameters) for i, relation, parameters in edges if i in by_id]
