@@ -42,6 +42,7 @@ from lorahub.cli.provenance import (
     trust_add_ca,
     trust_list_ca,
 )
+from lorahub.cli.serve import serve_command
 from lorahub.cli.train import train_command
 from lorahub.cli.verify import audit_command, verify_command
 
@@ -94,6 +95,7 @@ for command in (
     train_command,
     dev_group,
     provenance_group,
+    serve_command,
 ):
     cli.add_command(command)
 for command in (keys_import_cert, keys_issue_cert, keys_cert):

@@ -11,8 +11,10 @@ from lorahub.registry.catalog import AdapterVersion, Filters
 from lorahub.sdk.lineage import ChildIndex
 from tests.registry.helpers import new_version
 
+Parents = tuple[tuple[AdapterVersion, str], ...]
 
-def _add(hub: Hub, name: str, *, parents: tuple[tuple[AdapterVersion, str], ...] = (), **fields: object) -> AdapterVersion:
+
+def _add(hub: Hub, name: str, *, parents: Parents = (), **fields: object) -> AdapterVersion:
     lineage = [{"digest": p.content_digest, "parameters": {"weight": "0.5"}, "relation": r} for p, r in parents]
     card = json.dumps({"lineage": lineage, "name": name}, separators=(",", ":"))
     blob = hub.blobs.put_bytes(name.encode())
