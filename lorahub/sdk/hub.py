@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
-    from lorahub.signing.trust import KeyRecord
+    from lorahub.signing.trust import KeyRecord, TrustLookup
 
 __all__ = ["PASSPHRASE_ENV", "Hub", "IdentityView", "event_dict", "summary"]
 
@@ -411,12 +411,15 @@ class Hub(ProvenanceMixin):
 
         return browse(self, text, filters, limit=limit, cursor=cursor)
 
-    def show(self, ref: str) -> dict[str, Any]:
+    def show(self, ref: str, *, trust: TrustLookup | None = None) -> dict[str, Any]:
+        """A version's summary, card, signatures with their trust (asked of ``trust``, a snapshot such as
+        :class:`~lorahub.signing.trust.StaticTrust` of :meth:`trusted_keys`, else of this home key by key), audit
+        events and files."""
         from lorahub.signing.signed import verify_card
 
         version = self.version(ref)
         signed = self.signed_card(version)
-        checks = verify_card(signed, self).signatures
+        checks = verify_card(signed, trust or self).signatures
         events = self.catalog.audit_events(adapter=version.name)
         return {
             **summary(version),
@@ -678,10 +681,12 @@ class Hub(ProvenanceMixin):
 
         return pull(self, source, insecure=insecure, policy=policy)
 
-    def lineage(self, ref: str) -> LineageNode:
+    def lineage(self, ref: str, *, trust: TrustLookup | None = None) -> LineageNode:
+        """The tree of a version's parents; each card's signers judged by ``trust`` (a snapshot read once, for a
+        caller drawing many nodes), else by this home key by key."""
         from lorahub.sdk.lineage import lineage
 
-        return lineage(self, ref)
+        return lineage(self, ref, trust=trust)
 
     def children(self, ref: str) -> list[Child]:
         """The catalogued versions whose cards name this one as a parent (merged, converted, resized, trained from
@@ -728,6 +733,14 @@ class Hub(ProvenanceMixin):
         if merge or len(parts) > 1:
             return engine.merge(parts, base)
         return engine.effective(parts[0], base)
+
+    def license_answers(self, ref: str, questions: Sequence[tuple[str, str]]) -> list[Verdict]:
+        """:meth:`license_check` of one catalogued version for each ``(use, subject)`` question, its card read once
+        (an adapter page asks several)."""
+        from lorahub import licenses as engine
+
+        parts = engine.from_card_licenses(self.signed_card(self.version(ref)).card.license)
+        return [engine.use(parts, None, use, subject=subject) for use, subject in questions]  # type: ignore[arg-type]
 
     def _license_terms(self, item: str) -> list[LicenseTerms]:
         """A catalogued adapter's card licences (with its Civitai-style permissions; a merge names several), else a

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lorahub.registry.catalog import AdapterVersion
     from lorahub.sdk.hub import Hub
+    from lorahub.signing.trust import TrustLookup
 
 MAX_DEPTH = 32
 """Cards cannot form cycles (a parent's digest is fixed before the child exists), but a damaged catalogue could."""
@@ -79,10 +80,10 @@ def _training_summary(training: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in summary.items() if v is not None}
 
 
-def _signers(hub: Hub, version: AdapterVersion) -> list[dict[str, Any]]:
+def _signers(hub: Hub, version: AdapterVersion, trust: TrustLookup | None) -> list[dict[str, Any]]:
     from lorahub.signing.signed import verify_card
 
-    checked = verify_card(hub.signed_card(version), hub)
+    checked = verify_card(hub.signed_card(version), trust or hub)
     return [{"fingerprint": s.keyid, "name": s.name, "valid": s.valid, "trust": s.trust} for s in checked.signatures]
 
 
@@ -96,7 +97,14 @@ def _baked_into(events: list[dict[str, Any]], digest: str) -> list[dict[str, Any
 
 
 def _node(
-    hub: Hub, digest: str, relation: str | None, parameters: dict[str, Any], *, bakes: list[Any], depth: int
+    hub: Hub,
+    digest: str,
+    relation: str | None,
+    parameters: dict[str, Any],
+    *,
+    bakes: list[Any],
+    depth: int,
+    trust: TrustLookup | None,
 ) -> LineageNode:
     version = hub.catalog.find_by_content(digest, include_removed=True)
     node = LineageNode(content_digest=digest, relation=relation, parameters=parameters, version=version)
@@ -104,17 +112,20 @@ def _node(
     if version is None:
         return node
     card = hub.signed_card(version).card
-    node.license, node.training, node.signers = card.license.id, card.training, _signers(hub, version)
+    node.license, node.training, node.signers = card.license.id, card.training, _signers(hub, version, trust)
     if depth < MAX_DEPTH:
         node.parents = [
-            _node(hub, p.digest, p.relation, dict(p.parameters), bakes=bakes, depth=depth + 1) for p in card.lineage
+            _node(hub, p.digest, p.relation, dict(p.parameters), bakes=bakes, depth=depth + 1, trust=trust)
+            for p in card.lineage
         ]
     return node
 
 
-def lineage(hub: Hub, ref: str) -> LineageNode:
+def lineage(hub: Hub, ref: str, *, trust: TrustLookup | None = None) -> LineageNode:
+    """The tree of ``ref``'s parents; signatures judged by ``trust`` when given (one snapshot for every node),
+    else by the hub."""
     version = hub.version(ref)
-    return _node(hub, version.content_digest, None, {}, bakes=hub.audit(action="bake"), depth=0)
+    return _node(hub, version.content_digest, None, {}, bakes=hub.audit(action="bake"), depth=0, trust=trust)
 
 
 # --- children: the versions made from one ----------------------------------------------------------------------

@@ -80,7 +80,8 @@ def _page_url(values: dict[str, str], cursor: str | None) -> str | None:
 async def adapter_page(request: Request, verify_report: dict[str, Any] | None = None) -> Response:
     state = catalogue(request)
     ref = str(request.path_params["ref"])
-    details = await in_thread(views.adapter, state.hub, ref, state.children)
+    trust = await in_thread(_trust, state)
+    details = await in_thread(views.adapter, state.hub, ref, state.children, trust=trust)
     return render(request, "adapter.html", {"adapter": details, "verify": verify_report})
 
 

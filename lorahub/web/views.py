@@ -6,6 +6,7 @@ the browser and an API client always see the same facts.
 
 from __future__ import annotations
 
+import base64
 import json
 import mimetypes
 import tempfile
@@ -101,8 +102,6 @@ def commercial_badge(uses: Sequence[str]) -> str:
 
 def library(hub: Hub, query: Query, *, limit: int, trust: TrustLookup) -> dict[str, Any]:
     """A page of the library: each version's summary with its badges, signature state, file state and preview."""
-    from lorahub.signing.signed import verify_card
-
     page = hub.browse(query.text, query.filters, limit=limit, cursor=query.cursor)
     rows = hub.catalog.locations.of_sha256([v.blob_sha256 for v in page.versions])
     by_sha: dict[str, list[LocationRow]] = {}
@@ -110,8 +109,6 @@ def library(hub: Hub, query: Query, *, limit: int, trust: TrustLookup) -> dict[s
         by_sha.setdefault(row.sha256, []).append(row)
     cards = []
     for version in page.versions:
-        checked = verify_card(hub.signed_card(version), trust).signatures
-        signers = [{"valid": c.valid, "trust": c.trust} for c in checked]
         located = by_sha.get(version.blob_sha256, [])
         cards.append(
             summary(version)
@@ -119,12 +116,31 @@ def library(hub: Hub, query: Query, *, limit: int, trust: TrustLookup) -> dict[s
                 "ref": version.ref,
                 "url": adapter_url(version.ref),
                 "commercial": commercial_badge(version.commercial_use),
-                "signature_state": svg.signature_state(signers),
+                "signature_state": svg.signature_state(signatures_over_card(version, trust)),
                 "file_state": file_state(hub, version, located),
                 "preview": preview_url(located),
             }
         )
     return {"versions": cards, "next": page.next, "previous": page.previous}
+
+
+def signatures_over_card(version: AdapterVersion, trust: TrustLookup) -> list[dict[str, Any]]:
+    """Each signature checked over the card's stored bytes against the keys this home knows, with the key's trust.
+
+    What a library card's badge needs, at a fraction of the cost of parsing and re-canonicalising each card (the
+    adapter page, ``show`` and "verify now" do that); the bytes checked are the ones the catalogue serves."""
+    from lorahub.signing.dsse import Envelope, EnvelopeSignature, verify_envelope
+    from lorahub.signing.signed import CARD_PAYLOAD_TYPE
+
+    signatures = tuple(EnvelopeSignature(s.keyid, base64.b64decode(s.sig)) for s in version.signatures)
+    records = {s.keyid: trust.lookup(s.keyid) for s in signatures}
+    keys = {keyid: record.public_pem for keyid, record in records.items() if record is not None}
+    checks = verify_envelope(Envelope(version.card_json.encode("utf-8"), CARD_PAYLOAD_TYPE, signatures), keys)
+    found = []
+    for check in checks:
+        record = trust.lookup(check.keyid)
+        found.append({"valid": check.valid, "trust": record.state if record is not None else "unknown"})
+    return found
 
 
 def file_state(hub: Hub, version: AdapterVersion, located: Sequence[LocationRow]) -> str:
@@ -191,13 +207,14 @@ def preview_file(hub: Hub, location_id: int, index: int) -> PreviewFile:
 # --- an adapter -------------------------------------------------------------------------------------------------
 
 
-def adapter(hub: Hub, ref: str, children: ChildIndex) -> dict[str, Any]:
+def adapter(hub: Hub, ref: str, children: ChildIndex, *, trust: TrustLookup | None = None) -> dict[str, Any]:
     """Everything the adapter page shows: ``show``'s card, signatures, audit and files, plus the hashes in order,
-    the licence verdicts, the versions of the name, the lineage graph and the loss curve."""
-    details = hub.show(ref)
+    the licence verdicts, the versions of the name, the lineage graph and the loss curve. ``trust``: the keys'
+    trust read once for the whole page."""
+    details = hub.show(ref, trust=trust)
     exact = f"{details['name']}@{details['version']}"
     card = details["card"]
-    tree = hub.lineage(exact).as_dict()
+    tree = hub.lineage(exact, trust=trust).as_dict()
     kids = [child.as_dict() for child in children.children(details["content_digest"])]
     training = card.get("training")
     points = svg.loss_points((training or {}).get("loss_curve"))
@@ -221,11 +238,17 @@ def adapter(hub: Hub, ref: str, children: ChildIndex) -> dict[str, Any]:
 
 
 def licence_verdicts(hub: Hub, ref: str) -> list[dict[str, Any]]:
-    answers = []
-    for use, subject, words in LICENSE_QUESTIONS:
-        verdict = hub.license_check([ref], use=use, subject=subject)
-        answers.append({"use": use, "subject": subject, "question": words} | verdict.as_dict())
-    return answers
+    """The engine's answer to each of :data:`LICENSE_QUESTIONS`; a licence the engine does not know (a custom
+    ``LicenseRef-…``) is answered ``unknown`` with the engine's reason, not an error page."""
+    questions = [{"use": use, "subject": subject, "question": words} for use, subject, words in LICENSE_QUESTIONS]
+    try:
+        verdicts = [v.as_dict() for v in hub.license_answers(ref, [(q["use"], q["subject"]) for q in questions])]
+    except errors.LorahubError as error:
+        reason = {"text": error.message, "license": "", "clause": error.hint or ""}
+        verdicts = [{"verdict": "unknown", "reasons": [reason], "obligations": [], "effective_license": []}] * len(
+            questions
+        )
+    return [question | verdict for question, verdict in zip(questions, verdicts, strict=True)]
 
 
 def versions_of(hub: Hub, name: str) -> list[dict[str, Any]]:
