@@ -20,6 +20,7 @@ from lorahub.dev.example_lora import write_example_lora
 from lorahub.sdk.adding import AddOptions
 from lorahub.sdk.derive import add_derived
 
+PREVIEW_WIDTH = 240
 LOSSES = ["0.1843", "0.1522", "0.1391", "0.1244", "0.1198", "0.1102", "0.1075", "0.0987", "0.0954", "0.0931"]
 
 
@@ -31,11 +32,11 @@ class DemoHome:
     preview: Path
 
 
-def _png(seed: int, size: int = 96) -> bytes:
+def _png(seed: int, width: int = PREVIEW_WIDTH, height: int = 180) -> bytes:
     """A smooth colourful picture (a preview should look like one in the screenshots)."""
     from PIL import Image
 
-    y, x = np.mgrid[0:size, 0:size] / size
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 6.28, 3)
     channels = [(np.sin(6 * x + 4 * y + p) * 0.5 + 0.5) * 255 for p in phase]
@@ -72,21 +73,22 @@ def build(root: Path, *, with_image: bool = True) -> DemoHome:
     files = root / "files"
     files.mkdir()
     library = root / "library"
-    library.mkdir()
+    (library / "pixels").mkdir(parents=True)
+    (library / "ink").mkdir()
 
-    write_example_lora(library / "pixel-art.safetensors", rank=2, seed=0, name="pixel-art")
-    preview = library / "pixel-art.png"
+    write_example_lora(library / "pixels" / "pixel-art.safetensors", rank=2, seed=0, name="pixel-art")
+    preview = library / "pixels" / "pixel-art.png"
     preview.write_bytes(_png(0))
-    hub.scan([library], AddOptions(license="MIT", triggers=["pixel art", "8bit"], description="Crisp pixel art."))
+    options = AddOptions(license="MIT", triggers=["pixel art", "8bit"], description="Crisp pixel art.")
+    hub.scan([library / "pixels"], options)
 
-    write_example_lora(files / "ink.safetensors", rank=2, seed=1, name="ink")
-    hub.add(
-        files / "ink.safetensors",
-        AddOptions(
-            name="ink", license="creativeml-openrail-m", triggers=["inky lines"], commercial_use=["image"],
-            description="Ink drawings with bold lines.", tags=["lineart"],
-        ),
+    write_example_lora(library / "ink" / "ink.safetensors", rank=2, seed=1, name="ink")
+    (library / "ink" / "ink.preview.png").write_bytes(_png(5))
+    options = AddOptions(
+        name="ink", license="creativeml-openrail-m", triggers=["inky lines"], commercial_use=["image"],
+        description="Ink drawings with bold lines.", tags=["lineart"],
     )  # fmt: skip
+    hub.scan([library / "ink" / "ink.safetensors"], options)
 
     write_example_lora(files / "blend.safetensors", rank=2, seed=2, name="blend")
     parents = [(hub.version("pixel-art"), {"weight": "0.7"}), (hub.version("ink"), {"weight": "0.4"})]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.catalogue import LOSSES, DemoHome
+from tests.web.catalogue import LOSSES, PREVIEW_WIDTH, DemoHome
 from tests.web.conftest import Served, save_screenshot
 
 pytest.importorskip("playwright")
@@ -24,8 +24,9 @@ def test_library_shows_every_version_and_filters(page: Any, demo: DemoHome, arte
     assert _cards(page) == ["blend@1", "ink@1", "pixel-art@1", "style@1", "style@2"]
     preview = page.locator("article.card[data-ref='pixel-art@1'] img")
     expect(preview).to_have_attribute("src", "/previews/1/0")
-    preview.scroll_into_view_if_needed()
-    page.wait_for_function("img => img.complete && img.naturalWidth === 96", arg=preview.element_handle())
+    for image in page.locator("article.card img").element_handles():  # both previews, shown
+        image.scroll_into_view_if_needed()
+        page.wait_for_function(f"img => img.complete && img.naturalWidth === {PREVIEW_WIDTH}", arg=image)
     ink = page.locator("article.card[data-ref='ink@1']")
     expect(ink.locator(".badge")).to_contain_text(["sd1", "kohya", "creativeml-openrail-m", "commercial", "trusted"])
     save_screenshot(page, artefacts, "library", readme=True)
