@@ -282,12 +282,15 @@ class Hub(ProvenanceMixin):
 
         return verify_with_key(Path(path), bundle, public_pem, Policy.load(Path(policy)) if policy else Policy())
 
-    def verify_version(self, version: AdapterVersion, *, policy: Policy | None = None) -> VerifyReport:
+    def verify_version(
+        self, version: AdapterVersion, *, policy: Policy | None = None, reread: bool = False
+    ) -> VerifyReport:
         """``verify`` of a catalogued version that reads its file only when its stat facts changed since it last
-        passed (:func:`~lorahub.sdk.verifying.verify_catalogued`)."""
+        passed, or always with ``reread`` (:func:`~lorahub.sdk.verifying.verify_catalogued`). Unlike
+        :meth:`verify`, whose target may be a path, this checks the version's own file whatever files lie about."""
         from lorahub.sdk.verifying import verify_catalogued
 
-        return self._logged(verify_catalogued(self, version, policy or self.policy()))
+        return self._logged(verify_catalogued(self, version, policy or self.policy(), reread=reread))
 
     def verify_all(self, *, policy: str | os.PathLike[str] | None = None) -> Iterator[VerifyReport]:
         """``verify --all``: every active version of the catalogue, wherever its file lies, one report at a time

@@ -138,8 +138,7 @@ def _license_check(request: Request) -> dict[str, Any]:
 
 async def verify(request: Request) -> Response:
     check_csrf(request)
-    report = await in_thread(catalogue(request).hub.verify, _ref(request))
-    return _json(report.as_dict())
+    return _json(await in_thread(views.verify_now, catalogue(request).hub, _ref(request)))
 
 
 async def audit(request: Request) -> Response:

@@ -89,8 +89,8 @@ async def verify_page(request: Request) -> Response:
     """The checklist, run now (the file is read again), shown on the adapter's page."""
     form = await form_of(request)
     check_csrf(request, form)
-    report = await in_thread(catalogue(request).hub.verify, str(request.path_params["ref"]))
-    return await adapter_page(request, report.as_dict())
+    report = await in_thread(views.verify_now, catalogue(request).hub, str(request.path_params["ref"]))
+    return await adapter_page(request, report)
 
 
 async def preview(request: Request) -> Response:

@@ -237,6 +237,12 @@ def adapter(hub: Hub, ref: str, children: ChildIndex, *, trust: TrustLookup | No
     }
 
 
+def verify_now(hub: Hub, ref: str) -> dict[str, Any]:
+    """The verify checklist of the catalogued version ``ref`` names, its file read again: the reference is looked
+    up in the catalogue first, so no request can make the server verify (read) a file of its choosing."""
+    return hub.verify_version(hub.version(ref), reread=True).as_dict()
+
+
 def licence_verdicts(hub: Hub, ref: str) -> list[dict[str, Any]]:
     """The engine's answer to each of :data:`LICENSE_QUESTIONS`; a licence the engine does not know (a custom
     ``LicenseRef-…``) is answered ``unknown`` with the engine's reason, not an error page."""
