@@ -48,8 +48,15 @@ class Operation:
     write: bool = False
 
 
+class ApiResponse(JSONResponse):
+    """JSON as the CLI's ``--json`` writes it: dates and paths as text (``default=str``), encoded once."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=str, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def _json(data: Any, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(json.loads(json.dumps(data, default=str)), status_code=status_code)
+    return ApiResponse(data, status_code=status_code)
 
 
 def _ref(request: Request) -> str:
