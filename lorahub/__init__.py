@@ -32,6 +32,8 @@ __all__ = [
     "C2paCredentials",
     "CertificateInfo",
     "CertificateView",
+    "Child",
+    "ChildIndex",
     "ConvertResult",
     "ExportResult",
     "Filters",
@@ -47,6 +49,7 @@ __all__ = [
     "LorahubError",
     "MergeResult",
     "OmsSignature",
+    "Page",
     "Policy",
     "ProvenanceSettings",
     "Report",
@@ -54,10 +57,12 @@ __all__ = [
     "SignedCard",
     "SignedImage",
     "Signer",
+    "StaticTrust",
     "Step",
     "TrainConfig",
     "TrainResult",
     "TrainingMiningEntry",
+    "TrustLookup",
     "Unset",
     "Verdict",
     "VerifiedAdapter",
@@ -81,13 +86,14 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult
+    from lorahub.sdk.browsing import Page
     from lorahub.sdk.entry import apply_prompt, load, stack
     from lorahub.sdk.exporting import ConvertResult, ExportResult
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.hub import Hub, IdentityView
     from lorahub.sdk.inspect import Report, inspect
     from lorahub.sdk.library import ScanResult
-    from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.lineage import Child, ChildIndex, LineageNode
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.oms import OmsSignature
@@ -100,7 +106,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, Signer
     from lorahub.signing.signed import SignedCard
-    from lorahub.signing.trust import KeyRecord
+    from lorahub.signing.trust import KeyRecord, StaticTrust, TrustLookup
     from lorahub.training.config import TrainConfig
     from lorahub.training.loop import Step
     from lorahub.unset import Unset
@@ -120,7 +126,8 @@ _HOMES = {
     "lorahub.sdk.hub": ("Hub", "IdentityView"),
     "lorahub.sdk.inspect": ("Report", "inspect"),
     "lorahub.sdk.library": ("ScanResult",),
-    "lorahub.sdk.lineage": ("LineageNode",),
+    "lorahub.sdk.browsing": ("Page",),
+    "lorahub.sdk.lineage": ("Child", "ChildIndex", "LineageNode"),
     "lorahub.sdk.locating": ("LibraryEntry",),
     "lorahub.sdk.entry": ("apply_prompt", "load", "stack"),
     "lorahub.sdk.merging": ("MergeResult",),
@@ -134,7 +141,7 @@ _HOMES = {
     "lorahub.sdk.verifying": ("VerifyReport",),
     "lorahub.signing.keys": ("Identity", "Signer"),
     "lorahub.signing.signed": ("SignedCard",),
-    "lorahub.signing.trust": ("KeyRecord",),
+    "lorahub.signing.trust": ("KeyRecord", "StaticTrust", "TrustLookup"),
     "lorahub.training.config": ("TrainConfig",),
     "lorahub.training.loop": ("Step",),
 }

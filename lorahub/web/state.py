@@ -139,8 +139,10 @@ def http_status(error: errors.LorahubError) -> int:
 
 
 async def lorahub_error(request: Request, exc: Exception) -> Response:
-    error = exc if isinstance(exc, errors.LorahubError) else errors.LorahubError(str(exc))
-    return error_response(request, error, http_status(error))
+    """The handler of :class:`~lorahub.errors.LorahubError` (Starlette calls it with nothing else)."""
+    if not isinstance(exc, errors.LorahubError):
+        raise exc
+    return error_response(request, exc, http_status(exc))
 
 
 def error_response(request: Request, error: errors.LorahubError, status: int) -> Response:
