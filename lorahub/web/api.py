@@ -76,11 +76,9 @@ async def session(request: Request) -> Response:
 
 
 async def versions(request: Request) -> Response:
-    from lorahub.signing.trust import StaticTrust
-
     state = catalogue(request)
     limit = _page_size(request.query_params.get("limit"), state.options.page_size)
-    trust = await in_thread(lambda: StaticTrust(state.hub.trusted_keys()))
+    trust = await in_thread(views.trust_snapshot, state.hub)
     page = await in_thread(views.library, state.hub, views.query_from(request.query_params), limit=limit, trust=trust)
     return _json(page)
 

@@ -5,6 +5,7 @@ copy buttons, an in-place verify and filters that apply as they change."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -49,12 +50,12 @@ def routes() -> list[BaseRoute]:
 async def library_page(request: Request) -> Response:
     state = catalogue(request)
     query = views.query_from(request.query_params)
-    trust = await in_thread(_trust, state)
+    trust = await in_thread(views.trust_snapshot, state.hub)
     page = await in_thread(views.library, state.hub, query, limit=state.options.page_size, trust=trust)
     context = {
         "page": page,
         "query": query.values,
-        "families": [f for f in FAMILIES if f != "unknown"] + ["unknown"],
+        "families": FAMILIES,
         "formats": sorted(fmt.id for fmt in FORMATS),
         "consents": CONSENT_STATUSES,
         "next_url": _page_url(query.values, page["next"]),
@@ -63,15 +64,7 @@ async def library_page(request: Request) -> Response:
     return render(request, "library.html", context)
 
 
-def _trust(state: Any) -> Any:
-    from lorahub.signing.trust import StaticTrust
-
-    return StaticTrust(state.hub.trusted_keys())
-
-
 def _page_url(values: dict[str, str], cursor: str | None) -> str | None:
-    from urllib.parse import urlencode
-
     if cursor is None:
         return None
     return "/?" + urlencode({**values, "cursor": cursor})
@@ -80,7 +73,7 @@ def _page_url(values: dict[str, str], cursor: str | None) -> str | None:
 async def adapter_page(request: Request, verify_report: dict[str, Any] | None = None) -> Response:
     state = catalogue(request)
     ref = str(request.path_params["ref"])
-    trust = await in_thread(_trust, state)
+    trust = await in_thread(views.trust_snapshot, state.hub)
     details = await in_thread(views.adapter, state.hub, ref, state.children, trust=trust)
     return render(request, "adapter.html", {"adapter": details, "verify": verify_report})
 

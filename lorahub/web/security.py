@@ -25,7 +25,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Final
 from urllib.parse import urlsplit
@@ -135,7 +135,6 @@ class RequestFacts:
     new_browser: bool
     bearer: str | None = None
     session: str | None = None
-    cookies: dict[str, str] = field(default_factory=dict)
 
 
 def facts(scope: Scope) -> RequestFacts:
@@ -170,7 +169,6 @@ class Guard:
             new_browser=new_browser,
             bearer=_bearer(headers.get("authorization")),
             session=known.get(self.secrets.session_cookie),
-            cookies=known,
         )
         scope.setdefault("state", {})["lorahub"] = request_facts
         await self._forward(scope, _limited(receive, self.policy.body_limit(scope)), send, request_facts)

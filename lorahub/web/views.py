@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.adding import AddResult
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.lineage import ChildIndex
-    from lorahub.signing.trust import TrustLookup
+    from lorahub.signing.trust import StaticTrust, TrustLookup
 
 LICENSE_QUESTIONS: Final = (
     ("commercial", "outputs", "sell or use images commercially"),
@@ -91,6 +91,13 @@ def query_from(params: Mapping[str, str]) -> Query:
 
 
 # --- the library ------------------------------------------------------------------------------------------------
+
+
+def trust_snapshot(hub: Hub) -> StaticTrust:
+    """The keys' trust as it stands when a request starts, read once for everything the page checks."""
+    from lorahub.signing.trust import StaticTrust
+
+    return StaticTrust(hub.trusted_keys())
 
 
 def commercial_badge(uses: Sequence[str]) -> str:
