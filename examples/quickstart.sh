@@ -114,6 +114,8 @@ PY
 step "lorahub merge + lineage: two adapters into one (exact), licence-checked, signed, with its parents"
 lorahub merge example-style:0.7 ink-style:0.4 --out styles-merged
 lorahub lineage styles-merged
+lorahub lineage styles-merged --svg "$work/styles-merged-lineage.svg"   # the graph lorahub serve shows, as a file
+lorahub show example-style --loss-plot "$work/example-style-loss.svg" > /dev/null
 
 step "lorahub bake: adapters merged into a base checkpoint, streaming tensor by tensor"
 lorahub bake "$work/tiny-sd1/unet/diffusion_pytorch_model.safetensors" styles-merged --component unet \
@@ -195,3 +197,9 @@ set +e
 lorahub inspect "$work/truncated.safetensors"
 echo "exit code $?"
 set -e
+
+step "next: this catalogue in a browser"
+echo "Browse what the demo catalogued (previews, lineage graphs, loss curves, verify, licences, provenance, the audit"
+echo "log), or ask its JSON API (/api/openapi.json), with:"
+echo
+echo "    ${LORAHUB_HOME:+LORAHUB_HOME=$LORAHUB_HOME }lorahub serve --open"

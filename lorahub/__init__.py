@@ -33,6 +33,8 @@ __all__ = [
     "C2paCredentials",
     "CertificateInfo",
     "CertificateView",
+    "Child",
+    "ChildIndex",
     "ConvertResult",
     "ExportResult",
     "Filters",
@@ -48,6 +50,7 @@ __all__ = [
     "LorahubError",
     "MergeResult",
     "OmsSignature",
+    "Page",
     "Policy",
     "ProvenanceSettings",
     "PullResult",
@@ -59,12 +62,14 @@ __all__ = [
     "SignedCard",
     "SignedImage",
     "Signer",
+    "StaticTrust",
     "Step",
     "TeamPushReport",
     "TeamStatus",
     "TrainConfig",
     "TrainResult",
     "TrainingMiningEntry",
+    "TrustLookup",
     "Unset",
     "Verdict",
     "VerifiedAdapter",
@@ -89,6 +94,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.backup import BackupResult, RestoreResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult
+    from lorahub.sdk.browsing import Page
     from lorahub.sdk.distribution import PullResult, PushResult
     from lorahub.sdk.entry import apply_prompt, load, stack
     from lorahub.sdk.exporting import ConvertResult, ExportResult
@@ -96,7 +102,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.hub import Hub, IdentityView
     from lorahub.sdk.inspect import Report, inspect
     from lorahub.sdk.library import ScanResult
-    from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.lineage import Child, ChildIndex, LineageNode
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.oms import OmsSignature
@@ -110,7 +116,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, Signer
     from lorahub.signing.signed import SignedCard
-    from lorahub.signing.trust import KeyRecord
+    from lorahub.signing.trust import KeyRecord, StaticTrust, TrustLookup
     from lorahub.training.config import TrainConfig
     from lorahub.training.loop import Step
     from lorahub.unset import Unset
@@ -132,7 +138,8 @@ _HOMES = {
     "lorahub.sdk.hub": ("Hub", "IdentityView"),
     "lorahub.sdk.inspect": ("Report", "inspect"),
     "lorahub.sdk.library": ("ScanResult",),
-    "lorahub.sdk.lineage": ("LineageNode",),
+    "lorahub.sdk.browsing": ("Page",),
+    "lorahub.sdk.lineage": ("Child", "ChildIndex", "LineageNode"),
     "lorahub.sdk.locating": ("LibraryEntry",),
     "lorahub.sdk.entry": ("apply_prompt", "load", "stack"),
     "lorahub.sdk.merging": ("MergeResult",),
@@ -147,7 +154,7 @@ _HOMES = {
     "lorahub.sdk.verifying": ("VerifyReport",),
     "lorahub.signing.keys": ("Identity", "Signer"),
     "lorahub.signing.signed": ("SignedCard",),
-    "lorahub.signing.trust": ("KeyRecord",),
+    "lorahub.signing.trust": ("KeyRecord", "StaticTrust", "TrustLookup"),
     "lorahub.training.config": ("TrainConfig",),
     "lorahub.training.loop": ("Step",),
 }

@@ -677,3 +677,64 @@ class MergeRefusedError(LorahubError):
 
     code = "merge-refused"
     default_hint = "Use --method svd --rank N: layers of other kinds are decomposed, and the error reported."
+
+
+# --- the web catalogue (lorahub serve) -------------------------------------------------------------------------
+
+
+class ServeAddressError(LorahubError):
+    """``lorahub serve`` could not listen where it was told (the port is taken, the address is not this machine's)."""
+
+    code = "serve-address-unavailable"
+    default_hint = "Pick another --port (another program listens there), or a --host this machine has."
+
+
+class RequestRefusedError(LorahubError):
+    """A request the web catalogue refuses before it reaches the catalogue; ``status`` is its HTTP status."""
+
+    code = "request-refused"
+    status: ClassVar[int] = 400
+
+
+class ForeignHostError(RequestRefusedError):
+    """The Host header names a host the server does not answer for: a page on another site that re-pointed its own
+    name at this machine (DNS rebinding) to read the catalogue."""
+
+    code = "host-refused"
+    default_hint = (
+        "Open the catalogue as http://127.0.0.1:PORT/ or http://localhost:PORT/ (or start it with "
+        "--allowed-host NAME for a name that reaches it)."
+    )
+
+
+class CsrfError(RequestRefusedError):
+    """A request that would act (verify, upload, and with --allow-writes every write) without this browser's CSRF
+    token, or sent from another site."""
+
+    code = "csrf-failed"
+    status = 403
+    default_hint = "Reload the page and try again; API clients read the token from GET /api/session first."
+
+
+class WritesDisabledError(RequestRefusedError):
+    code = "writes-disabled"
+    status = 403
+    default_hint = (
+        "The catalogue is read-only; start it with `lorahub serve --allow-writes` to add, sign, trust or "
+        "remove from the browser."
+    )
+
+
+class WriteTokenError(RequestRefusedError):
+    code = "write-token-required"
+    status = 401
+    default_hint = (
+        "Open the link `lorahub serve --allow-writes` printed (it holds this session's token), or send "
+        "the token as `Authorization: Bearer TOKEN`."
+    )
+
+
+class UploadTooLargeError(RequestRefusedError):
+    code = "upload-too-large"
+    status = 413
+    default_hint = "Send a smaller file, or start the server with a larger --max-upload."

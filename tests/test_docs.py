@@ -53,6 +53,7 @@ HOW_TO_GUIDES = (
     "training.md",
     "provenance.md",
     "consent.md",
+    "serve.md",
 )
 TESTED_PAGES = (TUTORIAL, *HOW_TO_GUIDES)
 PROGRAMS_NEEDED = {"distribution.md": "docker-registry"}

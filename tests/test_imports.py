@@ -1,4 +1,5 @@
-"""`import lorahub`, `lorahub --help` and `lorahub inspect` stay free of torch and diffusers."""
+"""`import lorahub`, `lorahub --help` and `lorahub inspect` stay free of torch and diffusers, and of the web
+server's libraries (`lorahub serve` imports them when it runs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.support import REAL_FILES, real_file
 
-HEAVY = ("torch", "diffusers", "peft", "transformers", "c2pa")
+HEAVY = ("torch", "diffusers", "peft", "transformers", "c2pa", "starlette", "uvicorn", "jinja2")
 
 PROBE = """
 import sys

@@ -42,6 +42,7 @@ from lorahub.cli.provenance import (
     trust_add_ca,
     trust_list_ca,
 )
+from lorahub.cli.serve import serve_command
 from lorahub.cli.team import backup_command, restore_command, team_group
 from lorahub.cli.train import train_command
 from lorahub.cli.verify import audit_command, verify_command
@@ -98,6 +99,7 @@ for command in (
     team_group,
     backup_command,
     restore_command,
+    serve_command,
 ):
     cli.add_command(command)
 for command in (keys_import_cert, keys_issue_cert, keys_cert):

@@ -227,12 +227,19 @@ def search_command(context: HubContext, /, text: str, as_json: bool, **options: 
 @click.command("show")
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--loss-plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw a trained version's loss curve as SVG to FILE, as `lorahub serve` shows it.",
+)
 @pass_hub_context
-def show_command(context: HubContext, ref: str, as_json: bool) -> None:
+def show_command(context: HubContext, ref: str, as_json: bool, loss_plot: Path | None) -> None:
     """A version's card, signatures with their trust, hashes, lineage and audit trail."""
     from lorahub.cli.library import location_lines
 
     details = context.hub.show(ref)
+    if loss_plot is not None:
+        _write_loss_plot(details, loss_plot)
     if as_json:
         output.print_json(details)
         return
@@ -250,6 +257,20 @@ def show_command(context: HubContext, ref: str, as_json: bool) -> None:
         output.stdout.print(f"[cyan]{'file':<15}[/] {escape(line)}")
     for event in details["audit"]:
         output.stdout.print(f"[cyan]{'audit':<15}[/] {event['time']} {event['action']} by {event['actor'][:16]}…")
+
+
+def _write_loss_plot(details: dict[str, Any], out: Path) -> None:
+    from lorahub import errors
+    from lorahub.web.svg import loss_points, loss_svg, write_svg
+
+    ref = f"{details['name']}@{details['version']}"
+    training = details["card"].get("training")
+    if not training:
+        raise errors.InvalidArgumentError(
+            f"{ref} has no training record, so no loss curve", hint="Only versions `lorahub train` made have one."
+        )
+    write_svg(loss_svg(loss_points(training.get("loss_curve")), title=f"training loss of {ref}"), out)
+    output.stderr.print(f"wrote {escape(str(out))}")
 
 
 @click.command("sign")

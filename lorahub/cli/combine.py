@@ -87,16 +87,25 @@ FORMATS = ("text", "json", "cyclonedx")
               help="text: a tree (default); json: the tree as JSON; cyclonedx: a CycloneDX 1.6 ML-BOM.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the same as --format json).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON or the BOM to FILE.")
+@click.option("--svg", "svg_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw the graph (parents, children, relations) to FILE as SVG, as lorahub serve does.")  # fmt: skip
 @pass_hub_context
-def lineage_command(ctx: HubContext, *, ref: str, form: str | None, as_json: bool, out: Path | None) -> None:
+def lineage_command(
+    ctx: HubContext, *, ref: str, form: str | None, as_json: bool, out: Path | None, svg_out: Path | None
+) -> None:
     """The tree of an adapter's parents (trained, merged, converted, resized from), with signers and licences.
 
     --format cyclonedx writes the same lineage as a CycloneDX 1.6 ML-BOM for compliance tools: the adapter with
     its hashes and licences, every parent as a pedigree ancestor with its relation, the base model, the datasets with
     their consent, the signers. The same catalogue gives the same bytes.
+
+    --svg FILE draws it instead: its parents and the versions made from it, each edge with its relation.
     """
     from lorahub.sdk.bom import json_text, write_json
 
+    if svg_out is not None:
+        _lineage_svg(ctx, ref, svg_out, conflicts=form is not None or as_json or out is not None)
+        return
     chosen = _lineage_format(form, as_json, out)
     if chosen == "text":
         data = ctx.hub.lineage(ref).as_dict()
@@ -110,6 +119,19 @@ def lineage_command(ctx: HubContext, *, ref: str, form: str | None, as_json: boo
         return
     write_json(document, out)
     output.stderr.print(f"wrote {escape(str(out))}" + (" (CycloneDX 1.6)" if chosen == "cyclonedx" else ""))
+
+
+def _lineage_svg(ctx: HubContext, ref: str, out: Path, *, conflicts: bool) -> None:
+    from lorahub.web.svg import lineage_svg, write_svg
+
+    if conflicts:
+        raise errors.ConflictingArgumentsError(
+            "--svg draws the graph; --format, --json and --out write documents", hint="Run the command once for each."
+        )
+    tree = ctx.hub.lineage(ref).as_dict()
+    children = [child.as_dict() for child in ctx.hub.children(ref)]
+    write_svg(lineage_svg(tree, children), out)
+    output.stderr.print(f"wrote {escape(str(out))}")
 
 
 def _lineage_format(form: str | None, as_json: bool, out: Path | None) -> str:

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import rfc8785
-from sqlalchemy import ColumnElement, and_, func, insert, or_
+from sqlalchemy import ColumnElement, and_, func, insert, union
 from sqlmodel import Session, col, select
 
 from lorahub.registry import roles
@@ -267,7 +267,11 @@ def query(
     if who:
         statement = statement.where(col(AuditEvent.actor).startswith(who, autoescape=True))
     if adapter is not None:
-        statement = statement.where(or_(col(AuditEvent.subject_name) == adapter, _names_adapter(adapter)))
+        # Two indexed lookups joined by a UNION: an OR of the two would make SQLite read the whole log (a 100,000-event
+        # log took 80 ms per `show`, where this takes well under one).
+        named = select(AuditEvent.seq).where(col(AuditEvent.subject_name) == adapter)
+        listed = select(AuditEvent.seq).where(_names_adapter(adapter))
+        statement = statement.where(col(AuditEvent.seq).in_(union(named, listed)))
     if action is not None:
         statement = statement.where(AuditEvent.action == action)
     if since is not None:

@@ -58,6 +58,8 @@ SearchMethod = Literal["auto", "fts", "scan"]
 _IN_CHUNK: Final = 500
 """Parameters per ``IN (…)`` list: far below SQLite's and PostgreSQL's limits."""
 _FTS = sql_table("search_fts", sql_column("rowid"))
+NO_PARENTS: Final = '"lineage":[]'
+"""How a card without parents says so in its canonical JSON (RFC 8785 writes no spaces)."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,11 @@ class Catalog:
                 numbers |= {name: (highest or 0) + 1 for name, highest in session.exec(statement)}
         return numbers
 
+    def by_ids(self, ids: Sequence[int]) -> list[AdapterVersion]:
+        """The versions with these ids (removed ones too), in that order; ids no version has are left out."""
+        with read_transaction(self.engine) as session:
+            return _hydrate(session, list(ids))
+
     def find_by_content(self, content_digest: str, *, include_removed: bool = False) -> AdapterVersion | None:
         """The version with this content digest (the same tensors): the oldest active one, else (with
         ``include_removed``) the newest removed one; None when there is none."""
@@ -323,25 +330,69 @@ class Catalog:
         return sorted(versions, key=lambda version: (version.name, version.number))
 
     def search(
-        self, text_query: str, filters: Filters | None = None, limit: int = 50, *, method: SearchMethod = "auto"
+        self,
+        text_query: str,
+        filters: Filters | None = None,
+        limit: int = 50,
+        *,
+        method: SearchMethod = "auto",
+        offset: int = 0,
     ) -> list[AdapterVersion]:
         """Versions every word of ``text_query`` matches, best first (see :mod:`lorahub.registry.search`).
 
         ``method`` picks the engine: ``fts`` (the backend's full-text index: FTS5 on SQLite, GIN over tsvector on
-        PostgreSQL; what ``auto`` uses) or ``scan`` (the portable word-table scan, any backend).
+        PostgreSQL; what ``auto`` uses) or ``scan`` (the portable word-table scan, any backend). ``offset`` skips
+        that many results (a page further down): only ids are read for the skipped ones, never whole versions.
         """
         query = search_terms.query_words(text_query)
         conditions = _conditions(filters or Filters())
+        wanted = limit + max(offset, 0)
         with read_transaction(self.engine) as session:
             if not query:
-                ids = _newest(session, conditions, limit)
+                ids = _newest(session, conditions, wanted)
             elif method == "scan":
-                ids = _scan_search(session, query, conditions, limit)
+                ids = _scan_search(session, query, conditions, wanted)
             elif is_sqlite(self.engine):
-                ids = _fts_search(session, query, conditions, limit)
+                ids = _fts_search(session, query, conditions, wanted)
             else:
-                ids = _pg_search(session, query, conditions, limit)
-            return _hydrate(session, ids)
+                ids = _pg_search(session, query, conditions, wanted)
+            return _hydrate(session, ids[max(offset, 0) :])
+
+    def newest(
+        self, filters: Filters | None = None, *, limit: int = 50, before: int | None = None, after: int | None = None
+    ) -> list[AdapterVersion]:
+        """Versions matching ``filters``, newest first, a keyset page at a time: those with an id below ``before``
+        (the next page), or the ``limit`` just above ``after`` (the previous page). A page costs the same at any
+        depth of a large catalogue, where an ``OFFSET`` reads every row it skips."""
+        statement = (
+            select(Version.id)
+            .join(Adapter, col(Adapter.id) == col(Version.adapter_id))
+            .where(*_conditions(filters or Filters()))
+        )
+        if after is not None:
+            statement = statement.where(col(Version.id) > after).order_by(col(Version.id))
+        else:
+            if before is not None:
+                statement = statement.where(col(Version.id) < before)
+            statement = statement.order_by(col(Version.id).desc())
+        with read_transaction(self.engine) as session:
+            ids = _ids(session.exec(statement.limit(limit)).all())
+            return _hydrate(session, sorted(ids, reverse=True))
+
+    def derived_cards(self, after: int = 0) -> tuple[int, list[tuple[int, str]]]:
+        """``(id, card_json)`` of the versions after id ``after`` whose cards name parents, by id, and the highest
+        version id there is (where the next call starts): what an index of children is built from. Cards never
+        change, so a caller that keeps the index reads only what is new."""
+        with read_transaction(self.engine) as session:
+            highest = max(session.exec(select(func.max(Version.id))).one() or 0, after)
+            statement = (
+                select(Version.id, Version.card_json)
+                .where(col(Version.id) > after, col(Version.id) <= highest)
+                .where(~col(Version.card_json).contains(NO_PARENTS, autoescape=True))
+                .order_by(col(Version.id))
+            )
+            rows = [(version_id, card) for version_id, card in session.exec(statement) if version_id is not None]
+        return highest, rows
 
     def remove(self, name: str, number: int | None = None, *, audit: AuditActor) -> AdapterVersion:
         """Hide a version (the newest active one when ``number`` is None); its blob stays until gc."""

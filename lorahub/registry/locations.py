@@ -102,6 +102,13 @@ class Locations:
                     found.setdefault(row.path, []).append(_public(row))
         return found
 
+    def get(self, row_id: int) -> LocationRow | None:
+        """The row with this id, or None: how a reader that must never take a path from its caller (the web
+        catalogue serving a preview) names a location."""
+        with read_transaction(self.engine) as session:
+            row = session.execute(select(LOCATION).where(LOCATION.c.id == row_id)).first()
+            return _public(row) if row is not None else None
+
     def of_sha256(self, sha256s: Iterable[str]) -> list[LocationRow]:
         return self._where_in(LOCATION.c.sha256, sha256s)
 

@@ -28,11 +28,12 @@ if TYPE_CHECKING:
     from lorahub.sdk.backup import BackupResult, RestoreResult
     from lorahub.sdk.baking import BakeResult
     from lorahub.sdk.batch import BatchResult, Progress
+    from lorahub.sdk.browsing import Page
     from lorahub.sdk.distribution import PullResult, PushResult
     from lorahub.sdk.exporting import ConvertResult, Dtype, ExportResult
     from lorahub.sdk.generating import GenerateResult
     from lorahub.sdk.library import ScanResult
-    from lorahub.sdk.lineage import LineageNode
+    from lorahub.sdk.lineage import Child, LineageNode
     from lorahub.sdk.locating import LibraryEntry
     from lorahub.sdk.merging import MergeResult
     from lorahub.sdk.oms import OmsSignature
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.verifying import VerifyReport
     from lorahub.signing.keys import Identity, KeyStore, Signer
     from lorahub.signing.signed import SignedCard
-    from lorahub.signing.trust import KeyRecord
+    from lorahub.signing.trust import KeyRecord, TrustLookup
 
 __all__ = ["PASSPHRASE_ENV", "Hub", "IdentityView", "event_dict", "summary"]
 
@@ -374,12 +375,15 @@ class Hub(ProvenanceMixin):
 
         return verify_with_key(Path(path), bundle, public_pem, Policy.load(Path(policy)) if policy else Policy())
 
-    def verify_version(self, version: AdapterVersion, *, policy: Policy | None = None) -> VerifyReport:
+    def verify_version(
+        self, version: AdapterVersion, *, policy: Policy | None = None, reread: bool = False
+    ) -> VerifyReport:
         """``verify`` of a catalogued version that reads its file only when its stat facts changed since it last
-        passed (:func:`~lorahub.sdk.verifying.verify_catalogued`)."""
+        passed, or always with ``reread`` (:func:`~lorahub.sdk.verifying.verify_catalogued`). Unlike
+        :meth:`verify`, whose target may be a path, this checks the version's own file whatever files lie about."""
         from lorahub.sdk.verifying import verify_catalogued
 
-        return self._logged(verify_catalogued(self, version, policy or self.policy()))
+        return self._logged(verify_catalogued(self, version, policy or self.policy(), reread=reread))
 
     def verify_all(self, *, policy: str | os.PathLike[str] | None = None) -> Iterator[VerifyReport]:
         """``verify --all``: every active version of the catalogue, wherever its file lies, one report at a time
@@ -494,12 +498,25 @@ class Hub(ProvenanceMixin):
     def search(self, text: str, filters: Filters | None = None, *, limit: int = 50) -> list[AdapterVersion]:
         return self.catalog.search(text, filters, limit=limit)
 
-    def show(self, ref: str) -> dict[str, Any]:
+    def browse(
+        self, text: str = "", filters: Filters | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        """One page of ``list`` (newest first) or, with ``text``, of ``search``: the versions and the cursors of
+        the pages around it, for a caller that shows a large catalogue a page at a time (see
+        :mod:`lorahub.sdk.browsing`)."""
+        from lorahub.sdk.browsing import browse
+
+        return browse(self, text, filters, limit=limit, cursor=cursor)
+
+    def show(self, ref: str, *, trust: TrustLookup | None = None) -> dict[str, Any]:
+        """A version's summary, card, signatures with their trust (asked of ``trust``, a snapshot such as
+        :class:`~lorahub.signing.trust.StaticTrust` of :meth:`trusted_keys`, else of this home key by key), audit
+        events and files."""
         from lorahub.signing.signed import verify_card
 
         version = self.version(ref)
         signed = self.signed_card(version)
-        checks = verify_card(signed, self).signatures
+        checks = verify_card(signed, trust or self).signatures
         events = self.catalog.audit_events(adapter=version.name)
         return {
             **summary(version),
@@ -767,10 +784,19 @@ class Hub(ProvenanceMixin):
         self.require("pull")
         return pull(self, source, insecure=insecure, policy=policy)
 
-    def lineage(self, ref: str) -> LineageNode:
+    def lineage(self, ref: str, *, trust: TrustLookup | None = None) -> LineageNode:
+        """The tree of a version's parents; each card's signers judged by ``trust`` (a snapshot read once, for a
+        caller drawing many nodes), else by this home key by key."""
         from lorahub.sdk.lineage import lineage
 
-        return lineage(self, ref)
+        return lineage(self, ref, trust=trust)
+
+    def children(self, ref: str) -> list[Child]:
+        """The catalogued versions whose cards name this one as a parent (merged, converted, resized, trained from
+        it), with the relation; a caller asking often keeps a :class:`~lorahub.sdk.lineage.ChildIndex` instead."""
+        from lorahub.sdk.lineage import ChildIndex
+
+        return ChildIndex(self).children(self.version(ref).content_digest)
 
     def cyclonedx_bom(self, ref: str) -> dict[str, Any]:
         """The CycloneDX 1.6 ML-BOM of a version and its whole lineage, as JSON data: the adapter with hashes and
@@ -810,6 +836,14 @@ class Hub(ProvenanceMixin):
         if merge or len(parts) > 1:
             return engine.merge(parts, base)
         return engine.effective(parts[0], base)
+
+    def license_answers(self, ref: str, questions: Sequence[tuple[str, str]]) -> list[Verdict]:
+        """:meth:`license_check` of one catalogued version for each ``(use, subject)`` question, its card read once
+        (an adapter page asks several)."""
+        from lorahub import licenses as engine
+
+        parts = engine.from_card_licenses(self.signed_card(self.version(ref)).card.license)
+        return [engine.use(parts, None, use, subject=subject) for use, subject in questions]  # type: ignore[arg-type]
 
     def _license_terms(self, item: str) -> list[LicenseTerms]:
         """A catalogued adapter's card licences (with its Civitai-style permissions; a merge names several), else a

@@ -8,12 +8,15 @@ holds and is trusted here, and its licence. Training facts (base weights, datase
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lorahub.registry.catalog import AdapterVersion
     from lorahub.sdk.hub import Hub
+    from lorahub.signing.trust import TrustLookup
 
 MAX_DEPTH = 32
 """Cards cannot form cycles (a parent's digest is fixed before the child exists), but a damaged catalogue could."""
@@ -77,10 +80,10 @@ def _training_summary(training: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in summary.items() if v is not None}
 
 
-def _signers(hub: Hub, version: AdapterVersion) -> list[dict[str, Any]]:
+def _signers(hub: Hub, version: AdapterVersion, trust: TrustLookup | None) -> list[dict[str, Any]]:
     from lorahub.signing.signed import verify_card
 
-    checked = verify_card(hub.signed_card(version), hub)
+    checked = verify_card(hub.signed_card(version), trust or hub)
     return [{"fingerprint": s.keyid, "name": s.name, "valid": s.valid, "trust": s.trust} for s in checked.signatures]
 
 
@@ -94,7 +97,14 @@ def _baked_into(events: list[dict[str, Any]], digest: str) -> list[dict[str, Any
 
 
 def _node(
-    hub: Hub, digest: str, relation: str | None, parameters: dict[str, Any], *, bakes: list[Any], depth: int
+    hub: Hub,
+    digest: str,
+    relation: str | None,
+    parameters: dict[str, Any],
+    *,
+    bakes: list[Any],
+    depth: int,
+    trust: TrustLookup | None,
 ) -> LineageNode:
     version = hub.catalog.find_by_content(digest, include_removed=True)
     node = LineageNode(content_digest=digest, relation=relation, parameters=parameters, version=version)
@@ -102,14 +112,68 @@ def _node(
     if version is None:
         return node
     card = hub.signed_card(version).card
-    node.license, node.training, node.signers = card.license.id, card.training, _signers(hub, version)
+    node.license, node.training, node.signers = card.license.id, card.training, _signers(hub, version, trust)
     if depth < MAX_DEPTH:
         node.parents = [
-            _node(hub, p.digest, p.relation, dict(p.parameters), bakes=bakes, depth=depth + 1) for p in card.lineage
+            _node(hub, p.digest, p.relation, dict(p.parameters), bakes=bakes, depth=depth + 1, trust=trust)
+            for p in card.lineage
         ]
     return node
 
 
-def lineage(hub: Hub, ref: str) -> LineageNode:
+def lineage(hub: Hub, ref: str, *, trust: TrustLookup | None = None) -> LineageNode:
+    """The tree of ``ref``'s parents; signatures judged by ``trust`` when given (one snapshot for every node),
+    else by the hub."""
     version = hub.version(ref)
-    return _node(hub, version.content_digest, None, {}, bakes=hub.audit(action="bake"), depth=0)
+    return _node(hub, version.content_digest, None, {}, bakes=hub.audit(action="bake"), depth=0, trust=trust)
+
+
+# --- children: the versions made from one ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Child:
+    """A catalogued version whose card names another as its parent, with the relation and its parameters."""
+
+    version: AdapterVersion
+    relation: str
+    parameters: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.version.ref,
+            "content_digest": self.version.content_digest,
+            "relation": self.relation,
+            "parameters": self.parameters,
+            "license": self.version.license_id,
+            "removed": self.version.removed,
+        }
+
+
+class ChildIndex:
+    """Which versions name each content digest as a parent. A card says who its parents are, never its children,
+    so finding children means reading the cards that have parents; since cards never change, the index only grows,
+    and a caller that keeps one (the web catalogue) reads only the versions added since its last question."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._lock = threading.Lock()
+        self._last_id = 0
+        self._edges: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
+
+    def refresh(self) -> None:
+        with self._lock:
+            highest, rows = self._hub.catalog.derived_cards(after=self._last_id)
+            for version_id, card_json in rows:
+                for parent in json.loads(card_json).get("lineage") or ():
+                    edge = (version_id, str(parent["relation"]), dict(parent.get("parameters") or {}))
+                    self._edges.setdefault(str(parent["digest"]), []).append(edge)
+            self._last_id = highest
+
+    def children(self, content_digest: str) -> list[Child]:
+        """The versions made from ``content_digest`` (removed ones too: a lineage keeps them), oldest first."""
+        self.refresh()
+        edges = self._edges.get(content_digest, [])
+        versions = self._hub.catalog.by_ids([version_id for version_id, _, _ in edges])
+        by_id = {version.id: version for version in versions}
+        return [Child(by_id[i], relation, parameters) for i, relation, parameters in edges if i in by_id]

@@ -244,11 +244,12 @@ def _policy(report: VerifyReport, signed: SignedCard | None, policy: Policy) -> 
 
 
 def verify_catalogued(
-    hub: Hub, version: AdapterVersion, policy: Policy, *, trust: TrustLookup | None = None
+    hub: Hub, version: AdapterVersion, policy: Policy, *, trust: TrustLookup | None = None, reread: bool = False
 ) -> VerifyReport:
     """``verify NAME@V``, without reading the file again when its size, mtime and inode still match a recorded
-    passing verification (``verify --all`` over a library that did not change reads nothing). A file that is
-    nowhere fails the ``file present`` check; an in-place file whose bytes changed is marked ``changed``."""
+    passing verification (``verify --all`` over a library that did not change reads nothing), unless ``reread``.
+    A file that is nowhere fails the ``file present`` check; an in-place file whose bytes changed is marked
+    ``changed``. The version's own file is checked, never a path that happens to be spelt like its reference."""
     from lorahub.sdk.locating import version_file
 
     try:
@@ -261,9 +262,13 @@ def verify_catalogued(
     stat = located.path.stat()
     facts = (str(located.path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     cached = hub.catalog.file_cache_get(*facts)
-    if cached is not None and (cached.sha256, cached.content_digest) == (version.blob_sha256, version.content_digest):
+    unchanged = cached is not None and (cached.sha256, cached.content_digest) == (
+        version.blob_sha256,
+        version.content_digest,
+    )
+    if unchanged and not reread:
         return verify_unchanged_blob(hub, version, policy, located.path, trust=trust)
-    report = verify(hub, version.ref, policy, trust=trust)
+    report = _checklist(located.path, version.ref, policy, trust or hub, hub=hub, catalogued=version)
     if report.ok:
         hub.catalog.file_cache_put(*facts, sha256=version.blob_sha256, content_digest=version.content_digest)
     elif located.location is not None and any(c.name == "blob integrity" and not c.ok for c in report.checks):
