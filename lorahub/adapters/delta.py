@@ -354,6 +354,42 @@ def kind_of(tensors: Mapping[str, Array]) -> str:
     return kind
 
 
+def _factor_size(tensors: Mapping[str, Any], up: str, down: str, core: str) -> int:
+    """Entries of ``up @ down`` ([out, r] by [r, in, …]), or of a Tucker rebuild ([r, out], [r, in], core)."""
+    a, b, t = np.shape(tensors[up]), np.shape(tensors[down]), tensors.get(core)
+    if t is None:
+        return int(a[0] * math.prod(b[1:]))
+    return int(a[1] * b[1] * math.prod(np.shape(t)[2:]))
+
+
+def _lokr_size(tensors: Mapping[str, Any], n: int) -> int:
+    whole = tensors.get(f"lokr_w{n}")
+    if whole is not None:
+        return int(np.size(whole))
+    return _factor_size(tensors, f"lokr_w{n}_a", f"lokr_w{n}_b", "lokr_t2" if n == 2 else "")
+
+
+def delta_size(tensors: Mapping[str, Any]) -> int | None:
+    """How many entries a module's ΔW has, from its factors' shapes alone (nothing is multiplied), or None when ΔW
+    takes the base weight's shape (GLoRA, OFT, BOFT, IA3, set, a lone ``diff_b``).
+
+    Why: a loader that computes ΔW only when it is first used checks at load that each module fits its layer, so a
+    file made for another model is refused before anything is applied."""
+    kind = kind_of(tensors)
+    if kind in LOWRANK_KINDS:
+        up, down, mid = np.shape(tensors["up"]), np.shape(tensors["down"]), tensors.get("mid")
+        kernel = np.shape(mid)[2:] if mid is not None else down[2:]
+        return int(up[0] * down[1] * math.prod(kernel))
+    if kind == "loha":
+        return _factor_size(tensors, "hada_w1_a", "hada_w1_b", "hada_t1")
+    if kind == "lokr":
+        return _lokr_size(tensors, 1) * _lokr_size(tensors, 2)
+    for role in ("diff", "w_norm"):
+        if role in tensors:
+            return int(np.size(tensors[role]))
+    return None
+
+
 # --- DoRA ----------------------------------------------------------------------------------------------------------
 
 
