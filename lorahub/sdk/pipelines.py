@@ -78,6 +78,13 @@ def check_loadable(adapter: CanonicalAdapter, label: str) -> None:
             f"{label} has {', '.join(other)} layers, whose effect on the model lorahub does not know",
             hint="lorahub inspect shows the file's modules and their problems.",
         )
+    if adapter.unsplit:
+        raise errors.AdapterNotLoadableError(
+            f"{label}: {len(adapter.unsplit)} fused module(s) have no exact per-layer form in this pipeline "
+            f"(first: {adapter.unsplit[0]})",
+            hint="A delta that depends on the base weight over a fused qkv/linear1 is not split; bake the adapter "
+            "into the base checkpoint (lorahub bake) instead.",
+        )
     if adapter.unmapped:
         raise errors.AdapterNotLoadableError(
             f"{label}: {len(adapter.unmapped)} module(s) do not map to {adapter.family} model paths "

@@ -47,6 +47,57 @@ SD1_EVERY_KIND: Mapping[str, str] = {
 (LoHa and LoKr in every factorisation, Tucker and conv, full, DoRA on linear and conv, IA3, OFT, BOFT, GLoRA), on
 attention, feed-forward, conv and text-encoder layers."""
 
+XL_BLOCK = "down_blocks.1.attentions.0.transformer_blocks"
+TE2 = "text_encoder_2.text_model.encoder.layers.0"
+SDXL_KINDS: Mapping[str, str] = {
+    f"unet.{XL_BLOCK}.0.attn1.to_q": "lokr",
+    f"unet.{XL_BLOCK}.0.attn1.to_v": "loha",
+    f"unet.{XL_BLOCK}.0.attn2.to_k": "dora",
+    f"unet.{XL_BLOCK}.1.ff.net.0.proj": "boft",
+    f"unet.{XL_BLOCK}.1.attn1.to_out.0": "full",
+    "unet.down_blocks.1.attentions.0.proj_in": "oft",
+    "unet.down_blocks.0.resnets.0.conv1": "lokr-tucker",
+    "unet.down_blocks.0.resnets.1.conv1": "glora",
+    f"{TE2}.self_attn.q_proj": "lokr-both",
+    f"{TE2}.mlp.fc1": "ia3",
+}
+"""Every kind on the tiny SDXL pipeline, its second text encoder included."""
+
+FLUX_KINDS: Mapping[str, str] = {
+    "lora_unet_double_blocks_0_img_attn_qkv": "lokr",
+    "lora_unet_single_blocks_0_linear1": "loha",
+    "lora_unet_double_blocks_0_img_mlp_0": "lokr-both",
+    "lora_unet_double_blocks_0_txt_mlp_2": "dora",
+    "lora_unet_single_blocks_0_linear2": "full",
+}
+"""FLUX modules under BFL's kohya names: a LoKr over the fused ``img_attn.qkv``, a LoHa over ``linear1`` (fused q, k,
+v and the MLP input), which split exactly only as dense ΔW, and other kinds on plain layers."""
+
+FLUX_PARTS: Mapping[str, tuple[str, ...]] = {
+    "lora_unet_double_blocks_0_img_attn_qkv": ("transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k",
+                                               "transformer_blocks.0.attn.to_v"),
+    "lora_unet_single_blocks_0_linear1": ("single_transformer_blocks.0.attn.to_q",
+                                          "single_transformer_blocks.0.attn.to_k",
+                                          "single_transformer_blocks.0.attn.to_v",
+                                          "single_transformer_blocks.0.proj_mlp"),
+    "lora_unet_double_blocks_0_img_mlp_0": ("transformer_blocks.0.ff.net.0.proj",),
+    "lora_unet_double_blocks_0_txt_mlp_2": ("transformer_blocks.0.ff_context.net.2",),
+    "lora_unet_single_blocks_0_linear2": ("single_transformer_blocks.0.proj_out",),
+}  # fmt: skip
+"""Each FLUX module's diffusers layers, whose weights it stacks by rows."""
+
+
+def write_flux_lycoris(pipe: Any, out: Path, plan: Mapping[str, str], *, seed: int = 0) -> None:
+    """A FLUX LyCORIS file under BFL's kohya names (fused modules as wide as their parts together)."""
+    model = pipe.transformer
+    layers: dict[str, tuple[int, ...]] = {}
+    bases: dict[str, np.ndarray] = {}
+    for name in plan:
+        weights = [model.get_submodule(part).weight.detach().numpy() for part in FLUX_PARTS[name]]
+        bases[name] = np.concatenate(weights, axis=0)
+        layers[name] = tuple(bases[name].shape)
+    write_example_lycoris(out, layers, kind=dict(plan), seed=seed, bases=bases)
+
 
 def module_of(pipe: Any, canonical: str) -> Any:
     component, _, path = canonical.partition(".")

@@ -17,7 +17,15 @@ from lorahub import Hub, errors
 from lorahub.adapters.model import read_adapter
 from lorahub.sdk.adding import AddOptions
 from lorahub.sdk.patching import patched
-from tests.sdk.lycoris_files import SD1_EVERY_KIND, assert_same_weights, no_patches, write_lycoris
+from tests.sdk.lycoris_files import (
+    FLUX_KINDS,
+    SD1_EVERY_KIND,
+    SDXL_KINDS,
+    assert_same_weights,
+    no_patches,
+    write_flux_lycoris,
+    write_lycoris,
+)
 from tests.sdk.pipes import image, make_adapter
 
 pytest.importorskip("diffusers")
@@ -188,3 +196,45 @@ def test_a_peft_dora_file_equals_diffusers_own_load_at_weight_one(hub: Hub, sd1:
     reference = _pipe(sd1)
     reference.load_lora_weights(str(path), adapter_name="ref")
     np.testing.assert_allclose(image(pipe, "sd1"), image(reference, "sd1"), atol=2e-5)
+
+
+def test_sdxl_every_kind_with_the_second_text_encoder_equals_the_baked_pipeline(
+    hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
+) -> None:
+    base = tiny_bases["sdxl"]
+    pipe = _pipe(base)
+    write_lycoris(pipe, "sdxl", tmp_path / "xl.safetensors", SDXL_KINDS, seed=5)
+    _add(hub, tmp_path / "xl.safetensors", "xl")
+    baked = _baked(hub, base, ["xl:0.8"], tmp_path / "baked")
+    handle = lorahub.load("xl", pipe, hub=hub, weight=0.8)
+    assert set(handle.targets) == {"unet", "text_encoder_2"}
+    assert_same_weights(pipe, baked, ("unet", "text_encoder", "text_encoder_2"))
+    np.testing.assert_allclose(image(pipe, "sdxl"), image(baked, "sdxl"), atol=2e-5)
+
+
+def test_flux_kinds_over_fused_modules_equal_the_baked_pipeline(
+    hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
+) -> None:
+    """A LoKr over ``img_attn.qkv`` and a LoHa over ``linear1`` have no exact per-projection factors: their dense ΔW
+    splits by rows exactly, and the patches apply it to ``to_q``/``to_k``/``to_v``/``proj_mlp``."""
+    base = tiny_bases["flux1"]
+    pipe = _pipe(base)
+    write_flux_lycoris(pipe, tmp_path / "flux.safetensors", FLUX_KINDS, seed=6)
+    _add(hub, tmp_path / "flux.safetensors", "flux")
+    assert read_adapter(tmp_path / "flux.safetensors").unsplit  # what convert refuses without --lossy
+    baked = _baked(hub, base, ["flux:0.7"], tmp_path / "baked")
+    handle = lorahub.load("flux", pipe, hub=hub, weight=0.7)
+    assert len(handle.targets["transformer"]) == 10
+    assert_same_weights(pipe, baked, ("transformer",))
+    np.testing.assert_allclose(image(pipe, "flux1"), image(baked, "flux1"), atol=2e-5)
+
+
+def test_a_base_dependent_kind_over_a_fused_module_is_refused_with_its_reason(
+    hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
+) -> None:
+    pipe = _pipe(tiny_bases["flux1"])
+    write_flux_lycoris(pipe, tmp_path / "dora.safetensors", {"lora_unet_double_blocks_0_img_attn_qkv": "dora"})
+    _add(hub, tmp_path / "dora.safetensors", "dora-qkv")
+    with pytest.raises(errors.AdapterNotLoadableError, match=r"fused module.*img_attn"):
+        lorahub.load("dora-qkv", pipe, hub=hub)
+    assert no_patches(pipe, ("transformer",)) and not patched(pipe)
