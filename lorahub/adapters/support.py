@@ -23,10 +23,12 @@ __all__ = [
     "KIND_SUPPORT",
     "Capabilities",
     "KindSupport",
+    "ModuleFacts",
     "capabilities",
     "exactly_convertible",
     "layer_extras",
     "peft_loadable",
+    "rows_of",
 ]
 
 Convert = Literal["exact", "lossy"]
@@ -115,11 +117,22 @@ def exactly_convertible(kind: str, roles: Iterable[str]) -> bool:
 
 
 @dataclass(frozen=True)
+class ModuleFacts:
+    """What the support of one module depends on: its kind, its tensor roles, and where its name goes
+    (:func:`lorahub.adapters.model.where_modules_go`: ``mapped``, ``fused`` or ``unmapped``)."""
+
+    kind: str
+    roles: frozenset[str]
+    fate: str = "mapped"
+
+
+@dataclass(frozen=True)
 class Capabilities:
-    """What lorahub can do with a set of layers (a whole file, or one kind): each of ``convert_exact``,
-    ``convert_lossy``, ``load``, ``bake`` is true when it holds for every layer; ``load_via`` says how a pipeline
-    takes it (``peft`` when every layer is PEFT LoRA, else ``delta``); ``needs_base`` lists what needs the base
-    weight (for ``--lossy`` and ``--to full``; a pipeline and ``bake`` have it)."""
+    """What lorahub can do with a whole file: each of ``convert_exact`` (into the LoRA layouts), ``convert_lossy``,
+    ``load`` and ``bake`` holds when it holds for every module. ``load_via`` says how a pipeline takes it (``peft``
+    when every module is plain LoRA, else ``delta``: lorahub's ΔW patch); ``needs_base`` lists the kinds whose ΔW
+    needs the base weight (``--base`` for ``--lossy`` and ``--to full``; a pipeline and ``bake`` have it);
+    ``reasons`` says why something is not possible."""
 
     convert_exact: bool
     convert_lossy: bool
@@ -127,6 +140,7 @@ class Capabilities:
     load_via: Load | None
     bake: bool
     needs_base: list[str]
+    reasons: list[str]
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -136,31 +150,113 @@ class Capabilities:
             "load_via": self.load_via,
             "bake": self.bake,
             "needs_base": self.needs_base,
+            "reasons": self.reasons,
         }
 
 
-def capabilities(layers: Iterable[tuple[str, Iterable[str]]], *, names_map: bool = True) -> Capabilities:
-    """What lorahub can do with layers given as ``(kind, roles)``; ``names_map`` is false when some module names do
-    not map to the family's model paths (then nothing but inspection is possible: a converter would drop them, a
-    loader would not know where they go, a bake would not find their tensors)."""
-    rows: list[KindSupport] = []
-    peft = True
-    exact = True
-    for kind, layer_roles in layers:
-        roles = list(layer_roles)
-        row = KIND_SUPPORT.get(kind)
-        if row is None or kind not in KINDS:
-            return Capabilities(False, False, False, None, False, [])
-        rows.append(row)
-        rows.extend(EXTRA_SUPPORT[extra] for extra in layer_extras(roles))
-        peft = peft and peft_loadable(kind, roles)
-        exact = exact and exactly_convertible(kind, roles)
-    known = bool(rows) and names_map
+def rows_of(module: ModuleFacts) -> list[KindSupport]:
+    """The support rows a module is subject to: its kind's and its extras' (empty for a kind lorahub cannot apply)."""
+    row = KIND_SUPPORT.get(module.kind)
+    if row is None or module.kind not in KINDS:
+        return []
+    return [row, *(EXTRA_SUPPORT[extra] for extra in layer_extras(module.roles))]
+
+
+def capabilities(modules: Iterable[ModuleFacts], *, family: str | None = None) -> Capabilities:
+    """What lorahub can do with a file of these modules, by the rules the converter, loader and bake follow: a module
+    whose name does not map is dropped by none of them (so nothing is possible); one of a kind without a ΔW rule
+    neither; a non-LoRA delta over a fused SD3/FLUX module (``img_attn.qkv``) is applied and baked as its dense ΔW
+    split by rows, which a kind that depends on the base weight does not allow."""
+    facts = list(modules)
+    reasons: list[str] = []
+    unmapped = [m for m in facts if m.fate == "unmapped"]
+    unknown = sorted({m.kind for m in facts if not rows_of(m)})
+    if not facts:
+        reasons.append("no adapter modules")
+    if unmapped and family == "unknown":
+        reasons.append("the base family is unknown, so module names map to no model's paths (load still applies it "
+                       "to a pipeline of a family all its modules map to)")  # fmt: skip
+    elif unmapped:
+        reasons.append(f"{len(unmapped)} module(s) do not map to {family or 'the family'}'s model paths")
+    if unknown:
+        reasons.append(f"no ΔW rule for {', '.join(unknown)} modules")
+    rows = [row for m in facts for row in rows_of(m)]
+    needs_base = sorted({row.kind for row in rows if row.needs_base})
+    fused_base = [m for m in facts if m.fate == "fused" and any(row.needs_base for row in rows_of(m))]
+    if fused_base:
+        reasons.append(f"{len(fused_base)} fused module(s) with a delta that depends on the base weight")
+    usable = not reasons
+    exact = usable and all(exactly_convertible(m.kind, m.roles) for m in facts)
+    peft = all(peft_loadable(m.kind, m.roles) for m in facts)
     return Capabilities(
-        convert_exact=known and exact,
-        convert_lossy=known,
-        load=known,
-        load_via=("peft" if peft else "delta") if known else None,
-        bake=known and all(row.bake for row in rows),
-        needs_base=sorted({row.kind for row in rows if row.needs_base}),
+        convert_exact=exact,
+        convert_lossy=usable,
+        load=usable,
+        load_via=("peft" if peft else "delta") if usable else None,
+        bake=usable and all(row.bake for row in rows),
+        needs_base=needs_base,
+        reasons=reasons,
     )
+
+
+# --- the generated page (docs/reference/support-matrix.md) ------------------------------------------------------
+
+_CONVERT_CELL = {"exact": "exact", "lossy": "lossy (`--lossy`, error reported)"}
+_LOAD_CELL = {"peft": "exact: PEFT's LoRA layers", "delta": "exact: lorahub's ΔW patch"}
+_LORA_ROLE_KINDS = {"mid": "lora-tucker"}
+
+
+def _kind_row(row: KindSupport) -> str:
+    full = "exact, with `--base`" if row.needs_base else "exact"
+    base = "yes" if row.needs_base else "no"
+    cells = [f"`{row.kind}`", row.label, _CONVERT_CELL[row.convert], full, _LOAD_CELL[row.load],
+             "yes" if row.bake else "no", base]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def _layout_roles(fmt: object) -> frozenset[str]:
+    """The roles a layout's key spellings can carry: its scheme's suffix table (cloneofsimo: up and down only)."""
+    import importlib
+
+    scheme = getattr(fmt, "scheme", None) or getattr(importlib.import_module(type(fmt).__module__), "SCHEME", None)
+    if scheme is None:
+        return frozenset({"down", "up"})
+    return frozenset(scheme.suffixes.values())
+
+
+def _layout_kinds(roles: frozenset[str]) -> list[str]:
+    from lorahub.formats.layers import ROLE_KIND
+
+    kinds = {ROLE_KIND[role][1] for role in roles if role in ROLE_KIND}
+    if "lora" in kinds:
+        kinds |= {"locon"} | {_LORA_ROLE_KINDS[role] for role in roles if role in _LORA_ROLE_KINDS}
+    if "oft" in kinds:
+        kinds.add("boft")
+    order = list(KIND_SUPPORT)
+    return sorted(kinds, key=order.index) + layer_extras(roles)
+
+
+def support_matrix() -> str:
+    """The tables of docs/reference/support-matrix.md, from :data:`KIND_SUPPORT`, :data:`EXTRAS`, the registered
+    layouts (:data:`lorahub.formats.FORMATS`) and how the reader maps their names
+    (:data:`lorahub.adapters.model.SD_SPELLINGS`)."""
+    from lorahub.adapters.model import SD_SPELLINGS
+    from lorahub.formats import FORMATS
+
+    lines = [
+        "| kind | what | convert into LoRA layouts | convert into `full` | load, stack, prompt, switch | bake | "
+        "needs the base weight |",
+        "|---|---|---|---|---|---|---|",
+        *(_kind_row(row) for row in KIND_SUPPORT.values()),
+        *(_kind_row(row) for row in EXTRA_SUPPORT.values()),
+        "",
+        "| layout | what | kinds its keys can hold | module names read as model paths (SD 1.x/2.x/SDXL) |",
+        "|---|---|---|---|",
+    ]
+    for fmt in FORMATS:
+        kinds = ", ".join(f"`{kind}`" for kind in _layout_kinds(_layout_roles(fmt))) or "-"
+        spelling = SD_SPELLINGS.get(fmt.id)
+        mapped = f"yes ({spelling} names)" if spelling else "no"
+        description = fmt.description.replace("|", "\\|")
+        lines.append(f"| `{fmt.id}` | {description} | {kinds} | {mapped} |")
+    return "\n".join(lines) + "\n"
