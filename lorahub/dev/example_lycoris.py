@@ -44,6 +44,12 @@ def _lowrank(gen: np.random.Generator, out: int, inner: Shape, rank: int) -> tup
     return _normal(gen, out, rank, std=0.3 / math.sqrt(rank)), _normal(gen, rank, *inner, std=0.3 / math.sqrt(fan_in))
 
 
+def _lora(gen: np.random.Generator, shape: Shape, rank: int, base: Array | None) -> dict[str, Array]:
+    """Plain LoRA (LoCon on a conv: the kernel in ``down``), for comparisons at equal parameter counts."""
+    up, down = _lowrank(gen, shape[0], shape[1:], rank)
+    return {"up": up[:, :, None, None] if len(shape) > 2 else up, "down": down}
+
+
 def _loha(gen: np.random.Generator, shape: Shape, rank: int, base: Array | None) -> dict[str, Array]:
     out, inner = shape[0], (math.prod(shape[1:]),)
     tensors = {}
@@ -147,6 +153,7 @@ def _norm(gen: np.random.Generator, shape: Shape, rank: int, base: Array | None)
 
 
 KINDS: Mapping[str, Maker] = {
+    "lora": _lora,
     "loha": _loha,
     "loha-tucker": _loha_tucker,
     "lokr": _lokr,
@@ -171,7 +178,9 @@ SUFFIXES: Mapping[str, str] = {
 }  # fmt: skip
 """Role → LyCORIS key suffix, where they differ (the rest are spelt as their role)."""
 
-ALPHA_KINDS = frozenset({"loha", "loha-tucker", "lokr", "lokr-both", "lokr-tucker", "dora", "glora", "oft", "boft"})
+ALPHA_KINDS = frozenset(
+    {"lora", "loha", "loha-tucker", "lokr", "lokr-both", "lokr-tucker", "dora", "glora", "oft", "boft"}
+)
 
 
 def lycoris_tensors(

@@ -19,16 +19,20 @@ Why lorahub's own patch rather than PEFT's LoHa, LoKr, OFT, BOFT, IA3 tuners and
 
 How: the patch replaces the layer *instance's* ``forward`` (class, parameters, state dict and ``isinstance`` stay, so
 PEFT can still wrap the layer, and a LoRA on it adds to the patched output); removing the last adapter restores it.
-ΔW is computed the first time the adapter takes part in a forward (float64, then the layer's dtype and device) and
-kept: loading costs what reading the factors costs, an adapter that stays inactive (``apply_prompt`` keeps earlier
-adapters injected) costs nothing, and changing a weight costs nothing. Each forward then adds ``w·ΔW`` to the weight
-(one elementwise pass per active adapter). Kinds that multiply the base weight (DoRA, OFT, IA3, GLoRA, set) take the
+ΔW is computed the first time the adapter takes part in a forward, for all its layers at once, in threads (in
+float32 arithmetic for float32 and narrower layers, whose ΔW keeps no more digits; float64 for float64 layers), then
+kept in the layer's dtype and device: loading costs what reading the factors costs, an adapter that stays inactive
+(``apply_prompt`` keeps earlier adapters injected) costs nothing, and changing a weight costs nothing. Each forward
+then adds ``w·ΔW`` to the weight (one elementwise pass per active adapter); memory holds one ΔW per adapted layer
+and adapter. Kinds that multiply the base weight (DoRA, OFT, IA3, GLoRA, set) take the
 layer's weight as it is at that first forward.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,14 +108,49 @@ def operation(module: Any) -> Operation | None:
 # --- one patched layer ---------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class _Delta:
-    """One adapter's module on a layer; ΔW and Δb once computed, for the device and dtype they were made for."""
+    """One adapter's module on one layer: its canonical layer, and ΔW and Δb once computed, for the device and dtype
+    they were made for. ``group`` holds every module of the adapter installed on the component with it: when one is
+    first needed, all are computed, in threads (numpy and torch release the GIL), since the forward that needs one
+    needs the others moments later."""
 
     layer: CanonicalLayer
+    module: Any
+    group: list[_Delta]
     weight: Any = None
     bias: Any = None
     made_for: tuple[Any, Any] | None = None
+
+    def current(self) -> bool:
+        weight = self.module.weight
+        return self.made_for == (weight.device, weight.dtype)
+
+    def made(self) -> tuple[Any, Any]:
+        """ΔW and Δb in the layer's dtype and device (computed with the rest of the group when stale)."""
+        if not self.current():
+            stale = [delta for delta in self.group if not delta.current()] or [self]
+            workers = min(len(stale), os.cpu_count() or 1, _BUILD_THREADS)
+            if workers > 1:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    list(pool.map(_Delta.refresh, stale))
+            else:
+                for delta in stale:
+                    delta.refresh()
+        return self.weight, self.bias
+
+    def refresh(self) -> None:
+        """Move ΔW to the layer's device when only that changed; compute it again when its dtype changed."""
+        weight = self.module.weight
+        if self.weight is not None and self.made_for is not None and self.made_for[1] == weight.dtype:
+            self.weight = self.weight.to(weight.device)
+            self.bias = None if self.bias is None else self.bias.to(weight.device)
+        else:
+            self.weight, self.bias = _compute(self.layer, self.module)
+        self.made_for = (weight.device, weight.dtype)
+
+
+_BUILD_THREADS = 8
 
 
 class LayerPatch:
@@ -145,24 +184,18 @@ class LayerPatch:
             scale = float(self.weights.get(name, 0.0))
             if scale == 0.0:
                 continue
-            delta_weight, delta_bias = self._made(delta)
+            delta_weight, delta_bias = delta.made()
             weight = torch.add(weight, delta_weight, alpha=scale)
             if delta_bias is not None:
                 bias = delta_bias * scale if bias is None else torch.add(bias, delta_bias, alpha=scale)
         return weight, bias
 
-    def _made(self, delta: _Delta) -> tuple[Any, Any]:
-        """ΔW and Δb in the layer's dtype and device, computed on first use (again after a change of dtype; moved
-        after a change of device)."""
-        weight = self.module.weight
-        if delta.made_for != (weight.device, weight.dtype):
-            if delta.weight is not None and delta.made_for is not None and delta.made_for[1] == weight.dtype:
-                delta.weight = delta.weight.to(weight.device)
-                delta.bias = None if delta.bias is None else delta.bias.to(weight.device)
-            else:
-                delta.weight, delta.bias = _compute(delta.layer, self.module)
-            delta.made_for = (weight.device, weight.dtype)
-        return delta.weight, delta.bias
+    def prepare(self) -> None:
+        """Compute ΔW of the active adapters now, as the first forward would (for a benchmark, or a server that
+        would rather pay for it at load)."""
+        for name, delta in self.deltas.items():
+            if float(self.weights.get(name, 0.0)) != 0.0:
+                delta.made()
 
     def remove(self) -> None:
         """Give the layer its own forward back."""
@@ -181,11 +214,13 @@ def _compute(layer: CanonicalLayer, module: Any) -> tuple[Any, Any]:
     from lorahub.adapters.delta import needs_base
 
     weight = module.weight
+    wide = weight.dtype.itemsize > 4  # a float64 layer gets a float64 ΔW; float32 and narrower, float32 arithmetic
+    precision, torch_precision = (np.float64, torch.float64) if wide else (np.float32, torch.float32)
     base = None
     if needs_base(layer.kind, layer.tensors):
-        base = weight.detach().to("cpu", torch.float64).numpy()
+        base = weight.detach().to("cpu", torch_precision).numpy()
     with torch.no_grad():
-        delta = layer.delta(base)
+        delta = layer.delta(base, precision=precision)
         if delta.weight.size != weight.numel():
             raise errors.DeltaShapeError(
                 f"{layer.name}: ΔW has {delta.weight.size} entries, its layer's weight {list(weight.shape)}",
@@ -249,12 +284,14 @@ def install(
     the pipeline's record of adapter weights (:func:`lorahub.sdk.pipelines.applied`), which the patches read."""
     model = getattr(pipe, component)
     holders = patched(pipe).setdefault(adapter_name, {}).setdefault(component, [])
+    group: list[_Delta] = []
     for path, layer in layers.items():
         module = target_layer(model.get_submodule(path))
         patch = getattr(module, PATCH_ATTRIBUTE, None)
         if patch is None:
             patch = LayerPatch(module, weights)
-        patch.deltas[adapter_name] = _Delta(layer)
+        patch.deltas[adapter_name] = _Delta(layer, module, group)
+        group.append(patch.deltas[adapter_name])
         holders.append(patch)
 
 
