@@ -13,7 +13,9 @@ too ("ΔW build on first use", every patched layer's ΔW computed as that forwar
 
 Inference (fp32 UNet, 64×64 latent = 512 px, batch 1, CPU): one UNet forward with the LoKr (then the LoHa) applied
 unfused at weight 1 (ΔW already built: the steady state of a generation), against the same UNet whose weights had
-ΔW added, alternating; median of per-round ratios.
+ΔW added, alternating; median of per-round ratios. The unfused forward is the fused one plus the adds that form
+``W + ΔW`` in each patched layer, so that work is also timed alone (every patched layer's ``effective()``), which a
+noisy machine measures far more steadily than the difference of two forwards.
 
     python benchmarks/lycoris_sd15.py [--rounds 5] [--forward-rounds 3] [--skip-forward]
 """
@@ -151,13 +153,20 @@ def forward_rounds(hub: Any, rounds: int) -> dict[str, list[float]]:
                 else:
                     patch.module.forward = patch.forward
 
+        def added_work(patches: list[Any] = patches) -> None:
+            with torch.no_grad():
+                for patch in patches:
+                    patch.effective()
+
         forward()  # warm
-        times[name], times[f"{name}-fused"] = [], []
+        times[name], times[f"{name}-fused"], times[f"{name}-added"] = [], [], []
         for _ in range(rounds):
             mode(False)
             times[name].append(timed(forward))
             mode(True)
             times[f"{name}-fused"].append(timed(forward))
+            mode(False)
+            times[f"{name}-added"].append(timed(added_work))
         mode(False)
         handle.unload()
     return times
@@ -195,8 +204,12 @@ def main() -> None:
             forwards = forward_rounds(hub, args.forward_rounds)
             print(f"UNet forward, fp32, 64x64 latent, CPU, {torch.get_num_threads()} threads")
             for name in ("lokr", "loha"):
-                print(f"{name} unfused: {show(forwards[name])}; fused: {show(forwards[name + '-fused'])}")
-                print(f"median ratio unfused/fused {name}: {ratio(forwards[name], forwards[name + '-fused']):.3f}")
+                fused, added = forwards[name + "-fused"], forwards[name + "-added"]
+                print(f"{name} unfused: {show(forwards[name])}; fused: {show(fused)}")
+                print(f"median ratio unfused/fused {name}: {ratio(forwards[name], fused):.3f}")
+                share = statistics.median(added) / statistics.median(fused)
+                print(f"{name}: the work the patch adds to a forward (W + ΔW of every layer), alone: {show(added)}; "
+                      f"(fused + added) / fused: {1 + share:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

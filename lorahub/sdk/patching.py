@@ -14,8 +14,9 @@ Why lorahub's own patch rather than PEFT's LoHa, LoKr, OFT, BOFT, IA3 tuners and
 * conventions PEFT does not express: LyCORIS' OFT rotates the output rows under one norm constraint over all blocks,
   PEFT's OFT the input under a constraint per block; DoRA on the input axis (LyCORIS before ``wd_on_output``); full
   diffs and GLoRA have no PEFT tuner; PEFT derives a LoKr's factor shapes from its config, a file has its own;
-* kinds mixed on one layer: PEFT adds another tuner type to an adapted layer only inside its mixed model, and its
-  hotswap is LoRA-only. Patches stack with each other and with PEFT's LoRA layers on the same layer.
+* kinds mixed in one stack: PEFT supports several tuner types on one model through its separate mixed model
+  (``PeftMixedModel``), which diffusers' adapter methods do not use, and its hotswap is LoRA-only. Patches stack with
+  each other and with PEFT's LoRA layers on the same layer.
 
 How: the patch replaces the layer *instance's* ``forward`` (class, parameters, state dict and ``isinstance`` stay, so
 PEFT can still wrap the layer, and a LoRA on it adds to the patched output); removing the last adapter restores it.
