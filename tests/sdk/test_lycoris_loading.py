@@ -238,3 +238,27 @@ def test_a_base_dependent_kind_over_a_fused_module_is_refused_with_its_reason(
     with pytest.raises(errors.AdapterNotLoadableError, match=r"fused module.*img_attn"):
         lorahub.load("dora-qkv", pipe, hub=hub)
     assert no_patches(pipe, ("transformer",)) and not patched(pipe)
+
+
+def test_lora_with_a_bias_delta_or_an_a1111_scale_is_applied_whole(hub: Hub, sd1: Path, tmp_path: Path) -> None:
+    """PEFT's LoRA layers would drop a ``diff_b`` (ComfyUI's extraction) and an A1111 ``scale`` tensor, so such a
+    LoRA goes through the ΔW patch, with both: the pipeline equals the baked one."""
+    from lorahub.files.safetensors import write
+
+    gen = np.random.default_rng(7)
+    prefix = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0"
+    tensors: dict[str, np.ndarray] = {}
+    for module in ("attn2_to_out_0", "attn1_to_q"):
+        tensors[f"{prefix}_{module}.lora_down.weight"] = gen.standard_normal((4, 32)) * 0.2
+        tensors[f"{prefix}_{module}.lora_up.weight"] = gen.standard_normal((32, 4)) * 0.2
+        tensors[f"{prefix}_{module}.alpha"] = np.array(4.0)
+    tensors[f"{prefix}_attn2_to_out_0.diff_b"] = gen.standard_normal(32) * 0.1
+    tensors[f"{prefix}_attn1_to_q.scale"] = np.array(2.5)
+    write(tmp_path / "extras.safetensors", {
+        key: ("F32", value.shape, value.astype(np.float32).tobytes()) for key, value in tensors.items()
+    })  # fmt: skip
+    _add(hub, tmp_path / "extras.safetensors", "extras")
+    pipe = _pipe(sd1)
+    handle = lorahub.load("extras", pipe, hub=hub, weight=0.9)
+    assert set(patched(pipe)) == {handle.adapter_name}
+    assert_same_weights(pipe, _baked(hub, sd1, ["extras:0.9"], tmp_path / "baked"), SD1)
