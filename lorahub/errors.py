@@ -557,7 +557,8 @@ class UnsupportedPipelineError(LorahubError):
 
 
 class AdapterNotLoadableError(LorahubError):
-    """An adapter of the right family that this pipeline still cannot take as LoRA as it is."""
+    """An adapter of the right family that this pipeline still cannot take exactly as it is (modules that do not map,
+    a layer class or a fused module the ΔW patch cannot apply to, a component the pipeline lacks)."""
 
     code = "adapter-not-loadable"
     default_hint = "`lorahub inspect` shows the adapter's layers; bake it into the base (lorahub bake) instead."

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from lorahub.adapters.delta import Delta, delta_weight, lora_factors, module_scale, written_alpha
@@ -54,9 +55,9 @@ class CanonicalLayer:
             raise ValueError(f"{self.name} is a {self.kind} layer without LoRA factors")
         return module_scale(self.tensors, self.alpha, rank, rslora=self.rslora)
 
-    def delta(self, base: Array | None = None) -> Delta:
+    def delta(self, base: Array | None = None, *, precision: type[np.floating[Any]] = np.float64) -> Delta:
         """ΔW of the layer (:func:`~lorahub.adapters.delta.delta_weight`), with its own scale rule."""
-        return delta_weight(self.tensors, alpha=self.alpha, base=base, rslora=self.rslora)
+        return delta_weight(self.tensors, alpha=self.alpha, base=base, rslora=self.rslora, precision=precision)
 
     def factors(self) -> tuple[Array, Array, float] | None:
         """``(up, down, scale)`` of a plain LoRA/LoCon layer (:func:`~lorahub.adapters.delta.lora_factors`)."""

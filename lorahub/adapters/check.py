@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lorahub.adapters.canonical import BaseOf, CanonicalAdapter, CanonicalLayer, no_base
-from lorahub.adapters.delta import LOWRANK_KINDS, needs_base
+from lorahub.adapters.delta import needs_base
+from lorahub.adapters.support import exactly_convertible
 
 __all__ = ["ConversionReport", "compare", "exact_lora", "module_errors"]
-
-_LORA_ROLES = frozenset({"down", "up", "mid"})
 
 
 @dataclass
@@ -51,9 +50,9 @@ class ConversionReport:
 
 
 def exact_lora(layer: CanonicalLayer) -> bool:
-    """Whether a plain LoRA writer can hold the layer exactly (LoRA/LoCon/Tucker factors and nothing else)."""
-    extra = set(layer.tensors) - _LORA_ROLES
-    return layer.kind in LOWRANK_KINDS and not extra and "down" in layer.tensors and "up" in layer.tensors
+    """Whether a plain LoRA writer can hold the layer exactly (LoRA/LoCon/Tucker factors and nothing else): the
+    support table's ``convert`` column (:mod:`lorahub.adapters.support`)."""
+    return exactly_convertible(layer.kind, layer.tensors)
 
 
 def _same_factors(before: CanonicalLayer, after: CanonicalLayer) -> bool:

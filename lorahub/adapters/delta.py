@@ -2,7 +2,8 @@
 
 This is the one place where ΔW is computed (docs/concepts/architecture.md, decision 1): inspect, verify, convert and
 merge all call it, so each formula is written once and tested once. It uses numpy only (inspect and verify run on
-machines without torch) and computes in float64 whatever the storage dtype, returning float32; bf16/fp8 factors arrive
+machines without torch) and computes in float64 whatever the storage dtype (float32 where the caller narrows ΔW to
+float32 or below at once: a pipeline's layer), returning float32; bf16/fp8 factors arrive
 already widened by :func:`lorahub.files.numeric.to_float32`.
 
 The formulas follow ComfyUI's weight adapters (``comfy/weight_adapter/``) and LyCORIS (``lycoris/modules/``), and
@@ -76,16 +77,17 @@ class _Inputs:
     alpha: float | None
     base: Array | None
     rslora: bool
+    dtype: type[np.floating[Any]] = np.float64
 
     def get(self, role: str) -> Array:
         array = self.tensors.get(role)
         if array is None:
             raise errors.ModuleIncompleteError(f"the module has no {role} tensor, which its kind needs")
-        return np.asarray(array, dtype=np.float64)
+        return np.asarray(array, dtype=self.dtype)
 
     def optional(self, role: str) -> Array | None:
         array = self.tensors.get(role)
-        return None if array is None else np.asarray(array, dtype=np.float64)
+        return None if array is None else np.asarray(array, dtype=self.dtype)
 
     def weight(self) -> Array:
         if self.base is None:
@@ -192,13 +194,16 @@ def _tucker(core: Array, b: Array, a: Array) -> Array:
 
 
 def _loha(inputs: _Inputs) -> _Raw:
-    """LoHa: the Hadamard product of two low-rank (or Tucker) products, scaled by ``alpha / w1_b rows``."""
+    """LoHa: the Hadamard product of two low-rank (or Tucker) products, scaled by ``alpha / w1_b rows`` (applied to
+    the first ``a`` factor, so no pass over ΔW is spent on it)."""
+    scale = _rank_scale(inputs, inputs.get("hada_w1_b").shape[0])
     products = []
     for n in (1, 2):
         a, b, core = inputs.get(f"hada_w{n}_a"), inputs.get(f"hada_w{n}_b"), inputs.optional(f"hada_t{n}")
+        if n == 1:
+            a = scale * a
         products.append(_flat(a) @ _flat(b) if core is None else _tucker(core, b, a))
-    scale = _rank_scale(inputs, inputs.get("hada_w1_b").shape[0])
-    return _Raw(scale * products[0] * products[1], None, scale)
+    return _Raw(np.multiply(products[0], products[1], out=products[0]), None, scale)
 
 
 def _lokr_factor(inputs: _Inputs, n: int) -> tuple[Array, int | None]:
@@ -218,7 +223,7 @@ def _lokr(inputs: _Inputs) -> _Raw:
     scale = 1.0 if rank is None else _rank_scale(inputs, rank)
     if w2.ndim == 4 and w1.ndim == 2:
         w1 = w1[:, :, None, None]
-    return _Raw(scale * np.kron(w1, w2), None, scale)
+    return _Raw(np.kron(scale * w1, w2), None, scale)  # the scale on the small factor: one pass over ΔW
 
 
 def _full(inputs: _Inputs) -> _Raw:
@@ -272,7 +277,7 @@ def cayley(blocks: Array, constraint: float) -> Array:
         norm = float(np.linalg.norm(q)) + _EPS_Q
         if norm > constraint:
             q = q * (constraint / norm)
-    eye = np.eye(blocks.shape[-1])
+    eye = np.eye(blocks.shape[-1], dtype=blocks.dtype)
     result: Array = (eye + q) @ np.linalg.inv(eye - q)
     return result
 
@@ -354,6 +359,42 @@ def kind_of(tensors: Mapping[str, Array]) -> str:
     return kind
 
 
+def _factor_size(tensors: Mapping[str, Any], up: str, down: str, core: str) -> int:
+    """Entries of ``up @ down`` ([out, r] by [r, in, …]), or of a Tucker rebuild ([r, out], [r, in], core)."""
+    a, b, t = np.shape(tensors[up]), np.shape(tensors[down]), tensors.get(core)
+    if t is None:
+        return int(a[0] * math.prod(b[1:]))
+    return int(a[1] * b[1] * math.prod(np.shape(t)[2:]))
+
+
+def _lokr_size(tensors: Mapping[str, Any], n: int) -> int:
+    whole = tensors.get(f"lokr_w{n}")
+    if whole is not None:
+        return int(np.size(whole))
+    return _factor_size(tensors, f"lokr_w{n}_a", f"lokr_w{n}_b", "lokr_t2" if n == 2 else "")
+
+
+def delta_size(tensors: Mapping[str, Any]) -> int | None:
+    """How many entries a module's ΔW has, from its factors' shapes alone (nothing is multiplied), or None when ΔW
+    takes the base weight's shape (GLoRA, OFT, BOFT, IA3, set, a lone ``diff_b``).
+
+    Why: a loader that computes ΔW only when it is first used checks at load that each module fits its layer, so a
+    file made for another model is refused before anything is applied."""
+    kind = kind_of(tensors)
+    if kind in LOWRANK_KINDS:
+        up, down, mid = np.shape(tensors["up"]), np.shape(tensors["down"]), tensors.get("mid")
+        kernel = np.shape(mid)[2:] if mid is not None else down[2:]
+        return int(up[0] * down[1] * math.prod(kernel))
+    if kind == "loha":
+        return _factor_size(tensors, "hada_w1_a", "hada_w1_b", "hada_t1")
+    if kind == "lokr":
+        return _lokr_size(tensors, 1) * _lokr_size(tensors, 2)
+    for role in ("diff", "w_norm"):
+        if role in tensors:
+            return int(np.size(tensors[role]))
+    return None
+
+
 # --- DoRA ----------------------------------------------------------------------------------------------------------
 
 
@@ -373,7 +414,7 @@ def _dora(tensors: Mapping[str, Array], base: Array, delta: Array) -> Array:
     magnitude = tensors.get("magnitude")
     if magnitude is None:
         magnitude = tensors["dora_scale"]
-    magnitude = np.asarray(magnitude, dtype=np.float64)
+    magnitude = np.asarray(magnitude, dtype=base.dtype)
     combined = base + delta
     out_dim = combined.shape[0]
     if magnitude.shape[0] == out_dim and magnitude.size == out_dim:
@@ -413,12 +454,16 @@ def delta_weight(
     alpha: float | None,
     base: Array | None = None,
     rslora: bool = False,
+    precision: type[np.floating[Any]] = np.float64,
 ) -> Delta:
     """ΔW of one module from its tensors by role (see ``lorahub.formats.base.ROLES``), already widened to float.
 
     ``alpha`` is the module's alpha (tensor or config; an ``alpha`` entry in ``tensors`` is ignored): a scale
     ``alpha/r`` for rank-based kinds (``alpha/sqrt(r)`` with ``rslora``), the norm constraint for OFT/BOFT, unused
-    elsewhere. ``base`` is the layer's weight; GLoRA, OFT, BOFT, IA3, set and DoRA need it.
+    elsewhere. ``base`` is the layer's weight; GLoRA, OFT, BOFT, IA3, set and DoRA need it. ``precision`` is what
+    the arithmetic runs in: float64 (the default: conversions, checks and bakes compare and sum ΔW in it), or
+    float32 for a ΔW that is narrowed to float32 or below at once (a pipeline layer's, :mod:`lorahub.sdk.patching`),
+    where float64 would double the time for no digit that survives.
     """
     kind = kind_of(tensors)
     rule = KINDS.get(kind)
@@ -431,18 +476,18 @@ def delta_weight(
             f"a {label} module's ΔW depends on the base weight, and this module needs the base weight",
             hint="pass --base with the base model the adapter was trained on",
         )
-    base64 = None if base is None else np.asarray(base, dtype=np.float64)
-    raw = rule(_Inputs(tensors, alpha, base64, rslora))
+    base64 = None if base is None else np.asarray(base, dtype=precision)
+    raw = rule(_Inputs(tensors, alpha, base64, rslora, precision))
     weight = _fit(raw.weight, base64)
     bias = raw.bias
     if kind != "full" and "diff_b" in tensors:  # ComfyUI LoRA extraction: lora_up/lora_down plus diff_b
-        bias = np.asarray(tensors["diff_b"], dtype=np.float64) + (0.0 if bias is None else bias)
+        bias = np.asarray(tensors["diff_b"], dtype=precision) + (0.0 if bias is None else bias)
     if dora and base64 is not None:
         weight = _dora(tensors, base64, weight)
         kind = f"{kind}+dora"
     return Delta(
-        weight=weight.astype(np.float32),
-        bias=None if bias is None else bias.astype(np.float32),
+        weight=weight.astype(np.float32, copy=False),
+        bias=None if bias is None else bias.astype(np.float32, copy=False),
         kind=kind,
         scale=float(raw.scale),
     )

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lorahub.adapters import native
+from lorahub.adapters import dit_names, native
 from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
 from lorahub.adapters.names import FAMILIES, to_canonical
 from lorahub.files.numeric import scalar, to_float32
@@ -29,11 +29,30 @@ from lorahub.formats.base import Layout, Module
 from lorahub.formats.families import detect_family
 from lorahub.formats.layers import layer_kind
 
-__all__ = ["CanonicalAdapter", "CanonicalLayer", "canonical_name", "cloneofsimo_names", "read_adapter"]
+__all__ = [
+    "SD_SPELLINGS",
+    "CanonicalAdapter",
+    "CanonicalLayer",
+    "canonical_name",
+    "cloneofsimo_names",
+    "read_adapter",
+    "where_modules_go",
+]
 
 Array = npt.NDArray[Any]
 
-_KOHYA_NAMED = ("kohya", "lycoris")
+SD_SPELLINGS: Mapping[str, str] = {
+    "kohya": "kohya",
+    "lycoris": "kohya",
+    "diffusers": "diffusers",
+    "diffusers-old": "diffusers-old",
+    "peft": "peft",
+    "cloneofsimo": "index",
+}
+"""Layout → how its module names are read as canonical paths in the SD 1.x/2.x/SDXL families (kohya's flattened
+names, diffusers paths, diffusers-old attention-processor names, PEFT's ``base_model.model.`` paths, cloneofsimo's
+module indices). Layouts not listed keep their own names there (SD3/FLUX names are resolved per module by
+:mod:`lorahub.adapters.dit_names`, whatever the layout)."""
 _DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.")
 
 
@@ -66,14 +85,15 @@ def canonical_name(family: str, fmt: str, module: Module) -> str | None:
     if family not in FAMILIES:
         return None
     component = module.component if module.component != "unknown" else None
-    if fmt in _KOHYA_NAMED:
+    spelling = SD_SPELLINGS.get(fmt)
+    if spelling == "kohya":
         return to_canonical(family, "kohya", module.name, component)
-    if fmt == "diffusers":
+    if spelling == "diffusers":
         return to_canonical(family, "diffusers", module.name, component)
-    if fmt == "diffusers-old":
+    if spelling == "diffusers-old":
         name, _ = _diffusers_old_name(module.name, module.component)
         return to_canonical(family, "diffusers", name, component)
-    if fmt == "peft":
+    if spelling == "peft":
         return to_canonical(family, "diffusers", _peft_name(module.name), component)
     return None
 
@@ -158,6 +178,32 @@ def _plausible_shapes(canonical: str, module: Module) -> bool:
     return (fan_out == 8 * fan_in) == canonical.endswith("ff.net.0.proj")
 
 
+def _index_map(family: str, layout: Layout, metadata: Mapping[str, str]) -> dict[str, str]:
+    """cloneofsimo's index → canonical name map, when the whole file fits it (else empty: nothing maps)."""
+    index_map = _cloneofsimo_map(family, layout, metadata) if layout.format == "cloneofsimo" else {}
+    if index_map and not all(_plausible_shapes(index_map[m.name], m) for m in layout.modules if m.name in index_map):
+        return {}
+    return index_map
+
+
+def where_modules_go(family: str, layout: Layout, metadata: Mapping[str, str]) -> dict[str, str]:
+    """Each module's fate, from the header alone (what :func:`read_adapter` will do, without reading a tensor):
+    ``mapped`` (to canonical paths), ``fused`` (a native SD3/FLUX module that stacks several canonical layers, or
+    whose modulation rows are swapped: exact for LoRA factors, as a dense ΔW split by rows for other kinds), or
+    ``unmapped`` (kept under the file's own name). For ``inspect``, which reads no tensors."""
+    index_map = _index_map(family, layout, metadata)
+    fates: dict[str, str] = {}
+    for module in layout.modules:
+        if family in native.FAMILIES:
+            component = module.component if module.component != "unknown" else None
+            entry = dit_names.lookup(family, module.name, component)
+            fates[module.name] = "unmapped" if entry is None else "mapped" if entry.identity else "fused"
+        else:
+            name = index_map.get(module.name) or canonical_name(family, layout.format, module)
+            fates[module.name] = "unmapped" if name is None else "mapped"
+    return fates
+
+
 def read_adapter(
     path: str | os.PathLike[str], *, family: str | None = None, materialize_fused: bool = False
 ) -> CanonicalAdapter:
@@ -168,11 +214,7 @@ def read_adapter(
         metadata = dict(container.metadata)
         layout = detect(container.header.tensors, metadata)
         family = family or detect_family(layout, metadata).family or "unknown"
-        index_map = _cloneofsimo_map(family, layout, metadata) if layout.format == "cloneofsimo" else {}
-        if index_map and not all(
-            _plausible_shapes(index_map[m.name], m) for m in layout.modules if m.name in index_map
-        ):
-            index_map = {}
+        index_map = _index_map(family, layout, metadata)
         layers: dict[str, CanonicalLayer] = {}
         unmapped: list[str] = []
         unsplit: list[str] = []

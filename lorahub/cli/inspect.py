@@ -56,6 +56,8 @@ def render(report: Report, *, all_metadata: bool = False) -> None:
     facts.add_row("rank", _spread(report.rank, "-"))
     facts.add_row("alpha", _spread(report.alpha, "none (scale 1)"))
     facts.add_row("scale", _scale_rule(report.scale_rule))
+    if report.support:
+        facts.add_row("lorahub can", _support(report.support))
     facts.add_row("dtypes", ", ".join(f"{dtype} ×{count}" for dtype, count in report.dtypes.items()) or "-")
     for name, value in report.hashes.as_dict().items():
         facts.add_row(name, value or "[dim]n/a[/]")
@@ -69,6 +71,22 @@ def render(report: Report, *, all_metadata: bool = False) -> None:
     out.print(facts)
     _metadata(report.metadata, all_metadata)
     _problems(report)
+
+
+def _support(support: dict[str, Any]) -> str:
+    """One line per capability, then why not (the support matrix row of the file, docs/reference/support-matrix.md)."""
+    via = {"peft": "as PEFT LoRA", "delta": "through lorahub's ΔW patch"}
+    answers = [
+        ("convert exactly", support["convert_exact"], ""),
+        ("convert lossily (--lossy)", support["convert_lossy"], ""),
+        ("load into a pipeline", support["load"], f" ({via[support['load_via']]})" if support["load_via"] else ""),
+        ("bake into a base", support["bake"], ""),
+    ]
+    lines = [f"{'[green]yes[/]' if ok else '[red]no[/]'}  {what}{note}" for what, ok, note in answers]
+    if support["needs_base"]:
+        lines.append(f"[dim]ΔW of {', '.join(support['needs_base'])} needs the base weight (--base)[/]")
+    lines += [f"[dim]{escape(reason)}[/]" for reason in support["reasons"]]
+    return "\n".join(lines)
 
 
 def _family(report: Report) -> str:

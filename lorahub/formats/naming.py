@@ -79,12 +79,14 @@ DIFFUSERS_OLD_SUFFIXES: Mapping[str, str] = {
     "up.weight": "up",
     "lora_A.weight": "down",
     "lora_B.weight": "up",
+    "lora_magnitude_vector": "magnitude",
     "alpha": "alpha",
 }
 """diffusers 0.2x (``….to_q.lora.down.weight``, TE ``lora_linear_layer``) and the attention-processor format, whose
 module is the processor child itself (``….processor.to_q_lora`` + ``down.weight``). diffusers' own
 ``convert_state_dict_to_diffusers`` (its training scripts) still writes attention layers that way but leaves other
-targets (``ff.net.2``, ``proj_in``) in PEFT's ``lora_A``/``lora_B``, so one file mixes both."""
+targets (``ff.net.2``, ``proj_in``) in PEFT's ``lora_A``/``lora_B``, so one file mixes both; a DoRA adapter
+(``use_dora``) keeps PEFT's ``lora_magnitude_vector`` beside them."""
 
 XLABS_SUFFIXES: Mapping[str, str] = {"down.weight": "down", "up.weight": "up"}
 

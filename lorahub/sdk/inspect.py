@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from lorahub.files.safetensors import Header, SafetensorsFile, check_path
 from lorahub.formats import detect
 from lorahub.formats.base import Layout, Module
 from lorahub.formats.families import FamilyVerdict, detect_family
-from lorahub.formats.layers import layer_kinds, problems_in, rank
+from lorahub.formats.layers import layer_kind, layer_kinds, problems_in, rank
 from lorahub.formats.misnaming import LOADERS, Diagnosis, describe, diagnose, readable
 
 REPORT_SCHEMA = "lorahub.inspect/v1"
@@ -92,6 +92,10 @@ class Report:
     problems: list[Problem]
     unmatched_keys: list[str] = field(default_factory=list)
     pickle: PickleScan | None = None
+    support: dict[str, Any] = field(default_factory=dict)
+    """What lorahub can do with the file (:mod:`lorahub.adapters.support`): convert exactly or lossily, load (and
+    how), bake, what needs the base weight and why not; ``kinds`` gives each kind's and extra's row of the support
+    matrix with its module count."""
     raw_metadata: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     """The header's ``__metadata__`` as stored (``metadata`` is its decoded, grouped view)."""
 
@@ -181,7 +185,29 @@ def _safetensors_report(
         raw_metadata=dict(header.metadata),
         problems=_problems(header, layout, naming, digest, family) + _claim_problems(claims),
         unmatched_keys=list(layout.unmatched),
+        support=_support(layout, family.family or "unknown", header.metadata),
     )
+
+
+def _support(layout: Layout, family: str, metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The file's row of the support matrix, from the header alone."""
+    from lorahub.adapters.model import where_modules_go
+    from lorahub.adapters.support import ModuleFacts, capabilities, rows_of
+
+    fates = where_modules_go(family, layout, metadata)
+    facts = [
+        ModuleFacts(layer_kind(m), frozenset(m.tensors) - {"alpha"}, fates.get(m.name, "unmapped"))
+        for m in layout.modules
+    ]
+    counts = Counter(row.kind for fact in facts for row in rows_of(fact))
+    kinds = {}
+    for fact in facts:
+        for row in rows_of(fact):
+            kinds[row.kind] = {
+                "label": row.label, "convert": row.convert, "load": row.load, "bake": row.bake,
+                "needs_base": row.needs_base, "modules": counts[row.kind],
+            }  # fmt: skip
+    return {**capabilities(facts, family=family).as_dict(), "kinds": dict(sorted(kinds.items()))}
 
 
 def _problems(

@@ -91,8 +91,8 @@ def apply(
         inject,
         injected_contents,
         loaded,
-        peft_state,
         pipeline_family,
+        prepare,
         prepared_states,
     )
 
@@ -101,7 +101,7 @@ def apply(
         settle_family(verified, pipeline_family(pipe))
         check_family(verified.adapter, pipe, verified.label)
         check_loadable(verified.adapter, verified.label)
-        states = prepared_states(pipe).put(verified.content_digest, peft_state(verified.adapter, pipe))
+        states = prepared_states(pipe).put(verified.content_digest, prepare(verified.adapter, pipe))
     targets = {component: state.targets for component, state in states.items()}
     weights = applied(pipe)
     if replace is not None:
@@ -135,16 +135,26 @@ def _free_name(pipe: Any, name: str, digest: str) -> str:
 
 def settle_family(verified: VerifiedAdapter, families: Sequence[str]) -> None:
     """An adapter whose family the evidence leaves open (small or unusual geometry: ``unknown``) is read as the first
-    of ``families`` (a pipeline's, or every family with name tables) under which all its modules map."""
+    of ``families`` (a pipeline's, or every family with name tables) under which all its modules map. An SD3/FLUX
+    adapter with fused modules whose delta has no exact per-projection factors (a LoKr over ``img_attn.qkv``) is read
+    again with those modules as their dense ΔW, which splits by rows exactly: the ΔW patches apply it as a full
+    diff."""
     from lorahub.adapters.model import read_adapter
 
-    if verified.adapter.family != "unknown":
-        return
-    for family in families:
-        candidate = read_adapter(verified.path, family=family)
-        if candidate.layers and not candidate.unmapped:
-            verified.adapter = candidate
-            return
+    adapter = verified.adapter
+    if adapter.family == "unknown":
+        for family in families:
+            candidate = read_adapter(verified.path, family=family)
+            if candidate.layers and not candidate.unmapped:
+                verified.adapter = candidate
+                return
+    if adapter.unsplit:
+        try:
+            dense = read_adapter(verified.path, family=adapter.family, materialize_fused=True)
+        except errors.BaseWeightRequiredError:
+            return  # a base-dependent kind over a fused module: check_loadable refuses it as unmapped
+        if not dense.unsplit:
+            verified.adapter = dense
 
 
 def _swap(
@@ -155,6 +165,7 @@ def _swap(
     weight: float,
 ) -> AdapterHandle:
     """Put ``verified`` in ``handle``'s place: hotswap where diffusers can, re-inject the other components."""
+    from lorahub.sdk.patching import patched
     from lorahub.sdk.pipelines import (
         activate,
         applied,
@@ -168,7 +179,10 @@ def _swap(
 
     contents = injected_contents(handle.pipe)
     prepared_states(handle.pipe).drop(contents.get(handle.adapter_name))  # its tensors may be the slot's weights
-    swap = hotswappable(handle.targets, targets)
+    on_patches = set(patched(handle.pipe).get(handle.adapter_name, {}))
+    new_patches = {c for c, s in states.items() if s.deltas}
+    peft_old = {c: t for c, t in handle.targets.items() if c not in on_patches}
+    swap = hotswappable(peft_old, {c: t for c, t in targets.items() if c not in new_patches})
     for component in set(handle.targets) - swap:
         delete_component_adapter(handle.pipe, component, handle.adapter_name)
     for component in swap:
@@ -177,6 +191,6 @@ def _swap(
     applied(handle.pipe)[handle.adapter_name] = float(weight)
     contents[handle.adapter_name] = verified.content_digest
     activate(handle.pipe)
-    handle.adapter, handle.hotswapped = verified, bool(swap)
+    handle.adapter, handle.hotswapped = verified, bool(swap or on_patches & new_patches)
     handle.targets = {c: (handle.targets[c] if c in swap else t) for c, t in targets.items()}
     return handle

@@ -1,10 +1,13 @@
 """Adapters in diffusers pipelines: family checks, our converted PEFT state dict, weights, hotswap.
 
-lorahub hands diffusers the state dict it converted itself (canonical model → PEFT ``lora_A``/``lora_B`` keys) with
-the LoRA config of every component (rank, the *true* alpha, rank and alpha patterns), component by component: UNets
-and transformers through the pipeline's ``load_lora_into_*`` methods, text encoders through PEFT itself. diffusers'
-own file readers lose alpha when the metadata is missing and cannot read every layout lorahub reads
-(docs/loading.md).
+An adapter whose every layer PEFT's LoRA layers hold exactly (plain LoRA/LoCon factors: the ``peft`` rows of
+:mod:`lorahub.adapters.support`) goes to PEFT: lorahub hands diffusers the state dict it converted itself (canonical
+model → PEFT ``lora_A``/``lora_B`` keys) with the LoRA config of every component (rank, the *true* alpha, rank and
+alpha patterns), component by component: UNets and transformers through the pipeline's ``load_lora_into_*``
+methods, text encoders through PEFT itself. diffusers' own file readers lose alpha when the metadata is missing and
+cannot read every layout lorahub reads (docs/loading.md). Every other adapter (LoHa, LoKr, full, DoRA, IA3, OFT,
+BOFT, GLoRA, …) is applied exactly by lorahub's ΔW patches (:mod:`lorahub.sdk.patching`); handles, weights,
+stacks, unloading and switching work the same for both, and both may sit on one layer.
 
 The weights of the adapters lorahub applied to a pipeline are kept on the pipeline (``_lorahub_weights``) and set
 together after every change, because ``set_adapters`` replaces the whole active set.
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lorahub import errors
 
 if TYPE_CHECKING:
-    from lorahub.adapters.model import CanonicalAdapter
+    from lorahub.adapters.model import CanonicalAdapter, CanonicalLayer
     from lorahub.sdk.verified import VerifiedAdapter
 
 WEIGHTS_ATTRIBUTE = "_lorahub_weights"
@@ -30,7 +33,6 @@ PREPARED_KEPT = 8
 """Adapters whose converted tensors a pipeline keeps ready (switching back and forth skips reading and converting)."""
 MODEL_COMPONENTS = ("unet", "transformer")
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
-LOADABLE_KINDS = frozenset({"lora", "locon", "lora-tucker"})
 
 PIPELINE_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "StableDiffusionXL": ("sdxl",),
@@ -67,12 +69,21 @@ def check_family(adapter: CanonicalAdapter, pipe: Any, label: str) -> None:
 
 
 def check_loadable(adapter: CanonicalAdapter, label: str) -> None:
-    other = sorted({layer.kind for layer in adapter.layers.values() if layer.kind not in LOADABLE_KINDS})
+    """Refuse what cannot be applied exactly: layers of no known kind, modules whose names do not map."""
+    from lorahub.adapters.support import KIND_SUPPORT
+
+    other = sorted({layer.kind for layer in adapter.layers.values() if layer.kind not in KIND_SUPPORT})
     if other:
         raise errors.AdapterNotLoadableError(
-            f"{label} has {', '.join(other)} layers, which diffusers pipelines do not load as LoRA",
-            hint="Bake it into the base (lorahub bake), or convert it to LoRA with "
-            "`lorahub convert --to diffusers --lossy --rank N` and load the result.",
+            f"{label} has {', '.join(other)} layers, whose effect on the model lorahub does not know",
+            hint="lorahub inspect shows the file's modules and their problems.",
+        )
+    if adapter.unsplit:
+        raise errors.AdapterNotLoadableError(
+            f"{label}: {len(adapter.unsplit)} fused module(s) have no exact per-layer form in this pipeline "
+            f"(first: {adapter.unsplit[0]})",
+            hint="A delta that depends on the base weight over a fused qkv/linear1 is not split; bake the adapter "
+            "into the base checkpoint (lorahub bake) instead.",
         )
     if adapter.unmapped:
         raise errors.AdapterNotLoadableError(
@@ -87,7 +98,9 @@ def check_loadable(adapter: CanonicalAdapter, label: str) -> None:
 
 @dataclass
 class ComponentState:
-    """One component's PEFT tensors (keys prefixed with the component) and its LoRA config."""
+    """One component's PEFT tensors (keys prefixed with the component) and its LoRA config; or, for an adapter PEFT
+    cannot hold exactly, its canonical layers by module path (``deltas``), which :mod:`lorahub.sdk.patching`
+    applies."""
 
     tensors: dict[str, Any] = field(default_factory=dict)
     """Views of one flat buffer; PEFT may keep what it is given as the layer's parameters (and a hotswap writes
@@ -95,6 +108,8 @@ class ComponentState:
     config: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
     """Module path → rank: what hotswap compares."""
+    deltas: dict[str, CanonicalLayer] = field(default_factory=dict)
+    """Module path → canonical layer, for lorahub's ΔW patches (empty for PEFT states)."""
 
     def lora_config(self, component: str) -> Any:
         """The component's PEFT ``LoraConfig`` (the config's keys are prefixed with the component)."""
@@ -113,32 +128,71 @@ class ComponentState:
         return {k: p.view(t.shape) for (k, t), p in zip(self.tensors.items(), pieces, strict=True)}
 
 
+def prepare(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState]:
+    """The adapter as ``pipe`` takes it: PEFT states when PEFT's LoRA layers hold every layer exactly, else the
+    layers for lorahub's ΔW patches, checked against the layers they will patch."""
+    from lorahub.adapters.support import peft_loadable
+
+    if all(peft_loadable(layer.kind, layer.tensors) for layer in adapter.layers.values()):
+        return peft_state(adapter, pipe)
+    return delta_state(adapter, pipe)
+
+
+def _module_path(adapter: CanonicalAdapter, canonical: str, pipe: Any) -> tuple[str, str, str]:
+    """(component, diffusers name, path inside the component) of a canonical layer in ``pipe``."""
+    from lorahub.adapters.names import from_canonical
+
+    component = canonical.partition(".")[0]
+    module = getattr(pipe, component, None)
+    if module is None:
+        raise errors.AdapterNotLoadableError(
+            f"the adapter has {component} layers but this {type(pipe).__name__} has no {component}",
+            hint="Load it into the pipeline of its base model.",
+        )
+    new_style = component in TEXT_COMPONENTS and not hasattr(module, "text_model")
+    name = from_canonical(adapter.family, "diffusers", canonical, transformers5=new_style)
+    if name is None:
+        raise errors.AdapterNotLoadableError(
+            f"{canonical} has no diffusers name in the {adapter.family} tables",
+            hint="lorahub's name tables miss this module: please report it, with `lorahub inspect --json` output.",
+        )
+    return component, name, name.partition(".")[2]
+
+
+def delta_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState]:
+    """The adapter's layers by component and module path, for :func:`lorahub.sdk.patching.install`; each checked
+    against its torch layer (class, ΔW size) so a refusal comes before anything is applied."""
+    from lorahub.sdk.patching import check_fits, target_layer
+
+    states: dict[str, ComponentState] = {}
+    for canonical, layer in adapter.layers.items():
+        component, name, path = _module_path(adapter, canonical, pipe)
+        try:
+            module = target_layer(getattr(pipe, component).get_submodule(path))
+        except AttributeError:
+            raise errors.AdapterNotLoadableError(
+                f"{name}: this {type(pipe).__name__} has no such layer",
+                hint="The adapter was made for another model (or another size of it).",
+            ) from None
+        check_fits(layer, module, name)
+        state = states.setdefault(component, ComponentState())
+        state.deltas[path] = layer
+        state.targets[path] = int(layer.rank or 0)
+    return states
+
+
 def peft_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState]:
     """The adapter as diffusers' PEFT integration takes it, component by component, tensors in each component's
     dtype."""
     from lorahub.adapters.delta import folded_down
-    from lorahub.adapters.names import from_canonical
     from lorahub.adapters.peft_config import lora_config
 
     by_component: dict[str, list[tuple[str, Any]]] = {}
     states: dict[str, ComponentState] = {}
     arrays: dict[str, dict[str, Any]] = {}
     for canonical, layer in adapter.layers.items():
-        component = canonical.partition(".")[0]
-        module = getattr(pipe, component, None)
-        if module is None:
-            raise errors.AdapterNotLoadableError(
-                f"the adapter has {component} layers but this {type(pipe).__name__} has no {component}",
-                hint="Load it into the pipeline of its base model.",
-            )
-        new_style = component in TEXT_COMPONENTS and not hasattr(module, "text_model")
-        name = from_canonical(adapter.family, "diffusers", canonical, transformers5=new_style)
-        if name is None:
-            raise errors.AdapterNotLoadableError(
-                f"{canonical} has no diffusers name in the {adapter.family} tables",
-                hint="lorahub's name tables miss this module: please report it, with `lorahub inspect --json` output.",
-            )
-        path = name.partition(".")[2]
+        component, name, path = _module_path(adapter, canonical, pipe)
+        module = getattr(pipe, component)
         state = states.setdefault(component, ComponentState())
         down, up = _shaped_like(module, path, folded_down(layer.tensors), layer.tensors["up"])
         arrays.setdefault(component, {}).update({f"{name}.lora_A.weight": down, f"{name}.lora_B.weight": up})
@@ -187,8 +241,14 @@ def _call(method: Callable[..., Any], **kwargs: Any) -> None:
 def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *, copy: bool = True) -> None:
     """Load each component's state under ``adapter_name`` through the pipeline's own ``load_lora_into_*``. PEFT may
     keep the given tensors as the layer's parameters: without ``copy`` the caller hands over the state's tensors
-    (and must drop the state before anything writes into that adapter's weights, see :class:`PreparedStates`)."""
+    (and must drop the state before anything writes into that adapter's weights, see :class:`PreparedStates`).
+    States of lorahub's ΔW patches are installed instead (:func:`lorahub.sdk.patching.install`)."""
+    from lorahub.sdk.patching import install
+
     for component, state in states.items():
+        if state.deltas:
+            install(pipe, component, state.deltas, adapter_name, applied(pipe))
+            continue
         common = {
             "state_dict": state.fresh() if copy else state.tensors,
             "network_alphas": None,
@@ -312,22 +372,33 @@ def injected_contents(pipe: Any) -> dict[str, str]:
     return contents
 
 
-def loaded(pipe: Any) -> set[str]:
-    """Every adapter name injected into any component of ``pipe`` (lorahub's or not)."""
+def peft_loaded(pipe: Any) -> set[str]:
+    """Every adapter name injected into any component of ``pipe`` as PEFT layers (lorahub's or not)."""
     if not hasattr(pipe, "get_list_adapters"):
         return set()
     return {name for names in pipe.get_list_adapters().values() for name in names}
 
 
+def loaded(pipe: Any) -> set[str]:
+    """Every adapter name on ``pipe``: PEFT layers (lorahub's or not) and lorahub's ΔW patches."""
+    from lorahub.sdk.patching import patched
+
+    return peft_loaded(pipe) | set(patched(pipe))
+
+
 def activate(pipe: Any) -> None:
-    """Make every lorahub adapter on ``pipe`` active with its weight (``set_adapters`` replaces the active set)."""
-    weights = applied(pipe)
+    """Make every lorahub adapter on ``pipe`` active with its weight. PEFT's through ``set_adapters``, which replaces
+    the active set; ΔW patches read their weights from :func:`applied` at each forward."""
+    from lorahub.sdk.patching import patched
+
+    on_patches = patched(pipe)
+    weights = {name: weight for name, weight in applied(pipe).items() if name not in on_patches}
     if weights:
         if getattr(pipe, "_lorahub_disabled", False):
             pipe.enable_lora()
             pipe._lorahub_disabled = False
         pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
-    elif loaded(pipe):
+    elif peft_loaded(pipe):
         pipe.disable_lora()
         pipe._lorahub_disabled = True
 
@@ -341,7 +412,8 @@ class AdapterHandle:
     adapter: VerifiedAdapter
     targets: dict[str, dict[str, int]] = field(default_factory=dict)
     hotswapped: bool = False
-    """Whether the last switch into this slot (``load(..., replace=handle)``) reused the injected layers."""
+    """Whether the last switch into this slot (``load(..., replace=handle)``) reused the injected layers: PEFT's
+    hotswap, or ΔW patches replaced by ΔW patches (nothing injected into diffusers either way)."""
 
     @property
     def weight(self) -> float:
@@ -357,7 +429,12 @@ class AdapterHandle:
         activate(self.pipe)
 
     def unload(self) -> None:
-        self.pipe.delete_adapters([self.adapter_name])
+        from lorahub.sdk.patching import patched, uninstall
+
+        if self.adapter_name in patched(self.pipe):
+            uninstall(self.pipe, self.adapter_name)
+        if self.adapter_name in peft_loaded(self.pipe):
+            self.pipe.delete_adapters([self.adapter_name])
         applied(self.pipe).pop(self.adapter_name, None)
         injected_contents(self.pipe).pop(self.adapter_name, None)
         activate(self.pipe)
@@ -370,8 +447,14 @@ def hotswappable(old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping
 
 
 def delete_component_adapter(pipe: Any, component: str, adapter_name: str) -> None:
+    """Take ``adapter_name`` off one component, whether PEFT layers or lorahub's ΔW patches hold it there."""
     from diffusers.utils.peft_utils import delete_adapter_layers
 
+    from lorahub.sdk.patching import patched, uninstall
+
+    if component in patched(pipe).get(adapter_name, {}):
+        uninstall(pipe, adapter_name, component)
+        return
     model = getattr(pipe, component)
     if component in MODEL_COMPONENTS:
         model.delete_adapters([adapter_name])

@@ -30,12 +30,14 @@ def make_adapter(
     targets: list[str] | None = None,
     text_encoder: bool = False,
     rslora: bool = False,
+    dora: bool = False,
 ) -> Path:
     """A LoRA trained-looking file (random B, so it changes the output) saved by diffusers' own save_lora_weights
     with its adapter metadata: the format diffusers' training scripts write (``rslora``: PEFT's ``use_rslora``, which
-    that metadata records). The same arguments give the same bytes, so each file is made once per session and copied
+    that metadata records; ``dora``: PEFT's ``use_dora``, magnitudes moved off their initial norms). The same
+    arguments give the same bytes, so each file is made once per session and copied
     to ``out``."""
-    recipe = _Recipe(family, seed, rank, alpha, tuple(targets or TARGETS), text_encoder, rslora)
+    recipe = _Recipe(family, seed, rank, alpha, tuple(targets or TARGETS), text_encoder, rslora, dora)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "pytorch_lora_weights.safetensors"
     path.write_bytes(_adapter_bytes(recipe))
@@ -51,6 +53,7 @@ class _Recipe:
     targets: tuple[str, ...]
     text_encoder: bool
     rslora: bool
+    dora: bool = False
 
 
 @functools.cache
@@ -78,12 +81,15 @@ def _save_adapter(recipe: _Recipe, out: Path) -> Path:
         target_modules=list(recipe.targets),
         init_lora_weights=False,
         use_rslora=recipe.rslora,
+        use_dora=recipe.dora,
     )
     model.add_adapter(config, adapter_name="x")
     with torch.no_grad():  # random B large enough to change a 2-step image visibly
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.mul_(0.2)
+            if "lora_magnitude_vector" in name:  # initialised to ‖W + ΔW‖, where DoRA changes nothing
+                param.mul_(1 + 0.3 * torch.randn_like(param))
     layers: dict[str, Any] = {
         f"{model_name}_lora_layers": convert_state_dict_to_diffusers(
             get_peft_model_state_dict(model, adapter_name="x")
