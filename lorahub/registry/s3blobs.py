@@ -1,0 +1,469 @@
+"""Blobs in an S3-compatible bucket (AWS S3, SeaweedFS, MinIO, Ceph…), named ``PREFIX/sha256/ab/abcdef…``.
+
+Selected by ``LORAHUB_BLOBS_URL=s3://BUCKET/PREFIX`` (or ``blobs_url`` in the home's ``config.toml``); the endpoint,
+region and credentials come the standard way (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+``AWS_PROFILE`` and ``~/.aws``), through boto3 (the ``s3`` extra).
+
+Writing: a writer spools the bytes into the home's verified cache while they are hashed (the caller's one read of the
+source), then uploads the spooled file under its digest. Every upload is conditional, ``If-None-Match: *``, so two
+machines storing the same content concurrently cannot overwrite each other: one succeeds, the other is told the object
+exists (``existed``). An upload carries SHA-256 checksums the server verifies: of the whole object when it is one
+request, of each part when it is a multipart upload (larger than :data:`PART_BYTES`; the parts are read from the spool
+by a few threads, so memory does not grow with the file). A writer killed at any point leaves at most an unfinished
+multipart upload (invisible, aborted by ``gc``) or an object no version references yet (its lease keeps ``gc`` off it
+until the lease expires; see :mod:`lorahub.registry.leases`), never a version pointing at a missing object.
+
+Reading: callers that need a file (torch loading, conversion, verification) get a local copy under the cache, fetched
+on demand and hashed as it is written: bytes that do not match their key are dropped and reported
+(``blob-damaged``). A cached copy is served only while the bucket still holds the object.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import math
+import os
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+from lorahub import errors
+from lorahub.registry.blobs import CHUNK_BYTES, BlobInfo, BlobStore, BlobWriter, check_sha256
+
+PART_BYTES: Final = 8 * 1024 * 1024
+"""Files up to this size go up in one request; larger ones in parts of this size (more when 10,000 would not do)."""
+MAX_PARTS: Final = 10_000
+"""S3's limit on the parts of one upload."""
+UPLOAD_THREADS: Final = 8
+"""Parts in flight at once: loopback and LAN servers need a few to be kept busy; memory is this many parts."""
+STALE_UPLOAD_AGE: Final = timedelta(hours=24)
+"""An unfinished multipart upload older than this was left by a writer that died: ``gc`` aborts it."""
+CONFLICT_RETRIES: Final = 5
+"""Tries when S3 answers 409 ConditionalRequestConflict (another conditional write of the key is in flight)."""
+_KEY = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{64})")
+_MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+_AUTH_CODES: Final = frozenset(
+    {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+)
+_PRECONDITION_CODES: Final = frozenset({"412", "PreconditionFailed"})
+_CONFLICT_CODES: Final = frozenset({"409", "ConditionalRequestConflict"})
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (empty, or ending in ``/``), from ``s3://BUCKET[/PREFIX]``."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        rest = url.removeprefix("s3://")
+        bucket, _, prefix = rest.partition("/")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise errors.SettingsError(
+                f"{url!r} does not name an S3 bucket",
+                hint="Write s3://BUCKET/PREFIX: a bucket name of 3 to 63 lowercase letters, digits, dots and dashes.",
+            )
+        prefix = prefix.strip("/")
+        return cls(bucket, f"{prefix}/" if prefix else "")
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, sha256: str) -> str:
+        sha256 = check_sha256(sha256)
+        return f"{self.prefix}sha256/{sha256[:2]}/{sha256}"
+
+    def sha256_of(self, key: str) -> str | None:
+        """The digest a key stores, or None for any other object under the prefix."""
+        match = _KEY.fullmatch(key.removeprefix(self.prefix)) if key.startswith(self.prefix) else None
+        if match is None or not match[2].startswith(match[1]):
+            return None
+        return match[2]
+
+
+def make_client(*, connections: int, attempts: int = 5) -> Any:
+    """A boto3 S3 client configured the standard way (environment, profile, ``~/.aws``), retrying throttling and
+    server errors with backoff. Checksums are the caller's business: lorahub sends SHA-256 and hashes what it reads."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise errors.MissingExtraError("an S3 blob store", "s3") from None
+    config = Config(
+        retries={"mode": "standard", "max_attempts": attempts},
+        max_pool_connections=connections,
+        connect_timeout=10,
+        read_timeout=120,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+class S3BlobStore:
+    """Blobs in ``where``; local copies in a :class:`~lorahub.registry.blobs.BlobStore` at ``cache``. See the module
+    docstring. ``client`` (a boto3 S3 client) is made on first use unless given."""
+
+    def __init__(
+        self,
+        where: S3Location,
+        *,
+        cache: Path,
+        client: Any = None,
+        part_bytes: int = PART_BYTES,
+        threads: int = UPLOAD_THREADS,
+    ) -> None:
+        self.where = where
+        self.cache = BlobStore(cache)
+        self.part_bytes = part_bytes
+        self.threads = threads
+        self._client = client
+
+    @classmethod
+    def from_url(cls, url: str, *, cache: Path) -> S3BlobStore:
+        return cls(S3Location.parse(url), cache=cache)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client(connections=self.threads + 2)
+        return self._client
+
+    @property
+    def location(self) -> str:
+        return f"{self.where.url} at {self.client.meta.endpoint_url}"
+
+    # --- writing ------------------------------------------------------------------------------------------------
+
+    def writer(self, *, hashed_by_caller: bool = False) -> S3BlobWriter:
+        return S3BlobWriter(self, hashed_by_caller=hashed_by_caller)
+
+    def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> BlobInfo:
+        with self.writer() as writer, open(path, "rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                writer.write(chunk)
+            return writer.commit(expected_sha256)
+
+    def put_bytes(self, data: bytes, expected_sha256: str | None = None) -> BlobInfo:
+        with self.writer() as writer:
+            writer.write(data)
+            return writer.commit(expected_sha256)
+
+    def upload(self, path: Path, sha256: str, size: int) -> bool:
+        """Store the file ``path`` (whose bytes hash to ``sha256``) under its key unless the bucket has it; returns
+        whether it was already there. Safe against any number of concurrent uploads of the same content."""
+        key = self.where.key(sha256)
+        for attempt in range(CONFLICT_RETRIES):
+            stored = self._head_size(key)
+            if stored is not None:
+                return self._existing(key, stored, size)
+            try:
+                if size <= self.part_bytes:
+                    self._put_whole(path, key, sha256)
+                else:
+                    self._put_parts(path, key, size)
+            except _Conditional as refused:
+                if not refused.conflict:
+                    return self._existing(key, self._head_size(key), size)
+                time.sleep(0.1 * 2**attempt)
+            else:
+                return False
+        raise errors.BlobStoreError(f"{self._url(key)}: other conditional writes of it kept conflicting")
+
+    def _existing(self, key: str, stored: int | None, size: int) -> bool:
+        """The object another writer stored: content addressing makes it ours, unless its size says otherwise."""
+        if stored is not None and stored != size:
+            raise errors.BlobDamagedError(
+                f"{self._url(key)} holds {stored} bytes, not the {size} its digest names",
+                hint="Something other than lorahub wrote that key; delete the object, then add the file again.",
+            )
+        return True
+
+    def _put_whole(self, path: Path, key: str, sha256: str) -> None:
+        data = path.read_bytes()
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+        with self._translated(key), self._conditional(key):
+            self.client.put_object(
+                Bucket=self.where.bucket, Key=key, Body=data, ChecksumSHA256=checksum, IfNoneMatch="*"
+            )
+
+    def _put_parts(self, path: Path, key: str, size: int) -> None:
+        part = max(self.part_bytes, math.ceil(size / MAX_PARTS))
+        with self._translated(key):
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.where.bucket, Key=key, ChecksumAlgorithm="SHA256"
+            )["UploadId"]
+        try:
+            parts = self._send_parts(path, key, upload_id, size, part)
+            with self._translated(key), self._conditional(key):
+                self.client.complete_multipart_upload(
+                    Bucket=self.where.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+
+    def _send_parts(self, path: Path, key: str, upload_id: str, size: int, part: int) -> list[dict[str, Any]]:
+        """Every part, :attr:`threads` at a time, each read by its own thread; the first failure cancels the rest."""
+        fd = os.open(path, os.O_RDONLY)
+        upload = _Upload(fd, key, upload_id, part)
+        pool = ThreadPoolExecutor(max_workers=self.threads)
+        try:
+            futures = [
+                pool.submit(self._put_part, upload, number, offset)
+                for number, offset in enumerate(range(0, size, part), start=1)
+            ]
+            return [future.result() for future in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            os.close(fd)
+
+    def _put_part(self, upload: _Upload, number: int, offset: int) -> dict[str, Any]:
+        data = os.pread(upload.fd, upload.part, offset)
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+        with self._translated(upload.key):
+            answer = self.client.upload_part(
+                Bucket=self.where.bucket,
+                Key=upload.key,
+                UploadId=upload.upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=checksum,
+            )
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload's parts; if even that fails, ``gc`` aborts it once it is stale."""
+        with contextlib.suppress(Exception):
+            self.client.abort_multipart_upload(Bucket=self.where.bucket, Key=key, UploadId=upload_id)
+
+    # --- reading ------------------------------------------------------------------------------------------------
+
+    def exists(self, sha256: str) -> bool:
+        return self._head_size(self.where.key(sha256)) is not None
+
+    def size(self, sha256: str) -> int | None:
+        return self._head_size(self.where.key(sha256))
+
+    def local_path(self, sha256: str) -> Path:
+        return self.cache.path_for(sha256)
+
+    def fetch(self, sha256: str) -> Path | None:
+        """The cached copy while the bucket holds the object (and their sizes agree), else a fresh download, hashed
+        as it is written to the cache; damaged bytes raise ``BlobDamagedError`` and are not kept."""
+        key = self.where.key(sha256)
+        stored = self._head_size(key)
+        if stored is None:
+            return None
+        cached = self.cache.path_for(sha256)
+        with contextlib.suppress(FileNotFoundError):
+            if cached.stat().st_size == stored:
+                return cached
+            cached.unlink()  # a copy whose size disagrees is not this blob
+        with self.cache.writer() as writer:
+            try:
+                for chunk in self._read(key):
+                    writer.write(chunk)
+            except _Missing:
+                return None  # deleted since the HEAD
+            try:
+                info = writer.commit(sha256)
+            except errors.HashMismatchError as mismatch:
+                raise errors.BlobDamagedError(f"{self._url(key)}: {mismatch.message}") from None
+        assert info.path is not None
+        return info.path
+
+    def verify(self, sha256: str) -> bool:
+        """Read the object back and hash it: True when its bytes match its key (False when it is missing)."""
+        digest = hashlib.sha256()
+        try:
+            for chunk in self._read(self.where.key(sha256)):
+                digest.update(chunk)
+        except _Missing:
+            return False
+        return digest.hexdigest() == sha256
+
+    def _read(self, key: str) -> Iterator[bytes]:
+        with self._translated(key):
+            try:
+                body = self.client.get_object(Bucket=self.where.bucket, Key=key)["Body"]
+            except Exception as error:
+                if _code(error) in _MISSING_CODES:
+                    raise _Missing(key) from None
+                raise
+            with contextlib.closing(body):
+                yield from body.iter_chunks(CHUNK_BYTES)
+
+    def _head_size(self, key: str) -> int | None:
+        with self._translated(key):
+            try:
+                answer = self.client.head_object(Bucket=self.where.bucket, Key=key)
+            except Exception as error:
+                if _code(error) in _MISSING_CODES:
+                    return None
+                raise
+        return int(answer["ContentLength"])
+
+    def iter_blobs(self) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.where.bucket, Prefix=f"{self.where.prefix}sha256/"
+        )
+        with self._translated(self.where.prefix):
+            for page in pages:
+                for entry in page.get("Contents", ()):
+                    sha256 = self.where.sha256_of(entry["Key"])
+                    if sha256 is not None:
+                        yield sha256
+
+    # --- removing -----------------------------------------------------------------------------------------------
+
+    def remove(self, sha256: str) -> bool:
+        """Delete the object and its cached copy (garbage collection); False when the bucket did not hold it."""
+        key = self.where.key(sha256)
+        with contextlib.suppress(FileNotFoundError):
+            self.cache.path_for(sha256).unlink()
+        if self._head_size(key) is None:
+            return False
+        with self._translated(key):
+            self.client.delete_object(Bucket=self.where.bucket, Key=key)
+        return True
+
+    def link(self, path: Path, sha256: str, *, inode: int) -> bool:
+        """A bucket holds no hard links: a library catalogued in place stays only where it lies."""
+        return False
+
+    def cleanup_stale(self, older_than: timedelta = STALE_UPLOAD_AGE) -> int:
+        """Abort the multipart uploads under the prefix that writers started more than ``older_than`` ago and never
+        finished, and remove the cache's abandoned temporary files; returns how many of both."""
+        cutoff = datetime.now(UTC) - older_than
+        aborted = 0
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.where.bucket, Prefix=f"{self.where.prefix}sha256/"
+        )
+        with self._translated(self.where.prefix):
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] <= cutoff:
+                        self._abort(upload["Key"], upload["UploadId"])
+                        aborted += 1
+        return aborted + len(self.cache.cleanup_temp())
+
+    # --- errors -------------------------------------------------------------------------------------------------
+
+    def _url(self, key: str) -> str:
+        return f"s3://{self.where.bucket}/{key}"
+
+    @contextlib.contextmanager
+    def _conditional(self, key: str) -> Iterator[None]:
+        """``If-None-Match: *`` refused: the object exists (412), or another conditional write of it is in flight
+        (409, to be retried)."""
+        try:
+            yield
+        except Exception as error:
+            code = _code(error)
+            if code in _PRECONDITION_CODES:
+                raise _Conditional(conflict=False) from None
+            if code in _CONFLICT_CODES:
+                raise _Conditional(conflict=True) from None
+            raise
+
+    @contextlib.contextmanager
+    def _translated(self, key: str) -> Iterator[None]:
+        """botocore's exceptions as lorahub's errors, naming the object; lorahub's own pass through."""
+        from botocore import exceptions as aws
+
+        try:
+            yield
+        except aws.NoCredentialsError:
+            raise errors.BlobStoreAuthError(f"no AWS credentials found for {self.where.url}") from None
+        except (aws.EndpointConnectionError, aws.ConnectionClosedError, aws.ConnectTimeoutError) as error:
+            raise errors.BlobStoreUnreachableError(f"{self._url(key)}: {error}") from None
+        except aws.ClientError as error:
+            code, message = _code(error), error.response.get("Error", {}).get("Message", "")
+            if code in _AUTH_CODES:
+                raise errors.BlobStoreAuthError(f"{self._url(key)}: {code} {message}".strip()) from None
+            if code == "NoSuchBucket":
+                raise errors.BlobStoreError(
+                    f"the bucket {self.where.bucket} does not exist",
+                    hint="Create it (aws s3 mb s3://BUCKET), or fix blobs_url / LORAHUB_BLOBS_URL.",
+                ) from None
+            raise errors.BlobStoreError(f"{self._url(key)}: {code} {message}".strip()) from None
+        except aws.BotoCoreError as error:
+            raise errors.BlobStoreError(f"{self._url(key)}: {error}") from None
+
+
+class S3BlobWriter:
+    """Spools a blob into the local cache while it is hashed, then uploads the verified file; see the module
+    docstring. The cached copy stays, so reading the blob back on this machine costs no download."""
+
+    def __init__(self, store: S3BlobStore, *, hashed_by_caller: bool = False) -> None:
+        self._store = store
+        self._spool: BlobWriter = store.cache.writer(hashed_by_caller=hashed_by_caller)
+        self._result: BlobInfo | None = None
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._spool.write(chunk)
+
+    def commit(self, expected_sha256: str | None = None) -> BlobInfo:
+        """Upload the blob unless the bucket holds it; ``existed`` says which. Call it once, inside the ``with``."""
+        if self._result is not None:
+            return self._result
+        local = self._spool.commit(expected_sha256)
+        assert local.path is not None
+        existed = self._store.upload(local.path, local.sha256, local.size)
+        self._result = BlobInfo(sha256=local.sha256, size=local.size, path=None, existed=existed)
+        return self._result
+
+    def abort(self) -> None:
+        self._spool.abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._result is None:
+            self.abort()
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """A multipart upload in progress: the spooled file's descriptor, the key, the upload's id, the part size."""
+
+    fd: int
+    key: str
+    upload_id: str
+    part: int
+
+
+class _Missing(Exception):
+    """An object that is not there (read as ``None`` or ``False`` by the public methods)."""
+
+
+class _Conditional(Exception):
+    def __init__(self, *, conflict: bool) -> None:
+        super().__init__("conditional write refused")
+        self.conflict = conflict
+
+
+def _code(error: BaseException) -> str:
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
