@@ -75,7 +75,11 @@ class BlobStorage(Protocol):
         """Where the blobs are, for people: a folder, or ``s3://BUCKET/PREFIX at ENDPOINT``."""
         ...
 
-    def writer(self, *, hashed_by_caller: bool = False) -> BlobWriting: ...
+    digest_first: bool
+    """True when a writer does better given the digest before the bytes (:meth:`writer`'s ``sha256``): a remote
+    store then uploads them while they are read, or skips them when it holds them. Worth a pass of hashing first."""
+
+    def writer(self, *, hashed_by_caller: bool = False, sha256: str | None = None) -> BlobWriting: ...
 
     def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> BlobInfo: ...
 
@@ -219,13 +223,17 @@ class BlobStore:
         path = self.path_for(sha256)
         return path if path.is_file() else None
 
-    def writer(self, *, hashed_by_caller: bool = False) -> BlobWriter:
+    digest_first = False
+    """A local write gains nothing from knowing the digest first."""
+
+    def writer(self, *, hashed_by_caller: bool = False, sha256: str | None = None) -> BlobWriter:
         """A writer to use as ``with store.writer() as w: w.write(…); info = w.commit()``.
 
         Leaving the ``with`` without ``commit`` (or through an exception) removes the temporary file.
         ``hashed_by_caller``: the caller computes the SHA-256 of exactly the chunks it writes (``lorahub add``
         hashes them in the same pass) and passes it to ``commit``; hashing them twice would cost a quarter of the
-        add's time and prove nothing more.
+        add's time and prove nothing more. ``sha256`` (the digest announced in advance) is not needed here: the
+        digest ``commit`` gets decides.
         """
         return BlobWriter(self, hashed_by_caller=hashed_by_caller)
 

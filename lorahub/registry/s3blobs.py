@@ -23,12 +23,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -107,6 +107,9 @@ def make_client(*, connections: int, attempts: int = 5) -> Any:
         read_timeout=120,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
+        # the x-amz-checksum-sha256 header (signed, and checked by the server) covers each body, so hashing it a
+        # second time for the signature, as botocore does over plain HTTP, would prove nothing more
+        s3={"payload_signing_enabled": False},
     )
     return boto3.session.Session().client("s3", config=config)
 
@@ -146,8 +149,14 @@ class S3BlobStore:
 
     # --- writing ------------------------------------------------------------------------------------------------
 
-    def writer(self, *, hashed_by_caller: bool = False) -> S3BlobWriter:
-        return S3BlobWriter(self, hashed_by_caller=hashed_by_caller)
+    digest_first = True
+    """Given the digest before the bytes, a writer uploads them while they are read (see :meth:`writer`)."""
+
+    def writer(self, *, hashed_by_caller: bool = False, sha256: str | None = None) -> S3BlobWriter:
+        """A writer that spools into the cache while it hashes, and uploads at ``commit``; or, given the ``sha256``
+        the bytes will have (the caller hashed the file in a pass of its own), uploads them as they come, so the
+        caller's read and the upload overlap, and sends nothing at all when the bucket already holds them."""
+        return S3BlobWriter(self, hashed_by_caller=hashed_by_caller, sha256=sha256)
 
     def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> BlobInfo:
         with self.writer() as writer, open(path, "rb") as source:
@@ -163,25 +172,22 @@ class S3BlobStore:
     def upload(self, path: Path, sha256: str, size: int) -> bool:
         """Store the file ``path`` (whose bytes hash to ``sha256``) under its key unless the bucket has it; returns
         whether it was already there. Safe against any number of concurrent uploads of the same content."""
-        key = self.where.key(sha256)
         for attempt in range(CONFLICT_RETRIES):
-            stored = self._head_size(key)
-            if stored is not None:
-                return self._existing(key, stored, size)
+            stream = Upload(self, sha256)
             try:
-                if size <= self.part_bytes:
-                    self._put_whole(path, key, sha256)
-                else:
-                    self._put_parts(path, key, size)
-            except _Conditional as refused:
-                if not refused.conflict:
-                    return self._existing(key, self._head_size(key), size)
+                if stream.stored is None:
+                    with open(path, "rb") as source:
+                        while chunk := source.read(self.part_bytes):
+                            stream.write(chunk)
+                return stream.finish(size)
+            except _Conditional:
                 time.sleep(0.1 * 2**attempt)
-            else:
-                return False
-        raise errors.BlobStoreError(f"{self._url(key)}: other conditional writes of it kept conflicting")
+            except BaseException:
+                stream.abort()
+                raise
+        raise errors.BlobStoreError(f"{self._url(self.where.key(sha256))}: other writes of it kept conflicting")
 
-    def _existing(self, key: str, stored: int | None, size: int) -> bool:
+    def existing(self, key: str, stored: int | None, size: int) -> bool:
         """The object another writer stored: content addressing makes it ours, unless its size says otherwise."""
         if stored is not None and stored != size:
             raise errors.BlobDamagedError(
@@ -190,64 +196,46 @@ class S3BlobStore:
             )
         return True
 
-    def _put_whole(self, path: Path, key: str, sha256: str) -> None:
-        data = path.read_bytes()
+    def put_whole(self, key: str, data: bytes, sha256: str) -> None:
+        """One request, carrying the object's SHA-256 for the server to check, refused if the key exists."""
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
         with self._translated(key), self._conditional(key):
             self.client.put_object(
                 Bucket=self.where.bucket, Key=key, Body=data, ChecksumSHA256=checksum, IfNoneMatch="*"
             )
 
-    def _put_parts(self, path: Path, key: str, size: int) -> None:
-        part = max(self.part_bytes, math.ceil(size / MAX_PARTS))
+    def start_parts(self, key: str) -> str:
         with self._translated(key):
-            upload_id = self.client.create_multipart_upload(
-                Bucket=self.where.bucket, Key=key, ChecksumAlgorithm="SHA256"
-            )["UploadId"]
-        try:
-            parts = self._send_parts(path, key, upload_id, size, part)
-            with self._translated(key), self._conditional(key):
-                self.client.complete_multipart_upload(
-                    Bucket=self.where.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                    IfNoneMatch="*",
-                )
-        except BaseException:
-            self._abort(key, upload_id)
-            raise
+            return str(
+                self.client.create_multipart_upload(Bucket=self.where.bucket, Key=key, ChecksumAlgorithm="SHA256")[
+                    "UploadId"
+                ]
+            )
 
-    def _send_parts(self, path: Path, key: str, upload_id: str, size: int, part: int) -> list[dict[str, Any]]:
-        """Every part, :attr:`threads` at a time, each read by its own thread; the first failure cancels the rest."""
-        fd = os.open(path, os.O_RDONLY)
-        upload = _Upload(fd, key, upload_id, part)
-        pool = ThreadPoolExecutor(max_workers=self.threads)
-        try:
-            futures = [
-                pool.submit(self._put_part, upload, number, offset)
-                for number, offset in enumerate(range(0, size, part), start=1)
-            ]
-            return [future.result() for future in futures]
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            os.close(fd)
-
-    def _put_part(self, upload: _Upload, number: int, offset: int) -> dict[str, Any]:
-        data = os.pread(upload.fd, upload.part, offset)
+    def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-        with self._translated(upload.key):
+        with self._translated(key):
             answer = self.client.upload_part(
                 Bucket=self.where.bucket,
-                Key=upload.key,
-                UploadId=upload.upload_id,
+                Key=key,
+                UploadId=upload_id,
                 PartNumber=number,
                 Body=data,
                 ChecksumSHA256=checksum,
             )
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def finish_parts(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        with self._translated(key), self._conditional(key):
+            self.client.complete_multipart_upload(
+                Bucket=self.where.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+
+    def abort_parts(self, key: str, upload_id: str) -> None:
         """Drop an unfinished upload's parts; if even that fails, ``gc`` aborts it once it is stale."""
         with contextlib.suppress(Exception):
             self.client.abort_multipart_upload(Bucket=self.where.bucket, Key=key, UploadId=upload_id)
@@ -255,10 +243,10 @@ class S3BlobStore:
     # --- reading ------------------------------------------------------------------------------------------------
 
     def exists(self, sha256: str) -> bool:
-        return self._head_size(self.where.key(sha256)) is not None
+        return self.head_size(self.where.key(sha256)) is not None
 
     def size(self, sha256: str) -> int | None:
-        return self._head_size(self.where.key(sha256))
+        return self.head_size(self.where.key(sha256))
 
     def local_path(self, sha256: str) -> Path:
         return self.cache.path_for(sha256)
@@ -267,7 +255,7 @@ class S3BlobStore:
         """The cached copy while the bucket holds the object (and their sizes agree), else a fresh download, hashed
         as it is written to the cache; damaged bytes raise ``BlobDamagedError`` and are not kept."""
         key = self.where.key(sha256)
-        stored = self._head_size(key)
+        stored = self.head_size(key)
         if stored is None:
             return None
         cached = self.cache.path_for(sha256)
@@ -309,7 +297,7 @@ class S3BlobStore:
             with contextlib.closing(body):
                 yield from body.iter_chunks(CHUNK_BYTES)
 
-    def _head_size(self, key: str) -> int | None:
+    def head_size(self, key: str) -> int | None:
         with self._translated(key):
             try:
                 answer = self.client.head_object(Bucket=self.where.bucket, Key=key)
@@ -337,7 +325,7 @@ class S3BlobStore:
         key = self.where.key(sha256)
         with contextlib.suppress(FileNotFoundError):
             self.cache.path_for(sha256).unlink()
-        if self._head_size(key) is None:
+        if self.head_size(key) is None:
             return False
         with self._translated(key):
             self.client.delete_object(Bucket=self.where.bucket, Key=key)
@@ -359,7 +347,7 @@ class S3BlobStore:
             for page in pages:
                 for upload in page.get("Uploads", ()):
                     if upload["Initiated"] <= cutoff:
-                        self._abort(upload["Key"], upload["UploadId"])
+                        self.abort_parts(upload["Key"], upload["UploadId"])
                         aborted += 1
         return aborted + len(self.cache.cleanup_temp())
 
@@ -407,30 +395,155 @@ class S3BlobStore:
             raise errors.BlobStoreError(f"{self._url(key)}: {error}") from None
 
 
-class S3BlobWriter:
-    """Spools a blob into the local cache while it is hashed, then uploads the verified file; see the module
-    docstring. The cached copy stays, so reading the blob back on this machine costs no download."""
+class Upload:
+    """One object's upload, fed as its bytes are read: parts of :attr:`S3BlobStore.part_bytes` go up in background
+    threads as they fill, at most :attr:`S3BlobStore.threads` at a time (a ``write`` waits for a free one, so memory
+    stays that many parts whatever the size); an object no bigger than one part goes up in one request at
+    ``finish``. Nothing is sent when the bucket already holds the key (``stored``: its size, looked up at the
+    start)."""
 
-    def __init__(self, store: S3BlobStore, *, hashed_by_caller: bool = False) -> None:
+    PARTS_PER_SIZE: Final = MAX_PARTS // 10
+    """Every this many parts, parts grow by one :attr:`S3BlobStore.part_bytes`: the size is unknown in advance, and
+    S3 takes at most 10,000 parts (with 8 MiB parts, that reaches 430 GiB)."""
+
+    def __init__(self, store: S3BlobStore, sha256: str) -> None:
+        self._store = store
+        self.sha256 = check_sha256(sha256)
+        self.key = store.where.key(sha256)
+        self.stored = store.head_size(self.key)
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.Semaphore(store.threads)
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._failed: BaseException | None = None
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self.stored is not None:
+            return
+        self._buffer += chunk
+        while len(self._buffer) >= (size := self._part_size()):
+            self._send(bytes(self._buffer[:size]))
+            del self._buffer[:size]
+
+    def finish(self, size: int) -> bool:
+        """Complete the upload, conditionally; returns whether the bucket held the object already. Raises
+        ``_Conditional`` when another conditional write of the key was in flight (409): upload it again."""
+        if self.stored is not None:
+            return self._store.existing(self.key, self.stored, size)
+        try:
+            if self._upload_id is None:
+                self._store.put_whole(self.key, bytes(self._buffer), self.sha256)
+            else:
+                if self._buffer:
+                    self._send(bytes(self._buffer))
+                parts = [part.result() for part in self._parts]
+                self._store.finish_parts(self.key, self._upload_id, parts)
+                self._upload_id = None
+        except _Conditional as refused:
+            self.abort()
+            if refused.conflict:
+                raise
+            return self._store.existing(self.key, self._store.head_size(self.key), size)
+        except BaseException:
+            self.abort()
+            raise
+        self._close()
+        return False
+
+    def abort(self) -> None:
+        """Stop sending and drop what was sent; safe to call more than once."""
+        self._close()
+        if self._upload_id is not None:
+            self._store.abort_parts(self.key, self._upload_id)
+            self._upload_id = None
+
+    def _part_size(self) -> int:
+        return self._store.part_bytes * (1 + len(self._parts) // self.PARTS_PER_SIZE)
+
+    def _send(self, data: bytes) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._upload_id is None:
+            self._upload_id = self._store.start_parts(self.key)
+            self._pool = ThreadPoolExecutor(max_workers=self._store.threads)
+        assert self._pool is not None
+        self._slots.acquire()
+        number = len(self._parts) + 1
+        part = self._pool.submit(self._store.put_part, self.key, self._upload_id, number, data)
+        part.add_done_callback(self._sent)
+        self._parts.append(part)
+
+    def _sent(self, part: Future[dict[str, Any]]) -> None:
+        self._slots.release()
+        if not part.cancelled() and part.exception() is not None:
+            self._failed = part.exception()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class S3BlobWriter:
+    """A blob on its way into the bucket; see :meth:`S3BlobStore.writer`. Either way its bytes are also spooled
+    into the cache and hashed there, so the local copy is verified and reading the blob back costs no download."""
+
+    def __init__(self, store: S3BlobStore, *, hashed_by_caller: bool = False, sha256: str | None = None) -> None:
         self._store = store
         self._spool: BlobWriter = store.cache.writer(hashed_by_caller=hashed_by_caller)
+        self._upload = Upload(store, sha256) if sha256 is not None else None
+        self._size = 0
         self._result: BlobInfo | None = None
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         self._spool.write(chunk)
+        self._size += len(chunk)
+        if self._upload is not None:
+            self._upload.write(chunk)
 
     def commit(self, expected_sha256: str | None = None) -> BlobInfo:
-        """Upload the blob unless the bucket holds it; ``existed`` says which. Call it once, inside the ``with``."""
+        """Upload the blob unless the bucket holds it (or finish uploading it); ``existed`` says which. Call it
+        once, inside the ``with``. Bytes that are not what the digest given in advance names are refused."""
         if self._result is not None:
             return self._result
-        local = self._spool.commit(expected_sha256)
-        assert local.path is not None
-        existed = self._store.upload(local.path, local.sha256, local.size)
+        upload = self._upload
+        existed: bool | None = None
+        if upload is None:
+            local = self._spool.commit(expected_sha256)
+        elif expected_sha256 is None:  # the spool hashes: the upload waits for its verdict
+            local = self._spool.commit()
+            if local.sha256 != upload.sha256:
+                self.abort()
+                raise _changed(upload.sha256, local.sha256)
+            existed = self._finish(upload, local.size)
+        elif expected_sha256.lower() != upload.sha256:
+            self.abort()
+            raise _changed(upload.sha256, expected_sha256.lower())
+        else:  # the bytes are known good: the local copy's fsync runs while the last parts go up
+            with ThreadPoolExecutor(max_workers=1) as beside:
+                spooled = beside.submit(self._spool.commit, expected_sha256)
+                existed = self._finish(upload, self._size)
+                local = spooled.result()
+        if existed is None:  # no upload yet, or one that must start again: from the local copy
+            assert local.path is not None
+            existed = self._store.upload(local.path, local.sha256, local.size)
         self._result = BlobInfo(sha256=local.sha256, size=local.size, path=None, existed=existed)
         return self._result
 
+    @staticmethod
+    def _finish(upload: Upload, size: int) -> bool | None:
+        """Whether the bucket held the object already; None when another machine's conditional write of the key
+        was in flight (409), and the object must be sent again."""
+        try:
+            return upload.finish(size)
+        except _Conditional:
+            return None
+
     def abort(self) -> None:
         self._spool.abort()
+        if self._upload is not None:
+            self._upload.abort()
 
     def __enter__(self) -> Self:
         return self
@@ -442,14 +555,11 @@ class S3BlobWriter:
             self.abort()
 
 
-@dataclass(frozen=True)
-class _Upload:
-    """A multipart upload in progress: the spooled file's descriptor, the key, the upload's id, the part size."""
-
-    fd: int
-    key: str
-    upload_id: str
-    part: int
+def _changed(announced: str, actual: str) -> errors.HashMismatchError:
+    return errors.HashMismatchError(
+        f"the bytes hash to sha256 {actual}, not the {announced} they had when first read: the file changed meanwhile",
+        hint="Nothing was stored; add it again once nothing is writing to it.",
+    )
 
 
 class _Missing(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -134,22 +135,37 @@ def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
     """The slow, parallel-safe half of an add: one read hashes the file and copies it to the store. Content that
     is already catalogued is not stored again."""
     p = check_path(path)
-    with hub.blobs.writer(hashed_by_caller=True) as blob:
-        report = inspect(p, sink=blob.write)
-        _require_safetensors(report, p)
-        suggestions = suggest(p, report.raw_metadata)
-        name = check_name(options.name or suggestions.name or "adapter")
-        existing = hub.catalog.find_by_content(report.hashes.content or "")
-        if existing is not None and not options.allow_duplicate:
-            blob.abort()
-            return Prepared(p, report, suggestions, name, None, existing)
-        lease = hub.catalog.leases.take(report.hashes.sha256)  # before the store is trusted to keep the blob
-        try:
+    announced = _digest_first(p) if hub.blobs.digest_first else None
+    # the lease comes before the store is trusted to keep the blob: before it is looked up, or stored
+    lease = hub.catalog.leases.take(announced) if announced is not None else None
+    try:
+        with hub.blobs.writer(hashed_by_caller=True, sha256=announced) as blob:
+            report = inspect(p, sink=blob.write)
+            _require_safetensors(report, p)
+            suggestions = suggest(p, report.raw_metadata)
+            name = check_name(options.name or suggestions.name or "adapter")
+            existing = hub.catalog.find_by_content(report.hashes.content or "")
+            if existing is not None and not options.allow_duplicate:
+                blob.abort()
+                hub.catalog.leases.release([lease] if lease is not None else [])
+                return Prepared(p, report, suggestions, name, None, existing)
+            if lease is None:
+                lease = hub.catalog.leases.take(report.hashes.sha256)
             info = blob.commit(report.hashes.sha256)
-        except BaseException:
-            hub.catalog.leases.release([lease])
-            raise
+    except BaseException:
+        hub.catalog.leases.release([lease] if lease is not None else [])
+        raise
     return Prepared(p, report, suggestions, name, info, None, lease=lease)
+
+
+def _digest_first(path: Path) -> str:
+    """The file's SHA-256, for a store that uploads while the add reads (a remote one): a pass of hashing costs far
+    less than the upload it lets overlap the add's own read; the add's read checks that the bytes did not change."""
+    try:
+        with path.open("rb") as source:
+            return hashlib.file_digest(source, "sha256").hexdigest()
+    except OSError as error:
+        raise errors.FileReadError(f"{path}: {error.strerror or error}") from None
 
 
 def prepare_in_place(

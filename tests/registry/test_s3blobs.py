@@ -103,6 +103,31 @@ def test_a_large_file_goes_up_in_parts_with_their_checksums(
     assert store.fetch(info.sha256) == cached and cached.read_bytes() == source.read_bytes()
 
 
+def test_a_digest_given_first_lets_the_upload_run_while_the_bytes_come(
+    store: S3BlobStore, seaweedfs: SeaweedFS
+) -> None:
+    store.part_bytes = 5 * MIB
+    data = os.urandom(12 * MIB)
+    with store.writer(sha256=_sha(data)) as writer:
+        writer.write(data[: 6 * MIB])
+        assert _uploads(seaweedfs, store) == [store.where.key(_sha(data))]  # under way before the end
+        writer.write(data[6 * MIB :])
+        assert writer.commit(_sha(data)).existed is False
+    assert list(_objects(seaweedfs, store).values()) == [data] and _uploads(seaweedfs, store) == []
+    requests: list[str] = []
+    store.client.meta.events.register("before-call.s3", lambda model, **_: requests.append(model.name))
+    with store.writer(sha256=_sha(data)) as writer:  # held already: nothing is sent
+        writer.write(data)
+        assert writer.commit(_sha(data)).existed is True
+    assert requests == ["HeadObject"]
+    changed = os.urandom(6 * MIB)
+    with store.writer(sha256=_sha(b"what the file held when hashed")) as writer:
+        writer.write(changed)
+        with pytest.raises(errors.HashMismatchError, match="changed"):
+            writer.commit(_sha(changed))
+    assert not store.exists(_sha(changed)) and _uploads(seaweedfs, store) == []
+
+
 def test_concurrent_writers_of_the_same_content_store_it_once(
     s3_blobs_url: str, tmp_path: Path, seaweedfs: SeaweedFS
 ) -> None:
@@ -180,10 +205,10 @@ def test_stale_multipart_uploads_are_aborted(store: S3BlobStore, seaweedfs: Seaw
     assert _uploads(seaweedfs, store) == []
 
 
-def _fault(status: int) -> AWSResponse:
+def _fault(status: int, code: str = "InternalError") -> AWSResponse:
     class Raw:
         def stream(self) -> Iterator[bytes]:
-            yield b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+            yield f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
 
     return AWSResponse("http://injected", status, {}, Raw())
 
@@ -263,3 +288,27 @@ def test_errors_say_what_to_fix(seaweedfs: SeaweedFS, tmp_path: Path, monkeypatc
     with pytest.raises(errors.BlobStoreAuthError, match="no AWS credentials") as anonymous:
         S3BlobStore(where, cache=tmp_path).put_bytes(b"x")
     assert "AWS_ACCESS_KEY_ID" in str(anonymous.value.hint)
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["streamed", "spooled"])
+def test_a_conflicting_conditional_write_is_sent_again(
+    impatient: S3BlobStore, seaweedfs: SeaweedFS, announced: bool
+) -> None:
+    """AWS answers 409 ConditionalRequestConflict while another conditional write of the key is in flight (SeaweedFS
+    never does): the upload starts again and succeeds."""
+    store = impatient
+    conflicts = {"left": 1}
+
+    def conflict(**_: Any) -> AWSResponse | None:
+        if conflicts["left"] > 0:
+            conflicts["left"] -= 1
+            return _fault(409, "ConditionalRequestConflict")
+        return None
+
+    store.client.meta.events.register("before-send.s3.CompleteMultipartUpload", conflict)
+    data = os.urandom(6 * MIB)
+    with store.writer(sha256=_sha(data) if announced else None) as writer:
+        writer.write(data)
+        assert writer.commit(_sha(data) if announced else None).existed is False
+    assert conflicts["left"] == 0
+    assert list(_objects(seaweedfs, store).values()) == [data] and _uploads(seaweedfs, store) == []
