@@ -172,6 +172,8 @@ class SeaweedFS:
     bucket: str
     access_key: str = "lorahub-test"
     secret_key: str = "lorahub-test-secret"
+    pid: int = 0
+    """The server process (for benchmarks that count its CPU time)."""
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point boto3 (and so lorahub) at this server."""
@@ -237,7 +239,7 @@ def running_seaweedfs(data: Path, *, bucket: str = "lorahub-test") -> Iterator[S
     ]
     log = (data / "weed.log").open("wb")
     process = subprocess.Popen([binary, "server", *arguments], stdout=log, stderr=log)
-    running = SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket=bucket)
+    running = SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket=bucket, pid=process.pid)
     try:
         _make_bucket(running, process, data / "weed.log")
         yield running

@@ -26,7 +26,7 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Final
 
-from sqlalchemy import Engine, delete, exists
+from sqlalchemy import Engine, delete, exists, insert
 from sqlmodel import Session, col, select
 
 from lorahub import errors
@@ -55,9 +55,7 @@ class BlobLeases:
         while True:
             with write_transaction(self.engine) as session:
                 if not _collecting(session, sha256):
-                    lease = _insert(session, sha256, "write", WRITE_TTL)
-                    assert lease.id is not None
-                    return lease.id
+                    return _insert(session, sha256, "write", WRITE_TTL)
             time.sleep(POLL_S)
 
     def release(self, ids: Collection[int]) -> None:
@@ -73,9 +71,7 @@ class BlobLeases:
             referenced = exists().where(col(Version.blob_sha256) == sha256, col(Version.removed_at).is_(None))
             if session.exec(select(referenced)).one() or _held(session, sha256) or _collecting(session, sha256):
                 return None
-            lease = _insert(session, sha256, "collect", COLLECT_TTL)
-            assert lease.id is not None
-            return lease.id
+            return _insert(session, sha256, "collect", COLLECT_TTL)
 
     def prune(self) -> int:
         """Delete expired leases (their holders died); returns how many."""
@@ -109,12 +105,11 @@ def release_recorded(session: Session, ids: Collection[int]) -> None:
     session.execute(delete(BlobLease).where(col(BlobLease.id).in_(ids)))
 
 
-def _insert(session: Session, sha256: str, purpose: str, ttl: timedelta) -> BlobLease:
+def _insert(session: Session, sha256: str, purpose: str, ttl: timedelta) -> int:
+    """One Core statement: a batch add takes a lease per file, and an ORM object would cost more than the row."""
     now = utc_now()
-    lease = BlobLease(sha256=sha256, purpose=purpose, holder=holder(), taken_at=now, expires_at=now + ttl)
-    session.add(lease)
-    session.flush()
-    return lease
+    values = {"sha256": sha256, "purpose": purpose, "holder": holder(), "taken_at": now, "expires_at": now + ttl}
+    return int(session.execute(insert(BlobLease).values(values).returning(col(BlobLease.id))).scalar_one())
 
 
 def _live(session: Session, sha256: str, purpose: str) -> bool:

@@ -4,14 +4,16 @@ Selected by ``LORAHUB_BLOBS_URL=s3://BUCKET/PREFIX`` (or ``blobs_url`` in the ho
 region and credentials come the standard way (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
 ``AWS_PROFILE`` and ``~/.aws``), through boto3 (the ``s3`` extra).
 
-Writing: a writer spools the bytes into the home's verified cache while they are hashed (the caller's one read of the
-source), then uploads the spooled file under its digest. Every upload is conditional, ``If-None-Match: *``, so two
-machines storing the same content concurrently cannot overwrite each other: one succeeds, the other is told the object
-exists (``existed``). An upload carries SHA-256 checksums the server verifies: of the whole object when it is one
-request, of each part when it is a multipart upload (larger than :data:`PART_BYTES`; the parts are read from the spool
-by a few threads, so memory does not grow with the file). A writer killed at any point leaves at most an unfinished
-multipart upload (invisible, aborted by ``gc``) or an object no version references yet (its lease keeps ``gc`` off it
-until the lease expires; see :mod:`lorahub.registry.leases`), never a version pointing at a missing object.
+Writing: every upload is conditional, ``If-None-Match: *``, so two machines storing the same content concurrently
+cannot overwrite each other: one succeeds, the other is told the object exists (``existed``). An upload carries
+SHA-256 checksums the server verifies: of the whole object when it is one request, of each part when it is a multipart
+upload (larger than :data:`PART_BYTES`). Given the digest before the bytes (``lorahub add`` hashes the file first:
+:attr:`S3BlobStore.digest_first`), a writer uploads the parts while the caller reads the file, a few threads at a
+time, so memory does not grow with the file, and sends nothing when the bucket already holds the key; without it, the
+bytes are spooled and uploaded once hashed. Either way they are also written into the home's cache, hashed, as the
+verified local copy. A writer killed at any point leaves at most an unfinished multipart upload (invisible, aborted
+by ``gc``) or an object no version references yet (its lease keeps ``gc`` off it until the lease expires; see
+:mod:`lorahub.registry.leases`), never a version pointing at a missing object.
 
 Reading: callers that need a file (torch loading, conversion, verification) get a local copy under the cache, fetched
 on demand and hashed as it is written: bytes that do not match their key are dropped and reported
