@@ -76,10 +76,13 @@ class BlobStorage(Protocol):
         ...
 
     digest_first: bool
-    """True when a writer does better given the digest before the bytes (:meth:`writer`'s ``sha256``): a remote
-    store then uploads them while they are read, or skips them when it holds them. Worth a pass of hashing first."""
+    """True when a writer does better given the digest before the bytes (:meth:`writer`'s ``sha256``, with the
+    ``source`` file hashed): a remote store then uploads them while they are read, or skips them when it holds them.
+    Worth a pass of hashing first."""
 
-    def writer(self, *, hashed_by_caller: bool = False, sha256: str | None = None) -> BlobWriting: ...
+    def writer(
+        self, *, hashed_by_caller: bool = False, sha256: str | None = None, source: Path | None = None
+    ) -> BlobWriting: ...
 
     def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> BlobInfo: ...
 
@@ -226,14 +229,16 @@ class BlobStore:
     digest_first = False
     """A local write gains nothing from knowing the digest first."""
 
-    def writer(self, *, hashed_by_caller: bool = False, sha256: str | None = None) -> BlobWriter:
+    def writer(
+        self, *, hashed_by_caller: bool = False, sha256: str | None = None, source: Path | None = None
+    ) -> BlobWriter:
         """A writer to use as ``with store.writer() as w: w.write(…); info = w.commit()``.
 
         Leaving the ``with`` without ``commit`` (or through an exception) removes the temporary file.
         ``hashed_by_caller``: the caller computes the SHA-256 of exactly the chunks it writes (``lorahub add``
         hashes them in the same pass) and passes it to ``commit``; hashing them twice would cost a quarter of the
-        add's time and prove nothing more. ``sha256`` (the digest announced in advance) is not needed here: the
-        digest ``commit`` gets decides.
+        add's time and prove nothing more. ``sha256`` (the digest announced in advance) and ``source`` (the file
+        the bytes come from) are not needed here: the digest ``commit`` gets decides.
         """
         return BlobWriter(self, hashed_by_caller=hashed_by_caller)
 

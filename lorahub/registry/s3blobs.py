@@ -10,8 +10,8 @@ SHA-256 checksums the server verifies: of the whole object when it is one reques
 upload (larger than :data:`PART_BYTES`). Given the digest before the bytes (``lorahub add`` hashes the file first:
 :attr:`S3BlobStore.digest_first`), a writer uploads the parts while the caller reads the file, a few threads at a
 time, so memory does not grow with the file, and sends nothing when the bucket already holds the key; without it, the
-bytes are spooled and uploaded once hashed. Either way they are also written into the home's cache, hashed, as the
-verified local copy. A writer killed at any point leaves at most an unfinished multipart upload (invisible, aborted
+bytes are spooled into the home's cache, hashed, and uploaded from there (the spooled file stays as the verified
+local copy). A writer killed at any point leaves at most an unfinished multipart upload (invisible, aborted
 by ``gc``) or an object no version references yet (its lease keeps ``gc`` off it until the lease expires; see
 :mod:`lorahub.registry.leases`), never a version pointing at a missing object.
 
@@ -154,11 +154,15 @@ class S3BlobStore:
     digest_first = True
     """Given the digest before the bytes, a writer uploads them while they are read (see :meth:`writer`)."""
 
-    def writer(self, *, hashed_by_caller: bool = False, sha256: str | None = None) -> S3BlobWriter:
-        """A writer that spools into the cache while it hashes, and uploads at ``commit``; or, given the ``sha256``
-        the bytes will have (the caller hashed the file in a pass of its own), uploads them as they come, so the
-        caller's read and the upload overlap, and sends nothing at all when the bucket already holds them."""
-        return S3BlobWriter(self, hashed_by_caller=hashed_by_caller, sha256=sha256)
+    def writer(
+        self, *, hashed_by_caller: bool = False, sha256: str | None = None, source: Path | None = None
+    ) -> S3BlobWriter:
+        """A writer that spools into the cache while it hashes, and uploads at ``commit`` (the spooled copy stays as
+        the verified local copy); or, given the ``sha256`` the bytes will have (the caller hashed the file
+        ``source`` in a pass of its own), uploads them as they come, so the caller's read and the upload overlap,
+        and sends nothing at all when the bucket already holds them. ``source`` is read again only if the upload
+        must start over (another machine's conditional write of the key was in flight)."""
+        return S3BlobWriter(self, hashed_by_caller=hashed_by_caller, sha256=sha256, source=source)
 
     def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> BlobInfo:
         with self.writer() as writer, open(path, "rb") as source:
@@ -171,16 +175,23 @@ class S3BlobStore:
             writer.write(data)
             return writer.commit(expected_sha256)
 
-    def upload(self, path: Path, sha256: str, size: int) -> bool:
+    def upload(self, path: Path, sha256: str, size: int, *, check: bool = False) -> bool:
         """Store the file ``path`` (whose bytes hash to ``sha256``) under its key unless the bucket has it; returns
-        whether it was already there. Safe against any number of concurrent uploads of the same content."""
+        whether it was already there. Safe against any number of concurrent uploads of the same content. With
+        ``check``, the bytes are hashed as they are sent, and the upload is dropped unless they match (a file that
+        is not the spooled, verified copy may have changed)."""
         for attempt in range(CONFLICT_RETRIES):
             stream = Upload(self, sha256)
             try:
                 if stream.stored is None:
+                    digest = hashlib.sha256()
                     with open(path, "rb") as source:
                         while chunk := source.read(self.part_bytes):
+                            if check:
+                                digest.update(chunk)
                             stream.write(chunk)
+                    if check and digest.hexdigest() != sha256:
+                        raise _changed(sha256, digest.hexdigest())
                 return stream.finish(size)
             except _Conditional:
                 time.sleep(0.1 * 2**attempt)
@@ -425,8 +436,10 @@ class Upload:
             return
         self._buffer += chunk
         while len(self._buffer) >= (size := self._part_size()):
-            self._send(bytes(self._buffer[:size]))
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:size])  # one copy (a slice of the bytearray would be a second)
             del self._buffer[:size]
+            self._send(part)
 
     def finish(self, size: int) -> bool:
         """Complete the upload, conditionally; returns whether the bucket held the object already. Raises
@@ -488,62 +501,87 @@ class Upload:
 
 
 class S3BlobWriter:
-    """A blob on its way into the bucket; see :meth:`S3BlobStore.writer`. Either way its bytes are also spooled
-    into the cache and hashed there, so the local copy is verified and reading the blob back costs no download."""
+    """A blob on its way into the bucket; see :meth:`S3BlobStore.writer`."""
 
-    def __init__(self, store: S3BlobStore, *, hashed_by_caller: bool = False, sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        store: S3BlobStore,
+        *,
+        hashed_by_caller: bool = False,
+        sha256: str | None = None,
+        source: Path | None = None,
+    ) -> None:
         self._store = store
-        self._spool: BlobWriter = store.cache.writer(hashed_by_caller=hashed_by_caller)
+        self._hashed_by_caller = hashed_by_caller
+        self._source = source
         self._upload = Upload(store, sha256) if sha256 is not None else None
+        # without the digest, the bytes wait in the cache until they are hashed; with it, they go straight up
+        self._spool: BlobWriter | None = None if self._upload else store.cache.writer(hashed_by_caller=hashed_by_caller)
+        self._sha = None if hashed_by_caller or self._spool else hashlib.sha256()
         self._size = 0
         self._result: BlobInfo | None = None
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        self._spool.write(chunk)
         self._size += len(chunk)
-        if self._upload is not None:
-            self._upload.write(chunk)
+        if self._spool is not None:
+            self._spool.write(chunk)
+            return
+        assert self._upload is not None
+        if self._sha is not None:
+            self._sha.update(chunk)
+        self._upload.write(chunk)
 
     def commit(self, expected_sha256: str | None = None) -> BlobInfo:
         """Upload the blob unless the bucket holds it (or finish uploading it); ``existed`` says which. Call it
         once, inside the ``with``. Bytes that are not what the digest given in advance names are refused."""
         if self._result is not None:
             return self._result
-        upload = self._upload
-        existed: bool | None = None
-        if upload is None:
+        if self._spool is not None:
             local = self._spool.commit(expected_sha256)
-        elif expected_sha256 is None:  # the spool hashes: the upload waits for its verdict
-            local = self._spool.commit()
-            if local.sha256 != upload.sha256:
-                self.abort()
-                raise _changed(upload.sha256, local.sha256)
-            existed = self._finish(upload, local.size)
-        elif expected_sha256.lower() != upload.sha256:
-            self.abort()
-            raise _changed(upload.sha256, expected_sha256.lower())
-        else:  # the bytes are known good: the local copy's fsync runs while the last parts go up
-            with ThreadPoolExecutor(max_workers=1) as beside:
-                spooled = beside.submit(self._spool.commit, expected_sha256)
-                existed = self._finish(upload, self._size)
-                local = spooled.result()
-        if existed is None:  # no upload yet, or one that must start again: from the local copy
             assert local.path is not None
             existed = self._store.upload(local.path, local.sha256, local.size)
-        self._result = BlobInfo(sha256=local.sha256, size=local.size, path=None, existed=existed)
+            self._result = BlobInfo(sha256=local.sha256, size=local.size, path=None, existed=existed)
+            return self._result
+        assert self._upload is not None
+        actual = self._actual(expected_sha256)
+        if actual != self._upload.sha256:
+            self.abort()
+            raise _changed(self._upload.sha256, actual)
+        try:
+            existed = self._upload.finish(self._size)
+        except _Conditional:  # another machine's conditional write of the key was in flight: send it again
+            existed = self._send_again()
+        self._result = BlobInfo(sha256=actual, size=self._size, path=None, existed=existed)
         return self._result
 
-    @staticmethod
-    def _finish(upload: Upload, size: int) -> bool | None:
-        """Whether the bucket held the object already; None when another machine's conditional write of the key
-        was in flight (409), and the object must be sent again."""
-        try:
-            return upload.finish(size)
-        except _Conditional:
-            return None
+    def _actual(self, expected_sha256: str | None) -> str:
+        """The digest of the bytes written: hashed here, or the caller's."""
+        if self._sha is not None:
+            actual = self._sha.hexdigest()
+            if expected_sha256 is not None and expected_sha256.lower() != actual:
+                self.abort()
+                raise errors.HashMismatchError(
+                    f"the bytes hash to sha256 {actual}, not the expected {expected_sha256.lower()}",
+                    hint="The source changed or was damaged in transit; nothing was stored.",
+                )
+            return actual
+        if expected_sha256 is None:
+            self.abort()
+            raise ValueError("a writer whose caller hashes the bytes needs expected_sha256 at commit")
+        return check_sha256(expected_sha256.lower())
+
+    def _send_again(self) -> bool:
+        assert self._upload is not None
+        if self._source is None:
+            raise errors.BlobStoreError(
+                f"{self._store.where.url}: another upload of {self._upload.sha256} was in flight",
+                hint="Add the file again: the other upload will have finished.",
+            )
+        return self._store.upload(self._source, self._upload.sha256, self._size, check=True)
 
     def abort(self) -> None:
-        self._spool.abort()
+        if self._spool is not None:
+            self._spool.abort()
         if self._upload is not None:
             self._upload.abort()
 

@@ -139,7 +139,7 @@ def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
     # the lease comes before the store is trusted to keep the blob: before it is looked up, or stored
     lease = hub.catalog.leases.take(announced) if announced is not None else None
     try:
-        with hub.blobs.writer(hashed_by_caller=True, sha256=announced) as blob:
+        with hub.blobs.writer(hashed_by_caller=True, sha256=announced, source=p) as blob:
             report = inspect(p, sink=blob.write)
             _require_safetensors(report, p)
             suggestions = suggest(p, report.raw_metadata)

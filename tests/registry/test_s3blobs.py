@@ -114,6 +114,7 @@ def test_a_digest_given_first_lets_the_upload_run_while_the_bytes_come(
         writer.write(data[6 * MIB :])
         assert writer.commit(_sha(data)).existed is False
     assert list(_objects(seaweedfs, store).values()) == [data] and _uploads(seaweedfs, store) == []
+    assert not store.local_path(_sha(data)).exists()  # nothing spooled: the cache fills when a read needs it
     requests: list[str] = []
     store.client.meta.events.register("before-call.s3", lambda model, **_: requests.append(model.name))
     with store.writer(sha256=_sha(data)) as writer:  # held already: nothing is sent
@@ -292,7 +293,7 @@ def test_errors_say_what_to_fix(seaweedfs: SeaweedFS, tmp_path: Path, monkeypatc
 
 @pytest.mark.parametrize("announced", [True, False], ids=["streamed", "spooled"])
 def test_a_conflicting_conditional_write_is_sent_again(
-    impatient: S3BlobStore, seaweedfs: SeaweedFS, announced: bool
+    impatient: S3BlobStore, seaweedfs: SeaweedFS, announced: bool, tmp_path: Path
 ) -> None:
     """AWS answers 409 ConditionalRequestConflict while another conditional write of the key is in flight (SeaweedFS
     never does): the upload starts again and succeeds."""
@@ -307,8 +308,10 @@ def test_a_conflicting_conditional_write_is_sent_again(
 
     store.client.meta.events.register("before-send.s3.CompleteMultipartUpload", conflict)
     data = os.urandom(6 * MIB)
-    with store.writer(sha256=_sha(data) if announced else None) as writer:
+    source = tmp_path / "source.bin"  # read again by a streamed upload that starts over
+    source.write_bytes(data)
+    with store.writer(sha256=_sha(data) if announced else None, source=source) as writer:
         writer.write(data)
-        assert writer.commit(_sha(data) if announced else None).existed is False
+        assert writer.commit().existed is False
     assert conflicts["left"] == 0
     assert list(_objects(seaweedfs, store).values()) == [data] and _uploads(seaweedfs, store) == []

@@ -10,7 +10,6 @@ import multiprocessing
 import multiprocessing.process
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -67,11 +66,11 @@ def test_a_home_keeps_its_blobs_in_the_bucket(s3_home: Hub, s3_blobs_url: str, t
     assert not (s3_home.settings.blobs_dir).exists()  # nothing in the home's own folder
     assert s3_home.show("style")["stored"] is True
     assert _add_events(s3_home)[0]["blob"] == "stored"
-    # a machine that never saw the bytes: the cache is empty, so a read fetches them and checks their digest
-    shutil.rmtree(s3_home.settings.blob_cache_dir)
+    # the bytes went straight up: the cache is filled on demand, by a read that checks their digest
+    cached = _store(s3_home).local_path(added.sha256)
+    assert not cached.exists()
     report = s3_home.verify("style")
     assert report.ok, report.checks
-    cached = _store(s3_home).local_path(added.sha256)
     assert report.path == str(cached) and cached.read_bytes() == real_file(STYLE).read_bytes()
     s3_home.export("style", tmp_path / "out.safetensors")
     assert inspect(tmp_path / "out.safetensors").hashes.content == added.content_digest
@@ -84,7 +83,6 @@ def test_a_damaged_object_fails_verification(s3_home: Hub, seaweedfs: SeaweedFS)
     original = real_file(STYLE).read_bytes()
     damaged = original[:-1] + bytes([original[-1] ^ 1])
     seaweedfs.client().put_object(Bucket=seaweedfs.bucket, Key=store.where.key(added.sha256), Body=damaged)
-    shutil.rmtree(s3_home.settings.blob_cache_dir)
     report = s3_home.verify("style")
     assert not report.ok
     assert [(c.name, c.ok) for c in report.checks] == [("blob integrity", False)]
