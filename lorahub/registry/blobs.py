@@ -1,5 +1,10 @@
 """The content-addressed blob store: every catalogued file once, named by the SHA-256 of its bytes.
 
+Two stores implement one small interface, :class:`BlobStorage`: this module's :class:`BlobStore`, a folder (the
+home's ``blobs/``, the default), and :class:`~lorahub.registry.s3blobs.S3BlobStore`, an S3-compatible bucket
+(``LORAHUB_BLOBS_URL=s3://BUCKET/PREFIX``); the SDK picks one from the settings. What follows describes the
+folder.
+
 Layout: ``ROOT/sha256/ab/abcdef…`` (the first two hex digits shard the folders). A blob is written to a temporary file
 ``ROOT/tmp/.tmp-*`` on the same filesystem while it is hashed, fsynced, made read-only and only then linked to its final
 name, and the folder is fsynced (docs/concepts/architecture.md, decision 6). A crash at any moment therefore leaves
@@ -23,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Protocol, Self
 
 from lorahub import errors
 from lorahub.files.atomic import PendingFile, fsync_directory
@@ -36,12 +41,79 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class BlobInfo:
-    """A stored blob. ``existed`` is True when the store already held these bytes and nothing was written."""
+    """A stored blob. ``existed`` is True when the store already held these bytes and nothing was written.
+    ``path`` is where the blob lies on this machine; None for a blob that lies only in a remote store."""
 
     sha256: str
     size: int
-    path: Path
+    path: Path | None
     existed: bool
+
+
+class BlobWriting(Protocol):
+    """What :meth:`BlobStorage.writer` returns: chunks in, one content-addressed blob out (see :class:`BlobWriter`)."""
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None: ...
+
+    def commit(self, expected_sha256: str | None = None) -> BlobInfo: ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class BlobStorage(Protocol):
+    """The interface both blob stores implement; the SDK knows no other. Blobs are named by the SHA-256 of their
+    bytes and written once: storing bytes that are already there changes nothing and says so (``existed``)."""
+
+    @property
+    def location(self) -> str:
+        """Where the blobs are, for people: a folder, or ``s3://BUCKET/PREFIX at ENDPOINT``."""
+        ...
+
+    digest_first: bool
+    """True when a writer does better given the digest before the bytes (:meth:`writer`'s ``sha256``, with the
+    ``source`` file hashed): a remote store then uploads them while they are read, or skips them when it holds them.
+    Worth a pass of hashing first."""
+
+    def writer(
+        self, *, hashed_by_caller: bool = False, sha256: str | None = None, source: Path | None = None
+    ) -> BlobWriting: ...
+
+    def put_file(self, path: str | os.PathLike[str], expected_sha256: str | None = None) -> BlobInfo: ...
+
+    def put_bytes(self, data: bytes, expected_sha256: str | None = None) -> BlobInfo: ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def size(self, sha256: str) -> int | None:
+        """The blob's size in bytes; None when the store does not hold it."""
+        ...
+
+    def local_path(self, sha256: str) -> Path:
+        """Where a local copy of the blob is kept on this machine (the blob itself, or its place in a cache)."""
+        ...
+
+    def fetch(self, sha256: str) -> Path | None:
+        """A local file holding the blob's bytes, fetched (and checked against the digest) when they are remote;
+        None when the store does not hold it."""
+        ...
+
+    def remove(self, sha256: str) -> bool: ...
+
+    def link(self, path: Path, sha256: str, *, inode: int) -> bool: ...
+
+    def iter_blobs(self) -> Iterator[str]: ...
+
+    def verify(self, sha256: str) -> bool: ...
+
+    def cleanup_stale(self) -> int:
+        """Remove what writers that died left behind (temporary files, unfinished uploads); returns how many."""
+        ...
 
 
 def check_sha256(sha256: str) -> str:
@@ -129,6 +201,10 @@ class BlobStore:
         self.blob_dir = self.root / "sha256"
         self.temp_dir = self.root / "tmp"
 
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     def path_for(self, sha256: str) -> Path:
         sha256 = check_sha256(sha256)
         return self.blob_dir / sha256[:2] / sha256
@@ -136,13 +212,33 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
 
-    def writer(self, *, hashed_by_caller: bool = False) -> BlobWriter:
+    def size(self, sha256: str) -> int | None:
+        try:
+            return self.path_for(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, sha256: str) -> Path:
+        return self.path_for(sha256)
+
+    def fetch(self, sha256: str) -> Path | None:
+        """The blob's own file: it is already local, and :meth:`verify` is what re-hashes it."""
+        path = self.path_for(sha256)
+        return path if path.is_file() else None
+
+    digest_first = False
+    """A local write gains nothing from knowing the digest first."""
+
+    def writer(
+        self, *, hashed_by_caller: bool = False, sha256: str | None = None, source: Path | None = None
+    ) -> BlobWriter:
         """A writer to use as ``with store.writer() as w: w.write(…); info = w.commit()``.
 
         Leaving the ``with`` without ``commit`` (or through an exception) removes the temporary file.
         ``hashed_by_caller``: the caller computes the SHA-256 of exactly the chunks it writes (``lorahub add``
         hashes them in the same pass) and passes it to ``commit``; hashing them twice would cost a quarter of the
-        add's time and prove nothing more.
+        add's time and prove nothing more. ``sha256`` (the digest announced in advance) and ``source`` (the file
+        the bytes come from) are not needed here: the digest ``commit`` gets decides.
         """
         return BlobWriter(self, hashed_by_caller=hashed_by_caller)
 
@@ -215,6 +311,9 @@ class BlobStore:
         except FileNotFoundError:
             return False
         return digest.hexdigest() == sha256
+
+    def cleanup_stale(self) -> int:
+        return len(self.cleanup_temp())
 
     def cleanup_temp(self) -> list[Path]:
         """Remove temporary files left by writers that died; files of live writers are locked and kept."""

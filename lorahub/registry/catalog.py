@@ -6,9 +6,10 @@ transaction, so the catalog and its log never disagree. Callers get frozen read 
 :class:`KeyRow`, …), never ORM rows: no API updates a version except :meth:`Catalog.remove`, which sets
 ``removed_at``.
 
-The blob itself is written by :class:`~lorahub.registry.blobs.BlobStore` before ``add_version``
-(docs/concepts/architecture.md, "How data flows"); a crash between the two leaves an unreferenced blob, which garbage
-collection removes, never a version without its bytes.
+The blob itself is written to the blob store before ``add_version`` (docs/concepts/architecture.md, "How data
+flows"), under a write lease (:mod:`lorahub.registry.leases`) that the same transaction gives up; a crash between the
+two leaves an unreferenced blob, which garbage collection removes once the lease expires, never a version without its
+bytes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lorahub.registry import search as search_terms
 from lorahub.registry.audit import AuditActor
 from lorahub.registry.blobs import BlobInfo
 from lorahub.registry.db import connect, is_sqlite, migrate, read_transaction, write_transaction
+from lorahub.registry.leases import BlobLeases, release_recorded
 from lorahub.registry.locations import Locations, NewLocation, int64
 from lorahub.registry.locations import insert_many as insert_locations
 from lorahub.registry.models import (
@@ -89,6 +91,8 @@ class NewVersion:
     """Extra audit details for derived versions (parents, method, weights…)."""
     location: NewLocation | None = None
     """Where the file lies when it is catalogued in place (recorded in the same transaction)."""
+    lease: int | None = None
+    """The write lease the writer took on the stored blob; the transaction recording the version gives it up."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.locations = Locations(engine)
+        self.leases = BlobLeases(engine)
 
     @classmethod
     def open(cls, url: str) -> Catalog:
@@ -416,6 +421,11 @@ class Catalog:
             session.add(Signature(version_id=version.id, keyid=keyid, sig=sig))
             _append(session, audit, "sign", row, name=version.name, details={"keyid": keyid})
             return True
+
+    def blob_digests(self) -> set[str]:
+        """The SHA-256 of every blob the catalogue has recorded, referenced or not."""
+        with read_transaction(self.engine) as session:
+            return set(session.exec(select(Blob.sha256)))
 
     def unreferenced_blobs(self) -> list[str]:
         """SHA-256 of catalogued blobs that no active version uses: what garbage collection may delete."""
@@ -706,6 +716,7 @@ def _insert_versions(
     ids: list[int] = list(session.execute(returning, rows).scalars())
     _insert_rows(session, news, ids, signatures, now)
     insert_locations(session, [new.location for new in news if new.location is not None])
+    release_recorded(session, [new.lease for new in news if new.lease is not None])
     unsigned = {audit_log.UNSIGNED_REASON: audit.unsigned_reason or ""} if audit.sign is None else {}
     entries = [
         audit_log.Entry(new.action, new.name, number, new.content_digest, _add_details(new, sigs) | unsigned)
@@ -832,6 +843,8 @@ def _version_values(new: NewVersion, adapter_id: int, number: int, signatures: d
 
 
 def _add_details(new: NewVersion, signatures: dict[str, str]) -> dict[str, Any]:
+    """What the event records; ``blob`` says whether this add stored the bytes or found them stored (by an earlier
+    add, or by another machine sharing the store), so two adds of the same content each say what they did."""
     return (
         {
             "blob_sha256": new.blob.sha256,
@@ -844,6 +857,7 @@ def _add_details(new: NewVersion, signatures: dict[str, str]) -> dict[str, Any]:
             "signers": sorted(signatures),
         }
         | ({"in_place": new.location.path} if new.location is not None else {})
+        | ({"blob": "existed" if new.blob.existed else "stored"} if new.location is None else {})
         | dict(new.details)
     )
 

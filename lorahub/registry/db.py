@@ -13,7 +13,9 @@ naming the database (password masked), so the CLI can print one line instead of 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -158,10 +160,31 @@ def write_transaction(engine: Engine) -> Iterator[Session]:
     Reads made inside see every earlier write transaction's result, which is what lets the audit log read its
     last event and append the next one without a race.
     """
-    with translate_errors(engine), Session(engine, expire_on_commit=False) as session, session.begin():
+    with (
+        _writer_lock(engine),
+        translate_errors(engine),
+        Session(engine, expire_on_commit=False) as session,
+        session.begin(),
+    ):
         connection = session.connection(execution_options={_WRITE_OPTION: True})
         _lock_writers(connection)
         yield session
+
+
+_WRITER_LOCKS: Final[weakref.WeakKeyDictionary[Engine, threading.RLock]] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK: Final = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.RLock:
+    """The threads of one process take turns at an engine's writes here, in a queue, rather than in the database:
+    a SQLite writer that finds the write lock taken polls for it with growing sleeps (up to 100 ms), and worker
+    threads that each write a little (an add's blob lease) would spend more time asleep than writing. Reentrant, so
+    that a write nested in another on the same thread meets the database's answer, as it did before this lock."""
+    with _LOCKS_LOCK:
+        lock = _WRITER_LOCKS.get(engine)
+        if lock is None:
+            lock = _WRITER_LOCKS[engine] = threading.RLock()
+        return lock
 
 
 @contextmanager

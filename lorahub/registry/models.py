@@ -264,3 +264,22 @@ class TeamRole(SQLModel, table=True):
     role: str
     granted_by: str
     granted_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class BlobLease(SQLModel, table=True):
+    """A claim on a blob, held while it must not change underneath someone (:mod:`lorahub.registry.leases`).
+
+    ``purpose`` ``write``: a writer is storing or reusing the blob and will reference it from a version it has not
+    committed yet, so garbage collection must keep it. ``collect``: garbage collection is deleting it, so a writer
+    must wait rather than trust that it is there. ``holder`` (host and process) is for people reading the table;
+    a lease whose holder died is ignored once ``expires_at`` has passed.
+    """
+
+    __tablename__ = "blob_lease"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(index=True)
+    purpose: str
+    holder: str
+    taken_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)

@@ -34,9 +34,10 @@ SNAPSHOT_TABLES: Final = (
     "team_role",
 )
 """Every table a backup copies, parents before children."""
-SKIPPED_TABLES: Final = frozenset({"file_cache"})
+SKIPPED_TABLES: Final = frozenset({"file_cache", "blob_lease"})
 """Tables a backup leaves out: caches that the next walk rebuilds (digests trusted by a path's stat facts, which
-mean nothing on another disk)."""
+mean nothing on another disk) and the blob leases of writers and collectors in flight (they expire; a restored home
+has none)."""
 EMPTY_WHEN_NEW: Final = ("version", "audit_event")
 """A catalogue with rows in none of these has nothing of its own yet (an identity's first events aside: see
 :func:`is_empty`)."""

@@ -3,13 +3,16 @@
 One read of the file computes every digest and copies it into the blob store; the card is built from the options,
 the detected facts and what the file's neighbours say; the version rows and the audit event commit in one
 transaction. The blob is written first (content-addressed, so a crash leaves at most an unreferenced blob for
-``gc``); nothing is written when the content is already catalogued.
+``gc``), under a write lease on its digest that keeps a concurrent ``gc`` from deleting it before the version that
+references it is recorded (:mod:`lorahub.registry.leases`); nothing is written when the content is already
+catalogued.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -124,23 +127,45 @@ class Prepared:
     existing: AdapterVersion | None
     location: NewLocation | None = None
     """Where the file lies when it is catalogued in place instead of copied."""
+    lease: int | None = None
+    """The write lease on the stored blob, given up when the version is recorded (or nothing is)."""
 
 
 def prepare(hub: Hub, path: Path, options: AddOptions) -> Prepared:
     """The slow, parallel-safe half of an add: one read hashes the file and copies it to the store. Content that
     is already catalogued is not stored again."""
     p = check_path(path)
-    with hub.blobs.writer(hashed_by_caller=True) as blob:
-        report = inspect(p, sink=blob.write)
-        _require_safetensors(report, p)
-        suggestions = suggest(p, report.raw_metadata)
-        name = check_name(options.name or suggestions.name or "adapter")
-        existing = hub.catalog.find_by_content(report.hashes.content or "")
-        if existing is not None and not options.allow_duplicate:
-            blob.abort()
-            return Prepared(p, report, suggestions, name, None, existing)
-        info = blob.commit(report.hashes.sha256)
-    return Prepared(p, report, suggestions, name, info, None)
+    announced = _digest_first(p) if hub.blobs.digest_first else None
+    # the lease comes before the store is trusted to keep the blob: before it is looked up, or stored
+    lease = hub.catalog.leases.take(announced) if announced is not None else None
+    try:
+        with hub.blobs.writer(hashed_by_caller=True, sha256=announced, source=p) as blob:
+            report = inspect(p, sink=blob.write)
+            _require_safetensors(report, p)
+            suggestions = suggest(p, report.raw_metadata)
+            name = check_name(options.name or suggestions.name or "adapter")
+            existing = hub.catalog.find_by_content(report.hashes.content or "")
+            if existing is not None and not options.allow_duplicate:
+                blob.abort()
+                hub.catalog.leases.release([lease] if lease is not None else [])
+                return Prepared(p, report, suggestions, name, None, existing)
+            if lease is None:
+                lease = hub.catalog.leases.take(report.hashes.sha256)
+            info = blob.commit(report.hashes.sha256)
+    except BaseException:
+        hub.catalog.leases.release([lease] if lease is not None else [])
+        raise
+    return Prepared(p, report, suggestions, name, info, None, lease=lease)
+
+
+def _digest_first(path: Path) -> str:
+    """The file's SHA-256, for a store that uploads while the add reads (a remote one): a pass of hashing costs far
+    less than the upload it lets overlap the add's own read; the add's read checks that the bytes did not change."""
+    try:
+        with path.open("rb") as source:
+            return hashlib.file_digest(source, "sha256").hexdigest()
+    except OSError as error:
+        raise errors.FileReadError(f"{path}: {error.strerror or error}") from None
 
 
 def prepare_in_place(
@@ -177,6 +202,7 @@ def commit(hub: Hub, prepared: Prepared, options: AddOptions, *, signer: Signer 
     committed since this one was prepared."""
     existing = prepared.existing or hub.catalog.find_by_content(prepared.report.hashes.content or "")
     if existing is not None and (prepared.existing is not None or not options.allow_duplicate):
+        release_leases(hub, [prepared])
         if existing.name != prepared.name:
             content = existing.content_digest
             raise errors.DuplicateContentError(
@@ -193,7 +219,11 @@ def commit_new(
 ) -> list[AddResult]:
     """Catalogue files whose content the caller found new, in one transaction (all or none); files with the same
     name get consecutive numbers."""
-    signed = _catalogue(hub, prepared, options=options, signer=signer, actor=actor)
+    try:
+        signed = _catalogue(hub, prepared, options=options, signer=signer, actor=actor)
+    except BaseException:
+        release_leases(hub, prepared)
+        raise
     return [
         AddResult(
             name=p.name,
@@ -218,6 +248,17 @@ def add_signed(hub: Hub, path: Path, signed: SignedCard, *, action: str, details
     card = signed.card
     options = AddOptions(name=card.name, version=card.version, sign=False, audit_action=action, audit_details=details)
     prepared = prepare(hub, path, options)
+    try:
+        return _add_prepared_signed(hub, path, signed, prepared, options)
+    except BaseException:
+        release_leases(hub, [prepared])
+        raise
+
+
+def _add_prepared_signed(
+    hub: Hub, path: Path, signed: SignedCard, prepared: Prepared, options: AddOptions
+) -> AddResult:
+    card = signed.card
     if prepared.existing is not None:
         if (prepared.existing.name, prepared.existing.number) == (card.name, card.version):
             return _already(hub, prepared.existing, prepared.report)
@@ -232,7 +273,7 @@ def add_signed(hub: Hub, path: Path, signed: SignedCard, *, action: str, details
             hint="Verify the file against its card first (lorahub verify FILE); a pull does so before this.",
         )
     assert prepared.blob is not None
-    news = [_new_version(signed, prepared.blob, path.name, options, None)]
+    news = [_new_version(signed, prepared.blob, path.name, options, None, lease=prepared.lease)]
     hub.catalog.add_versions(news, audit=hub.keyless_actor(), allow_duplicate=False)
     return AddResult(
         name=card.name,
@@ -311,7 +352,7 @@ def _catalogue(
             assert p.blob is not None
             card = build_card(p.name, number, p.report, suggestions=p.suggestions, options=options, signer=signer)
             signed.append(sign_card(card, signer) if signer else unsigned(card))
-            news.append(_new_version(signed[-1], p.blob, p.path.name, options, p.location))
+            news.append(_new_version(signed[-1], p.blob, p.path.name, options, p.location, lease=p.lease))
         try:
             hub.catalog.add_versions(news, audit=actor, allow_duplicate=options.allow_duplicate)
         except errors.VersionExistsError:
@@ -335,8 +376,19 @@ def _numbers(hub: Hub, names: Sequence[str], wanted: int | None) -> list[int]:
     return numbers
 
 
+def release_leases(hub: Hub, prepared: Sequence[Prepared]) -> None:
+    """Give up the write leases of prepared files that will not be recorded (already catalogued, a failure)."""
+    hub.catalog.leases.release([p.lease for p in prepared if p.lease is not None])
+
+
 def _new_version(
-    signed: SignedCard, blob: BlobInfo, file_name: str, options: AddOptions, location: NewLocation | None
+    signed: SignedCard,
+    blob: BlobInfo,
+    file_name: str,
+    options: AddOptions,
+    location: NewLocation | None,
+    *,
+    lease: int | None = None,
 ) -> NewVersion:
     from lorahub.registry.catalog import NewVersion
 
@@ -360,6 +412,7 @@ def _new_version(
         action=options.audit_action,
         details=options.audit_details,
         location=location,
+        lease=lease,
     )
 
 

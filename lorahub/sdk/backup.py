@@ -153,7 +153,8 @@ def _write_backup(hub: Hub, folder: Path, *, with_keys: bool) -> BackupResult:
 def _copy_blob(hub: Hub, sha256: str, destination: Path) -> bool:
     """Copy a blob's bytes from the store or from a library location, checking them on the way; False when no
     intact copy is at hand (the version stays catalogued, as it was in the home)."""
-    candidates = [hub.blobs.path_for(sha256)]
+    stored = hub.blobs.fetch(sha256)  # a remote store's blob is fetched (and checked) into its local cache
+    candidates = [stored] if stored is not None else []
     candidates += [Path(row.path) for row in hub.catalog.locations.of_sha256([sha256]) if row.state == "present"]
     destination.parent.mkdir(parents=True, exist_ok=True)
     for candidate in candidates:

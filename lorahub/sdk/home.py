@@ -1,9 +1,9 @@
 """Where lorahub keeps its state, and the settings that say so.
 
-Precedence, highest first: the argument (``--home``), the environment (``LORAHUB_HOME``, ``LORAHUB_DATABASE_URL``),
-the team config the home's ``config.toml`` points at (``team = "PATH"``: the team's database and blob store, see
-docs/team.md), the home's ``config.toml`` itself, the default. Keys always stay in the home. Every command works on
-a fresh home: folders are created on first use.
+Precedence, highest first: the argument (``--home``), the environment (``LORAHUB_HOME``, ``LORAHUB_DATABASE_URL``,
+``LORAHUB_BLOBS_URL``), the team config the home's ``config.toml`` points at (``team = "PATH"``: the team's database
+and blob store, see docs/team.md), the home's ``config.toml`` itself, the default. Keys always stay in the home.
+Every command works on a fresh home: folders are created on first use.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorahub import errors
 
+if TYPE_CHECKING:
+    from lorahub.registry.blobs import BlobStorage
+
 HOME_ENV = "LORAHUB_HOME"
 DATABASE_ENV = "LORAHUB_DATABASE_URL"
+BLOBS_ENV = "LORAHUB_BLOBS_URL"
 CONFIG_FILE = "config.toml"
 POLICY_FILE = "policy.toml"
 TEAM_KEY = "team"
@@ -45,6 +50,8 @@ class Settings:
     ``config.toml`` or ``default``."""
     team: TeamConfig | None = None
     """The team config the home points at, or None for a home of its own."""
+    blobs_url: str | None = None
+    """``s3://BUCKET/PREFIX`` for an S3-compatible blob store; None for a folder (the team's, or ``blobs/``)."""
 
     @property
     def keys_dir(self) -> Path:
@@ -53,7 +60,7 @@ class Settings:
     @property
     def blobs_dir(self) -> Path:
         """The blob store's folder: the team's when its config names a folder (shared by the members), else the
-        home's own. A team store at an ``s3://`` URL is not a folder; the home's folder stays the local one."""
+        home's own. A store at an ``s3://`` URL (``blobs_url``) is used instead of any folder."""
         if self.team is not None and self.team.blobs_folder is not None:
             return self.team.blobs_folder
         return self.home / "blobs"
@@ -63,6 +70,11 @@ class Settings:
         """The home's own SQLite catalogue, whatever the team or the environment points at: where versions made
         before joining a team stay, and what ``lorahub team push`` copies from."""
         return f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        """Verified local copies of blobs kept in a remote store, fetched on demand (safe to delete)."""
+        return self.home / "cache" / "blobs"
 
     @property
     def policy_path(self) -> Path:
@@ -92,7 +104,16 @@ class Settings:
             url, sources["database_url"] = str(config["database_url"]), CONFIG_FILE
         else:
             url, sources["database_url"] = f"sqlite:///{root / 'catalog.db'}", "default"
-        return cls(home=root, database_url=url, sources=sources, team=team)
+        blobs_url: str | None = None
+        if env.get(BLOBS_ENV):
+            blobs_url, sources["blobs"] = env[BLOBS_ENV], "environment"
+        elif team is not None and team.blobs_url is not None and team.blobs_folder is None:
+            blobs_url, sources["blobs"] = team.blobs_url, "team config"
+        elif "blobs_url" in config:
+            blobs_url, sources["blobs"] = str(config["blobs_url"]), CONFIG_FILE
+        else:
+            sources["blobs"] = "team config" if team is not None and team.blobs_folder is not None else "default"
+        return cls(home=root, database_url=url, sources=sources, team=team, blobs_url=blobs_url)
 
 
 @dataclass(frozen=True)
@@ -157,6 +178,24 @@ def set_config_value(path: Path, key: str, value: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(kept) + "\n", encoding="utf-8")
     read_config(path)  # what was written must read back
+
+
+def open_blob_store(settings: Settings) -> BlobStorage:
+    """The store ``blobs_url`` names: the home's ``blobs/`` folder when unset, a bucket for ``s3://BUCKET/PREFIX``
+    (its local copies verified in :attr:`Settings.blob_cache_dir`)."""
+    url = settings.blobs_url
+    if url is None:
+        from lorahub.registry.blobs import BlobStore
+
+        return BlobStore(settings.blobs_dir)
+    if url.startswith("s3://"):
+        from lorahub.registry.s3blobs import S3BlobStore
+
+        return S3BlobStore.from_url(url, cache=settings.blob_cache_dir)
+    raise errors.SettingsError(
+        f"blobs_url {url!r} names no blob store lorahub knows",
+        hint="Use s3://BUCKET/PREFIX for an S3-compatible store, or leave it unset for the home's blobs/ folder.",
+    )
 
 
 def read_config(path: Path) -> dict[str, object]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from lorahub import errors
-from lorahub.sdk.home import Settings, mask_url
+from lorahub.sdk.home import Settings, mask_url, open_blob_store
 from lorahub.sdk.policy import Policy, ensure_default_policy
 from lorahub.sdk.provenance import ProvenanceMixin
 from lorahub.sdk.records import event_dict, summary
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from lorahub.licenses import LicenseTerms, Verdict
-    from lorahub.registry.blobs import BlobStore
+    from lorahub.registry.blobs import BlobStorage
     from lorahub.registry.catalog import AdapterVersion, Catalog, Filters, RoleRow
     from lorahub.sdk.adding import AddOptions, AddResult
     from lorahub.sdk.backup import BackupResult, RestoreResult
@@ -60,7 +60,7 @@ class Hub(ProvenanceMixin):
     """A lorahub home. Cheap to open: folders and the schema are created on first use."""
 
     def __init__(
-        self, settings: Settings, *, catalog: Catalog, blobs: BlobStore, keys: KeyStore, passphrase_env: str
+        self, settings: Settings, *, catalog: Catalog, blobs: BlobStorage, keys: KeyStore, passphrase_env: str
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -70,7 +70,6 @@ class Hub(ProvenanceMixin):
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None, *, passphrase_env: str = PASSPHRASE_ENV) -> Hub:
-        from lorahub.registry.blobs import BlobStore
         from lorahub.registry.catalog import Catalog
         from lorahub.registry.db import connect, migrate
         from lorahub.signing.keys import KeyStore
@@ -83,7 +82,7 @@ class Hub(ProvenanceMixin):
         return cls(
             settings,
             catalog=Catalog(engine),
-            blobs=BlobStore(settings.blobs_dir),
+            blobs=open_blob_store(settings),
             keys=KeyStore(settings.keys_dir),
             passphrase_env=passphrase_env,
         )
@@ -97,7 +96,7 @@ class Hub(ProvenanceMixin):
             "team": str(team.path) if team is not None else None,
             "database_url": mask_url(self.settings.database_url),
             "keys": str(self.settings.keys_dir),
-            "blobs": str(self.settings.blobs_dir),
+            "blobs": self.blobs.location,
             "policy": str(self.settings.policy_path),
             "default_identity": default.user_id if default else None,
             "sources": dict(self.settings.sources),
@@ -705,16 +704,13 @@ class Hub(ProvenanceMixin):
         return resize(self, source, out, rank=rank, energy=energy, dtype=dtype, catalogue=catalogue)
 
     def gc(self) -> tuple[int, int]:
-        """Delete unreferenced blobs and stale temporary files; returns (blobs removed, bytes freed)."""
+        """Delete blobs no version needs, safe while others add (:mod:`lorahub.sdk.collecting`), and what dead
+        writers left behind; returns (blobs removed, bytes freed)."""
+        from lorahub.sdk.collecting import collect
+
         self.require("gc")
-        freed = sum(p.stat().st_size for p in self.blobs.cleanup_temp() if p.exists())
-        removed = 0
-        for sha256 in self.catalog.unreferenced_blobs():
-            path = self.blobs.path_for(sha256)
-            size = path.stat().st_size if path.exists() else 0
-            if self.blobs.remove(sha256):
-                removed, freed = removed + 1, freed + size
-        return removed, freed
+
+        return collect(self)
 
     # --- combining, lineage ------------------------------------------------------------------------------------
 

@@ -38,10 +38,11 @@ class VersionFile:
 
 
 def version_file(hub: Hub, version: AdapterVersion) -> VersionFile:
-    """The store's copy when there is one, else the first recorded location whose path holds a file (it may have
-    changed: verification re-hashes it). Raises ``FileMissingError`` when there is none."""
-    stored = hub.blobs.path_for(version.blob_sha256)
-    if stored.is_file():
+    """The store's copy when there is one (a remote store's is fetched to a verified local copy), else the first
+    recorded location whose path holds a file (it may have changed: verification re-hashes it). Raises
+    ``FileMissingError`` when there is none, ``BlobDamagedError`` when a remote copy does not match its digest."""
+    stored = hub.blobs.fetch(version.blob_sha256)
+    if stored is not None:
         return VersionFile(stored, in_place=False)
     rows = sorted(hub.catalog.locations.of_sha256([version.blob_sha256]), key=lambda r: r.state != "present")
     for row in rows:
@@ -49,7 +50,7 @@ def version_file(hub: Hub, version: AdapterVersion) -> VersionFile:
             return VersionFile(Path(row.path), in_place=True, location=row)
     if not rows:
         raise errors.FileMissingError(
-            f"the stored file of {version.ref} is missing from the blob store ({stored})",
+            f"the stored file of {version.ref} is missing from the blob store ({hub.blobs.location})",
             hint="Restore the home from a backup, or remove the version (lorahub rm) and add the file again.",
         )
     raise errors.FileMissingError(

@@ -70,8 +70,19 @@ def verify(
 ) -> VerifyReport:
     """The checklist for a file or a catalogued version. ``trust`` answers for the signers' keys (default: the
     home, asked each time; ``verify --all`` passes one snapshot for the whole run)."""
-    path, catalogued = _resolve(hub, target)
+    try:
+        path, catalogued = _resolve(hub, target)
+    except errors.BlobDamagedError as error:
+        return _unread(str(target), None, policy, "blob integrity", error.message)
     return _checklist(path, str(target), policy, trust or hub, hub=hub, catalogued=catalogued)
+
+
+def _unread(target: str, digest: str | None, policy: Policy, check: str, detail: str) -> VerifyReport:
+    """The report on a catalogued version whose bytes could not be had: missing, or damaged in a remote store."""
+    report = VerifyReport(target=target, path="", policy=policy.source)
+    report.content_digest = digest
+    report.add(check, False, detail)
+    return report
 
 
 def verify_with_key(path: Path, public_pem: str, policy: Policy) -> VerifyReport:
@@ -97,7 +108,7 @@ def _checklist(
     report.content_digest = inspected.hashes.content
     report.add("content digest", True, f"recomputed: {inspected.hashes.content}")
     if hub is not None and catalogued is not None:
-        where = "stored file" if path == hub.blobs.path_for(catalogued.blob_sha256) else f"in-place file {path}"
+        where = "stored file" if path == hub.blobs.local_path(catalogued.blob_sha256) else f"in-place file {path}"
         report.add(
             "blob integrity",
             catalogued.blob_sha256 == inspected.hashes.sha256,
@@ -255,10 +266,9 @@ def verify_catalogued(
     try:
         located = version_file(hub, version)
     except errors.FileMissingError as error:
-        report = VerifyReport(target=version.ref, path="", policy=policy.source)
-        report.content_digest = version.content_digest
-        report.add("file present", False, error.message)
-        return report
+        return _unread(version.ref, version.content_digest, policy, "file present", error.message)
+    except errors.BlobDamagedError as error:
+        return _unread(version.ref, version.content_digest, policy, "blob integrity", error.message)
     stat = located.path.stat()
     facts = (str(located.path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     cached = hub.catalog.file_cache_get(*facts)

@@ -1,7 +1,7 @@
 """Team roles, and on PostgreSQL a full-text index for search.
 
 Revision ID: 0005_team_roles
-Revises: 0003
+Revises: 0004_blob_leases
 Create Date: 2026-12-10
 
 ``team_role`` holds the role each key has in a team's catalogue (:mod:`lorahub.registry.roles`).
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_team_roles"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004_blob_leases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
