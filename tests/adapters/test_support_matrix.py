@@ -77,10 +77,10 @@ FLUX_SUPPORT = {
     "flux_dora_onetrainer_format.json": (True, "delta"),
     "flux_lokr_bfl_format.json": (True, "delta"),
     "flux_lora_kohya_format.json": (True, "peft"),
-    "flux_lora_xlabs_format.json": (False, None),
+    "flux_lora_xlabs_format.json": (True, "peft"),
 }
 """Real FLUX key lists (tests/fixtures/keylists) → what ``inspect`` says ``load`` does with them: the LyCORIS kinds
-go through the ΔW patch; XLabs names are not mapped yet (issue 16, point 3). The small key lists: inspecting means
+go through the ΔW patch; LoRAs (XLabs' processor names included) through PEFT. The small key lists: inspecting means
 hashing the sparse file."""
 
 
