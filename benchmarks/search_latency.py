@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import accumulate
 from pathlib import Path
@@ -245,7 +246,10 @@ def measure(catalog: Catalog, queries: list[str], scan_queries: int, label: str)
     return fts_p50, fts_p99
 
 
-def postgres_run(url: str, versions: int, queries: list[str], scan_queries: int) -> None:
+@contextmanager
+def schema_catalog(url: str) -> Iterator[Catalog]:
+    """A catalogue in a fresh PostgreSQL schema of ``url``, dropped afterwards (the benchmarks that time
+    PostgreSQL share it)."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with admin.begin() as connection:
@@ -253,17 +257,24 @@ def postgres_run(url: str, versions: int, queries: list[str], scan_queries: int)
     try:
         separator = "&" if "?" in url else "?"
         catalog = Catalog.open(f"{url}{separator}options=-csearch_path%3D{schema}")
+        try:
+            yield catalog
+        finally:
+            catalog.engine.dispose()
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def postgres_run(url: str, versions: int, queries: list[str], scan_queries: int) -> None:
+    with schema_catalog(url) as catalog:
         start = time.perf_counter()
         bulk_load(catalog, versions)
         with catalog.engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")
         print(f"\nloaded {versions:,} versions into PostgreSQL in {time.perf_counter() - start:.1f} s")
         measure(catalog, queries, scan_queries, "PostgreSQL")
-        catalog.engine.dispose()
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def main() -> None:

@@ -25,13 +25,12 @@ import platform
 import random
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from search_latency import bulk_load, make_queries, percentile
+from search_latency import bulk_load, make_queries, percentile, schema_catalog
 
 from lorahub.registry.catalog import Catalog, Filters
 from lorahub.registry.models import AuditEvent
@@ -97,13 +96,7 @@ def measure(catalog: Catalog, kept: list[dict[str, Any]], queries: list[str]) ->
 
 
 def run_size(url: str, size: int, query_count: int) -> tuple[dict[str, list[float]], float]:
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        separator = "&" if "?" in url else "?"
-        catalog = Catalog.open(f"{url}{separator}options=-csearch_path%3D{schema}")
+    with schema_catalog(url) as catalog:
         start = time.perf_counter()
         corpus, kept = bulk_load(catalog, size)
         add_events(catalog, kept)
@@ -115,12 +108,7 @@ def run_size(url: str, size: int, query_count: int) -> tuple[dict[str, list[floa
         everything = catalog.list_versions()
         whole = (time.perf_counter() - start) * 1000
         print(f"list (the whole catalogue, {len(everything):,} versions): {whole:,.0f} ms")
-        catalog.engine.dispose()
         return results, whole
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def main() -> None:
