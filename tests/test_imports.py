@@ -21,8 +21,8 @@ print("HEAVY=" + ",".join(heavy))
 """
 
 
-def _heavy_modules_after(body: str) -> list[str]:
-    code = PROBE.format(body=body, heavy=HEAVY)
+def _heavy_modules_after(body: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    code = PROBE.format(body=body, heavy=heavy)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     line = next(line for line in result.stdout.splitlines() if line.startswith("HEAVY="))
     return [name for name in line.removeprefix("HEAVY=").split(",") if name]
@@ -63,3 +63,11 @@ def test_add_and_verify_need_no_torch(tmp_path: Path) -> None:
         "assert hub.verify(result.name).ok"
     )
     assert _heavy_modules_after(body) == []
+
+
+def test_opening_a_home_at_the_newest_schema_imports_neither_alembic_nor_numpy(tmp_path: Path) -> None:
+    """Every command opens the catalog; these two cost half of a command's start and are needed only to migrate
+    and to scan tensor values."""
+    body = f"from lorahub import Hub\nHub.open({str(tmp_path)!r}).catalog.engine.dispose()"
+    subprocess.run([sys.executable, "-c", body], check=True)  # the first open migrates
+    assert _heavy_modules_after(f"{body}\nHub.open({str(tmp_path)!r}).list_versions()", ("alembic", "numpy")) == []

@@ -12,6 +12,7 @@ naming the database (password masked), so the CLI can print one line instead of 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -20,19 +21,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy.exc
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from lorahub import errors
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 """How long a SQLite connection waits for another process's write lock before giving up."""
@@ -198,11 +198,20 @@ def read_transaction(engine: Engine) -> Iterator[Session]:
 
 
 def alembic_config() -> Config:
-    """Alembic's configuration built in code: the scripts ship inside the package, no alembic.ini needed."""
+    """Alembic's configuration built in code: the scripts ship inside the package, no alembic.ini needed.
+
+    Alembic is imported only here and in :func:`migrate`'s upgrade: it costs a quarter of a second, and every
+    command opens the catalog, which is almost always at the newest schema already.
+    """
+    from alembic.config import Config
+
     config = Config()
-    location = resources.files("lorahub.registry") / "migrations"
-    config.set_main_option("script_location", str(location))
+    config.set_main_option("script_location", str(_MIGRATIONS))
     return config
+
+
+_MIGRATIONS: Final = resources.files("lorahub.registry") / "migrations"
+_REVISION_LINE: Final = re.compile(r'^(down_revision|revision): str(?: \| None)? = (?:"([^"]+)"|None)$', re.MULTILINE)
 
 
 FTS_PREFIXES: Final = {"table": "search_fts", "column": "fts_", "index": "ix_search_text_fts_"}
@@ -217,15 +226,24 @@ def include_name(name: str | None, type_: str, _parent: Any) -> bool:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The newest migration: the one no other revises, read from the scripts' ``revision`` lines (a test checks this
+    against Alembic's own answer)."""
+    revised, revisions = set[str](), set[str]()
+    for script in (_MIGRATIONS / "versions").iterdir():
+        if script.name.endswith(".py") and script.name != "__init__.py":
+            for field, value in _REVISION_LINE.findall(script.read_text(encoding="utf-8")):
+                (revisions if field == "revision" else revised).add(value)
+    heads = revisions - revised
+    assert len(heads) == 1, f"migrations must form one chain; heads: {sorted(heads)}"
+    return heads.pop()
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None for an empty database."""
+    """The revision the database is at, or None for an empty database (Alembic's version table, read directly)."""
     with translate_errors(engine), engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def migrate(engine: Engine) -> None:
@@ -235,9 +253,10 @@ def migrate(engine: Engine) -> None:
     and all but the first find nothing to do. Both SQLite and PostgreSQL roll DDL back with the transaction, so a
     failed upgrade leaves the previous schema.
     """
-    head = head_revision()
-    if current_revision(engine) == head:
+    if current_revision(engine) == head_revision():
         return
+    from alembic import command
+
     config = alembic_config()
     with translate_errors(engine), engine.connect() as connection:
         connection.execution_options(**{_WRITE_OPTION: True})

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
@@ -53,6 +54,16 @@ def test_migrate_twice_is_a_no_op(catalog_url: str) -> None:
     db.migrate(engine)
     assert _tables(engine) == tables
     assert db.current_revision(engine) == db.head_revision()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("catalog_url", BACKENDS, indirect=True)
+def test_the_head_read_from_the_scripts_is_alembics(catalog_url: str) -> None:
+    assert db.head_revision() == ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    engine = db.connect(catalog_url)
+    db.migrate(engine)
+    with engine.connect() as connection:
+        assert db.current_revision(engine) == MigrationContext.configure(connection).get_current_revision()
     engine.dispose()
 
 
