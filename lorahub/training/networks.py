@@ -69,9 +69,14 @@ KIND_NAMES = {"lora": "LoRA", "dora": "DoRA", "lokr": "LoKr", "loha": "LoHa"}
 
 
 def add_adapter(model: Any, peft_config: Any, network: str, what: str = DENOISER) -> None:
-    """Put the adapter on ``model`` (diffusers and transformers models both have ``add_adapter``)."""
+    """Put the adapter on ``model``: diffusers models through their ``add_adapter``; transformers models (the text
+    encoders) through PEFT directly, since transformers 5's ``add_adapter`` asks for a newer PEFT than this one."""
     try:
-        model.add_adapter(peft_config, adapter_name=ADAPTER_NAME)
+        if what == DENOISER:
+            model.add_adapter(peft_config, adapter_name=ADAPTER_NAME)
+        else:
+            _peft().inject_adapter_in_model(peft_config, model, adapter_name=ADAPTER_NAME)
+            model.peft_config = {ADAPTER_NAME: peft_config}  # where PEFT's state-dict functions look for it
     except ValueError as exc:
         targets = ", ".join(sorted(peft_config.target_modules))
         where = "" if what == DENOISER else f" of the {what}"
@@ -85,7 +90,7 @@ def adapter_state(model: Any) -> dict[str, Any]:
     """``{module path.tensor name: tensor}`` of the trained adapter, fp32 on CPU (PEFT's names without the
     adapter name)."""
     state = _peft().get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
-    return {key: value.detach().float().cpu().contiguous() for key, value in state.items()}
+    return {key: value.detach().float().cpu().clone() for key, value in state.items()}  # a copy, never a view
 
 
 def load_state(model: Any, state: dict[str, Any], what: str) -> None:
