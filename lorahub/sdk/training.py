@@ -179,7 +179,7 @@ def train(
     }  # fmt: skip
     if requested.processes > 1 and distributed.launched_size() == 1:
         return _spawned(hub, requested, arguments, on_step)
-    world = distributed.join()
+    world = distributed.join(device)
     if world.size > 1:
         requested = dataclasses.replace(requested, processes=world.size)
     run = _prepare(

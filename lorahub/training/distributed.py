@@ -58,12 +58,20 @@ def launched_size() -> int:
         return 1
 
 
-def join() -> World:
-    """This process's place in the launched world (a single process when nothing launched several)."""
-    if launched_size() == 1:
+def join(device: str | None = None) -> World:
+    """This process's place in the launched world (a single process when nothing launched several). Without a
+    GPU, or with ``device`` ``cpu``, the processes meet on CPU (gloo)."""
+    size = launched_size()
+    if size == 1:
         return World()
-    accelerate = importlib.import_module("accelerate")
-    state = accelerate.PartialState(timeout=TIMEOUT)
+    torch = importlib.import_module("torch")
+    cpu = device == "cpu" or not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU") == "true"
+    state = importlib.import_module("accelerate").PartialState(cpu=cpu, timeout=TIMEOUT)
+    if state.num_processes != size:
+        raise errors.TrainingError(
+            f"the launcher started {size} processes but Accelerate joined {state.num_processes}",
+            hint="Start the run with accelerate launch or torchrun, or with --processes N alone.",
+        )
     return World(state.process_index, state.num_processes, str(state.device), state.backend)
 
 

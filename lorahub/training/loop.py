@@ -108,7 +108,7 @@ class Trainer:
         self.torch = _module("torch")
         self.base = base
         self.config = config
-        self.world = distributed.join()
+        self.world = distributed.join(device)
         default = self.world.device or ("cuda" if self.torch.cuda.is_available() else "cpu")
         self.device = self.torch.device(device or default)
         self.text_encoders = networks.trained_text_encoders(base.family, config)
