@@ -155,3 +155,19 @@ def test_ema_is_saved_and_resumes_exactly(tiny_bases: Mapping[str, Path], tmp_pa
     key = next(k for k in live if k.endswith("lora_B.weight"))
     kohya = "lora_unet_" + key.removesuffix(".lora_B.weight").replace(".", "_") + ".lora_up.weight"
     assert not torch.allclose(written[kohya], live[key])  # the average, not the last weights
+
+
+def test_network_settings_round_trip_through_the_card() -> None:
+    from lorahub import errors
+
+    config = TrainConfig(
+        alpha=2.0, network="lokr", lokr_factor=4, train_text_encoder=True, text_encoder_lr=5e-5, ema_decay=0.999,
+        processes=2,
+    ).check()  # alpha given: the card records the effective alpha, so a default None would come back as the rank
+    assert TrainConfig.from_card_dict(config.card_dict()) == config
+    default = TrainConfig(alpha=4.0)
+    assert TrainConfig.from_card_dict(default.card_dict()) == default
+    assert config.card_dict()["text_encoder_lr"] == "5e-05" and config.effective_batch == 2
+    for bad in ({"network": "oft"}, {"lokr_factor": 0}, {"ema_decay": 1.0}, {"processes": 0}, {"text_encoder_lr": 0.0}):
+        with pytest.raises(errors.TrainingError, match=next(iter(bad))):
+            TrainConfig(**bad).check()  # type: ignore[arg-type]
