@@ -38,13 +38,13 @@ def _unet_output(unet: Any, seed: int = 3) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("network", "rank", "tensor"),
-    [("lokr", 4, "lokr_w2"), ("lokr", 2, "lokr_w2_b"), ("loha", 4, "hada_w2_b"), ("dora", 4, "dora_scale")],
+    "case", [("lokr", 4, "lokr_w2"), ("lokr", 2, "lokr_w2_b"), ("loha", 4, "hada_w2_b"), ("dora", 4, "dora_scale")]
 )
 def test_network_trains_and_loads_exactly(
-    network: str, rank: int, tensor: str, hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
+    case: tuple[str, int, str], hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
 ) -> None:
     """rank 4 on 32 features is a LoKr of two whole factors (its scale folded into w1), rank 2 a decomposed w2."""
+    network, rank, tensor = case
     base = tiny_bases["sd1"]
     targets = ["to_q", "to_v", "proj_in", "conv1"]
     result = lorahub.train(
@@ -161,7 +161,12 @@ def test_network_settings_round_trip_through_the_card() -> None:
     from lorahub import errors
 
     config = TrainConfig(
-        alpha=2.0, network="lokr", lokr_factor=4, train_text_encoder=True, text_encoder_lr=5e-5, ema_decay=0.999,
+        alpha=2.0,
+        network="lokr",
+        lokr_factor=4,
+        train_text_encoder=True,
+        text_encoder_lr=5e-5,
+        ema_decay=0.999,
         processes=2,
     ).check()  # alpha given: the card records the effective alpha, so a default None would come back as the rank
     assert TrainConfig.from_card_dict(config.card_dict()) == config
