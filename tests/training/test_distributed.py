@@ -43,7 +43,8 @@ def test_two_processes_train_like_one_with_their_global_batch(
     for prefix in ("lora.", "te.text_encoder."):
         split, whole = _state(hub, two.training, prefix), _state(single, one.training, prefix)
         assert set(split) == set(whole)
-        for key in whole:
-            torch.testing.assert_close(split[key], whole[key], rtol=1e-3, atol=1e-5)  # steps move them ~1e-2
+        for key in whole:  # Adam turns float-rounding-sized gradients into whole steps on a rare element: compare
+            # each tensor as a whole (its steps, ~1e-2 per element, are what a wrong average would change)
+            assert float((split[key] - whole[key]).norm()) <= 1e-3 * float(whole[key].norm()), key
     losses = [[float(p[1]) for p in r.training["loss_curve"]["points"]] for r in (two, one)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)  # the reported loss is the global batch's mean
