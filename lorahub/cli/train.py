@@ -65,6 +65,24 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     help="Catalogue a checkpoint version every N steps (0: only the final one).",
 )
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True, help="Loss-curve resolution.")
+@click.option(
+    "--network",
+    type=click.Choice(["lora", "dora", "lokr", "loha"]),
+    default="lora",
+    show_default=True,
+    help="What to train on the denoiser (PEFT's tuners; LoKr/LoHa/DoRA files are LyCORIS/kohya-named).",
+)
+@click.option("--lokr-factor", type=int, default=-1, show_default=True, help="LoKr's factor (-1: balanced).")
+@click.option("--train-text-encoder", is_flag=True, help="A LoRA on the CLIP text encoder(s) too.")
+@click.option("--text-encoder-lr", type=float, help="The text encoders' learning rate [default: --lr].")
+@click.option("--ema-decay", type=float, help="Save an exponential moving average of the weights (e.g. 0.999).")
+@click.option(
+    "--processes",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Data-parallel processes (Accelerate); under accelerate launch the launcher's count is used.",
+)
 @click.option("--prior", type=click.Path(exists=True, path_type=Path), help="Prior-preservation (class) images.")
 @click.option("--prior-weight", type=float, default=1.0, show_default=True)
 @click.option(
@@ -98,6 +116,8 @@ def train_command(context: HubContext, /, **options: Any) -> None:  # fmt: skip
     with _Bar(disabled=as_json) as bar:
         result = train(paths.pop("base"), paths.pop("data"), hub=context.hub, on_step=bar.update, **paths, **named,
                        **options)  # fmt: skip
+    if not result.main_process:
+        return  # another process of a data-parallel run: the main one reports
     if as_json:
         output.print_json(result.as_dict())
     else:

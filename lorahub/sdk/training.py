@@ -5,12 +5,20 @@ dataset, consent policy, a checkpoint that does not belong) is checked before to
 to each checkpoint step, writes the adapter (kohya layout, ``ss_*``/``modelspec.*`` header), catalogues it through
 :meth:`Hub.add` with a signed card whose ``training`` field is the lineage, audits it as ``train``, and saves the
 resumable state beside it in the home (``training/<run id>/step-<N>/``).
+
+Data parallel (``processes`` > 1, or under ``accelerate launch``): every process trains its slice of each batch
+(:mod:`lorahub.training.distributed`); only the main process writes, catalogues and records. ``processes`` > 1
+outside a launcher makes this process the main one and starts the others as ``python -m
+lorahub.sdk.training_worker SPEC``, which calls :func:`train` with the same arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Never
 from lorahub import errors
 from lorahub.sdk.refs import check_name
 from lorahub.signing.timestamps import utc_timestamp
-from lorahub.training.config import MixedPrecision, Scheduler, TrainConfig, resumed_config
+from lorahub.training import distributed
+from lorahub.training.config import MixedPrecision, Network, Scheduler, TrainConfig, resumed_config
 from lorahub.unset import UNSET, Unset, given
 from lorahub.version import __version__
 
@@ -35,6 +44,7 @@ if TYPE_CHECKING:
     from lorahub.signing.keys import Signer
     from lorahub.training.base import Base
     from lorahub.training.data import Dataset
+    from lorahub.training.distributed import World
     from lorahub.training.loop import Step, Trainer
     from lorahub.training.state import SavedState
 
@@ -57,6 +67,11 @@ class TrainResult:
     @property
     def final(self) -> AddResult:
         return self.versions[-1]
+
+    @property
+    def main_process(self) -> bool:
+        """False in the other processes of a data-parallel run: they catalogue nothing and hold no versions."""
+        return bool(self.versions)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +141,12 @@ def train(
     max_grad_norm: float | Unset = UNSET,
     adam_betas: tuple[float, float] | Unset = UNSET,
     adam_epsilon: float | Unset = UNSET,
+    network: Network | Unset = UNSET,
+    lokr_factor: int | Unset = UNSET,
+    train_text_encoder: bool | Unset = UNSET,
+    text_encoder_lr: float | Unset | None = UNSET,
+    ema_decay: float | Unset | None = UNSET,
+    processes: int | Unset = UNSET,
     extra: dict[str, Any] | Unset = UNSET,
     **unknown: Never,
 ) -> TrainResult:
@@ -147,22 +168,39 @@ def train(
         grad_accum=grad_accum, resolution=resolution, mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing, cache_latents=cache_latents, seed=seed, save_every=save_every,
         log_every=log_every, prior_weight=prior_weight, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-        adam_betas=adam_betas, adam_epsilon=adam_epsilon, extra=extra,
+        adam_betas=adam_betas, adam_epsilon=adam_epsilon, network=network, lokr_factor=lokr_factor,
+        train_text_encoder=train_text_encoder, text_encoder_lr=text_encoder_lr, ema_decay=ema_decay,
+        processes=processes, extra=extra,
     )  # fmt: skip
     requested = _config(config, settings | unknown)
+    arguments = {
+        "base": str(base), "data": str(data), "name": name, "trigger": trigger, "prior": prior, "sources": sources,
+        "manifest": manifest, "resume": resume, "device": device, "license": license,
+    }  # fmt: skip
+    if requested.processes > 1 and distributed.launched_size() == 1:
+        return _spawned(hub, requested, arguments, on_step)
+    world = distributed.join(device)
+    if world.size > 1:
+        requested = dataclasses.replace(requested, processes=world.size)
     run = _prepare(
         hub, base_ref=base, data=Path(data), name=name, trigger=trigger, requested=requested, prior=prior,
-        sources=sources, manifest=manifest, resume=resume,
+        sources=sources, manifest=manifest, resume=resume, main=world.main,
     )  # fmt: skip
     run.license = license
     runs = training_runs(hub)
-    runs.start(run.record)
+    if world.main:
+        runs.start(run.record)
     try:
         trainer = _trainer(run, device)
         _train_and_checkpoint(run, trainer, on_step)
     except BaseException:  # any end but success, Ctrl-C included; re-raised, never handled here
-        runs.fail(run.record.run_id)  # the row says the run died; its catalogued checkpoints stay resumable
+        if world.main:
+            runs.fail(run.record.run_id)  # the row says the run died; its catalogued checkpoints stay resumable
+        distributed.leave(world, ok=False)
         raise
+    distributed.leave(world, ok=True)
+    if not world.main:
+        return TrainResult(run.record.name, run.record.run_id, (), {}, _run_dir(hub, run.record.run_id))
     last = run.versions[-1]
     assert last.signed is not None and last.signed.card.training is not None
     return TrainResult(
@@ -173,6 +211,20 @@ def train(
         state_dir=_run_dir(hub, run.record.run_id),
         notes=tuple(trainer.notes),
     )
+
+
+def _spawned(
+    hub: Hub, config: TrainConfig, arguments: dict[str, Any], on_step: Callable[[Step], None] | None
+) -> TrainResult:
+    """This process as the main one of ``config.processes``, the others started on the same arguments."""
+    spec = {"home": str(hub.settings.home), "config": config.card_dict(), "extra": config.extra}
+    spec |= {key: (str(value) if isinstance(value, os.PathLike) else value) for key, value in arguments.items()}
+    with tempfile.TemporaryDirectory(prefix="lorahub-train-") as folder:
+        path = Path(folder) / "spec.json"
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        command = [sys.executable, "-m", "lorahub.sdk.training_worker", str(path)]
+        with distributed.spawned(config.processes, command):
+            return train(hub=hub, config=config, on_step=on_step, **arguments)
 
 
 def training_runs(hub: Hub) -> TrainingRuns:
@@ -188,8 +240,9 @@ def _train_and_checkpoint(run: _Run, trainer: Trainer, on_step: Callable[[Step],
     for stop in iterate_steps(run.config.steps, run.config.save_every):
         if stop <= trainer.run.step:
             continue
-        trainer.train(stop, on_step)
-        _checkpoint(run, trainer, final=stop == run.config.steps)
+        trainer.train(stop, on_step if trainer.world.main else None)
+        if trainer.world.main:
+            _checkpoint(run, trainer, final=stop == run.config.steps)
 
 
 def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainConfig:
@@ -220,6 +273,7 @@ def _prepare(
     sources: str | os.PathLike[str] | None,
     manifest: str | os.PathLike[str] | None,
     resume: str | os.PathLike[str] | None,
+    main: bool = True,
 ) -> _Run:
     from lorahub.files.bases import locate_base
     from lorahub.registry.runs import RunRecord
@@ -261,7 +315,7 @@ def _prepare(
         config=config.card_dict(),
         started_at=_parse_time(resumed.info["started_at"]) if resumed is not None else datetime.now(UTC),
     )
-    manifest_path = _write_manifest(hub, record.run_id, dataset, prior_set)
+    manifest_path = _write_manifest(hub, record.run_id, dataset, prior_set, write=main)
     return _Run(
         hub=hub, signer=signer, record=record, trigger=trigger, base=base, dataset=dataset, prior=prior_set,
         config=config, manifest_path=manifest_path, resumed=resumed, parent=parent,
@@ -331,9 +385,12 @@ def _check_same_run(saved: SavedState, base_digest: str, dataset: Dataset, prior
         )
 
 
-def _write_manifest(hub: Hub, run_id: str, dataset: Dataset, prior: Dataset | None) -> Path:
-    """The manifest of the images trained on (prior images under ``prior/``), kept with the run: the card pins it."""
+def _write_manifest(hub: Hub, run_id: str, dataset: Dataset, prior: Dataset | None, *, write: bool) -> Path:
+    """The manifest of the images trained on (prior images under ``prior/``), kept with the run: the card pins it.
+    Only the main process of a data-parallel run writes."""
     path = _run_dir(hub, run_id) / "dataset.json"
+    if not write:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     _combined(dataset, prior).write(path)
     return path
@@ -381,10 +438,9 @@ def _checkpoint(run: _Run, trainer: Trainer, *, final: bool) -> None:
     path = directory / f"{record.name}-step{step}.safetensors"
     layout = write_adapter(
         path,
-        trainer.lora_state(),
+        trainer.adapter_states(),
+        trainer.module_scales(),
         base=run.base,
-        rank=run.config.rank,
-        alpha=run.config.network_alpha,
         dtype=trainer.precision.used,
         metadata=kohya_metadata(facts),
     )
@@ -440,6 +496,7 @@ def _facts(run: _Run, trainer: Trainer, finished: datetime) -> dict[str, Any]:
         "author": run.signer.identity.user_id,
         "lorahub_version": __version__,
         "config": record.config | {"targets": list(trainer.targets)},
+        "text_encoders": list(trainer.text_encoders),
         "targets": list(trainer.targets),
         "base": run.base.card_dict(record.base_weights_digest),
         "optimizer": trainer.optimizer_name,
@@ -463,6 +520,7 @@ def _training_record(
 
     record, versions = run.record, software()
     hyper = record.config | {"targets": list(trainer.targets), "optimizer": trainer.optimizer_name}
+    hyper |= _network_record(trainer.world, run.config, trainer.text_encoders)
     return {
         "schema": TRAINING_SCHEMA,
         "run_id": record.run_id,
@@ -494,6 +552,15 @@ def _training_record(
         "output": {"layout": layout, "dtype": {"no": "fp32"}.get(trainer.precision.used, trainer.precision.used)},
         "state": state.relative_to(run.hub.settings.home).as_posix(),
         "notes": list(trainer.notes),
+    }
+
+
+def _network_record(world: World, config: TrainConfig, text_encoders: Sequence[str]) -> dict[str, Any]:
+    """What the network, text encoders and processes add to the hyperparameters: the effective values."""
+    return {
+        "world_size": world.size,
+        "effective_batch": config.effective_batch,
+        "text_encoders": list(text_encoders),
     }
 
 

@@ -17,6 +17,8 @@ Scheduler = Literal["cosine", "constant"]
 MixedPrecision = Literal["bf16", "fp16", "no"]
 SCHEDULERS: tuple[Scheduler, ...] = ("cosine", "constant")
 MIXED_PRECISION: tuple[MixedPrecision, ...] = ("bf16", "fp16", "no")
+Network = Literal["lora", "dora", "lokr", "loha"]
+NETWORKS: tuple[Network, ...] = ("lora", "dora", "lokr", "loha")
 
 DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 """The attention projections: what diffusers' LoRA scripts and kohya's default network train in a UNet (and FLUX's
@@ -58,6 +60,20 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_epsilon: float = 1e-8
+    # network: kind, text encoder, EMA, processes
+    network: Network = "lora"
+    """``lora``; ``dora`` (weight-decomposed LoRA); ``lokr`` or ``loha`` (LyCORIS' Kronecker and Hadamard products),
+    each through PEFT's tuner (:mod:`lorahub.training.networks`)."""
+    lokr_factor: int = -1
+    """LoKr's Kronecker factor (LyCORIS ``factor``, PEFT ``decompose_factor``); -1: the most balanced split."""
+    train_text_encoder: bool = False
+    """A LoRA on the CLIP text encoders too (SDXL: both; FLUX: CLIP-L only, T5 stays frozen), as kohya does."""
+    text_encoder_lr: float | None = None
+    """The text encoders' learning rate; None: ``lr``."""
+    ema_decay: float | None = None
+    """An exponential moving average of the adapter weights, saved instead of them (None: no EMA)."""
+    processes: int = 1
+    """Data-parallel processes (Accelerate); each takes ``batch`` examples per micro-step."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form settings recorded as given (strings and integers only)."""
 
@@ -89,7 +105,25 @@ class TrainConfig:
             raise _bad("prior_weight", self.prior_weight, "a number ≥ 0")
         if any(not t or not isinstance(t, str) for t in self.targets):
             raise _bad("targets", self.targets, "module-name suffixes such as to_q,to_k")
+        self._check_network()
         return self
+
+    def _check_network(self) -> None:
+        if self.network not in NETWORKS:
+            raise _bad("network", self.network, f"one of {', '.join(NETWORKS)}")
+        if not isinstance(self.lokr_factor, int) or (self.lokr_factor != -1 and self.lokr_factor < 1):
+            raise _bad("lokr_factor", self.lokr_factor, "-1 (balanced) or a positive integer")
+        if self.text_encoder_lr is not None and not self.text_encoder_lr > 0:
+            raise _bad("text_encoder_lr", self.text_encoder_lr, "a positive number")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise _bad("ema_decay", self.ema_decay, "a number between 0 and 1, e.g. 0.999")
+        if not isinstance(self.processes, int) or self.processes < 1:
+            raise _bad("processes", self.processes, "a positive integer")
+
+    @property
+    def effective_batch(self) -> int:
+        """Examples per optimizer step, all processes together."""
+        return self.batch * self.grad_accum * self.processes
 
     def card_dict(self) -> dict[str, Any]:
         """Every setting, JSON without floats (the card's rule): numbers that are not integers become strings."""
@@ -109,10 +143,14 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-FLOAT_FIELDS = frozenset({"alpha", "lr", "prior_weight", "weight_decay", "max_grad_norm", "adam_epsilon"})
+FLOAT_FIELDS = frozenset(
+    {"alpha", "lr", "prior_weight", "weight_decay", "max_grad_norm", "adam_epsilon", "text_encoder_lr", "ema_decay"}
+)
 
 
 def _from_card(name: str, value: Any) -> Any:
+    if value is None:
+        return None
     if name in FLOAT_FIELDS:
         return float(value)
     if name == "adam_betas":

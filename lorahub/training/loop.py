@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorahub import errors
+from lorahub.training import distributed, networks
 from lorahub.training.base import Base
 from lorahub.training.config import DEFAULT_TARGETS, FLUX_EXTRA_TARGETS, TrainConfig
 from lorahub.training.data import Example
+from lorahub.training.networks import ADAPTER_NAME
 
-ADAPTER_NAME = "lorahub"
+__all__ = ["ADAPTER_NAME", "Precision", "RunState", "Step", "Trainer", "iterate_steps"]
 TEXT_BATCH = 16
 FLUX_MAX_SEQUENCE_LENGTH = 512
 FLUX_GUIDANCE = 3.5
@@ -73,6 +75,8 @@ class _Cached:
     """One example ready for the denoiser: text conditioning and either pixels or the latent distribution."""
 
     text: dict[str, Any]
+    caption: str = ""
+    """Encoded each step instead of ``text`` when the text encoders train."""
     pixels: Any = None
     latent_mean: Any = None
     latent_std: Any = None
@@ -104,7 +108,10 @@ class Trainer:
         self.torch = _module("torch")
         self.base = base
         self.config = config
-        self.device = self.torch.device(device or ("cuda" if self.torch.cuda.is_available() else "cpu"))
+        self.world = distributed.join(device)
+        default = self.world.device or ("cuda" if self.torch.cuda.is_available() else "cpu")
+        self.device = self.torch.device(device or default)
+        self.text_encoders = networks.trained_text_encoders(base.family, config)
         self.precision = _precision(self.torch, self.device, config.mixed_precision)
         self.notes: list[str] = [self.precision.note] if self.precision.note else []
         self.run = RunState()
@@ -155,26 +162,24 @@ class Trainer:
                 component.eval()
 
     def _add_lora(self) -> None:
-        peft = _module("peft")
-        targets = self.targets
-        lora = peft.LoraConfig(
-            r=self.config.rank,
-            lora_alpha=self.config.network_alpha,
-            init_lora_weights="gaussian",
-            target_modules=list(targets),
-        )
-        try:
-            with self.torch.random.fork_rng(devices=[]):
-                self.torch.manual_seed(self.config.seed)  # peft's gaussian init of A draws from the global RNG
-                self.denoiser.add_adapter(lora, adapter_name=ADAPTER_NAME)
-        except ValueError as exc:
-            raise errors.TrainingError(
-                f"cannot put a LoRA on {', '.join(targets)}: {exc}",
-                hint="--targets takes module-name suffixes of the denoiser, e.g. to_q,to_k,to_v,to_out.0",
-            ) from None
-        _module("diffusers.training_utils").cast_training_params(self.denoiser, dtype=self.torch.float32)
+        config = self.config
+        self.trained = {networks.DENOISER: self.denoiser} | {n: getattr(self.pipe, n) for n in self.text_encoders}
+        with self.torch.random.fork_rng(devices=[]):
+            self.torch.manual_seed(config.seed)  # peft's initialisations draw from the global RNG
+            networks.add_adapter(self.denoiser, networks.tuner_config(config, self.targets), config.network)
+            for name in self.text_encoders:
+                networks.add_adapter(getattr(self.pipe, name), networks.text_encoder_config(config), "lora", name)
+        for model in self.trained.values():
+            _module("diffusers.training_utils").cast_training_params(model, dtype=self.torch.float32)
         self.params = [p for p in self.denoiser.parameters() if p.requires_grad]
-        if self.config.gradient_checkpointing:
+        self.text_params = [p for n in self.text_encoders for p in self.trained[n].parameters() if p.requires_grad]
+        self.all_params = self.params + self.text_params
+        self.ema = None
+        if config.ema_decay is not None:
+            from lorahub.training.ema import AdapterEMA
+
+            self.ema = AdapterEMA(self.all_params, config.ema_decay)
+        if config.gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
         self.denoiser.train()
 
@@ -191,8 +196,12 @@ class Trainer:
             with contextlib.suppress(ImportError, OSError, RuntimeError):  # a broken bitsandbytes: plain AdamW
                 optimizer_class = importlib.import_module("bitsandbytes").optim.AdamW8bit
                 self.optimizer_name = "bitsandbytes.optim.AdamW8bit"
+        groups: Any = self.params
+        if self.text_params:
+            text_lr = self.config.text_encoder_lr or self.config.lr
+            groups = [{"params": self.params}, {"params": self.text_params, "lr": text_lr}]
         self.optimizer = optimizer_class(
-            self.params,
+            groups,
             lr=self.config.lr,
             betas=self.config.adam_betas,
             weight_decay=self.config.weight_decay,
@@ -211,8 +220,9 @@ class Trainer:
         """Encode every caption once (frozen text encoders); load pixels, or the latent distribution when
         latents are cached."""
         with self.torch.no_grad():
-            texts = self._encode_captions([e.caption for e in examples])
-            cached = [_Cached(text=t) for t in texts]
+            captions = [e.caption for e in examples]
+            texts = self._encode_captions(captions) if not self.text_encoders else [{} for _ in examples]
+            cached = [_Cached(text=t, caption=c) for t, c in zip(texts, captions, strict=True)]
             for item, example in zip(cached, examples, strict=True):
                 pixels = _load_pixels(self.torch, example, self.config.resolution)
                 if cache_latents:
@@ -256,8 +266,9 @@ class Trainer:
         return dist.mean[0].detach(), dist.std[0].detach()
 
     def _free_encoders(self) -> None:
-        """The text encoders (and the VAE, when latents are cached) are not needed any more: free their memory."""
-        for name in ("text_encoder", "text_encoder_2"):
+        """The text encoders (and the VAE, when latents are cached) are not needed any more: free their memory.
+        Text encoders that train stay (FLUX's T5 too: each step encodes the captions)."""
+        for name in ("text_encoder", "text_encoder_2") if not self.text_encoders else ():
             if getattr(self.pipe, name, None) is not None:
                 setattr(self.pipe, name, None)
         if self.config.cache_latents:
@@ -282,27 +293,46 @@ class Trainer:
         if self.config.cache_latents:
             mean = torch.stack([i.latent_mean for i in items])
             std = torch.stack([i.latent_std for i in items])
-            sample = mean + std * torch.randn(mean.shape, generator=self.noise_gen, device=self.device, dtype=std.dtype)
+            sample = mean + std * self._randn(mean.shape, self.noise_gen, std.dtype)
         else:
             pixels = torch.stack([i.pixels for i in items]).to(self.device, non_blocking=True).to(self.vae.dtype)
             with torch.no_grad():
                 dist = self.vae.encode(_to_unit(pixels)).latent_dist
-                sample = dist.mean + dist.std * torch.randn(
-                    dist.mean.shape, generator=self.noise_gen, device=self.device, dtype=dist.mean.dtype
-                )
+                sample = dist.mean + dist.std * self._randn(dist.mean.shape, self.noise_gen, dist.mean.dtype)
         config = self.vae_config
         shift = getattr(config, "shift_factor", None) or 0.0
         return ((sample - shift) * config.scaling_factor).to(self.weight_dtype)
 
     def loss(self, items: Sequence[_Cached]) -> Any:
         """The objective on a batch of training items: latents sampled, then noise and timesteps drawn."""
-        text = {key: self.torch.stack([i.text[key] for i in items]) for key in items[0].text}
-        return self.objective(self._latents(items), text, self.noise_gen)
+        return self.objective(self._latents(items), self._text(items), self.noise_gen)
+
+    def _text(self, items: Sequence[_Cached]) -> dict[str, Any]:
+        """The cached conditioning, or the captions encoded now (with gradients) when the text encoders train."""
+        if not self.text_encoders:
+            return {key: self.torch.stack([i.text[key] for i in items]) for key in items[0].text}
+        with self.torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.precision.used != "no"):
+            return self._encode([i.caption for i in items])
+
+    def _randn(self, shape: Sequence[int], gen: Any, dtype: Any) -> Any:
+        """Normal noise for this process's part of the global batch: every process draws the whole batch's."""
+        full = self.torch.randn(self._global(shape), generator=gen, device=self.device, dtype=dtype)
+        return self._mine(full)
+
+    def _randint(self, high: int, batch: int, gen: Any) -> Any:
+        return self._mine(self.torch.randint(0, high, self._global((batch,)), generator=gen, device=self.device))
+
+    def _global(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return (shape[0] * self.world.size, *shape[1:])
+
+    def _mine(self, full: Any) -> Any:
+        size = full.shape[0] // self.world.size
+        return full[self.world.rank * size : (self.world.rank + 1) * size]
 
     def objective(self, latents: Any, text: dict[str, Any], gen: Any, timesteps: Any = None) -> Any:
         """Noise, timesteps (drawn from ``gen``, or given), the base's target, and the MSE in fp32."""
         torch = self.torch
-        noise = torch.randn(latents.shape, generator=gen, device=self.device, dtype=latents.dtype)
+        noise = self._randn(latents.shape, gen, latents.dtype)
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.precision.used != "no"):
             if self.base.prediction_type == "flow":
                 pred, target = self._flow(latents, noise, text, gen, timesteps)
@@ -314,8 +344,7 @@ class Trainer:
         torch, scheduler = self.torch, self.scheduler
         batch = latents.shape[0]
         if timesteps is None:
-            high = scheduler.config.num_train_timesteps
-            timesteps = torch.randint(0, high, (batch,), generator=gen, device=self.device)
+            timesteps = self._randint(scheduler.config.num_train_timesteps, batch, gen)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         kwargs: dict[str, Any] = {"encoder_hidden_states": text["embeds"]}
         if self.base.family == "sdxl":
@@ -336,10 +365,7 @@ class Trainer:
         torch, scheduler = self.torch, self.scheduler
         pipeline = _module("diffusers").FluxPipeline
         batch, channels, height, width = latents.shape
-        if timesteps is None:
-            index = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen, device=self.device)
-        else:
-            index = timesteps
+        index = self._randint(scheduler.config.num_train_timesteps, batch, gen) if timesteps is None else timesteps
         sigmas = scheduler.sigmas[index.cpu()].to(self.device, dtype=latents.dtype)
         noisy = (1.0 - sigmas[:, None, None, None]) * latents + sigmas[:, None, None, None] * noise
         packed = pipeline._pack_latents(noisy, batch, channels, height, width)
@@ -363,12 +389,17 @@ class Trainer:
 
     def _micro_loss(self) -> Any:
         config = self.config
-        items = [self.examples[i] for i in self._next_indices(self.order, len(self.examples), config.batch)]
+        items = [self.examples[i] for i in self._my_indices(self.order, len(self.examples))]
         loss = self.loss(items)
         if self.prior:
-            prior_items = [self.prior[i] for i in self._next_indices(self.prior_order, len(self.prior), config.batch)]
+            prior_items = [self.prior[i] for i in self._my_indices(self.prior_order, len(self.prior))]
             loss = loss + config.prior_weight * self.loss(prior_items)
         return loss
+
+    def _my_indices(self, order: list[int], size: int) -> list[int]:
+        """This process's slice of the global batch (every process takes the same global order)."""
+        batch, rank = self.config.batch, self.world.rank
+        return self._next_indices(order, size, batch * self.world.size)[rank * batch : (rank + 1) * batch]
 
     def _optimizer_step(self) -> float:
         config, torch = self.config, self.torch
@@ -380,9 +411,10 @@ class Trainer:
             else:
                 loss.backward()
             total += float(loss.detach())
-        if self.scaler is not None:
+        distributed.average_gradients(torch, self.all_params, self.world)  # before unscaling: every process skips
+        if self.scaler is not None:  # an fp16 overflow together
             self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self.all_params, config.max_grad_norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -390,7 +422,9 @@ class Trainer:
             self.optimizer.step()
         self.lr_schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total
+        if self.ema is not None:
+            self.ema.update()
+        return distributed.mean(torch, total, self.world)
 
     # --- public -------------------------------------------------------------------------------------------------
 
@@ -424,12 +458,12 @@ class Trainer:
         shift = getattr(config, "shift_factor", None) or 0.0
         latents = torch.stack([i.latent_mean for i in self.held_out])
         latents = ((latents - shift) * config.scaling_factor).to(self.weight_dtype)
-        text = {key: torch.stack([i.text[key] for i in self.held_out]) for key in self.held_out[0].text}
         generator = torch.Generator(device=self.device).manual_seed(seed)
         high = self.scheduler.config.num_train_timesteps
         count = len(self.held_out)
         losses = []
         with torch.no_grad():
+            text = self._text(self.held_out)
             for repeat in range(repeats):
                 spread = [(high * (2 * k + 1) + repeat * high // repeats) // (2 * count) % high for k in range(count)]
                 steps = torch.tensor(spread, device=self.device)
@@ -437,10 +471,18 @@ class Trainer:
         return sum(losses) / len(losses)
 
     def lora_state(self) -> dict[str, Any]:
-        """``{module path: (A, B)}`` of the trained LoRA, fp32 on CPU (peft's names with the adapter removed)."""
-        peft = _module("peft")
-        state = peft.get_peft_model_state_dict(self.denoiser, adapter_name=ADAPTER_NAME)
-        return {key: value.detach().float().cpu().contiguous() for key, value in state.items()}
+        """``{module path.tensor: tensor}`` of the denoiser's adapter as trained, fp32 on CPU (peft's names with
+        the adapter removed)."""
+        return networks.adapter_state(self.denoiser)
+
+    def adapter_states(self) -> dict[str, dict[str, Any]]:
+        """What a checkpoint writes: each trained model's adapter (``denoiser``, ``text_encoder``…), the moving
+        average of the weights when ``ema_decay`` is set."""
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            return {name: networks.adapter_state(model) for name, model in self.trained.items()}
+
+    def module_scales(self) -> dict[str, dict[str, tuple[float, int]]]:
+        return {name: networks.module_scales(model) for name, model in self.trained.items()}
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------

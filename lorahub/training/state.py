@@ -1,6 +1,7 @@
 """Checkpoint state beside each catalogued checkpoint: what resuming needs beyond the adapter.
 
-Written as ``state.safetensors`` (every tensor: the fp32 LoRA weights, the optimizer's moments, the random
+Written as ``state.safetensors`` (every tensor: the fp32 adapter weights as trained (``lora.`` the denoiser's,
+``te.<encoder>.`` the text encoders'), the moving average's (``ema.N``), the optimizer's moments, the random
 generators' states, the data order) plus ``state.json`` (the rest: step, loss history, optimizer param groups, the
 learning-rate schedule, the run's identity and settings). Nothing is pickled, so a checkpoint is as safe to read
 as any adapter file.
@@ -8,7 +9,6 @@ as any adapter file.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,8 @@ from typing import Any
 
 from lorahub import errors
 from lorahub.files.atomic import atomic_write
-from lorahub.training.loop import ADAPTER_NAME, Trainer
+from lorahub.training import networks
+from lorahub.training.loop import Trainer
 
 SCHEMA = "lorahub.training-state/v1"
 STATE_TENSORS = "state.safetensors"
@@ -40,6 +41,10 @@ def save_state(trainer: Trainer, directory: Path, info: dict[str, Any]) -> Path:
     torch = trainer.torch
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Any] = {f"lora.{k}": v for k, v in trainer.lora_state().items()}
+    for name in trainer.text_encoders:
+        tensors |= {f"te.{name}.{k}": v for k, v in networks.adapter_state(trainer.trained[name]).items()}
+    if trainer.ema is not None:
+        tensors |= trainer.ema.tensors()
     optimizer = trainer.optimizer.state_dict()
     plain_state: dict[str, dict[str, Any]] = {}
     for index, values in optimizer["state"].items():
@@ -61,6 +66,7 @@ def save_state(trainer: Trainer, directory: Path, info: dict[str, Any]) -> Path:
         "optimizer": {"param_groups": optimizer["param_groups"], "plain_state": plain_state},
         "lr_schedule": trainer.lr_schedule.state_dict(),
         "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+        "ema_step": trainer.ema.step if trainer.ema is not None else None,
     }
     data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
     atomic_write(directory / STATE_JSON, lambda f: f.write(data))
@@ -90,13 +96,15 @@ def restore_state(trainer: Trainer, saved: SavedState) -> None:
     from safetensors.torch import load_file
 
     tensors = load_file(str(saved.directory / STATE_TENSORS))
-    peft = importlib.import_module("peft")
-    lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
-    result = peft.set_peft_model_state_dict(trainer.denoiser, lora, adapter_name=ADAPTER_NAME)
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected or len(lora) != len(trainer.lora_state()):
-        raise errors.TrainingError(f"{saved.directory}: the saved LoRA does not fit this base and these targets")
+    for name, prefix in {networks.DENOISER: "lora.", **{n: f"te.{n}." for n in trainer.text_encoders}}.items():
+        adapter = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            networks.load_state(trainer.trained[name], adapter, name)
+        except errors.TrainingError as exc:
+            raise errors.TrainingError(f"{saved.directory}: {exc.message}") from None
     info = saved.info
+    if trainer.ema is not None:
+        trainer.ema.restore(tensors, int(info["ema_step"]))
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

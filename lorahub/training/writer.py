@@ -7,6 +7,12 @@ of another geometry (the tiny test pipelines) keeps the diffusers-path spelling,
 lorahub also read. FLUX: diffusers/PEFT layout (``transformer.<path>.lora_A/B`` with ``lora_adapter_metadata``):
 kohya's FLUX layout fuses q/k/v and diffusers' converter for it hard-codes FLUX.1-dev's block counts.
 
+Text-encoder modules go under kohya's ``lora_te_`` (SD 1/2), ``lora_te1_``/``lora_te2_`` (SDXL), or diffusers'
+``text_encoder.`` (FLUX's CLIP-L), always with ``text_model.`` in the path (kohya's and lorahub's canonical spelling,
+whatever transformers' version). LoKr and LoHa modules keep PEFT's tensor names, which are LyCORIS' (``lokr_w1``,
+``hada_w1_a``…), with an ``alpha`` each; a DoRA magnitude is kohya/LyCORIS' ``dora_scale`` ([out, 1…]) in kohya files
+and PEFT's ``lora_magnitude_vector`` in diffusers files. Each module's alpha is the one it trained with.
+
 The header carries kohya's ``ss_*`` keys (as sd-scripts' ``train_network.py`` writes them) and the Stability AI
 ModelSpec's ``modelspec.*`` keys, ``sshs_model_hash`` and ``modelspec.hash_sha256`` (AutoV3 over the data section, so
 metadata edits keep it).
@@ -38,41 +44,118 @@ Entry = tuple[str, tuple[int, ...], bytes]
 MODELSPEC_PREDICTION = {"epsilon": "epsilon", "v_prediction": "v", "sample": "sample", "flow": "flow"}
 
 
+KOHYA_PREFIXES = {
+    "denoiser": "lora_unet",
+    "text_encoder": "lora_te",
+    "text_encoder_2": "lora_te2",
+}
+SDXL_KOHYA_PREFIXES = KOHYA_PREFIXES | {"text_encoder": "lora_te1"}
+DIFFUSERS_PREFIXES = {"denoiser": "transformer", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}
+PEFT_ROLES = ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector")
+LYCORIS_ROLES = (
+    "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
+    "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
+)  # fmt: skip
+KOHYA_ROLES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
+
+
 def write_adapter(
-    path: Path, lora: Mapping[str, Any], *, base: Base, rank: int, alpha: float, dtype: str, metadata: Mapping[str, str]
+    path: Path,
+    states: Mapping[str, Mapping[str, Any]],
+    alphas: Mapping[str, Mapping[str, tuple[float, int]]],
+    *,
+    base: Base,
+    dtype: str,
+    metadata: Mapping[str, str],
 ) -> str:
-    """Write ``lora`` (peft's ``{module.lora_A.weight: tensor}``) to ``path``; returns the layout written
-    (``kohya``, ``kohya-sgm`` or ``diffusers``)."""
+    """Write the trained adapters (``{"denoiser" | "text_encoder" | "text_encoder_2": PEFT state dict}``, with each
+    module's alpha and rank) to ``path``; returns the layout written (``kohya``, ``kohya-sgm`` or ``diffusers``)."""
     storage = SAFETENSORS_DTYPES[dtype]
+    modules = {
+        component: _modules(state, alphas[component], text=component != "denoiser")
+        for component, state in states.items()
+    }
     if base.family == "flux1":
-        tensors = {f"transformer.{key}": _entry(value, storage) for key, value in lora.items()}
-        config: dict[str, Any] = {"transformer.r": rank, "transformer.lora_alpha": number(alpha)}
-        config["transformer.target_modules"] = sorted({key.rsplit(".", 2)[0] for key in lora})  # module paths
-        header = {"format": "pt", **metadata, "lora_adapter_metadata": json.dumps(config, sort_keys=True)}
-        _write_hashed(path, tensors, header)
+        _write_hashed(path, *_diffusers_file(modules, storage, metadata))
         return "diffusers"
-    _write_hashed(path, _kohya_tensors(lora, storage, alpha), dict(metadata))
+    prefixes = SDXL_KOHYA_PREFIXES if base.family == "sdxl" else KOHYA_PREFIXES
+    tensors: dict[str, Entry] = {}
+    for component, named in modules.items():
+        for module, (roles, alpha) in named.items():
+            name = f"{prefixes[component]}_{module.replace('.', '_')}"
+            tensors |= _kohya_module(name, roles, alpha, storage)
+    _write_hashed(path, tensors, dict(metadata))
     if base.family == "sdxl":
         return _to_sgm_names(path)
     return "kohya"
 
 
-def _kohya_tensors(
-    lora: Mapping[str, Any], storage: str, alpha: float
-) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
-    """kohya's naming rule, ``("lora_unet." + path).replace(".", "_")`` (sd-scripts ``networks/lora.py``)."""
+Module = tuple[dict[str, Any], tuple[float, int]]
+"""A module's tensors by PEFT role (``lora_A.weight``, ``lokr_w1``…), and its alpha and PEFT rank."""
+
+
+def _modules(state: Mapping[str, Any], alphas: Mapping[str, tuple[float, int]], *, text: bool) -> dict[str, Module]:
+    """PEFT's flat state grouped by module path (text encoders' paths in the ``text_model.`` spelling)."""
+    out: dict[str, Module] = {}
+    for key, value in state.items():
+        role = next((r for r in (*PEFT_ROLES, *LYCORIS_ROLES) if key.endswith(f".{r}")), None)
+        if role is None:
+            raise errors.TrainingError(f"unexpected adapter tensor {key}: lorahub writes LoRA, DoRA, LoKr, LoHa")
+        module = key.removesuffix(f".{role}")
+        written = module if not text or module.startswith("text_model.") else f"text_model.{module}"
+        out.setdefault(written, ({}, alphas[module]))[0][role] = value
+    return out
+
+
+def _kohya_module(name: str, roles: Mapping[str, Any], scale: tuple[float, int], storage: str) -> dict[str, Entry]:
     import torch
 
-    out: dict[str, Entry] = {}
-    for key, value in lora.items():
-        module, _, role = key.removesuffix(".weight").rpartition(".")
-        if role not in ("lora_A", "lora_B"):
-            raise errors.TrainingError(f"unexpected LoRA tensor {key}: only lora_A/lora_B are written")
-        name = "lora_unet_" + module.replace(".", "_")
-        suffix = "lora_down" if role == "lora_A" else "lora_up"
-        out[f"{name}.{suffix}.weight"] = _entry(value, storage)
-        out[f"{name}.alpha"] = _entry(torch.tensor(alpha, dtype=torch.float32), "F32")
+    alpha, rank = scale
+    out = {f"{name}.alpha": _entry(torch.tensor(alpha, dtype=torch.float32), "F32")}
+    for role, value in _lycoris_scaled(roles, alpha, rank).items():
+        if role == "lora_magnitude_vector":  # PEFT [out] (conv [1, out, 1, 1]) → kohya/LyCORIS [out, 1, …]
+            up = roles["lora_B.weight"]
+            out[f"{name}.dora_scale"] = _entry(value.reshape(up.shape[0], *([1] * (up.dim() - 1))), storage)
+        else:
+            out[f"{name}.{KOHYA_ROLES.get(role, role)}"] = _entry(value, storage)
     return out
+
+
+def _lycoris_scaled(roles: Mapping[str, Any], alpha: float, rank: int) -> Mapping[str, Any]:
+    """A LoKr of two whole factors: LyCORIS (and lorahub) ignore its alpha, PEFT scales it by alpha/r; the scale is
+    folded into ``lokr_w1`` (ΔW is bilinear in the factors), so every reader gets PEFT's ΔW."""
+    if "lokr_w1" in roles and "lokr_w2" in roles:
+        return {**roles, "lokr_w1": roles["lokr_w1"] * (alpha / rank)}
+    return roles
+
+
+def _diffusers_file(
+    modules: Mapping[str, Mapping[str, Module]], storage: str, metadata: Mapping[str, str]
+) -> tuple[dict[str, Entry], dict[str, str]]:
+    """``transformer.``/``text_encoder.`` + PEFT names. A LoRA (DoRA) gets diffusers' ``lora_adapter_metadata``
+    (rank, alpha, targets per component); LoKr and LoHa modules an ``alpha`` tensor each, as LyCORIS writes."""
+    import torch
+
+    tensors: dict[str, Entry] = {}
+    config: dict[str, Any] = {}
+    for component, named in modules.items():
+        prefix = DIFFUSERS_PREFIXES[component]
+        for module, (roles, (alpha, rank)) in named.items():
+            lora = "lora_A.weight" in roles
+            for role, value in _lycoris_scaled(roles, alpha, rank).items():
+                tensors[f"{prefix}.{module}.{role}"] = _entry(value, storage)
+            if not lora:
+                tensors[f"{prefix}.{module}.alpha"] = _entry(torch.tensor(alpha, dtype=torch.float32), "F32")
+                continue
+            config[f"{prefix}.r"] = rank
+            config[f"{prefix}.lora_alpha"] = number(alpha)
+            config.setdefault(f"{prefix}.target_modules", []).append(module)
+            if "lora_magnitude_vector" in roles:
+                config[f"{prefix}.use_dora"] = True
+    header = {"format": "pt", **metadata}
+    if config:
+        header["lora_adapter_metadata"] = json.dumps(config, sort_keys=True)
+    return tensors, header
 
 
 def _entry(tensor: Any, storage: str) -> Entry:
@@ -123,14 +206,12 @@ def kohya_metadata(facts: Mapping[str, Any]) -> dict[str, str]:
         "ss_base_model_version": BASE_MODEL_VERSION[base["family"]]
         + ("_v" if base["prediction_type"] == "v_prediction" else ""),
         "ss_v2": str(base["family"] == "sd2"),
-        "ss_network_module": "networks.lora",
         "ss_network_dim": config["rank"],
         "ss_network_alpha": config["alpha"],
-        "ss_network_args": json.dumps({"target_modules": facts["targets"]}),
-        "ss_network_train_unet_only": "True",
+        "ss_network_train_unet_only": str(not facts["text_encoders"]),
         "ss_learning_rate": config["lr"],
         "ss_unet_lr": config["lr"],
-        "ss_text_encoder_lr": "0",
+        "ss_text_encoder_lr": (config["text_encoder_lr"] or config["lr"]) if facts["text_encoders"] else "0",
         "ss_optimizer": facts["optimizer"],
         "ss_lr_scheduler": config["scheduler"],
         "ss_lr_warmup_steps": config["warmup"],
@@ -145,7 +226,7 @@ def kohya_metadata(facts: Mapping[str, Any]) -> dict[str, str]:
         "ss_num_reg_images": facts["prior_images"],
         "ss_prior_loss_weight": config["prior_weight"],
         "ss_batch_size_per_device": config["batch"],
-        "ss_total_batch_size": config["batch"] * config["grad_accum"],
+        "ss_total_batch_size": config["batch"] * config["grad_accum"] * config["processes"],
         "ss_resolution": f"({resolution}, {resolution})",
         "ss_cache_latents": str(config["cache_latents"]),
         "ss_dataset_dirs": json.dumps({facts["dataset_dir"]: {"n_repeats": 1, "img_count": facts["images"]}}),
@@ -165,4 +246,17 @@ def kohya_metadata(facts: Mapping[str, Any]) -> dict[str, str]:
         spec["modelspec.trigger_phrase"] = facts["trigger"]
     if facts.get("author"):
         spec["modelspec.author"] = facts["author"]
-    return {key: str(value) for key, value in (hyper | spec).items()}
+    return {key: str(value) for key, value in (hyper | network_metadata(config, facts["targets"]) | spec).items()}
+
+
+def network_metadata(config: Mapping[str, Any], targets: list[str]) -> dict[str, str]:
+    """``ss_network_module``/``ss_network_args`` as sd-scripts (LoRA) and LyCORIS (LoKr, LoHa, DoRA) record them."""
+    network = config["network"]
+    if network == "lora":
+        return {"ss_network_module": "networks.lora", "ss_network_args": json.dumps({"target_modules": targets})}
+    args: dict[str, str] = {"algo": "lora" if network == "dora" else network, "target_modules": ",".join(targets)}
+    if network == "dora":
+        args["dora_wd"] = "True"
+    if network == "lokr":
+        args["factor"] = str(config["lokr_factor"])
+    return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
