@@ -15,8 +15,10 @@ from lorahub import errors
 
 Scheduler = Literal["cosine", "constant"]
 MixedPrecision = Literal["bf16", "fp16", "no"]
+Network = Literal["lora", "lokr", "loha", "dora"]
 SCHEDULERS: tuple[Scheduler, ...] = ("cosine", "constant")
 MIXED_PRECISION: tuple[MixedPrecision, ...] = ("bf16", "fp16", "no")
+NETWORKS: tuple[Network, ...] = ("lora", "lokr", "loha", "dora")
 
 DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 """The attention projections: what diffusers' LoRA scripts and kohya's default network train in a UNet (and FLUX's
@@ -58,8 +60,35 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_epsilon: float = 1e-8
+    # data: buckets, captions, repeats, loss weighting
+    buckets: bool = False
+    """Aspect-ratio buckets (kohya's rules, :mod:`lorahub.training.buckets`); off: every image is a square crop."""
+    bucket_step: int = 64
+    min_bucket: int | None = None
+    """The shortest bucket side; None: half the resolution (kohya's 256 at 512 px)."""
+    max_bucket: int | None = None
+    """The longest bucket side; None: twice the resolution (kohya's 1024 at 512 px)."""
+    bucket_no_upscale: bool = False
+    random_crop: bool = False
+    shuffle_captions: bool = False
+    keep_tokens: int = 0
+    caption_dropout: float = 0.0
+    noise_offset: float = 0.0
+    min_snr_gamma: float | None = None
+    text_encoder_lr: float | None = None
+    """None: the text encoders are not trained (this field is the text-encoder LoRA's, recorded by kohya imports)."""
+    network: Network = "lora"
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form settings recorded as given (strings and integers only)."""
+
+    @property
+    def bucket_sides(self) -> tuple[int, int]:
+        """(shortest, longest) bucket side: the given ones, else half and twice the resolution rounded to the
+        bucket step (256 and 1024 at 512 px with step 64, kohya's defaults)."""
+        step = self.bucket_step
+        low = self.min_bucket if self.min_bucket is not None else max(step, self.resolution // 2 // step * step)
+        high = self.max_bucket if self.max_bucket is not None else self.resolution * 2 // step * step
+        return low, high
 
     @property
     def network_alpha(self) -> float:
@@ -89,6 +118,7 @@ class TrainConfig:
             raise _bad("prior_weight", self.prior_weight, "a number ≥ 0")
         if any(not t or not isinstance(t, str) for t in self.targets):
             raise _bad("targets", self.targets, "module-name suffixes such as to_q,to_k")
+        check_data_settings(self)
         return self
 
     def card_dict(self) -> dict[str, Any]:
@@ -109,10 +139,14 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-FLOAT_FIELDS = frozenset({"alpha", "lr", "prior_weight", "weight_decay", "max_grad_norm", "adam_epsilon"})
+FLOAT_FIELDS = frozenset({"alpha", "lr", "prior_weight", "weight_decay", "max_grad_norm", "adam_epsilon"}) | frozenset(
+    {"caption_dropout", "noise_offset", "min_snr_gamma", "text_encoder_lr"}
+)
 
 
 def _from_card(name: str, value: Any) -> Any:
+    if value is None:
+        return None
     if name in FLOAT_FIELDS:
         return float(value)
     if name == "adam_betas":
@@ -128,6 +162,43 @@ def _card_value(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_card_value(v) for v in value]
     return value
+
+
+def check_data_settings(config: TrainConfig) -> None:
+    """The data and loss settings (buckets, captions, noise offset, min-SNR), checked like the others."""
+    if not isinstance(config.bucket_step, int) or config.bucket_step < 8 or config.bucket_step % 8:
+        raise _bad("bucket_step", config.bucket_step, "a positive multiple of 8 (the VAE downsamples by 8)")
+    low, high = config.bucket_sides
+    for name, value in {"min_bucket": low, "max_bucket": high}.items():
+        if config.buckets and (value < config.bucket_step or value % config.bucket_step):
+            raise _bad(name, value, f"a multiple of bucket_step ({config.bucket_step})")
+    if config.buckets and (low > config.resolution or high < config.resolution):
+        raise _bad("min_bucket/max_bucket", (low, high), f"sides around the resolution ({config.resolution})")
+    _check_caption_and_loss(config)
+
+
+def _check_caption_and_loss(config: TrainConfig) -> None:
+    if not isinstance(config.keep_tokens, int) or config.keep_tokens < 0:
+        raise _bad("keep_tokens", config.keep_tokens, "an integer ≥ 0")
+    if not 0.0 <= config.caption_dropout < 1.0:
+        raise _bad("caption_dropout", config.caption_dropout, "a probability in [0, 1)")
+    if not config.noise_offset >= 0:
+        raise _bad("noise_offset", config.noise_offset, "a number ≥ 0 (kohya and diffusers use about 0.05–0.1)")
+    if config.min_snr_gamma is not None and not config.min_snr_gamma > 0:
+        raise _bad("min_snr_gamma", config.min_snr_gamma, "a positive number (5 in the Min-SNR paper), or unset")
+    if config.random_crop and config.cache_latents:
+        raise _bad("random_crop", True, "off with cache_latents (a cached latent is of one crop), as in kohya")
+    if config.network not in NETWORKS:
+        raise _bad("network", config.network, f"one of {', '.join(NETWORKS)}")
+    if config.text_encoder_lr is not None and not config.text_encoder_lr >= 0:
+        raise _bad("text_encoder_lr", config.text_encoder_lr, "a number ≥ 0, or unset (text encoders frozen)")
+    # Recorded (kohya imports map to them), trained by the text-encoder / LyCORIS work: refused until it lands.
+    if config.network != "lora" or config.text_encoder_lr is not None:
+        raise errors.TrainingError(
+            "this lorahub trains LoRA on the denoiser only: network = "
+            f"{config.network!r}, text_encoder_lr = {config.text_encoder_lr!r} cannot be trained here",
+            hint='Set network = "lora" and leave text_encoder_lr unset.',
+        )
 
 
 def _bad(name: str, value: Any, expected: str) -> errors.LorahubError:

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorahub import errors
+from lorahub.training import buckets, weighting
 from lorahub.training.base import Base
+from lorahub.training.captions import CaptionVariation
 from lorahub.training.config import DEFAULT_TARGETS, FLUX_EXTRA_TARGETS, TrainConfig
 from lorahub.training.data import Example
 
@@ -76,6 +78,9 @@ class _Cached:
     pixels: Any = None
     latent_mean: Any = None
     latent_std: Any = None
+    bucket: buckets.Size = (0, 0)
+    caption: str = ""
+    repeats: int = 1
 
 
 @dataclass
@@ -108,11 +113,16 @@ class Trainer:
         self.precision = _precision(self.torch, self.device, config.mixed_precision)
         self.notes: list[str] = [self.precision.note] if self.precision.note else []
         self.run = RunState()
+        self.bucketing = buckets.Bucketing.of(config)
+        self.captions = CaptionVariation.of(config)
         self._load()
         self._add_lora()
         self.examples = self._prepare(examples, cache_latents=config.cache_latents)
         self.prior = self._prepare(prior, cache_latents=config.cache_latents) if prior else []
         self.held_out = self._prepare(held_out, cache_latents=True) if held_out else []
+        self.empty_text = self._encode_captions([""])[0] if self.captions.active else None
+        self.sampler = self._sampler(self.examples)
+        self.prior_sampler = self._sampler(self.prior)
         self._free_encoders()
         self._optimizer_and_schedule()
         self.data_gen = self.torch.Generator().manual_seed(config.seed)
@@ -212,14 +222,23 @@ class Trainer:
         latents are cached."""
         with self.torch.no_grad():
             texts = self._encode_captions([e.caption for e in examples])
-            cached = [_Cached(text=t) for t in texts]
+            cached = [
+                _Cached(text=t, caption=e.caption, repeats=e.repeats) for t, e in zip(texts, examples, strict=True)
+            ]
+            keep_whole = self.config.random_crop and not cache_latents
             for item, example in zip(cached, examples, strict=True):
-                pixels = _load_pixels(self.torch, example, self.config.resolution)
+                pixels, placement = buckets.load(self.torch, example.path, self.bucketing, keep_whole=keep_whole)
+                item.bucket = placement.bucket
                 if cache_latents:
                     item.latent_mean, item.latent_std = self._latent_distribution(pixels[None])
                 else:
                     item.pixels = pixels
         return cached
+
+    def _sampler(self, items: Sequence[_Cached]) -> buckets.Sampler:
+        return buckets.sampler(
+            [i.bucket for i in items], [i.repeats for i in items], self.config.batch, grouped=self.config.buckets
+        )
 
     def _encode_captions(self, captions: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -258,7 +277,7 @@ class Trainer:
     def _free_encoders(self) -> None:
         """The text encoders (and the VAE, when latents are cached) are not needed any more: free their memory."""
         for name in ("text_encoder", "text_encoder_2"):
-            if getattr(self.pipe, name, None) is not None:
+            if getattr(self.pipe, name, None) is not None and not self.captions.encodes_each_step:
                 setattr(self.pipe, name, None)
         if self.config.cache_latents:
             self.vae = None
@@ -266,12 +285,12 @@ class Trainer:
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
 
-    def _next_indices(self, order: list[int], size: int, count: int) -> list[int]:
+    def _next_indices(self, order: list[int], sampler: buckets.Sampler, count: int) -> list[int]:
         """``count`` indices from a shuffled order, reshuffled (data generator) whenever it runs out."""
         picked = []
         for _ in range(count):
             if not order:
-                order.extend(self.torch.randperm(size, generator=self.data_gen).tolist())
+                order.extend(sampler.epoch(self.torch, self.data_gen))
             picked.append(order.pop(0))
         return picked
 
@@ -284,7 +303,8 @@ class Trainer:
             std = torch.stack([i.latent_std for i in items])
             sample = mean + std * torch.randn(mean.shape, generator=self.noise_gen, device=self.device, dtype=std.dtype)
         else:
-            pixels = torch.stack([i.pixels for i in items]).to(self.device, non_blocking=True).to(self.vae.dtype)
+            crops = [self._crop(i) for i in items]
+            pixels = torch.stack(crops).to(self.device, non_blocking=True).to(self.vae.dtype)
             with torch.no_grad():
                 dist = self.vae.encode(_to_unit(pixels)).latent_dist
                 sample = dist.mean + dist.std * torch.randn(
@@ -294,21 +314,44 @@ class Trainer:
         shift = getattr(config, "shift_factor", None) or 0.0
         return ((sample - shift) * config.scaling_factor).to(self.weight_dtype)
 
+    def _crop(self, item: _Cached) -> Any:
+        """The item's pixels cropped to its bucket: at random (data generator) with ``random_crop``."""
+        if not self.config.random_crop:
+            return item.pixels
+        return buckets.crop(self.torch, item.pixels, item.bucket, self.data_gen)
+
+    def _text(self, items: Sequence[_Cached]) -> dict[str, Any]:
+        """The batch's text conditioning: cached, or varied (:mod:`lorahub.training.captions`) and encoded now."""
+        texts = [i.text for i in items]
+        if self.captions.active:
+            varied = [self.captions.vary(i.caption, self.torch, self.data_gen) for i in items]
+            fresh = [c for c in varied if c]
+            encoded = iter(self._encode_captions(fresh) if fresh else [])
+            for index, caption in enumerate(varied):
+                if caption is not None:
+                    texts[index] = next(encoded) if caption else self.empty_text or texts[index]
+        return {key: self.torch.stack([t[key] for t in texts]) for key in texts[0]}
+
     def loss(self, items: Sequence[_Cached]) -> Any:
         """The objective on a batch of training items: latents sampled, then noise and timesteps drawn."""
-        text = {key: self.torch.stack([i.text[key] for i in items]) for key in items[0].text}
+        text = self._text(items)
         return self.objective(self._latents(items), text, self.noise_gen)
 
     def objective(self, latents: Any, text: dict[str, Any], gen: Any, timesteps: Any = None) -> Any:
         """Noise, timesteps (drawn from ``gen``, or given), the base's target, and the MSE in fp32."""
         torch = self.torch
         noise = torch.randn(latents.shape, generator=gen, device=self.device, dtype=latents.dtype)
+        noise = weighting.offset_noise(torch, noise, self.config.noise_offset, gen)
+        weights = None
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.precision.used != "no"):
             if self.base.prediction_type == "flow":
                 pred, target = self._flow(latents, noise, text, gen, timesteps)
             else:
-                pred, target = self._diffusion(latents, noise, text, gen, timesteps)
-        return torch.nn.functional.mse_loss(pred.float(), target.float())
+                pred, target, timesteps = self._diffusion(latents, noise, text, gen, timesteps)
+                if self.config.min_snr_gamma is not None:
+                    gamma, objective = self.config.min_snr_gamma, self.base.prediction_type
+                    weights = weighting.min_snr_weights(torch, self.scheduler, timesteps, gamma, objective)
+        return weighting.weighted_mse(torch, pred, target, weights)
 
     def _diffusion(self, latents: Any, noise: Any, text: dict[str, Any], gen: Any, timesteps: Any) -> Any:
         torch, scheduler = self.torch, self.scheduler
@@ -318,18 +361,18 @@ class Trainer:
             timesteps = torch.randint(0, high, (batch,), generator=gen, device=self.device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         kwargs: dict[str, Any] = {"encoder_hidden_states": text["embeds"]}
-        if self.base.family == "sdxl":
-            size = self.config.resolution
-            time_ids = torch.tensor([[size, size, 0, 0, size, size]] * batch, device=self.device)
+        if self.base.family == "sdxl":  # original size, crop corner, target size: the bucket's, as (height, width)
+            height, width = (side * self.pipe.vae_scale_factor for side in latents.shape[-2:])
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]] * batch, device=self.device)
             kwargs["added_cond_kwargs"] = {"text_embeds": text["pooled"], "time_ids": time_ids.to(latents.dtype)}
         pred = self.denoiser(noisy, timesteps, **kwargs).sample
         prediction = self.base.prediction_type
         if prediction == "epsilon":
-            return pred, noise
+            return pred, noise, timesteps
         if prediction == "v_prediction":
-            return pred, scheduler.get_velocity(latents, noise, timesteps)
+            return pred, scheduler.get_velocity(latents, noise, timesteps), timesteps
         if prediction == "sample":
-            return pred, latents
+            return pred, latents, timesteps
         raise errors.TrainingError(f"unknown prediction_type {prediction!r} in the base's scheduler config")
 
     def _flow(self, latents: Any, noise: Any, text: dict[str, Any], gen: Any, timesteps: Any) -> Any:
@@ -363,10 +406,12 @@ class Trainer:
 
     def _micro_loss(self) -> Any:
         config = self.config
-        items = [self.examples[i] for i in self._next_indices(self.order, len(self.examples), config.batch)]
+        items = [self.examples[i] for i in self._next_indices(self.order, self.sampler, config.batch)]
         loss = self.loss(items)
         if self.prior:
-            prior_items = [self.prior[i] for i in self._next_indices(self.prior_order, len(self.prior), config.batch)]
+            prior_items = [
+                self.prior[i] for i in self._next_indices(self.prior_order, self.prior_sampler, config.batch)
+            ]
             loss = loss + config.prior_weight * self.loss(prior_items)
         return loss
 
@@ -455,24 +500,6 @@ def _precision(torch: Any, device: Any, requested: str) -> Precision:
     if requested == "bf16" and not torch.cuda.is_bf16_supported():
         return Precision(requested, "fp16", "this GPU has no bf16: trained with fp16 mixed precision instead")
     return Precision(requested, requested)
-
-
-def _load_pixels(torch: Any, example: Example, resolution: int) -> Any:
-    """The image resized (shorter side) and centre-cropped to a square, as uint8 CHW (a quarter of fp32's memory);
-    converted to [-1, 1] floats when encoded."""
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:
-        raise errors.MissingExtraError("reading training images", "train") from None
-    try:
-        with Image.open(example.path) as image:
-            image.load()
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-    except OSError as exc:
-        raise errors.TrainingError(f"cannot read training image {example.path}: {exc}") from None
-    fitted = ImageOps.fit(rgb, (resolution, resolution), method=Image.Resampling.BICUBIC)
-    data = torch.frombuffer(bytearray(fitted.tobytes()), dtype=torch.uint8)
-    return data.view(resolution, resolution, 3).permute(2, 0, 1).contiguous()
 
 
 def _to_unit(pixels: Any) -> Any:
