@@ -294,6 +294,11 @@ class Trainer:
             picked.append(order.pop(0))
         return picked
 
+    @property
+    def example_buckets(self) -> list[buckets.Size]:
+        """The bucket of each training example (one square without buckets), for the card."""
+        return [item.bucket for item in self.examples]
+
     # --- one step -----------------------------------------------------------------------------------------------
 
     def _latents(self, items: Sequence[_Cached]) -> Any:
