@@ -222,8 +222,13 @@ def _union_type() -> Any:
     return types.UnionType
 
 
+SCALAR_NAMES = {int: "whole number", float: "number", bool: "boolean (true or false)", str: "string"}
+
+
 def _describe(hint: Any) -> str:
     args = typing.get_args(hint)
     if typing.get_origin(hint) is typing.Literal:
         return "one of " + ", ".join(map(repr, args))
+    if hint in SCALAR_NAMES:
+        return SCALAR_NAMES[hint]
     return str(hint).replace("typing.", "")
