@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 from rich.markup import escape
 
 from lorahub.cli import output
@@ -21,16 +22,31 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 
 @click.command("train")
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A lorahub settings file (TOML: the TrainConfig fields and base, data, name, …; docs/training.md). "
+    "Options given here replace its values.",
+)
+@click.option(
+    "--from-kohya",
+    "kohya",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A kohya sd-scripts training config (.toml, or the kohya_ss GUI's .json); keys lorahub cannot map are "
+    "listed in the run's notes.",
+)
+@click.option("--like", help="Start from the settings a catalogued adapter NAME[@V] was trained with.")
+@click.option("--print-config", is_flag=True, help="Print the resulting settings as a --config file; train nothing.")
+@click.option(
     "--base",
-    required=True,
     help="diffusers pipeline folder (SD 1.x/2.x, SDXL, FLUX.1), or a Hugging Face repo id ORG/NAME[@REV] already in "
     "the local cache (never downloaded).",
 )
 @click.option(
     "--data",
     type=click.Path(exists=True, path_type=Path),
-    required=True,
-    help="Folder of images with caption .txt files, or a JSONL of {image, caption} lines.",
+    help="Folder of images with caption .txt/.caption files (N_name subfolders: repeat N times), or a JSONL of "
+    "{image, caption} lines.",
 )
 @click.option("--trigger", help="Trigger words, put first in every caption that lacks them.")
 @click.option("--name", help="Adapter name in the catalog (default: the data folder's name).")
@@ -54,8 +70,21 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     show_default=True,
     help="On CPU the run falls back to fp32 and says so.",
 )
-@click.option("--gradient-checkpointing", is_flag=True)
-@click.option("--cache-latents", is_flag=True, help="Encode every image once (the VAE is then freed).")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False)
+@click.option(
+    "--cache-latents/--no-cache-latents", default=False, help="Encode every image once (the VAE is then freed)."
+)
+@click.option("--buckets/--no-buckets", default=False, help="Aspect-ratio buckets (kohya's rules).")
+@click.option("--bucket-step", type=click.IntRange(8), default=64, show_default=True)
+@click.option("--min-bucket", type=click.IntRange(8), help="Shortest bucket side [default: resolution / 2].")
+@click.option("--max-bucket", type=click.IntRange(8), help="Longest bucket side [default: resolution × 2].")
+@click.option("--bucket-no-upscale/--bucket-upscale", default=False, help="Never enlarge an image to a bucket.")
+@click.option("--random-crop/--centre-crop", default=False, help="Crop at a random place each step.")
+@click.option("--shuffle-captions/--no-shuffle-captions", default=False, help="Shuffle comma-separated tags.")
+@click.option("--keep-tokens", type=click.IntRange(0), default=0, show_default=True, help="Tags kept first.")
+@click.option("--caption-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--noise-offset", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--min-snr-gamma", type=click.FloatRange(0, min_open=True), help="Min-SNR-γ loss weighting (e.g. 5).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--save-every",
@@ -67,14 +96,20 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True, help="Loss-curve resolution.")
 @click.option(
     "--network",
-    type=click.Choice(["lora", "dora", "lokr", "loha"]),
+    type=click.Choice(["lora", "lokr", "loha", "dora"]),
     default="lora",
     show_default=True,
     help="What to train on the denoiser (PEFT's tuners; LoKr/LoHa/DoRA files are LyCORIS/kohya-named).",
 )
 @click.option("--lokr-factor", type=int, default=-1, show_default=True, help="LoKr's factor (-1: balanced).")
-@click.option("--train-text-encoder", is_flag=True, help="A LoRA on the CLIP text encoder(s) too.")
-@click.option("--text-encoder-lr", type=float, help="The text encoders' learning rate [default: --lr].")
+@click.option(
+    "--train-text-encoder/--no-train-text-encoder", default=False, help="A LoRA on the CLIP text encoder(s) too."
+)
+@click.option(
+    "--text-encoder-lr",
+    type=click.FloatRange(0, min_open=True),
+    help="The text encoders' learning rate [default: --lr].",
+)
 @click.option("--ema-decay", type=float, help="Save an exponential moving average of the weights (e.g. 0.999).")
 @click.option(
     "--processes",
@@ -107,15 +142,19 @@ def train_command(context: HubContext, /, **options: Any) -> None:  # fmt: skip
     every setting, seed, software versions, hardware, times and the loss curve; the file's header carries the
     same facts as kohya `ss_*` and `modelspec.*` keys.
     """
-    from lorahub.sdk.training import train
+    from lorahub.sdk.train_settings import train_from, training_settings
 
-    as_json = options.pop("as_json")
-    paths = {key: options.pop(key) for key in ("base", "data", "prior", "sources", "manifest", "resume")}
-    named = {key: options.pop(key) for key in ("name", "trigger", "device")} | {"license": options.pop("license_id")}
-    options["targets"] = options["targets"] or ()
+    ctx = click.get_current_context()
+    given = {key: value for key, value in options.items() if ctx.get_parameter_source(key) != ParameterSource.DEFAULT}
+    given = {("license" if key == "license_id" else key): value for key, value in given.items()}
+    as_json, print_config = given.pop("as_json", False), given.pop("print_config", False)
+    layers = {key: given.pop(key, None) for key in ("config_file", "kohya", "like")}
+    if print_config:
+        settings = training_settings(**layers, hub=context.hub, given=given)
+        click.echo(settings.to_toml(), nl=False)
+        return
     with _Bar(disabled=as_json) as bar:
-        result = train(paths.pop("base"), paths.pop("data"), hub=context.hub, on_step=bar.update, **paths, **named,
-                       **options)  # fmt: skip
+        result = train_from(**layers, hub=context.hub, on_step=bar.update, **given)
     if not result.main_process:
         return  # another process of a data-parallel run: the main one reports
     if as_json:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 SCHEMA = "lorahub.dataset-manifest/v1"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+CAPTION_SUFFIXES = (".txt", ".caption")
 MAX_IMAGE_BYTES = 512 * 1024 * 1024
 """Images are read whole (hash and XMP search in one pass); anything larger is not a training image."""
 MAX_CAPTION_BYTES = 1024 * 1024
@@ -275,9 +276,9 @@ def _read_item(directory: Path, path: Path, c2pa: ModuleType | None, context: An
 
 
 def _caption(path: Path) -> tuple[str | None, list[str]]:
-    """The kohya-style sibling ``NAME.txt``."""
-    txt = path.with_suffix(".txt")
-    if not txt.is_file():
+    """The kohya-style sibling ``NAME.txt``, else ``NAME.caption`` (kohya's default caption extension)."""
+    txt = next((c for c in map(path.with_suffix, CAPTION_SUFFIXES) if c.is_file()), None)
+    if txt is None:
         return None, []
     raw = txt.read_bytes()[: MAX_CAPTION_BYTES + 1]
     if len(raw) > MAX_CAPTION_BYTES:

@@ -103,6 +103,8 @@ class _Run:
     versions: list[AddResult] = field(default_factory=list)
     license: str | None = None
     """The licence id the trainer gives the adapter (the card's ``license``; unknown when not given)."""
+    notes: tuple[str, ...] = ()
+    """Where the settings came from and what could not be mapped (the card's ``training.notes``, first)."""
 
 
 def train(
@@ -148,6 +150,18 @@ def train(
     ema_decay: float | Unset | None = UNSET,
     processes: int | Unset = UNSET,
     extra: dict[str, Any] | Unset = UNSET,
+    buckets: bool | Unset = UNSET,
+    bucket_step: int | Unset = UNSET,
+    min_bucket: int | Unset | None = UNSET,
+    max_bucket: int | Unset | None = UNSET,
+    bucket_no_upscale: bool | Unset = UNSET,
+    random_crop: bool | Unset = UNSET,
+    shuffle_captions: bool | Unset = UNSET,
+    keep_tokens: int | Unset = UNSET,
+    caption_dropout: float | Unset = UNSET,
+    noise_offset: float | Unset = UNSET,
+    min_snr_gamma: float | Unset | None = UNSET,
+    notes: Sequence[str] = (),
     **unknown: Never,
 ) -> TrainResult:
     """Train a LoRA on the pipeline folder ``base`` from ``data`` (images + caption .txt files, or a JSONL).
@@ -156,7 +170,9 @@ def train(
     (documented there); one given here replaces ``config``'s, one left out keeps it (or the TrainConfig default).
     ``resume`` (``NAME@V`` of a checkpoint, or its state folder) continues that run with its own settings
     (``steps``, ``save_every`` and ``log_every`` may change). ``on_step`` is called after every optimizer step with
-    a :class:`~lorahub.Step`. Returns the catalogued versions. Any other keyword is refused with a
+    a :class:`~lorahub.Step`. ``notes`` are recorded first in the card's ``training.notes`` (where the settings
+    came from: :func:`lorahub.sdk.train_settings.train_from` says so there).
+    Returns the catalogued versions. Any other keyword is refused with a
     :class:`~lorahub.errors.TrainingError` that lists the known settings (``unknown`` exists for that message;
     type checkers refuse such keywords already).
     """
@@ -170,7 +186,10 @@ def train(
         log_every=log_every, prior_weight=prior_weight, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         adam_betas=adam_betas, adam_epsilon=adam_epsilon, network=network, lokr_factor=lokr_factor,
         train_text_encoder=train_text_encoder, text_encoder_lr=text_encoder_lr, ema_decay=ema_decay,
-        processes=processes, extra=extra,
+        processes=processes, extra=extra, buckets=buckets, bucket_step=bucket_step,
+        min_bucket=min_bucket, max_bucket=max_bucket, bucket_no_upscale=bucket_no_upscale, random_crop=random_crop,
+        shuffle_captions=shuffle_captions, keep_tokens=keep_tokens, caption_dropout=caption_dropout,
+        noise_offset=noise_offset, min_snr_gamma=min_snr_gamma,
     )  # fmt: skip
     requested = _config(config, settings | unknown)
     arguments = {
@@ -187,6 +206,7 @@ def train(
         sources=sources, manifest=manifest, resume=resume, main=world.main,
     )  # fmt: skip
     run.license = license
+    run.notes = tuple(notes)
     runs = training_runs(hub)
     if world.main:
         runs.start(run.record)
@@ -209,7 +229,7 @@ def train(
         versions=tuple(run.versions),
         training=last.signed.card.training,
         state_dir=_run_dir(hub, run.record.run_id),
-        notes=tuple(trainer.notes),
+        notes=run.notes + tuple(trainer.notes),
     )
 
 
@@ -279,6 +299,7 @@ def _prepare(
     from lorahub.registry.runs import RunRecord
     from lorahub.training.base import describe_base, weights_digest
     from lorahub.training.data import read_dataset
+    from lorahub.training.weighting import check_objective
 
     signer = hub.signer()  # no identity, no signed lineage: refuse before hours of training
     hub.require("train", signer.keyid)  # nor without the role, in a team
@@ -295,6 +316,7 @@ def _prepare(
     final_name = check_name(name or resumed_name or _default_name(data))
     location = locate_base(base_ref)
     base = describe_base(location.path, location.name, revision=location.revision)
+    check_objective(config, base.prediction_type)
     base_digest = weights_digest(location.path)
     dataset = read_dataset(
         data, trigger=trigger, sources=Path(sources) if sources else None, manifest=Path(manifest) if manifest else None
@@ -486,7 +508,10 @@ def _state_info(run: _Run, adapter_digest: str) -> dict[str, Any]:
 
 def _facts(run: _Run, trainer: Trainer, finished: datetime) -> dict[str, Any]:
     """What the kohya header needs, in one place."""
+    from lorahub.training.kohya import dataset_dirs
+
     record = run.record
+    dataset_folder = run.dataset.examples[0].path.parents[len(Path(run.dataset.examples[0].rel).parts) - 1].name
     captions = [e.caption for e in run.dataset.examples]
     tags = Counter(tag.strip() for caption in captions for tag in caption.split(",") if tag.strip())
     return {
@@ -504,8 +529,9 @@ def _facts(run: _Run, trainer: Trainer, finished: datetime) -> dict[str, Any]:
         "step": record.steps_done,
         "images": len(run.dataset.examples),
         "prior_images": len(run.prior.examples) if run.prior else 0,
-        "dataset_dir": Path(run.dataset.examples[0].path).parent.name,
-        "tag_frequency": {Path(run.dataset.examples[0].path).parent.name: dict(tags.most_common(200))},
+        "dataset_dirs": dataset_dirs(dataset_folder, [(e.rel, e.repeats) for e in run.dataset.examples]),
+        "bucket_sides": run.config.bucket_sides,
+        "tag_frequency": {dataset_folder: dict(tags.most_common(200))},
         "started_epoch": str(int(record.started_at.timestamp())),
         "finished_epoch": str(int(finished.timestamp())),
         "finished_at": utc_timestamp(finished),
@@ -516,6 +542,7 @@ def _training_record(
     run: _Run, trainer: Trainer, finished: datetime, *, layout: str, final: bool, state: Path
 ) -> dict[str, Any]:
     """The card's ``training`` field: the lineage of this version (no floats: the card's rule)."""
+    from lorahub.training.buckets import bucket_counts
     from lorahub.training.environment import hardware, software
 
     record, versions = run.record, software()
@@ -533,7 +560,8 @@ def _training_record(
         },
         "base_model": run.base.card_dict(record.base_weights_digest),
         "objective": run.base.prediction_type,
-        "dataset": run.dataset.card_dict() | {"trigger": run.trigger},
+        "dataset": run.dataset.card_dict()
+        | {"trigger": run.trigger, "buckets": bucket_counts(trainer.example_buckets)},
         "consent_manifest": {
             "path": run.manifest_path.relative_to(run.hub.settings.home).as_posix(),
             "digest": _combined(run.dataset, run.prior).digest,
@@ -551,7 +579,7 @@ def _training_record(
         "resumed_from": run.parent.parameters | {"digest": run.parent.digest} if run.parent else None,
         "output": {"layout": layout, "dtype": {"no": "fp32"}.get(trainer.precision.used, trainer.precision.used)},
         "state": state.relative_to(run.hub.settings.home).as_posix(),
-        "notes": list(trainer.notes),
+        "notes": list(run.notes) + list(trainer.notes),
     }
 
 

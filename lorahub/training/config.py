@@ -15,10 +15,10 @@ from lorahub import errors
 
 Scheduler = Literal["cosine", "constant"]
 MixedPrecision = Literal["bf16", "fp16", "no"]
+Network = Literal["lora", "lokr", "loha", "dora"]
 SCHEDULERS: tuple[Scheduler, ...] = ("cosine", "constant")
 MIXED_PRECISION: tuple[MixedPrecision, ...] = ("bf16", "fp16", "no")
-Network = Literal["lora", "dora", "lokr", "loha"]
-NETWORKS: tuple[Network, ...] = ("lora", "dora", "lokr", "loha")
+NETWORKS: tuple[Network, ...] = ("lora", "lokr", "loha", "dora")
 
 DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 """The attention projections: what diffusers' LoRA scripts and kohya's default network train in a UNet (and FLUX's
@@ -74,8 +74,32 @@ class TrainConfig:
     """An exponential moving average of the adapter weights, saved instead of them (None: no EMA)."""
     processes: int = 1
     """Data-parallel processes (Accelerate); each takes ``batch`` examples per micro-step."""
+    # data: buckets, captions, repeats, loss weighting
+    buckets: bool = False
+    """Aspect-ratio buckets (kohya's rules, :mod:`lorahub.training.buckets`); off: every image is a square crop."""
+    bucket_step: int = 64
+    min_bucket: int | None = None
+    """The shortest bucket side; None: half the resolution (kohya's 256 at 512 px)."""
+    max_bucket: int | None = None
+    """The longest bucket side; None: twice the resolution (kohya's 1024 at 512 px)."""
+    bucket_no_upscale: bool = False
+    random_crop: bool = False
+    shuffle_captions: bool = False
+    keep_tokens: int = 0
+    caption_dropout: float = 0.0
+    noise_offset: float = 0.0
+    min_snr_gamma: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form settings recorded as given (strings and integers only)."""
+
+    @property
+    def bucket_sides(self) -> tuple[int, int]:
+        """(shortest, longest) bucket side: the given ones, else half and twice the resolution rounded to the
+        bucket step (256 and 1024 at 512 px with step 64, kohya's defaults)."""
+        step = self.bucket_step
+        low = self.min_bucket if self.min_bucket is not None else max(step, self.resolution // 2 // step * step)
+        high = self.max_bucket if self.max_bucket is not None else self.resolution * 2 // step * step
+        return low, high
 
     @property
     def network_alpha(self) -> float:
@@ -106,6 +130,7 @@ class TrainConfig:
         if any(not t or not isinstance(t, str) for t in self.targets):
             raise _bad("targets", self.targets, "module-name suffixes such as to_q,to_k")
         self._check_network()
+        check_data_settings(self)
         return self
 
     def _check_network(self) -> None:
@@ -143,8 +168,8 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-FLOAT_FIELDS = frozenset(
-    {"alpha", "lr", "prior_weight", "weight_decay", "max_grad_norm", "adam_epsilon", "text_encoder_lr", "ema_decay"}
+FLOAT_FIELDS = frozenset({"alpha", "lr", "prior_weight", "weight_decay", "max_grad_norm", "adam_epsilon"}) | frozenset(
+    {"text_encoder_lr", "ema_decay", "caption_dropout", "noise_offset", "min_snr_gamma"}
 )
 
 
@@ -166,6 +191,32 @@ def _card_value(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_card_value(v) for v in value]
     return value
+
+
+def check_data_settings(config: TrainConfig) -> None:
+    """The data and loss settings (buckets, captions, noise offset, min-SNR), checked like the others."""
+    if not isinstance(config.bucket_step, int) or config.bucket_step < 8 or config.bucket_step % 8:
+        raise _bad("bucket_step", config.bucket_step, "a positive multiple of 8 (the VAE downsamples by 8)")
+    low, high = config.bucket_sides
+    for name, value in {"min_bucket": low, "max_bucket": high}.items():
+        if config.buckets and (value < config.bucket_step or value % config.bucket_step):
+            raise _bad(name, value, f"a multiple of bucket_step ({config.bucket_step})")
+    if config.buckets and (low > config.resolution or high < config.resolution):
+        raise _bad("min_bucket/max_bucket", (low, high), f"sides around the resolution ({config.resolution})")
+    _check_caption_and_loss(config)
+
+
+def _check_caption_and_loss(config: TrainConfig) -> None:
+    if not isinstance(config.keep_tokens, int) or config.keep_tokens < 0:
+        raise _bad("keep_tokens", config.keep_tokens, "an integer ≥ 0")
+    if not 0.0 <= config.caption_dropout < 1.0:
+        raise _bad("caption_dropout", config.caption_dropout, "a probability in [0, 1)")
+    if not config.noise_offset >= 0:
+        raise _bad("noise_offset", config.noise_offset, "a number ≥ 0 (kohya and diffusers use about 0.05–0.1)")
+    if config.min_snr_gamma is not None and not config.min_snr_gamma > 0:
+        raise _bad("min_snr_gamma", config.min_snr_gamma, "a positive number (5 in the Min-SNR paper), or unset")
+    if config.random_crop and config.cache_latents:
+        raise _bad("random_crop", True, "off with cache_latents (a cached latent is of one crop), as in kohya")
 
 
 def _bad(name: str, value: Any, expected: str) -> errors.LorahubError:

@@ -33,6 +33,8 @@ class Example:
     """The image's path in the manifest (relative to the dataset folder, ``/``-separated)."""
     sha256: str
     caption: str
+    repeats: int = 1
+    """How many times an epoch shows it: kohya's ``N_name`` folder convention (``10_mychar/`` = 10)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Dataset:
             "scanned_manifest_digest": self.scanned.digest,
             "images": len(self.examples),
             "uncaptioned": self.uncaptioned,
+            "repeats": {e.rel.split("/")[0]: e.repeats for e in self.examples if e.repeats != 1},
             "excluded": [e.as_dict() for e in self.excluded],
             "consent": {"status": self.used.card_status(), "summary": self.used.summary()},
             "checks": dict(self.used.checks),
@@ -105,7 +108,9 @@ def read_dataset(
             continue
         item = by_path[rel]
         caption = listed[rel] if listed is not None and listed[rel] is not None else item.caption
-        examples.append(Example(root / rel, rel, item.sha256, with_trigger(caption or "", trigger)))
+        repeats, class_tokens = folder_repeats(rel)
+        caption = caption or class_tokens  # kohya: an uncaptioned image in 10_mychar/ is captioned "mychar"
+        examples.append(Example(root / rel, rel, item.sha256, with_trigger(caption or "", trigger), repeats))
     if not examples:
         raise errors.TrainingError(
             f"no trainable images in {data} ({len(excluded)} excluded)",
@@ -116,6 +121,21 @@ def read_dataset(
     uncaptioned = sum(1 for rel in used_paths if not (listed or {}).get(rel) and not by_path[rel].caption)
     kind = "jsonl" if listed is not None else "folder"
     return Dataset(tuple(examples), tuple(e for e in excluded if e.path in wanted), scanned, used, kind, uncaptioned)
+
+
+def folder_repeats(rel: str) -> tuple[int, str | None]:
+    """(repeats, class tokens) of an image from its top folder: ``10_my char/a.png`` → (10, "my char");
+    (1, None) when the folder does not follow kohya's ``N_name`` convention."""
+    folder, slash, _ = rel.partition("/")
+    count, underscore, name = folder.partition("_")
+    if not slash or not underscore or not count.isdigit():
+        return 1, None
+    if int(count) < 1:
+        raise errors.TrainingError(
+            f"folder {folder!r} repeats its images {int(count)} times: nothing would be trained on from it",
+            hint="Name it N_name with N ≥ 1 (kohya's convention), or move its images out of the dataset.",
+        )
+    return int(count), name.strip() or None
 
 
 def with_trigger(caption: str, trigger: str | None) -> str:

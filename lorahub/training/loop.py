@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorahub import errors
-from lorahub.training import distributed, networks
+from lorahub.training import buckets, distributed, networks, weighting
 from lorahub.training.base import Base
+from lorahub.training.captions import CaptionVariation
 from lorahub.training.config import DEFAULT_TARGETS, FLUX_EXTRA_TARGETS, TrainConfig
 from lorahub.training.data import Example
 from lorahub.training.networks import ADAPTER_NAME
@@ -76,10 +77,22 @@ class _Cached:
 
     text: dict[str, Any]
     caption: str = ""
-    """Encoded each step instead of ``text`` when the text encoders train."""
+    """Encoded each step instead of ``text`` when the text encoders train or captions vary."""
     pixels: Any = None
     latent_mean: Any = None
     latent_std: Any = None
+    bucket: buckets.Size = (0, 0)
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class _Drawn:
+    """One example as a step trains on it: its caption variant (None: the caption as written) and its pixels
+    cropped for this step (None when latents are cached)."""
+
+    item: _Cached
+    caption: str | None = None
+    pixels: Any = None
 
 
 @dataclass
@@ -115,11 +128,16 @@ class Trainer:
         self.precision = _precision(self.torch, self.device, config.mixed_precision)
         self.notes: list[str] = [self.precision.note] if self.precision.note else []
         self.run = RunState()
+        self.bucketing = buckets.Bucketing.of(config)
+        self.captions = CaptionVariation.of(config)
         self._load()
         self._add_lora()
         self.examples = self._prepare(examples, cache_latents=config.cache_latents)
         self.prior = self._prepare(prior, cache_latents=config.cache_latents) if prior else []
         self.held_out = self._prepare(held_out, cache_latents=True) if held_out else []
+        self.empty_text = self._encode_captions([""])[0] if self.captions.active else None
+        self.sampler = self._sampler(self.examples)
+        self.prior_sampler = self._sampler(self.prior)
         self._free_encoders()
         self._optimizer_and_schedule()
         self.data_gen = self.torch.Generator().manual_seed(config.seed)
@@ -222,14 +240,26 @@ class Trainer:
         with self.torch.no_grad():
             captions = [e.caption for e in examples]
             texts = self._encode_captions(captions) if not self.text_encoders else [{} for _ in examples]
-            cached = [_Cached(text=t, caption=c) for t, c in zip(texts, captions, strict=True)]
+            cached = [
+                _Cached(text=t, caption=e.caption, repeats=e.repeats) for t, e in zip(texts, examples, strict=True)
+            ]
+            keep_whole = self.config.random_crop and not cache_latents
             for item, example in zip(cached, examples, strict=True):
-                pixels = _load_pixels(self.torch, example, self.config.resolution)
+                pixels, placement = buckets.load(self.torch, example.path, self.bucketing, keep_whole=keep_whole)
+                item.bucket = placement.bucket
                 if cache_latents:
                     item.latent_mean, item.latent_std = self._latent_distribution(pixels[None])
                 else:
                     item.pixels = pixels
         return cached
+
+    def _sampler(self, items: Sequence[_Cached]) -> buckets.Sampler:
+        return buckets.sampler(
+            [i.bucket for i in items],
+            [i.repeats for i in items],
+            self.config.batch * self.world.size,
+            grouped=self.config.buckets,
+        )
 
     def _encode_captions(self, captions: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -267,9 +297,10 @@ class Trainer:
 
     def _free_encoders(self) -> None:
         """The text encoders (and the VAE, when latents are cached) are not needed any more: free their memory.
-        Text encoders that train stay (FLUX's T5 too: each step encodes the captions)."""
-        for name in ("text_encoder", "text_encoder_2") if not self.text_encoders else ():
-            if getattr(self.pipe, name, None) is not None:
+        Text encoders that train, or encode varied captions each step, stay (FLUX's T5 too)."""
+        for name in ("text_encoder", "text_encoder_2"):
+            keep = self.text_encoders or self.captions.encodes_each_step
+            if getattr(self.pipe, name, None) is not None and not keep:
                 setattr(self.pipe, name, None)
         if self.config.cache_latents:
             self.vae = None
@@ -277,25 +308,47 @@ class Trainer:
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
 
-    def _next_indices(self, order: list[int], size: int, count: int) -> list[int]:
+    def _next_indices(self, order: list[int], sampler: buckets.Sampler, count: int) -> list[int]:
         """``count`` indices from a shuffled order, reshuffled (data generator) whenever it runs out."""
         picked = []
         for _ in range(count):
             if not order:
-                order.extend(self.torch.randperm(size, generator=self.data_gen).tolist())
+                order.extend(sampler.epoch(self.torch, self.data_gen))
             picked.append(order.pop(0))
         return picked
 
+    @property
+    def example_buckets(self) -> list[buckets.Size]:
+        """The bucket of each training example (one square without buckets), for the card."""
+        return [item.bucket for item in self.examples]
+
     # --- one step -----------------------------------------------------------------------------------------------
 
-    def _latents(self, items: Sequence[_Cached]) -> Any:
+    def _my_batch(self, pool: Sequence[_Cached], order: list[int], sampler: buckets.Sampler) -> list[_Drawn]:
+        """This process's slice of the next global batch. The data generator draws every example's order, caption
+        variant and crop for the whole global batch, so all processes stay in step (and one process is a run of
+        the same global batch)."""
+        batch, rank = self.config.batch, self.world.rank
+        everyone = [pool[i] for i in self._next_indices(order, sampler, batch * self.world.size)]
+        drawn = [self._draw(item) for item in everyone]
+        return drawn[rank * batch : (rank + 1) * batch]
+
+    def _draw(self, item: _Cached) -> _Drawn:
+        """The caption variant (:mod:`lorahub.training.captions`), then the crop (at random with ``random_crop``)."""
+        caption = self.captions.vary(item.caption, self.torch, self.data_gen) if self.captions.active else None
+        if item.pixels is None or not self.config.random_crop:
+            return _Drawn(item, caption, item.pixels)
+        return _Drawn(item, caption, buckets.crop(self.torch, item.pixels, item.bucket, self.data_gen))
+
+    def _latents(self, batch: Sequence[_Drawn]) -> Any:
         torch = self.torch
         if self.config.cache_latents:
-            mean = torch.stack([i.latent_mean for i in items])
-            std = torch.stack([i.latent_std for i in items])
+            mean = torch.stack([d.item.latent_mean for d in batch])
+            std = torch.stack([d.item.latent_std for d in batch])
             sample = mean + std * self._randn(mean.shape, self.noise_gen, std.dtype)
         else:
-            pixels = torch.stack([i.pixels for i in items]).to(self.device, non_blocking=True).to(self.vae.dtype)
+            crops = [d.pixels for d in batch]
+            pixels = torch.stack(crops).to(self.device, non_blocking=True).to(self.vae.dtype)
             with torch.no_grad():
                 dist = self.vae.encode(_to_unit(pixels)).latent_dist
                 sample = dist.mean + dist.std * self._randn(dist.mean.shape, self.noise_gen, dist.mean.dtype)
@@ -303,16 +356,24 @@ class Trainer:
         shift = getattr(config, "shift_factor", None) or 0.0
         return ((sample - shift) * config.scaling_factor).to(self.weight_dtype)
 
-    def loss(self, items: Sequence[_Cached]) -> Any:
-        """The objective on a batch of training items: latents sampled, then noise and timesteps drawn."""
-        return self.objective(self._latents(items), self._text(items), self.noise_gen)
+    def _text(self, batch: Sequence[_Drawn]) -> dict[str, Any]:
+        """The batch's text conditioning: encoded now (with gradients) when the text encoders train; else cached,
+        with varied captions encoded now."""
+        if self.text_encoders:
+            captions = [d.item.caption if d.caption is None else d.caption for d in batch]
+            with self.torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.precision.used != "no"):
+                return self._encode(captions)
+        texts = [d.item.text for d in batch]
+        fresh = [d.caption for d in batch if d.caption]
+        encoded = iter(self._encode_captions(fresh) if fresh else [])
+        for index, drawn in enumerate(batch):
+            if drawn.caption is not None:
+                texts[index] = next(encoded) if drawn.caption else self.empty_text or texts[index]
+        return {key: self.torch.stack([t[key] for t in texts]) for key in texts[0]}
 
-    def _text(self, items: Sequence[_Cached]) -> dict[str, Any]:
-        """The cached conditioning, or the captions encoded now (with gradients) when the text encoders train."""
-        if not self.text_encoders:
-            return {key: self.torch.stack([i.text[key] for i in items]) for key in items[0].text}
-        with self.torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.precision.used != "no"):
-            return self._encode([i.caption for i in items])
+    def loss(self, batch: Sequence[_Drawn]) -> Any:
+        """The objective on a batch: latents sampled, then noise and timesteps drawn."""
+        return self.objective(self._latents(batch), self._text(batch), self.noise_gen)
 
     def _randn(self, shape: Sequence[int], gen: Any, dtype: Any) -> Any:
         """Normal noise for this process's part of the global batch: every process draws the whole batch's."""
@@ -333,12 +394,19 @@ class Trainer:
         """Noise, timesteps (drawn from ``gen``, or given), the base's target, and the MSE in fp32."""
         torch = self.torch
         noise = self._randn(latents.shape, gen, latents.dtype)
+        if self.config.noise_offset > 0:
+            shift = self._randn(weighting.offset_shape(noise), gen, latents.dtype)
+            noise = noise + self.config.noise_offset * shift
+        weights = None
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.precision.used != "no"):
             if self.base.prediction_type == "flow":
                 pred, target = self._flow(latents, noise, text, gen, timesteps)
             else:
-                pred, target = self._diffusion(latents, noise, text, gen, timesteps)
-        return torch.nn.functional.mse_loss(pred.float(), target.float())
+                pred, target, timesteps = self._diffusion(latents, noise, text, gen, timesteps)
+                if self.config.min_snr_gamma is not None:
+                    gamma, objective = self.config.min_snr_gamma, self.base.prediction_type
+                    weights = weighting.min_snr_weights(torch, self.scheduler, timesteps, gamma, objective)
+        return weighting.weighted_mse(torch, pred, target, weights)
 
     def _diffusion(self, latents: Any, noise: Any, text: dict[str, Any], gen: Any, timesteps: Any) -> Any:
         torch, scheduler = self.torch, self.scheduler
@@ -347,18 +415,18 @@ class Trainer:
             timesteps = self._randint(scheduler.config.num_train_timesteps, batch, gen)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         kwargs: dict[str, Any] = {"encoder_hidden_states": text["embeds"]}
-        if self.base.family == "sdxl":
-            size = self.config.resolution
-            time_ids = torch.tensor([[size, size, 0, 0, size, size]] * batch, device=self.device)
+        if self.base.family == "sdxl":  # original size, crop corner, target size: the bucket's, as (height, width)
+            height, width = (side * self.pipe.vae_scale_factor for side in latents.shape[-2:])
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]] * batch, device=self.device)
             kwargs["added_cond_kwargs"] = {"text_embeds": text["pooled"], "time_ids": time_ids.to(latents.dtype)}
         pred = self.denoiser(noisy, timesteps, **kwargs).sample
         prediction = self.base.prediction_type
         if prediction == "epsilon":
-            return pred, noise
+            return pred, noise, timesteps
         if prediction == "v_prediction":
-            return pred, scheduler.get_velocity(latents, noise, timesteps)
+            return pred, scheduler.get_velocity(latents, noise, timesteps), timesteps
         if prediction == "sample":
-            return pred, latents
+            return pred, latents, timesteps
         raise errors.TrainingError(f"unknown prediction_type {prediction!r} in the base's scheduler config")
 
     def _flow(self, latents: Any, noise: Any, text: dict[str, Any], gen: Any, timesteps: Any) -> Any:
@@ -389,17 +457,12 @@ class Trainer:
 
     def _micro_loss(self) -> Any:
         config = self.config
-        items = [self.examples[i] for i in self._my_indices(self.order, len(self.examples))]
+        items = self._my_batch(self.examples, self.order, self.sampler)
         loss = self.loss(items)
         if self.prior:
-            prior_items = [self.prior[i] for i in self._my_indices(self.prior_order, len(self.prior))]
+            prior_items = self._my_batch(self.prior, self.prior_order, self.prior_sampler)
             loss = loss + config.prior_weight * self.loss(prior_items)
         return loss
-
-    def _my_indices(self, order: list[int], size: int) -> list[int]:
-        """This process's slice of the global batch (every process takes the same global order)."""
-        batch, rank = self.config.batch, self.world.rank
-        return self._next_indices(order, size, batch * self.world.size)[rank * batch : (rank + 1) * batch]
 
     def _optimizer_step(self) -> float:
         config, torch = self.config, self.torch
@@ -463,7 +526,7 @@ class Trainer:
         count = len(self.held_out)
         losses = []
         with torch.no_grad():
-            text = self._text(self.held_out)
+            text = self._text([_Drawn(item) for item in self.held_out])
             for repeat in range(repeats):
                 spread = [(high * (2 * k + 1) + repeat * high // repeats) // (2 * count) % high for k in range(count)]
                 steps = torch.tensor(spread, device=self.device)
@@ -497,24 +560,6 @@ def _precision(torch: Any, device: Any, requested: str) -> Precision:
     if requested == "bf16" and not torch.cuda.is_bf16_supported():
         return Precision(requested, "fp16", "this GPU has no bf16: trained with fp16 mixed precision instead")
     return Precision(requested, requested)
-
-
-def _load_pixels(torch: Any, example: Example, resolution: int) -> Any:
-    """The image resized (shorter side) and centre-cropped to a square, as uint8 CHW (a quarter of fp32's memory);
-    converted to [-1, 1] floats when encoded."""
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:
-        raise errors.MissingExtraError("reading training images", "train") from None
-    try:
-        with Image.open(example.path) as image:
-            image.load()
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-    except OSError as exc:
-        raise errors.TrainingError(f"cannot read training image {example.path}: {exc}") from None
-    fitted = ImageOps.fit(rgb, (resolution, resolution), method=Image.Resampling.BICUBIC)
-    data = torch.frombuffer(bytearray(fitted.tobytes()), dtype=torch.uint8)
-    return data.view(resolution, resolution, 3).permute(2, 0, 1).contiguous()
 
 
 def _to_unit(pixels: Any) -> Any:

@@ -30,6 +30,7 @@ from lorahub.adapters.encoding import number
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import read_header, write
 from lorahub.training.base import Base
+from lorahub.training.kohya import ss_settings
 
 SAFETENSORS_DTYPES = {"no": "F32", "bf16": "BF16", "fp16": "F16"}
 BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux1": "flux1"}
@@ -229,7 +230,7 @@ def kohya_metadata(facts: Mapping[str, Any]) -> dict[str, str]:
         "ss_total_batch_size": config["batch"] * config["grad_accum"] * config["processes"],
         "ss_resolution": f"({resolution}, {resolution})",
         "ss_cache_latents": str(config["cache_latents"]),
-        "ss_dataset_dirs": json.dumps({facts["dataset_dir"]: {"n_repeats": 1, "img_count": facts["images"]}}),
+        "ss_dataset_dirs": json.dumps(facts["dataset_dirs"]),
         "ss_tag_frequency": json.dumps(facts["tag_frequency"]),
     }
     spec = {
@@ -246,6 +247,7 @@ def kohya_metadata(facts: Mapping[str, Any]) -> dict[str, str]:
         spec["modelspec.trigger_phrase"] = facts["trigger"]
     if facts.get("author"):
         spec["modelspec.author"] = facts["author"]
+    hyper |= ss_settings(config, facts["bucket_sides"])
     return {key: str(value) for key, value in (hyper | network_metadata(config, facts["targets"]) | spec).items()}
 
 
