@@ -205,7 +205,8 @@ def test_four_members_on_postgresql_and_seaweedfs_at_once(
     context = multiprocessing.get_context("fork")  # a spawned member spends seconds importing before it starts
     barrier = context.Manager().Barrier(len(plans))
     with context.Pool(len(plans)) as pool_of_members:
-        results = pool_of_members.starmap(member_work, [(home, plan, barrier) for home, plan in plans])
+        work = pool_of_members.starmap_async(member_work, [(home, plan, barrier) for home, plan in plans])
+        results = work.get(timeout=600)  # a member stuck for good fails the test rather than hanging the run
 
     half = ADDS_EACH // 2
     assert [r["added"] for r in results] == [ADDS_EACH] * 4
