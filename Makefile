@@ -2,6 +2,9 @@
 #   make demo   set up .venv with the tested, pinned set of dependencies and run the quickstart
 #   make test   set up .venv the same way and run lint, types, the layer contract and the whole test suite
 #
+# `make team-demo` (examples/team_demo.sh) shows two homes sharing one team store: a PostgreSQL catalogue (the local
+# server; a SQLite file when none answers) and an S3 bucket on a SeaweedFS server it starts on loopback.
+#
 # The tested set is requirements/lock.txt: exact versions with the SHA-256 of every file, installed in pip's
 # hash-checking mode (`make lock` regenerates it from .venv after a deliberate upgrade). torch is installed first,
 # on its own: its wheel differs between CPU and CUDA builds. On the project's CPU machines `torch==2.13.0` is a CPU
@@ -21,7 +24,7 @@ STAMP := $(VENV)/.lorahub-installed
 LATEST := .venv-latest
 LATEST_TORCH_SPEC ?= $(TORCH_SPEC)
 
-.PHONY: setup demo test lint typecheck docs unit bench lock test-latest clean
+.PHONY: setup demo team-demo test lint typecheck docs unit bench lock test-latest clean
 
 setup: $(STAMP)
 
@@ -36,6 +39,9 @@ $(STAMP): pyproject.toml requirements/lock.txt Makefile
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/quickstart.sh
+
+team-demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/team_demo.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lorahub tests benchmarks examples

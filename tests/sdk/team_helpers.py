@@ -1,5 +1,4 @@
-"""Helpers of the PostgreSQL team tests: the GRANTs docs/team.md gives, and what each member process runs (child
-processes import it by name under the ``spawn`` start method)."""
+"""Helpers of the PostgreSQL team tests: the GRANTs docs/team.md gives, and what each member process runs."""
 
 from __future__ import annotations
 
@@ -31,36 +30,38 @@ def documented_grants(*, database: str, schema: str, names: dict[str, str]) -> l
 
 
 def member_work(home: str, plan: dict[str, Any], barrier: Any) -> dict[str, int]:
-    """One member, in its own process. Once all are up: add the shared files under its own names; a curator also
-    signs the others' versions it sees and removes every other one of its own, a contributor tries to remove its
-    own and is refused. Once all have added, each curator signs what it has not signed yet. Returns its counts."""
+    """One member, in its own process. Once all are up: add the files under its own names, and after each add, with
+    ``plan["sign"]`` (a curator) sign the others' versions it has not signed yet; try to remove every other one of
+    its own (a contributor is refused); with ``plan["gc"]`` (an admin) collect garbage. Once all have added, each
+    signer signs what it has not signed yet. Returns its counts."""
     hub = Hub.open(home)
-    done = {"added": 0, "signed": 0, "removed": 0, "refused": 0}
+    done = {"added": 0, "signed": 0, "removed": 0, "refused": 0, "collected": 0}
     barrier.wait(120)
     for index, path in enumerate(plan["files"]):
         hub.add(path, AddOptions(name=f"{plan['prefix']}-{index}", license="MIT", allow_duplicate=True))
         done["added"] += 1
-        if plan["curator"]:
+        if plan["sign"]:
             done["signed"] += _sign_others(hub, plan["prefix"])
-            if index % 2:
-                hub.remove(f"{plan['prefix']}-{index}")
-                done["removed"] += 1
-        else:
+        if index % 2:
             try:
                 hub.remove(f"{plan['prefix']}-{index}")
+                done["removed"] += 1
             except errors.RoleRequiredError:
                 done["refused"] += 1
+        if plan["gc"]:
+            done["collected"] += hub.gc()[0]
     barrier.wait(120)
-    if plan["curator"]:
+    if plan["sign"]:
         done["signed"] += _sign_others(hub, plan["prefix"])
     hub.catalog.engine.dispose()
     return done
 
 
 def _sign_others(hub: Hub, prefix: str) -> int:
+    mine = hub.signer().keyid
     signed = 0
     for version in hub.list_versions():
-        if not version.name.startswith(prefix):
+        if not version.name.startswith(prefix) and mine not in {s.keyid for s in version.signatures}:
             # another curator may remove it between the listing and the signature: the catalogue settles that race
             with contextlib.suppress(errors.AdapterNotFoundError):
                 signed += int(hub.sign(version.ref)[1])

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,29 @@ def test_gc_collects_unrecorded_blobs_from_a_folder_store_too(hub: Hub) -> None:
     hub.catalog.leases.release([prepared.lease] if prepared.lease else [])
     assert hub.gc() == (1, prepared.report.file_size)
     assert list(hub.blobs.iter_blobs()) == []
+
+
+def test_gc_takes_no_lease_on_blobs_it_already_deleted(hub: Hub, example_lora: Callable[..., Path]) -> None:
+    """The catalogue keeps every blob's row (removed versions name theirs): a later ``gc`` must not claim and release
+    each blob collected before, two write transactions that every other writer of a team waits for."""
+    import sqlalchemy as sa
+
+    for seed in range(3):
+        hub.add(example_lora(f"gone-{seed}", seed=seed), AddOptions(license="MIT"))
+        hub.remove(f"gone-{seed}")
+    assert hub.gc()[0] == 3 and list(hub.blobs.iter_blobs()) == []
+    claims: list[str] = []
+
+    def seen(_c: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO BLOB_LEASE"):
+            claims.append(statement)
+
+    sa.event.listen(hub.catalog.engine, "before_cursor_execute", seen)
+    try:
+        assert hub.gc() == (0, 0)
+    finally:
+        sa.event.remove(hub.catalog.engine, "before_cursor_execute", seen)
+    assert claims == []
 
 
 def test_config_names_the_store_and_refuses_what_it_cannot_use(

@@ -1,9 +1,12 @@
 """A team on PostgreSQL: the database roles docs/team.md gives make a reader's login read-only (the server refuses
-its writes); four members in four processes add, sign and remove at once and every event's signer held its role;
-a backup restores into a PostgreSQL catalogue that goes on numbering."""
+its writes); four members in four processes, their blobs in one SeaweedFS bucket, add, sign, remove and collect
+garbage at once, and nothing is lost, every object verifies and every event's signer held its role; a backup
+restores into a PostgreSQL catalogue that goes on numbering."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,11 +21,12 @@ from lorahub import Hub, errors
 from lorahub.dev.example_lora import write_example_lora
 from lorahub.registry import roles
 from lorahub.registry.catalog import Catalog, KeyRow
+from lorahub.registry.s3blobs import S3BlobStore
 from lorahub.sdk.adding import AddOptions
 from lorahub.sdk.home import TEAM_KEY, TeamConfig, set_config_value
 from tests.registry.helpers import PG_URL, Signer, new_version, postgres_reason, postgres_schema, verify_signature
 from tests.sdk.team_helpers import documented_grants, member_work
-from tests.support import postgres_unavailable
+from tests.support import SeaweedFS, postgres_unavailable
 
 pytestmark = pytest.mark.postgres
 
@@ -145,51 +149,100 @@ def _member(root: Path, name: str, config: Path, admin: Hub, role: str) -> str:
     return str(root / name)
 
 
+KEPT, FLEETING, ADDS_EACH = 5, 5, 50
+"""Contents every member adds and keeps; contents the curators and the admin add and remove at once, so that the
+admin's ``gc`` deletes them while others are adding the same bytes again; adds per member (200 in all)."""
+
+
+def _pool(folder: Path, seeds: range) -> list[str]:
+    """Small files, fast to add: the first modules of a rank-1 example LoRA (23 kB instead of its 1.3 MB)."""
+    from safetensors.numpy import load_file, save_file
+
+    folder.mkdir()
+    for seed in seeds:
+        whole = folder / f"whole-{seed}.safetensors"
+        write_example_lora(whole, rank=1, seed=seed, name=f"shared-{seed}")
+        tensors = dict(sorted(load_file(whole).items())[:12])
+        save_file(tensors, folder / f"{seed}.safetensors", {"ss_base_model_version": "sd_v1"})
+    return [str(folder / f"{seed}.safetensors") for seed in seeds]
+
+
+def _plan(name: str, role: str, offset: int, kept: list[str], fleeting: list[str]) -> dict[str, object]:
+    """A contributor adds kept contents only; the others alternate a kept one and a fleeting one (removed at once:
+    every member tries to remove every other one of its own), each member starting at its own place in both lists.
+    Curators sign; the admin collects garbage after each of its adds."""
+    files = []
+    for index in range(ADDS_EACH):
+        source = fleeting if index % 2 and role != "contributor" else kept
+        files.append(source[(index // 2 + offset) % len(source)])
+    return {"files": files, "prefix": name, "sign": role == "curator", "gc": role == "admin"}
+
+
 @pytest.mark.slow
-def test_four_members_at_once_keep_one_chain_and_every_signer_held_its_role(schema_url: str, tmp_path: Path) -> None:
-    """Four processes, each its own home and identity, one PostgreSQL catalogue and one shared blob folder: 24 adds
-    of 4 distinct files (the same bytes added by several members at once), curators signing each other's versions
-    and removing some of their own, contributors refused removals, all at the same time."""
+def test_four_members_on_postgresql_and_seaweedfs_at_once(
+    schema_url: str, s3_blobs_url: str, seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """Four processes, each its own home and identity, one PostgreSQL catalogue and one SeaweedFS bucket: 200 adds
+    of 10 distinct files (the same bytes added by several members at once), two curators signing the others'
+    versions, curators and an admin removing half of their own, a contributor refused removals, and the admin
+    running ``gc`` after each of its adds, deleting contents just removed while the others add them again.
+    Afterwards every version's object is in the bucket and hashes to its digest, every object was stored and
+    deleted as the audit log and the collections say, the audit chain verifies and every event's signer held its
+    role."""
     admin = Hub.open(tmp_path / "admin")
     admin.create_identity("Admin <admin@studio.example>")
     config = tmp_path / "team.toml"
-    admin.team_init(schema_url, config, blobs_url=str(tmp_path / "blobs"))
+    admin.team_init(schema_url, config, blobs_url=s3_blobs_url)
     admin = Hub.open(tmp_path / "admin")
-    pool = []
-    for seed in range(4):
-        path = tmp_path / "pool" / f"shared-{seed}.safetensors"
-        path.parent.mkdir(exist_ok=True)
-        write_example_lora(path, rank=1, seed=seed, name=f"shared-{seed}")
-        pool.append(str(path))
-    members = [("ann", "curator"), ("ben", "contributor"), ("cat", "curator"), ("dan", "contributor")]
-    plans = []
-    for index, (name, role) in enumerate(members):
-        home = _member(tmp_path, name, config, admin, role)
-        files = pool[index % 2 :] + pool[: index % 2]  # everyone adds the same files, in two orders
-        plans.append((home, {"files": files + files[:2], "prefix": name, "curator": role == "curator"}))
+    kept, fleeting = _pool(tmp_path / "kept", range(KEPT)), _pool(tmp_path / "fleeting", range(KEPT, KEPT + FLEETING))
+    members = [("ann", "curator"), ("ben", "contributor"), ("cat", "curator"), ("dan", "admin")]
+    plans = [
+        (_member(tmp_path, name, config, admin, role), _plan(name, role, offset, kept, fleeting))
+        for offset, (name, role) in enumerate(members)
+    ]
 
-    context = multiprocessing.get_context("spawn")
+    admin.catalog.engine.dispose()  # forked members must not share the test's connections
+    context = multiprocessing.get_context("fork")  # a spawned member spends seconds importing before it starts
     barrier = context.Manager().Barrier(len(plans))
     with context.Pool(len(plans)) as pool_of_members:
-        results = pool_of_members.starmap(member_work, [(home, plan, barrier) for home, plan in plans])
+        work = pool_of_members.starmap_async(member_work, [(home, plan, barrier) for home, plan in plans])
+        results = work.get(timeout=600)  # a member stuck for good fails the test rather than hanging the run
 
-    assert [r["added"] for r in results] == [6, 6, 6, 6]
-    assert [r["refused"] for r in results] == [0, 6, 0, 6]
+    half = ADDS_EACH // 2
+    assert [r["added"] for r in results] == [ADDS_EACH] * 4
+    assert [(r["removed"], r["refused"]) for r in results] == [(half, 0), (0, half), (half, 0), (half, 0)]
     curators = {_key_of(tmp_path / name) for name, role in members if role == "curator"}
     for version in admin.list_versions():  # every version left carries the signature of each other curator
         assert curators - {version.signers[0]} <= {s.keyid for s in version.signatures}, version.ref
-    assert sum(e["action"] == "sign" for e in admin.audit()) == sum(r["signed"] for r in results) >= 30
+    assert sum(e["action"] == "sign" for e in admin.audit()) == sum(r["signed"] for r in results) >= 200
     assert admin.verify_audit() == []  # the links, every signature, and every signer's role at its event
     events = admin.audit()
-    actors = {e["actor"]: e["actor"] for e in events}
-    assert len(actors) == 5 and sum(e["action"] == "add" for e in events) == 24
-    assert sum(e["action"] == "remove" for e in events) == sum(r["removed"] for r in results) == 6
+    assert len({e["actor"] for e in events}) == 5 and sum(e["action"] == "add" for e in events) == 4 * ADDS_EACH
+    assert sum(e["action"] == "remove" for e in events) == 3 * half
     replay = roles.Replay()
     for event in admin.catalog.audit_events():
         replay.event(event.seq, event.actor, event.action, event.details)
     assert replay.problems == [] and sorted(replay.roles.values()) == sorted(["admin", *(r for _, r in members)])
-    stored = list((tmp_path / "blobs" / "sha256").glob("*/*"))
-    assert len(stored) == 4 and all(admin.blobs.verify(path.name) for path in stored)  # shared contents, once each
+    _check_bucket(admin, seaweedfs, kept, results)
+
+
+def _check_bucket(admin: Hub, seaweedfs: SeaweedFS, kept: list[str], results: list[dict[str, int]]) -> None:
+    """Every version's object is in the bucket and hashes to its digest; no lease is left; the last ``gc`` leaves
+    exactly the objects versions reference; every object stored (an add event saying ``stored``) was deleted by a
+    ``gc`` or is still there, and nothing else was deleted."""
+    store = admin.blobs
+    assert isinstance(store, S3BlobStore) and store.where.bucket == seaweedfs.bucket
+    versions = admin.list_versions()
+    referenced = {v.blob_sha256 for v in versions}
+    assert len(versions) == ADDS_EACH + 3 * (ADDS_EACH // 2)
+    assert referenced == {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in kept}
+    assert referenced <= set(store.iter_blobs()) and all(store.verify(sha256) for sha256 in referenced)
+    assert admin.catalog.leases.live() == []
+    collected = sum(r["collected"] for r in results) + admin.gc()[0]
+    assert set(store.iter_blobs()) == referenced
+    stored = [json.loads(e.details)["blob"] == "stored" for e in admin.catalog.audit_events(action="add")]
+    assert sum(stored) == collected + len(referenced) and collected >= FLEETING
+    assert all(report.ok for report in admin.verify_all())
 
 
 def test_a_backup_restores_into_postgresql_and_numbering_goes_on(
