@@ -281,10 +281,16 @@ def lorahub(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 EXIT_VERIFY_FAILED = 7
 
 
+FIRST_OF_EACH_SOURCE = sorted({case.source: index for index, case in reversed(list(enumerate(CORPUS)))}.values())
+
+
 @pytest.mark.slow
 def test_cli_inspect_verify_and_repair_on_the_corpus(tmp_path: Path) -> None:
+    """The shell says what the SDK found: one damaged file of each source (the SDK tests above take every case;
+    three commands per case would cost a minute and a half here)."""
     home = tmp_path / "home"
-    for index, case in enumerate(CORPUS):
+    for index in FIRST_OF_EACH_SOURCE:
+        case = CORPUS[index]
         folder = tmp_path / str(index)
         folder.mkdir()
         original = SOURCES[case.source](folder)

@@ -50,7 +50,7 @@ xformers = true
 """
 
 EXPECTED = {
-    "rank": 16, "alpha": 8.0, "lr": 2e-4, "text_encoder_lr": None, "steps": 1600, "batch": 4, "resolution": 512,
+    "rank": 16, "alpha": 8.0, "lr": 2e-4, "train_text_encoder": False, "steps": 1600, "batch": 4, "resolution": 512,
     "scheduler": "cosine", "warmup": 160, "mixed_precision": "fp16", "seed": 42, "buckets": True, "min_bucket": 320,
     "max_bucket": 960, "bucket_step": 32, "bucket_no_upscale": True, "shuffle_captions": True, "keep_tokens": 1,
     "caption_dropout": 0.05, "noise_offset": 0.0357, "min_snr_gamma": 5.0, "grad_accum": 2,
@@ -83,7 +83,7 @@ def test_the_kohya_gui_json_and_lycoris_networks(tmp_path: Path) -> None:
     settings = read_kohya(path)
     assert settings.config["network"] == "lokr" and settings.config["resolution"] == 624  # the area of 768×512
     assert settings.config["min_snr_gamma"] is None and settings.config["steps"] == 100
-    assert settings.config["text_encoder_lr"] == 1e-4  # kohya trains the text encoders unless told not to
+    assert settings.config["train_text_encoder"] is True  # kohya trains the text encoders unless told not to
     assert {item.split(" = ")[0] for item in settings.unmapped} == {"network_args.conv_dim", "lr_scheduler"}
     dora = tmp_path / "dora.toml"
     dora.write_text('network_module = "lycoris.kohya"\nnetwork_args = ["algo=lora", "dora_wd=True"]\n')
@@ -135,7 +135,7 @@ def test_like_reads_kohya_ss_metadata(hub: Hub, tmp_path: Path) -> None:
     hub.add(path, AddOptions(name="theirs", license="MIT"))
     settings = like_settings(hub, "theirs")
     assert dict(settings.config) == {
-        "rank": 4, "alpha": 2.0, "lr": 1e-4, "text_encoder_lr": 5e-5, "steps": 1200, "resolution": 768,
+        "rank": 4, "alpha": 2.0, "lr": 1e-4, "train_text_encoder": True, "text_encoder_lr": 5e-5, "steps": 1200, "resolution": 768,
         "noise_offset": 0.05, "min_snr_gamma": 5.0, "shuffle_captions": True, "keep_tokens": 1, "caption_dropout": 0.0,
         "buckets": True, "min_bucket": 256, "max_bucket": 1536, "bucket_no_upscale": False, "seed": 1234,
         "scheduler": "cosine", "warmup": 50, "grad_accum": 1, "batch": 2, "mixed_precision": "bf16",

@@ -4,7 +4,6 @@ settings back."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,8 +90,3 @@ def test_resume_is_exact_with_buckets_random_crops_and_varied_captions(
 def test_min_snr_is_refused_for_flow_matching(hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     with pytest.raises(errors.TrainingError, match="min_snr_gamma is defined for ε- and v-prediction"):
         lorahub.train(tiny_bases["flux1"], write_shapes(tmp_path / "data", 1), hub=hub, min_snr_gamma=5.0)
-
-
-def test_unbuilt_networks_are_refused_not_ignored() -> None:
-    with pytest.raises(errors.TrainingError, match="denoiser only"):
-        dataclasses.replace(TrainConfig(), network="lokr").check()
