@@ -135,7 +135,8 @@ def test_like_reads_kohya_ss_metadata(hub: Hub, tmp_path: Path) -> None:
     hub.add(path, AddOptions(name="theirs", license="MIT"))
     settings = like_settings(hub, "theirs")
     assert dict(settings.config) == {
-        "rank": 4, "alpha": 2.0, "lr": 1e-4, "train_text_encoder": True, "text_encoder_lr": 5e-5, "steps": 1200, "resolution": 768,
+        "rank": 4, "alpha": 2.0, "lr": 1e-4, "train_text_encoder": True, "text_encoder_lr": 5e-5, "steps": 1200,
+        "resolution": 768,
         "noise_offset": 0.05, "min_snr_gamma": 5.0, "shuffle_captions": True, "keep_tokens": 1, "caption_dropout": 0.0,
         "buckets": True, "min_bucket": 256, "max_bucket": 1536, "bucket_no_upscale": False, "seed": 1234,
         "scheduler": "cosine", "warmup": 50, "grad_accum": 1, "batch": 2, "mixed_precision": "bf16",
