@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Never
 from lorahub import errors
 from lorahub.sdk.refs import check_name
 from lorahub.signing.timestamps import utc_timestamp
-from lorahub.training.config import MixedPrecision, Scheduler, TrainConfig, resumed_config
+from lorahub.training.config import MixedPrecision, Quantization, Scheduler, TrainConfig, resumed_config
 from lorahub.unset import UNSET, Unset, given
 from lorahub.version import __version__
 
@@ -53,6 +53,8 @@ class TrainResult:
     """The final card's ``training`` field."""
     state_dir: Path
     notes: tuple[str, ...] = ()
+    samples: tuple[dict[str, Any], ...] = ()
+    """The sample images this call rendered (step, index, prompt, seed, path, sha256, adapter ref or None)."""
 
     @property
     def final(self) -> AddResult:
@@ -65,6 +67,7 @@ class TrainResult:
             "versions": [{"ref": f"{v.name}@{v.version}", "content_digest": v.content_digest} for v in self.versions],
             "state_dir": str(self.state_dir),
             "notes": list(self.notes),
+            "samples": list(self.samples),
             "training": self.training,
         }
 
@@ -88,6 +91,7 @@ class _Run:
     versions: list[AddResult] = field(default_factory=list)
     license: str | None = None
     """The licence id the trainer gives the adapter (the card's ``license``; unknown when not given)."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train(
@@ -126,6 +130,9 @@ def train(
     max_grad_norm: float | Unset = UNSET,
     adam_betas: tuple[float, float] | Unset = UNSET,
     adam_epsilon: float | Unset = UNSET,
+    sample_prompts: Sequence[str] | os.PathLike[str] | Unset = UNSET,
+    sample_every: int | Unset = UNSET,
+    quantization: Quantization | Unset | None = UNSET,
     extra: dict[str, Any] | Unset = UNSET,
     **unknown: Never,
 ) -> TrainResult:
@@ -134,10 +141,11 @@ def train(
     The settings from ``rank`` on are the :class:`~lorahub.TrainConfig` fields of the same names
     (documented there); one given here replaces ``config``'s, one left out keeps it (or the TrainConfig default).
     ``resume`` (``NAME@V`` of a checkpoint, or its state folder) continues that run with its own settings
-    (``steps``, ``save_every`` and ``log_every`` may change). ``on_step`` is called after every optimizer step with
-    a :class:`~lorahub.Step`. Returns the catalogued versions. Any other keyword is refused with a
-    :class:`~lorahub.errors.TrainingError` that lists the known settings (``unknown`` exists for that message;
-    type checkers refuse such keywords already).
+    (``steps``, ``save_every``, ``log_every`` and the sample settings may change). ``on_step`` is called after
+    every optimizer step with a :class:`~lorahub.Step`. ``sample_prompts`` is a list of prompt lines, or the path
+    of a prompts file (a :class:`~pathlib.Path`; a bare string is refused, being ambiguous). Returns the
+    catalogued versions. Any other keyword is refused with a :class:`~lorahub.errors.TrainingError` that lists
+    the known settings (``unknown`` exists for that message; type checkers refuse such keywords already).
     """
     from lorahub.sdk.hub import Hub
 
@@ -147,7 +155,8 @@ def train(
         grad_accum=grad_accum, resolution=resolution, mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing, cache_latents=cache_latents, seed=seed, save_every=save_every,
         log_every=log_every, prior_weight=prior_weight, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-        adam_betas=adam_betas, adam_epsilon=adam_epsilon, extra=extra,
+        adam_betas=adam_betas, adam_epsilon=adam_epsilon, sample_prompts=sample_prompts, sample_every=sample_every,
+        quantization=quantization, extra=extra,
     )  # fmt: skip
     requested = _config(config, settings | unknown)
     run = _prepare(
@@ -172,6 +181,7 @@ def train(
         training=last.signed.card.training,
         state_dir=_run_dir(hub, run.record.run_id),
         notes=tuple(trainer.notes),
+        samples=tuple(run.samples),
     )
 
 
@@ -183,13 +193,27 @@ def training_runs(hub: Hub) -> TrainingRuns:
 
 
 def _train_and_checkpoint(run: _Run, trainer: Trainer, on_step: Callable[[Step], None] | None) -> None:
+    """Train to each checkpoint or sample step; catalogue at a checkpoint, then sample (the samples name it)."""
+    from lorahub.sdk.samples import SAMPLES_DIR, write_samples
     from lorahub.training.loop import iterate_steps
+    from lorahub.training.samples import sample_steps
 
-    for stop in iterate_steps(run.config.steps, run.config.save_every):
+    config = run.config
+    checkpoints = set(iterate_steps(config.steps, config.save_every))
+    samples = set(sample_steps(config.steps, config.sample_every)) if trainer.sampler is not None else set()
+    for stop in sorted(checkpoints | samples):
         if stop <= trainer.run.step:
             continue
         trainer.train(stop, on_step)
-        _checkpoint(run, trainer, final=stop == run.config.steps)
+        if stop in checkpoints:
+            _checkpoint(run, trainer, final=stop == config.steps)
+        if stop in samples:
+            directory = _run_dir(run.hub, run.record.run_id) / SAMPLES_DIR
+            version = run.versions[-1] if stop in checkpoints else None
+            entries = write_samples(
+                run.hub, trainer, record=run.record, base=run.base, directory=directory, version=version
+            )
+            run.samples += [e | {"path": str(run.hub.settings.home / e["path"])} for e in entries]
 
 
 def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainConfig:
@@ -202,7 +226,22 @@ def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainCon
     values = dict(settings)
     if "targets" in values:
         values["targets"] = tuple(values["targets"])
+    if "sample_prompts" in values:
+        values["sample_prompts"] = _prompt_lines(values["sample_prompts"])
     return dataclasses.replace(config or TrainConfig(), **values).check()
+
+
+def _prompt_lines(value: Any) -> tuple[str, ...]:
+    from lorahub.training.samples import read_prompt_file
+
+    if isinstance(value, str):
+        raise errors.TrainingError(
+            "sample_prompts is a single string: is it a prompt or a file?",
+            hint="Give a list of prompts, or a pathlib.Path to a prompts file (one prompt per line).",
+        )
+    if isinstance(value, os.PathLike):
+        return read_prompt_file(Path(value))
+    return tuple(value)
 
 
 # --- checks before torch -----------------------------------------------------------------------------------------
@@ -225,6 +264,7 @@ def _prepare(
     from lorahub.registry.runs import RunRecord
     from lorahub.training.base import describe_base, weights_digest
     from lorahub.training.data import read_dataset
+    from lorahub.training.quantised import check_quantization
 
     signer = hub.signer()  # no identity, no signed lineage: refuse before hours of training
     hub.require("train", signer.keyid)  # nor without the role, in a team
@@ -241,6 +281,7 @@ def _prepare(
     final_name = check_name(name or resumed_name or _default_name(data))
     location = locate_base(base_ref)
     base = describe_base(location.path, location.name, revision=location.revision)
+    check_quantization(config.quantization, base)
     base_digest = weights_digest(location.path)
     dataset = read_dataset(
         data, trigger=trigger, sources=Path(sources) if sources else None, manifest=Path(manifest) if manifest else None
@@ -493,7 +534,23 @@ def _training_record(
         "resumed_from": run.parent.parameters | {"digest": run.parent.digest} if run.parent else None,
         "output": {"layout": layout, "dtype": {"no": "fp32"}.get(trainer.precision.used, trainer.precision.used)},
         "state": state.relative_to(run.hub.settings.home).as_posix(),
+        "samples": _samples_record(run),
         "notes": list(trainer.notes),
+    }
+
+
+def _samples_record(run: _Run) -> dict[str, Any] | None:
+    """Where and how often the run samples (its images name this version; the run's row lists them)."""
+    from lorahub.sdk.samples import SAMPLES_DIR
+    from lorahub.training.samples import prompt_lines
+
+    if not run.config.sample_prompts:
+        return None
+    directory = _run_dir(run.hub, run.record.run_id) / SAMPLES_DIR
+    return {
+        "dir": directory.relative_to(run.hub.settings.home).as_posix(),
+        "every": run.config.sample_every,
+        "prompts": len(list(prompt_lines(run.config.sample_prompts))),
     }
 
 

@@ -30,6 +30,8 @@ from lorahub import errors
 from lorahub.training.base import Base
 from lorahub.training.config import DEFAULT_TARGETS, FLUX_EXTRA_TARGETS, TrainConfig
 from lorahub.training.data import Example
+from lorahub.training.quantised import quantised_denoiser
+from lorahub.training.samples import Sampler
 
 ADAPTER_NAME = "lorahub"
 TEXT_BATCH = 16
@@ -113,6 +115,7 @@ class Trainer:
         self.examples = self._prepare(examples, cache_latents=config.cache_latents)
         self.prior = self._prepare(prior, cache_latents=config.cache_latents) if prior else []
         self.held_out = self._prepare(held_out, cache_latents=True) if held_out else []
+        self.sampler = Sampler(self, config.sample_prompts) if config.sample_prompts else None
         self._free_encoders()
         self._optimizer_and_schedule()
         self.data_gen = self.torch.Generator().manual_seed(config.seed)
@@ -130,6 +133,7 @@ class Trainer:
         diffusers = _module("diffusers")
         try:
             extra = {"safety_checker": None} if self.base.pipeline_class == "StableDiffusionPipeline" else {}
+            extra |= quantised_denoiser(diffusers, self.base, self.config.quantization, self.weight_dtype, self.device)
             pipe = diffusers.DiffusionPipeline.from_pretrained(
                 str(self.base.path), dtype=self.weight_dtype, **extra
             )  # the safety checker is an image classifier for inference: training never runs it
@@ -151,7 +155,8 @@ class Trainer:
         for component in pipe.components.values():
             if isinstance(component, self.torch.nn.Module):
                 component.requires_grad_(False)
-                component.to(self.device)
+                if not getattr(component, "is_quantized", False):  # bitsandbytes placed it on the GPU already
+                    component.to(self.device)
                 component.eval()
 
     def _add_lora(self) -> None:
@@ -256,11 +261,12 @@ class Trainer:
         return dist.mean[0].detach(), dist.std[0].detach()
 
     def _free_encoders(self) -> None:
-        """The text encoders (and the VAE, when latents are cached) are not needed any more: free their memory."""
+        """The text encoders (and the VAE, when latents are cached and nothing is sampled) are not needed any
+        more: free their memory."""
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(self.pipe, name, None) is not None:
                 setattr(self.pipe, name, None)
-        if self.config.cache_latents:
+        if self.config.cache_latents and self.sampler is None:
             self.vae = None
             self.pipe.vae = None
         if self.device.type == "cuda":
