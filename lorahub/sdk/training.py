@@ -158,7 +158,7 @@ def train(
         adam_betas=adam_betas, adam_epsilon=adam_epsilon, sample_prompts=sample_prompts, sample_every=sample_every,
         quantization=quantization, extra=extra,
     )  # fmt: skip
-    requested = _config(config, settings | unknown)
+    requested = _config(config, settings | unknown, whole=resume is None)
     run = _prepare(
         hub, base_ref=base, data=Path(data), name=name, trigger=trigger, requested=requested, prior=prior,
         sources=sources, manifest=manifest, resume=resume,
@@ -216,7 +216,9 @@ def _train_and_checkpoint(run: _Run, trainer: Trainer, on_step: Callable[[Step],
             run.samples += [e | {"path": str(run.hub.settings.home / e["path"])} for e in entries]
 
 
-def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainConfig:
+def _config(config: TrainConfig | None, settings: Mapping[str, Any], *, whole: bool) -> TrainConfig:
+    """The requested settings; checked here unless they only change a resumed run (``whole`` False), whose
+    settings are checked once merged with the checkpoint's (``--sample-every`` alone then uses its prompts)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -228,7 +230,8 @@ def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainCon
         values["targets"] = tuple(values["targets"])
     if "sample_prompts" in values:
         values["sample_prompts"] = _prompt_lines(values["sample_prompts"])
-    return dataclasses.replace(config or TrainConfig(), **values).check()
+    requested = dataclasses.replace(config or TrainConfig(), **values)
+    return requested.check() if whole else requested
 
 
 def _prompt_lines(value: Any) -> tuple[str, ...]:

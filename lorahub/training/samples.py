@@ -17,6 +17,7 @@ Signing the images and recording them is the SDK's (:mod:`lorahub.sdk.samples`).
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class Sample:
     steps: int
     width: int
     height: int
-    guidance: float | None
+    guidance: float
     scheduler: str
 
 
@@ -201,12 +202,17 @@ class Sampler:
         torch, pipe, prompt = trainer.torch, trainer.pipe, self.prompts[index]
         seed, steps, width, height = self.settings(index)
         call: dict[str, Any] = dict(self.encoded[index])
+        guidance = prompt.guidance if prompt.guidance is not None else _default_guidance(pipe)
         call |= {"num_inference_steps": steps, "width": width, "height": height, "output_type": "pil"}
-        if prompt.guidance is not None:
-            call["guidance_scale"] = prompt.guidance
+        call["guidance_scale"] = guidance
         generator = torch.Generator(device=trainer.device).manual_seed(seed)
         mixed = trainer.precision.used != "no"
         with torch.autocast(trainer.device.type, dtype=trainer.weight_dtype, enabled=mixed):
             image = pipe(generator=generator, **call).images[0]
         scheduler = type(pipe.scheduler).__name__
-        return Sample(index, prompt, image, seed, steps, width, height, prompt.guidance, scheduler)
+        return Sample(index, prompt, image, seed, steps, width, height, guidance, scheduler)
+
+
+def _default_guidance(pipe: Any) -> float:
+    """The pipeline's own default guidance scale (7.5 for SD, 5 for SDXL, 3.5 for FLUX), recorded with the image."""
+    return float(inspect.signature(type(pipe).__call__).parameters["guidance_scale"].default)

@@ -95,6 +95,7 @@ def test_samples_are_signed_recorded_and_shown(hub: Hub, tiny_bases: Mapping[str
         assert report.parameters["training_run"] == result.run_id
         assert report.parameters["training_step"] == sample["step"]
         assert report.parameters["prompt"] == PROMPTS[sample["index"]].split(" --")[0]
+    assert hub.inspect_image(home / result.samples[0]["path"]).parameters["guidance_scale"] == 7.5  # SD's default
     second = hub.inspect_image(home / result.samples[1]["path"])
     assert second.parameters["negative_prompt"] == "blurry" and second.parameters["guidance_scale"] == 5.5
     assert (second.parameters["width"], second.parameters["height"], second.parameters["seed"]) == (32, 48, 1)
@@ -136,6 +137,36 @@ def test_samples_are_deterministic_and_name_the_weights_of_an_uncatalogued_step(
     for first, second in zip(a.samples, b.samples, strict=True):
         assert _pixels(hub_a.settings.home / first["path"]) == _pixels(hub_b.settings.home / second["path"])
     assert b.final.content_digest == a.final.content_digest  # sampling did not disturb training
+
+
+def test_a_resumed_run_keeps_its_samples_and_may_change_how_often(
+    hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path
+) -> None:
+    data = write_squares(tmp_path / "data", 2)
+    first = lorahub.train(
+        tiny_bases["sd1"], data, name="resumed", hub=hub, steps=2, sample_every=1, sample_prompts=PROMPTS[:1], **FAST
+    )
+    resumed = lorahub.train(tiny_bases["sd1"], data, hub=hub, resume="resumed@1", steps=4, sample_every=2)
+    assert [s["step"] for s in first.samples] == [1, 2] and [s["step"] for s in resumed.samples] == [4]
+    assert resumed.samples[0]["prompt"] == "sks square, red"  # the run's own prompts, read back from the checkpoint
+    [row] = training_runs(hub).list("resumed")
+    assert [s["step"] for s in row.samples] == [1, 2, 4]
+    assert [s["step"] for s in hub.show("resumed@2")["samples"]] == [1, 2, 4]
+    assert [s["step"] for s in hub.show("resumed@1")["samples"]] == [1, 2]
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux1"])
+def test_sdxl_and_flux_runs_sample_too(family: str, hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
+    data = write_squares(tmp_path / "data", 1)
+    result = lorahub.train(
+        tiny_bases[family], data, name=f"{family}-sampled", hub=hub, steps=1, sample_prompts=["sks square --s 2 --n dull"],
+        cache_latents=True, **FAST,
+    )  # fmt: skip
+    [sample] = result.samples
+    report = hub.inspect_image(sample["path"])
+    assert report.trusted and report.base is not None and report.base["family"] == family
+    assert [a.catalog_ref for a in report.adapters] == [f"{family}-sampled@1"]
+    assert any("ignore --n" in note for note in result.notes) == (family == "flux1")
 
 
 def test_the_cli_samples_and_show_lists_them(tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
