@@ -159,8 +159,8 @@ def test_a_resumed_run_keeps_its_samples_and_may_change_how_often(
 def test_sdxl_and_flux_runs_sample_too(family: str, hub: Hub, tiny_bases: Mapping[str, Path], tmp_path: Path) -> None:
     data = write_squares(tmp_path / "data", 1)
     result = lorahub.train(
-        tiny_bases[family], data, name=f"{family}-sampled", hub=hub, steps=1, sample_prompts=["sks square --s 2 --n dull"],
-        cache_latents=True, **FAST,
+        tiny_bases[family], data, name=f"{family}-sampled", hub=hub, steps=1, cache_latents=True,
+        sample_prompts=["sks square --s 2 --n dull"], **FAST,
     )  # fmt: skip
     [sample] = result.samples
     report = hub.inspect_image(sample["path"])
