@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,17 +118,18 @@ def test_samples_are_deterministic_and_name_the_weights_of_an_uncatalogued_step(
     tiny_bases: Mapping[str, Path], tmp_path: Path
 ) -> None:
     """Without a checkpoint at step 2, its samples name the adapter by the content digest those weights get when
-    catalogued (here by a run that does checkpoint there), and the images equal that run's, pixel for pixel."""
+    catalogued (here by a run that does checkpoint there), and the images equal that run's, pixel for pixel; the
+    weights trained are those of a run without samples."""
     data = write_squares(tmp_path / "data", 2)
+    sampling: dict[str, Any] = {"sample_every": 2, "sample_prompts": PROMPTS[:1]}
     runs = {}
-    for save_every in (2, 0):
-        hub = Hub.open(tmp_path / f"home-{save_every}")
+    for label, save_every, options in (("a", 2, sampling), ("b", 0, sampling), ("unsampled", 0, {})):
+        hub = Hub.open(tmp_path / label)
         hub.create_identity(TRAINER)
-        runs[save_every] = (hub, lorahub.train(
-            tiny_bases["sd1"], data, name="det", hub=hub, steps=4, save_every=save_every, sample_every=2,
-            sample_prompts=PROMPTS[:1], **FAST,
+        runs[label] = (hub, lorahub.train(
+            tiny_bases["sd1"], data, name="det", hub=hub, steps=4, save_every=save_every, **options, **FAST,
         ))  # fmt: skip
-    (hub_a, a), (hub_b, b) = runs[2], runs[0]
+    (hub_a, a), (hub_b, b), (_, unsampled) = runs["a"], runs["b"], runs["unsampled"]
     assert [v.version for v in b.versions] == [1]
     assert b.samples[0]["adapter"] is None and b.samples[0]["content_digest"] == a.versions[0].content_digest
     report = hub_b.inspect_image(hub_b.settings.home / b.samples[0]["path"])
@@ -136,7 +138,8 @@ def test_samples_are_deterministic_and_name_the_weights_of_an_uncatalogued_step(
     assert report.parameters["training_step"] == 2
     for first, second in zip(a.samples, b.samples, strict=True):
         assert _pixels(hub_a.settings.home / first["path"]) == _pixels(hub_b.settings.home / second["path"])
-    assert b.final.content_digest == a.final.content_digest  # sampling did not disturb training
+    assert unsampled.samples == ()  # and sampling did not change what was trained:
+    assert b.final.content_digest == a.final.content_digest == unsampled.final.content_digest
 
 
 def test_a_resumed_run_keeps_its_samples_and_may_change_how_often(
