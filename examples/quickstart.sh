@@ -83,11 +83,19 @@ set -e
 step "lorahub train: a tiny SD 1.5-shaped pipeline (random weights, made offline), trained for real; lineage in the card"
 lorahub dev tiny-pipeline "$work/tiny-sd1" --family sd1
 export OMP_NUM_THREADS=1  # tiny models: one thread is faster than two fighting
+# Samples during training: kohya's prompt-file syntax (--s steps, --d seed, --n negative, --l guidance, --w/--h);
+# rendered every 10 steps with the adapter as it is, signed with C2PA credentials naming the base and the version.
+printf '%s\n' 'example style, a red square --s 4 --d 1' 'example style, a blue circle --s 4 --d 2 --n blurry' \
+  > "$work/sample-prompts.txt"
 lorahub train --base "$work/tiny-sd1" --data "$work/images" --sources "$work/images/sources.csv" \
-  --trigger "example style" --name example-style --license MIT --steps 20 --save-every 10 --resolution 64 --lr 1e-3
+  --trigger "example style" --name example-style --license MIT --steps 20 --save-every 10 --resolution 64 --lr 1e-3 \
+  --sample-prompts "$work/sample-prompts.txt" --sample-every 10
 lorahub train --base "$work/tiny-sd1" --data "$work/images" --sources "$work/images/sources.csv" \
   --trigger "inky" --name ink-style --license CC-BY-4.0 --steps 20 --resolution 64 --lr 1e-3 --seed 1
 lorahub show example-style --json | python -c 'import json,sys; t=json.load(sys.stdin)["card"]["training"]; print(json.dumps({k: t[k] for k in ("base_model","dataset","steps","loss_curve")}, indent=1)[:1500])'
+lorahub show example-style | grep "^sample"  # a line per sample of its run: step, prompt, path
+sample="$(lorahub show example-style --json | python -c 'import json,sys; print(json.load(sys.stdin)["samples"][-1]["path"])')"
+lorahub provenance inspect "$sample"  # its Content Credentials: signer, base digest, the adapter version it shows
 
 step "from lorahub import load / stack: verified adapters applied to a diffusers pipeline, with weights"
 python - "$work/tiny-sd1" <<'PY'

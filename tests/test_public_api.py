@@ -89,7 +89,7 @@ NOT_LORAHUB = frozenset({
 })  # fmt: skip
 """Standard-library, typing and PIL names a public signature may use."""
 
-PLAIN_ALIASES = frozenset({"Dtype", "Progress", "Scheduler", "MixedPrecision", "Network"})
+PLAIN_ALIASES = frozenset({"Dtype", "Progress", "Scheduler", "MixedPrecision", "Network", "Quantization"})
 """Aliases of literal strings and callbacks: a caller passes a string or a function, never names the alias."""
 
 

@@ -257,6 +257,9 @@ def show_command(context: HubContext, ref: str, as_json: bool, loss_plot: Path |
         output.stdout.print(f"[cyan]{'file':<15}[/] {escape(line)}")
     for event in details["audit"]:
         output.stdout.print(f"[cyan]{'audit':<15}[/] {event['time']} {event['action']} by {event['actor'][:16]}…")
+    for sample in details["samples"]:
+        text = f"step {sample['step']}  {sample['prompt']}  {sample['path']}"
+        output.stdout.print(f"[cyan]{'sample':<15}[/] {escape(text)}", soft_wrap=True)  # a path stays whole
 
 
 def _write_loss_plot(details: dict[str, Any], out: Path) -> None:

@@ -130,6 +130,25 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An existing consent manifest of --data (checked against the images).",
 )
+@click.option(
+    "--sample-prompts",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Prompts to sample during training, one per line (kohya's options: --n NEG --s STEPS --l CFG --d SEED "
+    "--w W --h H); images signed beside the run.",
+)
+@click.option(
+    "--sample-every",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Sample the prompts every N steps (0: only at the end).",
+)
+@click.option(
+    "--quantize",
+    "quantization",
+    type=click.Choice(["int8", "nf4"]),
+    help="Load the FLUX transformer's frozen weights quantised (bitsandbytes, CUDA): FLUX LoRAs in 24 GB.",
+)
 @click.option("--resume", help="Continue a run from a checkpoint version NAME@V (or its state folder).")
 @click.option("--device", help="torch device [default: cuda when available, else cpu].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (versions, lineage) as JSON.")
@@ -215,5 +234,8 @@ def _render(result: TrainResult) -> None:
     points = training["loss_curve"]["points"]
     if points:
         out.print(f"loss {points[0][1]} (step {points[0][0]}) → {points[-1][1]} (step {points[-1][0]})")
+    for sample in result.samples:
+        text = f"sample step {sample['step']}: {sample['prompt']} → {sample['path']}"
+        out.print(escape(text), soft_wrap=True)  # a path cut in two cannot be opened
     for note in result.notes:
         out.print(f"[dim]note: {escape(note)}[/]")

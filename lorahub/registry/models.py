@@ -198,7 +198,8 @@ class TrainingRun(SQLModel, table=True):
     card cannot: which runs are still going, or died, and which versions one run produced.
 
     The columns are the fields of :class:`~lorahub.registry.runs.RunRow`, the run's
-    :class:`~lorahub.registry.runs.RunRecord` and its progress (``config`` as JSON text in ``config_json``);
+    :class:`~lorahub.registry.runs.RunRecord` and its progress (``config`` and ``samples`` as JSON text in
+    ``config_json`` and ``samples_json``);
     ``tests/registry/test_runs.py`` holds the two together.
     """
 
@@ -216,6 +217,7 @@ class TrainingRun(SQLModel, table=True):
     latest_version: int | None = None
     latest_digest: str | None = None
     config_json: str = Field(default="{}", sa_type=Text)
+    samples_json: str = Field(default="[]", sa_type=Text)
     started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -27,7 +27,9 @@ from lorahub.registry.models import TrainingRun, utc_now
 Status = Literal["running", "finished", "failed"]
 
 CONFIG_COLUMN = "config_json"
-"""The one column whose name and form differ from its field: ``config`` is stored as sorted-key JSON text."""
+SAMPLES_COLUMN = "samples_json"
+JSON_COLUMNS = {CONFIG_COLUMN: "config", SAMPLES_COLUMN: "samples"}
+"""The columns whose name and form differ from their fields: stored as sorted-key JSON text."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,12 +62,14 @@ class RunRow(RunRecord):
     latest_digest: str | None
     updated_at: datetime
     finished_at: datetime | None
+    samples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The images rendered from its sample prompts, oldest first (:mod:`lorahub.sdk.samples` writes them)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, in the table's column order; ``latest`` is the newest checkpoint as ``NAME@V``."""
         out: dict[str, Any] = {}
         for column in TrainingRun.model_fields:
-            name = "config" if column == CONFIG_COLUMN else column
+            name = JSON_COLUMNS.get(column, column)
             value = getattr(self, name)
             if name == "latest_version":
                 name, value = "latest", f"{self.name}@{value}" if value is not None else None
@@ -95,6 +99,16 @@ class TrainingRuns:
             row.updated_at = utc_now()
             if final:
                 row.status, row.finished_at = "finished", row.updated_at
+            session.add(row)
+
+    def add_samples(self, run_id: str, samples: list[dict[str, Any]]) -> None:
+        """Append samples; one of the same step and index as a listed one (a step run again) replaces it."""
+        with write_transaction(self.engine) as session:
+            row = self._row(session, run_id)
+            new = {(s["step"], s["index"]) for s in samples}
+            kept = [s for s in json.loads(row.samples_json) if (s["step"], s["index"]) not in new]
+            row.samples_json = json.dumps(kept + samples, sort_keys=True)
+            row.updated_at = utc_now()
             session.add(row)
 
     def fail(self, run_id: str) -> None:
@@ -137,5 +151,6 @@ def _config_text(config: dict[str, Any]) -> str:
 
 
 def _view(row: TrainingRun) -> RunRow:
-    values = {column: getattr(row, column) for column in TrainingRun.model_fields if column != CONFIG_COLUMN}
-    return RunRow(**values, config=json.loads(row.config_json))
+    values = {column: getattr(row, column) for column in TrainingRun.model_fields if column not in JSON_COLUMNS}
+    json_values = {name: json.loads(getattr(row, column)) for column, name in JSON_COLUMNS.items()}
+    return RunRow(**values, **json_values)

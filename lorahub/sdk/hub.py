@@ -510,7 +510,9 @@ class Hub(ProvenanceMixin):
     def show(self, ref: str, *, trust: TrustLookup | None = None) -> dict[str, Any]:
         """A version's summary, card, signatures with their trust (asked of ``trust``, a snapshot such as
         :class:`~lorahub.signing.trust.StaticTrust` of :meth:`trusted_keys`, else of this home key by key), audit
-        events and files."""
+        events, files, and the samples its training run rendered up to it."""
+        from lorahub.registry.runs import TrainingRuns
+        from lorahub.sdk.samples import version_samples
         from lorahub.signing.signed import verify_card
 
         version = self.version(ref)
@@ -529,6 +531,7 @@ class Hub(ProvenanceMixin):
             "audit": [event_dict(e) for e in events if e.subject_version in (None, version.number)],
             "stored": self.blobs.exists(version.blob_sha256),
             "locations": [row.as_dict() for row in self.catalog.locations.of_sha256([version.blob_sha256])],
+            "samples": version_samples(TrainingRuns(self.catalog.engine), signed.card.training, self.settings.home),
         }
 
     @overload

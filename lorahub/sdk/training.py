@@ -31,7 +31,7 @@ from lorahub import errors
 from lorahub.sdk.refs import check_name
 from lorahub.signing.timestamps import utc_timestamp
 from lorahub.training import distributed
-from lorahub.training.config import MixedPrecision, Network, Scheduler, TrainConfig, resumed_config
+from lorahub.training.config import MixedPrecision, Network, Quantization, Scheduler, TrainConfig, resumed_config
 from lorahub.unset import UNSET, Unset, given
 from lorahub.version import __version__
 
@@ -63,6 +63,8 @@ class TrainResult:
     """The final card's ``training`` field."""
     state_dir: Path
     notes: tuple[str, ...] = ()
+    samples: tuple[dict[str, Any], ...] = ()
+    """The sample images this call rendered (step, index, prompt, seed, path, sha256, adapter ref or None)."""
 
     @property
     def final(self) -> AddResult:
@@ -80,6 +82,7 @@ class TrainResult:
             "versions": [{"ref": f"{v.name}@{v.version}", "content_digest": v.content_digest} for v in self.versions],
             "state_dir": str(self.state_dir),
             "notes": list(self.notes),
+            "samples": list(self.samples),
             "training": self.training,
         }
 
@@ -105,6 +108,7 @@ class _Run:
     """The licence id the trainer gives the adapter (the card's ``license``; unknown when not given)."""
     notes: tuple[str, ...] = ()
     """Where the settings came from and what could not be mapped (the card's ``training.notes``, first)."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train(
@@ -149,6 +153,9 @@ def train(
     text_encoder_lr: float | Unset | None = UNSET,
     ema_decay: float | Unset | None = UNSET,
     processes: int | Unset = UNSET,
+    sample_prompts: Sequence[str] | os.PathLike[str] | Unset = UNSET,
+    sample_every: int | Unset = UNSET,
+    quantization: Quantization | Unset | None = UNSET,
     extra: dict[str, Any] | Unset = UNSET,
     buckets: bool | Unset = UNSET,
     bucket_step: int | Unset = UNSET,
@@ -169,12 +176,13 @@ def train(
     The settings from ``rank`` on are the :class:`~lorahub.TrainConfig` fields of the same names
     (documented there); one given here replaces ``config``'s, one left out keeps it (or the TrainConfig default).
     ``resume`` (``NAME@V`` of a checkpoint, or its state folder) continues that run with its own settings
-    (``steps``, ``save_every`` and ``log_every`` may change). ``on_step`` is called after every optimizer step with
-    a :class:`~lorahub.Step`. ``notes`` are recorded first in the card's ``training.notes`` (where the settings
-    came from: :func:`lorahub.sdk.train_settings.train_from` says so there).
-    Returns the catalogued versions. Any other keyword is refused with a
-    :class:`~lorahub.errors.TrainingError` that lists the known settings (``unknown`` exists for that message;
-    type checkers refuse such keywords already).
+    (``steps``, ``save_every``, ``log_every`` and the sample settings may change). ``on_step`` is called after
+    every optimizer step with a :class:`~lorahub.Step`. ``sample_prompts`` is a list of prompt lines, or the path
+    of a prompts file (a :class:`~pathlib.Path`; a bare string is refused, being ambiguous). ``notes`` are
+    recorded first in the card's ``training.notes`` (where the settings came from:
+    :func:`lorahub.sdk.train_settings.train_from` says so there). Returns the catalogued versions. Any other
+    keyword is refused with a :class:`~lorahub.errors.TrainingError` that lists the known settings (``unknown``
+    exists for that message; type checkers refuse such keywords already).
     """
     from lorahub.sdk.hub import Hub
 
@@ -189,9 +197,10 @@ def train(
         processes=processes, extra=extra, buckets=buckets, bucket_step=bucket_step,
         min_bucket=min_bucket, max_bucket=max_bucket, bucket_no_upscale=bucket_no_upscale, random_crop=random_crop,
         shuffle_captions=shuffle_captions, keep_tokens=keep_tokens, caption_dropout=caption_dropout,
-        noise_offset=noise_offset, min_snr_gamma=min_snr_gamma,
+        noise_offset=noise_offset, min_snr_gamma=min_snr_gamma, sample_prompts=sample_prompts,
+        sample_every=sample_every, quantization=quantization,
     )  # fmt: skip
-    requested = _config(config, settings | unknown)
+    requested = _config(config, settings | unknown, whole=resume is None)
     arguments = {
         "base": str(base), "data": str(data), "name": name, "trigger": trigger, "prior": prior, "sources": sources,
         "manifest": manifest, "resume": resume, "device": device, "license": license,
@@ -230,6 +239,7 @@ def train(
         training=last.signed.card.training,
         state_dir=_run_dir(hub, run.record.run_id),
         notes=run.notes + tuple(trainer.notes),
+        samples=tuple(run.samples),
     )
 
 
@@ -255,17 +265,34 @@ def training_runs(hub: Hub) -> TrainingRuns:
 
 
 def _train_and_checkpoint(run: _Run, trainer: Trainer, on_step: Callable[[Step], None] | None) -> None:
+    """Train to each checkpoint or sample step; catalogue at a checkpoint, then sample (the samples name it)."""
+    from lorahub.sdk.samples import SAMPLES_DIR, write_samples
     from lorahub.training.loop import iterate_steps
+    from lorahub.training.samples import sample_steps
 
-    for stop in iterate_steps(run.config.steps, run.config.save_every):
+    config = run.config
+    checkpoints = set(iterate_steps(config.steps, config.save_every))
+    samples = set(sample_steps(config.steps, config.sample_every)) if trainer.image_sampler is not None else set()
+    for stop in sorted(checkpoints | samples):
         if stop <= trainer.run.step:
             continue
         trainer.train(stop, on_step if trainer.world.main else None)
-        if trainer.world.main:
-            _checkpoint(run, trainer, final=stop == run.config.steps)
+        if not trainer.world.main:
+            continue
+        if stop in checkpoints:
+            _checkpoint(run, trainer, final=stop == config.steps)
+        if stop in samples:
+            directory = _run_dir(run.hub, run.record.run_id) / SAMPLES_DIR
+            version = run.versions[-1] if stop in checkpoints else None
+            entries = write_samples(
+                run.hub, trainer, record=run.record, base=run.base, directory=directory, version=version
+            )
+            run.samples += [e | {"path": str(run.hub.settings.home / e["path"])} for e in entries]
 
 
-def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainConfig:
+def _config(config: TrainConfig | None, settings: Mapping[str, Any], *, whole: bool) -> TrainConfig:
+    """The requested settings; checked here unless they only change a resumed run (``whole`` False), whose
+    settings are checked once merged with the checkpoint's (``--sample-every`` alone then uses its prompts)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -275,7 +302,23 @@ def _config(config: TrainConfig | None, settings: Mapping[str, Any]) -> TrainCon
     values = dict(settings)
     if "targets" in values:
         values["targets"] = tuple(values["targets"])
-    return dataclasses.replace(config or TrainConfig(), **values).check()
+    if "sample_prompts" in values:
+        values["sample_prompts"] = _prompt_lines(values["sample_prompts"])
+    requested = dataclasses.replace(config or TrainConfig(), **values)
+    return requested.check() if whole else requested
+
+
+def _prompt_lines(value: Any) -> tuple[str, ...]:
+    from lorahub.training.samples import read_prompt_file
+
+    if isinstance(value, str):
+        raise errors.TrainingError(
+            "sample_prompts is a single string: is it a prompt or a file?",
+            hint="Give a list of prompts, or a pathlib.Path to a prompts file (one prompt per line).",
+        )
+    if isinstance(value, os.PathLike):
+        return read_prompt_file(Path(value))
+    return tuple(value)
 
 
 # --- checks before torch -----------------------------------------------------------------------------------------
@@ -299,6 +342,7 @@ def _prepare(
     from lorahub.registry.runs import RunRecord
     from lorahub.training.base import describe_base, weights_digest
     from lorahub.training.data import read_dataset
+    from lorahub.training.quantised import check_quantization
     from lorahub.training.weighting import check_objective
 
     signer = hub.signer()  # no identity, no signed lineage: refuse before hours of training
@@ -317,6 +361,7 @@ def _prepare(
     location = locate_base(base_ref)
     base = describe_base(location.path, location.name, revision=location.revision)
     check_objective(config, base.prediction_type)
+    check_quantization(config.quantization, base)
     base_digest = weights_digest(location.path)
     dataset = read_dataset(
         data, trigger=trigger, sources=Path(sources) if sources else None, manifest=Path(manifest) if manifest else None
@@ -579,6 +624,7 @@ def _training_record(
         "resumed_from": run.parent.parameters | {"digest": run.parent.digest} if run.parent else None,
         "output": {"layout": layout, "dtype": {"no": "fp32"}.get(trainer.precision.used, trainer.precision.used)},
         "state": state.relative_to(run.hub.settings.home).as_posix(),
+        "samples": _samples_record(run),
         "notes": list(run.notes) + list(trainer.notes),
     }
 
@@ -589,6 +635,21 @@ def _network_record(world: World, config: TrainConfig, text_encoders: Sequence[s
         "world_size": world.size,
         "effective_batch": config.effective_batch,
         "text_encoders": list(text_encoders),
+    }
+
+
+def _samples_record(run: _Run) -> dict[str, Any] | None:
+    """Where and how often the run samples (its images name this version; the run's row lists them)."""
+    from lorahub.sdk.samples import SAMPLES_DIR
+    from lorahub.training.samples import prompt_lines
+
+    if not run.config.sample_prompts:
+        return None
+    directory = _run_dir(run.hub, run.record.run_id) / SAMPLES_DIR
+    return {
+        "dir": directory.relative_to(run.hub.settings.home).as_posix(),
+        "every": run.config.sample_every,
+        "prompts": len(list(prompt_lines(run.config.sample_prompts))),
     }
 
 

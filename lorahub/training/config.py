@@ -16,9 +16,11 @@ from lorahub import errors
 Scheduler = Literal["cosine", "constant"]
 MixedPrecision = Literal["bf16", "fp16", "no"]
 Network = Literal["lora", "lokr", "loha", "dora"]
+Quantization = Literal["int8", "nf4"]
 SCHEDULERS: tuple[Scheduler, ...] = ("cosine", "constant")
 MIXED_PRECISION: tuple[MixedPrecision, ...] = ("bf16", "fp16", "no")
 NETWORKS: tuple[Network, ...] = ("lora", "lokr", "loha", "dora")
+QUANTIZATIONS: tuple[Quantization, ...] = ("int8", "nf4")
 
 DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 """The attention projections: what diffusers' LoRA scripts and kohya's default network train in a UNet (and FLUX's
@@ -26,8 +28,9 @@ joint attention uses the same names for its image stream)."""
 FLUX_EXTRA_TARGETS: tuple[str, ...] = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 """FLUX's text-stream projections of the same attention layers, added to the default for FLUX bases."""
 
-RESUMABLE_OVERRIDES = frozenset({"steps", "save_every", "log_every"})
-"""What a resumed run may change: how far it goes and how often it reports. Everything else is the run's own."""
+RESUMABLE_OVERRIDES = frozenset({"steps", "save_every", "log_every", "sample_every", "sample_prompts"})
+"""What a resumed run may change: how far it goes and how often it reports (checkpoints, loss points, samples).
+Everything else is the run's own."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,16 @@ class TrainConfig:
     caption_dropout: float = 0.0
     noise_offset: float = 0.0
     min_snr_gamma: float | None = None
+    # samples and memory
+    sample_prompts: tuple[str, ...] = ()
+    """Prompt lines sampled with the adapter during training, in kohya's prompt-file syntax (``a cat --n blurry
+    --s 20 --l 7.5 --d 42 --w 512 --h 512``; :mod:`lorahub.training.samples`); every ``sample_every`` steps and
+    at the end."""
+    sample_every: int = 0
+    """Sample the prompts every N optimizer steps (0: only at the end, when there are prompts)."""
+    quantization: Quantization | None = None
+    """Load the FLUX transformer's frozen weights quantised (``int8``, ``nf4``; bitsandbytes on a CUDA GPU);
+    the LoRA parameters stay in fp32 (:mod:`lorahub.training.quantised`)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form settings recorded as given (strings and integers only)."""
 
@@ -131,6 +144,7 @@ class TrainConfig:
             raise _bad("targets", self.targets, "module-name suffixes such as to_q,to_k")
         self._check_network()
         check_data_settings(self)
+        self._check_samples_and_memory()
         return self
 
     def _check_network(self) -> None:
@@ -149,6 +163,20 @@ class TrainConfig:
     def effective_batch(self) -> int:
         """Examples per optimizer step, all processes together."""
         return self.batch * self.grad_accum * self.processes
+
+    def _check_samples_and_memory(self) -> None:
+        from lorahub.training.samples import parse_prompts
+
+        if not isinstance(self.sample_every, int) or self.sample_every < 0:
+            raise _bad("sample_every", self.sample_every, "an integer ≥ 0")
+        if self.sample_every and not self.sample_prompts:
+            raise errors.TrainingError(
+                f"sample_every = {self.sample_every} but there are no sample prompts",
+                hint="Give the prompts too: --sample-prompts FILE (one prompt per line).",
+            )
+        parse_prompts(self.sample_prompts, resolution=self.resolution)
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise _bad("quantization", self.quantization, f"one of {', '.join(QUANTIZATIONS)}")
 
     def card_dict(self) -> dict[str, Any]:
         """Every setting, JSON without floats (the card's rule): numbers that are not integers become strings."""
@@ -180,7 +208,7 @@ def _from_card(name: str, value: Any) -> Any:
         return float(value)
     if name == "adam_betas":
         return tuple(float(v) for v in value)
-    if name == "targets":
+    if name in ("targets", "sample_prompts"):
         return tuple(value)
     return value
 

@@ -33,6 +33,8 @@ from lorahub.training.captions import CaptionVariation
 from lorahub.training.config import DEFAULT_TARGETS, FLUX_EXTRA_TARGETS, TrainConfig
 from lorahub.training.data import Example
 from lorahub.training.networks import ADAPTER_NAME
+from lorahub.training.quantised import quantised_denoiser
+from lorahub.training.samples import Sampler
 
 __all__ = ["ADAPTER_NAME", "Precision", "RunState", "Step", "Trainer", "iterate_steps"]
 TEXT_BATCH = 16
@@ -138,6 +140,7 @@ class Trainer:
         self.empty_text = self._encode_captions([""])[0] if self.captions.active else None
         self.sampler = self._sampler(self.examples)
         self.prior_sampler = self._sampler(self.prior)
+        self.image_sampler = Sampler(self, config.sample_prompts) if config.sample_prompts else None
         self._free_encoders()
         self._optimizer_and_schedule()
         self.data_gen = self.torch.Generator().manual_seed(config.seed)
@@ -155,6 +158,7 @@ class Trainer:
         diffusers = _module("diffusers")
         try:
             extra = {"safety_checker": None} if self.base.pipeline_class == "StableDiffusionPipeline" else {}
+            extra |= quantised_denoiser(diffusers, self.base, self.config.quantization, self.weight_dtype, self.device)
             pipe = diffusers.DiffusionPipeline.from_pretrained(
                 str(self.base.path), dtype=self.weight_dtype, **extra
             )  # the safety checker is an image classifier for inference: training never runs it
@@ -176,7 +180,8 @@ class Trainer:
         for component in pipe.components.values():
             if isinstance(component, self.torch.nn.Module):
                 component.requires_grad_(False)
-                component.to(self.device)
+                if not getattr(component, "is_quantized", False):  # bitsandbytes placed it on the GPU already
+                    component.to(self.device)
                 component.eval()
 
     def _add_lora(self) -> None:
@@ -296,13 +301,14 @@ class Trainer:
         return dist.mean[0].detach(), dist.std[0].detach()
 
     def _free_encoders(self) -> None:
-        """The text encoders (and the VAE, when latents are cached) are not needed any more: free their memory.
-        Text encoders that train, or encode varied captions each step, stay (FLUX's T5 too)."""
+        """The text encoders (and the VAE, when latents are cached and nothing is sampled) are not needed any
+        more: free their memory. Text encoders that train, or encode varied captions each step, stay (FLUX's T5
+        too)."""
         for name in ("text_encoder", "text_encoder_2"):
             keep = self.text_encoders or self.captions.encodes_each_step
             if getattr(self.pipe, name, None) is not None and not keep:
                 setattr(self.pipe, name, None)
-        if self.config.cache_latents:
+        if self.config.cache_latents and self.image_sampler is None:
             self.vae = None
             self.pipe.vae = None
         if self.device.type == "cuda":

@@ -11,7 +11,7 @@ import pytest
 from lorahub import errors
 from lorahub.registry.catalog import Catalog
 from lorahub.registry.models import TrainingRun
-from lorahub.registry.runs import CONFIG_COLUMN, RunRecord, RunRow, TrainingRuns
+from lorahub.registry.runs import JSON_COLUMNS, RunRecord, RunRow, TrainingRuns
 
 
 def _run(run_id: str, name: str = "style", *, steps_done: int = 0, steps_total: int = 10) -> RunRecord:
@@ -53,6 +53,17 @@ def test_failed_runs_and_listing(catalog: Catalog) -> None:
 
 
 def test_the_table_stores_the_record_and_its_progress_field_for_field() -> None:
-    columns = {"config" if c == CONFIG_COLUMN else c for c in TrainingRun.model_fields}
+    columns = {JSON_COLUMNS.get(c, c) for c in TrainingRun.model_fields}
     assert columns == {f.name for f in dataclasses.fields(RunRow)}
     assert {f.name for f in dataclasses.fields(RunRecord)} < columns
+
+
+def test_samples_are_listed_in_order_and_a_step_run_again_replaces_its_own(catalog: Catalog) -> None:
+    runs = TrainingRuns(catalog.engine)
+    runs.start(_run("r1"))
+    assert runs.get("r1").samples == []
+    runs.add_samples("r1", [{"step": 2, "index": 0, "path": "a"}, {"step": 2, "index": 1, "path": "b"}])
+    runs.add_samples("r1", [{"step": 4, "index": 0, "path": "c"}])
+    runs.add_samples("r1", [{"step": 4, "index": 0, "path": "c2"}])  # step 4 sampled again (a repeated resume)
+    assert [s["path"] for s in runs.get("r1").samples] == ["a", "b", "c2"]
+    assert runs.get("r1").as_dict()["samples"][0] == {"step": 2, "index": 0, "path": "a"}

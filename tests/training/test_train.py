@@ -31,7 +31,7 @@ FAST = {"resolution": 64, "batch": 1, "log_every": 2}
 TRAINING_FIELDS = {
     "schema", "run_id", "final", "trainer", "base_model", "objective", "dataset", "prior", "hyperparameters", "seed",
     "precision", "steps", "software", "hardware", "started_at", "finished_at", "loss_curve", "resumed_from",
-    "output", "state", "notes", "consent_manifest",
+    "output", "state", "notes", "consent_manifest", "samples",
 }  # fmt: skip
 
 
