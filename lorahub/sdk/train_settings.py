@@ -42,6 +42,10 @@ def training_settings(
     if config_file is not None:
         layers.append(read_settings(Path(config_file)))
     given = {key: value for key, value in (given or {}).items() if value is not None or key not in RUN_OPTIONS}
+    if isinstance(given.get("sample_prompts"), os.PathLike):  # --sample-prompts FILE: its lines are the setting
+        from lorahub.training.samples import read_prompt_file
+
+        given["sample_prompts"] = read_prompt_file(Path(given["sample_prompts"]))
     run = {key: str(given.pop(key)) for key in RUN_OPTIONS if key in given}
     layers.append(Settings(field_values(given, "the given settings"), run))
     settings = Settings()
