@@ -36,8 +36,9 @@ from lorahub.adapters.name_tables import CLIP_L, OPENCLIP_G, TextEncoderSpec, te
 __all__ = ["FAMILIES", "Native", "inventory", "lookup", "native_of", "written_name"]
 
 FAMILIES = ("sd3", "flux1")
-NATIVE_FORMATS = ("kohya", "comfyui")
-"""Formats that spell native (BFL/MMDiT) names; ``diffusers`` spells the canonical paths themselves."""
+NATIVE_FORMATS = ("kohya", "comfyui", "bfl-control")
+"""Formats that spell native (BFL/MMDiT) names; ``diffusers`` spells the canonical paths themselves. ``bfl-control``
+is the bare native path (BFL's FLUX Control LoRAs, ``double_blocks.0.img_attn.qkv``)."""
 
 # --- transformer tables: (native path, diffusers paths, ratios, swap) --------------------------------------------
 
@@ -76,6 +77,18 @@ FLUX_SINGLE: tuple[Row, ...] = (
     ("linear2", ("proj_out",), ONE, ""),
     ("modulation.lin", ("norm.linear",), ONE, ""),
 )
+FLUX_DOUBLE_NORMS: tuple[Row, ...] = (
+    ("img_attn.norm.query_norm", ("attn.norm_q",), ONE, ""),
+    ("img_attn.norm.key_norm", ("attn.norm_k",), ONE, ""),
+    ("txt_attn.norm.query_norm", ("attn.norm_added_q",), ONE, ""),
+    ("txt_attn.norm.key_norm", ("attn.norm_added_k",), ONE, ""),
+)
+FLUX_SINGLE_NORMS: tuple[Row, ...] = (
+    ("norm.query_norm", ("attn.norm_q",), ONE, ""),
+    ("norm.key_norm", ("attn.norm_k",), ONE, ""),
+)
+"""FLUX's QK-norm scales (BFL ``QKNorm``, diffusers ``RMSNorm``), which BFL Control LoRAs replace whole: named (as
+diffusers' ``_convert_bfl_flux_control_lora_to_diffusers`` names them) but not in the inventory of LoRA targets."""
 FLUX_DEPTH = (19, 38)
 """FLUX.1 dev/schnell: 19 double and 38 single blocks."""
 
@@ -197,18 +210,22 @@ def _flat(path: str) -> str:
     return path.replace(".", "_")
 
 
-def _transformer_rows(family: str) -> Iterator[tuple[str, str, Row]]:
-    """(native block prefix, diffusers block prefix, row) for every transformer module of the family."""
+def _transformer_rows(family: str, *, norms: bool = False) -> Iterator[tuple[str, str, Row]]:
+    """(native block prefix, diffusers block prefix, row) for every transformer module of the family (with
+    ``norms``, FLUX's QK norms instead)."""
     if family == "flux1":
-        for row in FLUX_TOP:
+        double, single = (FLUX_DOUBLE_NORMS, FLUX_SINGLE_NORMS) if norms else (FLUX_DOUBLE, FLUX_SINGLE)
+        for row in () if norms else FLUX_TOP:
             yield "", "", row
         doubles, singles = FLUX_DEPTH
         for i in range(doubles):
-            for row in FLUX_DOUBLE:
+            for row in double:
                 yield f"double_blocks.{i}.", f"transformer_blocks.{i}.", row
         for i in range(singles):
-            for row in FLUX_SINGLE:
+            for row in single:
                 yield f"single_blocks.{i}.", f"single_transformer_blocks.{i}.", row
+    elif norms:
+        return
     else:
         for row in SD3_TOP:
             yield "", "", row
@@ -217,8 +234,12 @@ def _transformer_rows(family: str) -> Iterator[tuple[str, str, Row]]:
                 yield f"joint_blocks.{i}.", f"transformer_blocks.{i}.", row
 
 
-def _add(maps: _Maps, native: Native, written: dict[str, str], aliases: tuple[str, ...] = ()) -> None:
-    maps.natives.append(native)
+def _add(
+    maps: _Maps, native: Native, written: dict[str, str], aliases: tuple[str, ...] = (), *, target: bool = True
+) -> None:
+    """Register an entry; ``target`` False keeps it out of the inventory of LoRA targets (FLUX's QK norms)."""
+    if target:
+        maps.natives.append(native)
     for index, part in enumerate(native.parts):
         maps.by_part[part] = (native, index)
     for fmt, name in written.items():
@@ -234,12 +255,13 @@ def _add_identity(maps: _Maps, canonical: str, *aliases: str) -> None:
         maps.read.setdefault(name, entry)
 
 
-def _add_transformer(maps: _Maps, family: str) -> None:
-    for native_block, diffusers_block, (path, parts, ratios, swap) in _transformer_rows(family):
+def _add_transformer(maps: _Maps, family: str, *, norms: bool = False) -> None:
+    for native_block, diffusers_block, (path, parts, ratios, swap) in _transformer_rows(family, norms=norms):
         canonical = tuple(f"transformer.{diffusers_block}{part}" for part in parts)
         native = Native("transformer", f"{native_block}{path}", canonical, ratios, swap)
         kohya = f"lora_unet_{_flat(native.path)}"
-        _add(maps, native, {"kohya": kohya, "comfyui": f"diffusion_model.{native.path}"})
+        written = {"kohya": kohya, "comfyui": f"diffusion_model.{native.path}", "bfl-control": native.path}
+        _add(maps, native, written, target=not norms)
         for name in canonical:
             bare = name.removeprefix("transformer.")
             _add_identity(maps, name, bare, f"lora_transformer_{_flat(bare)}")
@@ -287,6 +309,7 @@ def _add_xlabs(maps: _Maps) -> None:
 def _maps(family: str) -> _Maps:
     maps = _Maps(natives=[], read={}, by_part={}, written={})
     _add_transformer(maps, family)
+    _add_transformer(maps, family, norms=True)
     if family == "flux1":
         _add_xlabs(maps)
     for encoder in ENCODERS[family]:
