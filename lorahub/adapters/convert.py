@@ -1,4 +1,5 @@
-"""Format conversion of adapters for SD 1.x/2.x, SDXL, SD3 and FLUX.1: kohya, diffusers, peft, comfyui, full.
+"""Format conversion of adapters for SD 1.x/2.x, SDXL, SD3, FLUX.1 and Qwen-Image: kohya, diffusers,
+peft, comfyui, bfl-control, full.
 
 The file is read into the canonical model (:mod:`lorahub.adapters.model`), written out in the target format, read
 back, and ΔW of every module before and after is recomputed through :mod:`lorahub.adapters.delta` and compared; the
@@ -89,8 +90,8 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
         refuse(f"{src}: no adapter modules found", "check that this is a LoRA file")
     if adapter.family not in FAMILIES and target != "full":
         refuse(
-            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x, SDXL, SD3 and "
-            "FLUX.1)",
+            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x, SDXL, SD3, "
+            "FLUX.1 and Qwen-Image)",
             "name maps for this family are not yet supported",
             unmapped=list(adapter.unmapped),
         )

@@ -1,4 +1,4 @@
-"""Module names of SD3/3.5 and FLUX.1 adapters: native (BFL / MMDiT) names ↔ canonical diffusers paths, as data.
+"""Module names of SD3/3.5, FLUX.1 and Qwen-Image adapters: native (BFL / MMDiT) names ↔ diffusers paths, as data.
 
 kohya (``lora_unet_double_blocks_0_img_attn_qkv``), ComfyUI (``diffusion_model.double_blocks.0.img_attn.qkv``) and
 ai-toolkit's FLUX files name the modules of the *original* models (BFL's ``flux/model.py``, Stability's MMDiT), while
@@ -35,7 +35,7 @@ from lorahub.adapters.name_tables import CLIP_L, OPENCLIP_G, TextEncoderSpec, te
 
 __all__ = ["FAMILIES", "Native", "inventory", "lookup", "native_of", "written_name"]
 
-FAMILIES = ("sd3", "flux1")
+FAMILIES = ("sd3", "flux1", "qwen-image")
 NATIVE_FORMATS = ("kohya", "comfyui", "bfl-control")
 """Formats that spell native (BFL/MMDiT) names; ``diffusers`` spells the canonical paths themselves. ``bfl-control``
 is the bare native path (BFL's FLUX Control LoRAs, ``double_blocks.0.img_attn.qkv``)."""
@@ -119,6 +119,27 @@ SD3_BLOCK: tuple[Row, ...] = (
 SD3_DEPTH = 38
 """The union of SD3 Medium / SD3.5 Medium (24 blocks) and SD3.5 Large (38): names do not depend on depth."""
 
+QWEN_TOP: tuple[Row, ...] = tuple(
+    (path, (path,), ONE, "")
+    for path in (
+        "img_in", "txt_in", "time_text_embed.timestep_embedder.linear_1",
+        "time_text_embed.timestep_embedder.linear_2", "norm_out.linear", "proj_out",
+    )
+)  # fmt: skip
+QWEN_BLOCK: tuple[Row, ...] = tuple(
+    (path, (path,), ONE, "")
+    for path in (
+        "img_mod.1", "txt_mod.1", "attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj",
+        "attn.add_v_proj", "attn.to_out.0", "attn.to_add_out", "img_mlp.net.0.proj", "img_mlp.net.2",
+        "txt_mlp.net.0.proj", "txt_mlp.net.2",
+    )
+)  # fmt: skip
+QWEN_DEPTH = 60
+"""Qwen-Image (diffusers ``QwenImageTransformer2DModel``): 60 double-stream blocks. Its trainers name the diffusers
+modules themselves (musubi-tuner ``lora_unet_transformer_blocks_0_attn_to_q``, ai-toolkit and ComfyUI
+``diffusion_model.transformer_blocks.0.attn.to_q``, diffusers ``transformer.…``): nothing is fused or swapped, so
+every row is one layer under its own path."""
+
 # --- text encoders -----------------------------------------------------------------------------------------------
 
 T5_LAYERS = 24
@@ -166,6 +187,7 @@ ENCODERS: dict[str, tuple[Encoder, ...]] = {
         Encoder("text_encoder_2", tuple(text_encoder_modules(OPENCLIP_G)), ("lora_te2",), None),
         Encoder("text_encoder_3", tuple(t5_modules()), ("lora_te3", "lora_te2"), _COMFY_T5),
     ),
+    "qwen-image": (),
 }
 """Canonical components follow the diffusers pipelines: FLUX's T5 is ``text_encoder_2``, SD3's ``text_encoder_3``."""
 
@@ -210,28 +232,39 @@ def _flat(path: str) -> str:
     return path.replace(".", "_")
 
 
+Blocks = tuple[tuple[str, str, tuple[Row, ...], int], ...]
+"""(native block name, diffusers block name, rows of a block, depth) of a family's transformer blocks."""
+BLOCKS: dict[str, tuple[tuple[Row, ...], Blocks]] = {
+    "flux1": (
+        FLUX_TOP,
+        (
+            ("double_blocks", "transformer_blocks", FLUX_DOUBLE, FLUX_DEPTH[0]),
+            ("single_blocks", "single_transformer_blocks", FLUX_SINGLE, FLUX_DEPTH[1]),
+        ),
+    ),
+    "sd3": (SD3_TOP, (("joint_blocks", "transformer_blocks", SD3_BLOCK, SD3_DEPTH),)),
+    "qwen-image": (QWEN_TOP, (("transformer_blocks", "transformer_blocks", QWEN_BLOCK, QWEN_DEPTH),)),
+}
+"""Each family's top-level rows and its blocks, which the name tables enumerate."""
+NORMS: dict[str, Blocks] = {
+    "flux1": (
+        ("double_blocks", "transformer_blocks", FLUX_DOUBLE_NORMS, FLUX_DEPTH[0]),
+        ("single_blocks", "single_transformer_blocks", FLUX_SINGLE_NORMS, FLUX_DEPTH[1]),
+    ),
+}
+"""FLUX's QK norms, named but not LoRA targets."""
+
+
 def _transformer_rows(family: str, *, norms: bool = False) -> Iterator[tuple[str, str, Row]]:
     """(native block prefix, diffusers block prefix, row) for every transformer module of the family (with
-    ``norms``, FLUX's QK norms instead)."""
-    if family == "flux1":
-        double, single = (FLUX_DOUBLE_NORMS, FLUX_SINGLE_NORMS) if norms else (FLUX_DOUBLE, FLUX_SINGLE)
-        for row in () if norms else FLUX_TOP:
-            yield "", "", row
-        doubles, singles = FLUX_DEPTH
-        for i in range(doubles):
-            for row in double:
-                yield f"double_blocks.{i}.", f"transformer_blocks.{i}.", row
-        for i in range(singles):
-            for row in single:
-                yield f"single_blocks.{i}.", f"single_transformer_blocks.{i}.", row
-    elif norms:
-        return
-    else:
-        for row in SD3_TOP:
-            yield "", "", row
-        for i in range(SD3_DEPTH):
-            for row in SD3_BLOCK:
-                yield f"joint_blocks.{i}.", f"transformer_blocks.{i}.", row
+    ``norms``, its QK norms instead)."""
+    top, blocks = ((), NORMS.get(family, ())) if norms else BLOCKS[family]
+    for row in top:
+        yield "", "", row
+    for native, diffusers, rows, depth in blocks:
+        for i in range(depth):
+            for row in rows:
+                yield f"{native}.{i}.", f"{diffusers}.{i}.", row
 
 
 def _add(

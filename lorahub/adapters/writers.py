@@ -55,9 +55,9 @@ from lorahub.files.safetensors import write
 
 __all__ = [
     "FUSED_FAMILIES",
-    "bfl_control_tensors",
     "TARGETS",
     "Target",
+    "bfl_control_tensors",
     "comfyui_tensors",
     "diffusers_tensors",
     "full_tensors",

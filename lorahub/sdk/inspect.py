@@ -204,7 +204,9 @@ def _support(layout: Layout, family: str, metadata: Mapping[str, str]) -> dict[s
 
     fates = where_modules_go(family, layout, metadata)
     facts = [
-        ModuleFacts(layer_kind(m), frozenset(m.tensors) - {"alpha"}, fates.get(m.name, "unmapped"), _canonical(family, m))
+        ModuleFacts(
+            layer_kind(m), frozenset(m.tensors) - {"alpha"}, fates.get(m.name, "unmapped"), _canonical(family, m)
+        )
         for m in layout.modules
     ]
     counts = Counter(row.kind for fact in facts for row in rows_of(fact))

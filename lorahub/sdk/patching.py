@@ -358,6 +358,7 @@ def install(
     layers: Mapping[str, CanonicalLayer],
     adapter_name: str,
     weights: Mapping[str, float],
+    *,
     widened: Mapping[str, int] | None = None,
 ) -> None:
     """Put ``adapter_name``'s layers (module path → canonical layer) on ``component``'s torch layers; ``weights`` is

@@ -39,6 +39,7 @@ PIPELINE_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "StableDiffusion3": ("sd3",),
     "StableDiffusion": ("sd1", "sd2"),
     "Flux": ("flux1",),
+    "QwenImage": ("qwen-image",),
 }
 """Pipeline class name prefix → families whose adapters it takes (longest prefixes first)."""
 
@@ -252,7 +253,7 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *
 
     for component, state in states.items():
         if state.deltas:
-            install(pipe, component, state.deltas, adapter_name, applied(pipe), state.widened)
+            install(pipe, component, state.deltas, adapter_name, applied(pipe), widened=state.widened)
             continue
         common = {
             "state_dict": state.fresh() if copy else state.tensors,

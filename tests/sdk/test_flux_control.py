@@ -116,7 +116,12 @@ def test_bfl_names_norms_and_biases_map_to_the_diffusers_model(tmp_path: Path) -
     transformer = tiny("flux1").transformer
     path = _control_lora(tmp_path / "control.safetensors", transformer)
     adapter = read_adapter(path)
-    assert (adapter.family, adapter.source_format, adapter.unmapped, adapter.unsplit) == ("flux1", "bfl-control", [], [])
+    assert (adapter.family, adapter.source_format, adapter.unmapped, adapter.unsplit) == (
+        "flux1",
+        "bfl-control",
+        [],
+        [],
+    )
     norms = {name for name, layer in adapter.layers.items() if layer.kind == "set"}
     assert norms == {
         "transformer.transformer_blocks.0.attn.norm_q", "transformer.transformer_blocks.0.attn.norm_k",

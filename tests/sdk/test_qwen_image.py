@@ -1,0 +1,130 @@
+"""Qwen-Image adapters in the layouts their trainers write (diffusers/PEFT ``transformer.…``, musubi-tuner/kohya
+``lora_unet_…``, ai-toolkit/ComfyUI ``diffusion_model.…``): converted exactly between them, and loaded into a
+``QwenImagePipeline`` as the transformer whose weights were summed by hand.
+
+The pipeline is tiny and has its transformer only: the real configs' shapes scaled down (60 → 2 blocks, 24 heads of
+128 → 2 of 16, joint width 3584 → 24). Its Qwen2.5-VL text encoder is left out (see docs/loading.md); adapters of
+Qwen-Image target the transformer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import lorahub
+from lorahub import Hub
+from lorahub.adapters.convert import convert
+from lorahub.adapters.model import read_adapter
+
+diffusers = pytest.importorskip("diffusers")
+peft = pytest.importorskip("peft")
+
+TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.add_k_proj", "attn.to_out.0", "img_mod.1",
+           "img_mlp.net.0.proj", "txt_mlp.net.2", "proj_out"]  # fmt: skip
+
+
+def _transformer(seed: int = 0) -> Any:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return diffusers.QwenImageTransformer2DModel(
+            patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=24, axes_dims_rope=(4, 6, 6),
+        ).eval()  # fmt: skip
+
+
+def _pipe() -> Any:
+    return diffusers.QwenImagePipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+        transformer=_transformer(),
+    )  # fmt: skip
+
+
+def _diffusers_lora(folder: Path, *, seed: int = 1) -> Path:
+    """A LoRA saved by diffusers' own ``save_lora_weights`` from PEFT layers on the tiny transformer (alpha ≠ rank)."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = _transformer()
+    torch.manual_seed(seed)
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False), "x")
+    with torch.no_grad():
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.2)
+    diffusers.QwenImagePipeline.save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name="x"),
+        transformer_lora_adapter_metadata=transformer.peft_config["x"].to_dict(),
+    )  # fmt: skip
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def _forward(transformer: Any) -> np.ndarray:
+    generator = torch.Generator("cpu").manual_seed(0)
+    latents = torch.randn(1, 16, 16, generator=generator)  # 4×4 patches of 16 packed channels
+    text = torch.randn(1, 5, 24, generator=generator)
+    with torch.no_grad():
+        out = transformer(
+            hidden_states=latents, encoder_hidden_states=text, encoder_hidden_states_mask=torch.ones(1, 5),
+            timestep=torch.tensor([0.5]), img_shapes=[[(1, 4, 4)]], return_dict=False,
+        )[0]  # fmt: skip
+    return out.numpy().astype(np.float64)
+
+
+def test_the_name_tables_are_the_models_linear_layers() -> None:
+    from lorahub.adapters.names import inventory
+
+    names = {f"transformer.{n}" for n, m in _transformer().named_modules() if isinstance(m, torch.nn.Linear)}
+    blocks = {n for n in inventory("qwen-image") if not n.startswith("transformer.transformer_blocks.")
+              or int(n.split(".")[2]) < 2}  # fmt: skip
+    assert blocks == names
+
+
+@pytest.mark.parametrize("layout", ["kohya", "comfyui", "diffusers", "peft"])
+def test_qwen_image_lora_converts_exactly_between_layouts(tmp_path: Path, layout: str) -> None:
+    source = _diffusers_lora(tmp_path / "src")
+    original = read_adapter(source)
+    assert original.family == "qwen-image" and not original.unmapped and len(original.layers) == 2 * 8 + 1
+    out = tmp_path / ("out" if layout == "peft" else "out.safetensors")
+    assert convert(source, out, to=layout).max_abs_error <= 1e-6  # type: ignore[arg-type]
+    back = tmp_path / "back.safetensors"
+    assert convert(out, back, to="diffusers").max_abs_error <= 1e-6
+    returned = read_adapter(back)
+    for name, layer in original.layers.items():
+        np.testing.assert_allclose(returned.layers[name].delta().weight, layer.delta().weight, atol=1e-6)
+
+
+def test_trainer_spellings_are_read() -> None:
+    from lorahub.adapters.names import to_canonical
+
+    canonical = "transformer.transformer_blocks.0.img_mlp.net.0.proj"
+    for spelling in ("lora_unet_transformer_blocks_0_img_mlp_net_0_proj",
+                     "diffusion_model.transformer_blocks.0.img_mlp.net.0.proj",
+                     "transformer_blocks.0.img_mlp.net.0.proj", canonical):  # fmt: skip
+        assert to_canonical("qwen-image", "kohya", spelling) == canonical
+
+
+def test_qwen_image_lora_loads_as_its_weights_summed_by_hand(hub: Hub, tmp_path: Path) -> None:
+    source = _diffusers_lora(tmp_path / "src")
+    kohya = tmp_path / "musubi.safetensors"
+    convert(source, kohya, to="kohya")
+    pipe = _pipe()
+    base = _forward(pipe.transformer)
+    handle = lorahub.load(kohya, pipe, weight=0.6, hub=hub, verify=False)
+    ours = _forward(pipe.transformer)
+    summed = _transformer()
+    with torch.no_grad():
+        for name, layer in read_adapter(source).layers.items():
+            module = summed.get_submodule(name.removeprefix("transformer."))
+            module.weight.add_(0.6 * torch.from_numpy(layer.delta().weight.astype(np.float32)))
+    np.testing.assert_allclose(ours, _forward(summed), atol=1e-5)
+    assert np.abs(ours - base).max() > 1e-3
+    reference = _pipe()
+    reference.load_lora_weights(str(source), adapter_name="ref")
+    reference.set_adapters(["ref"], adapter_weights=[0.6])
+    np.testing.assert_allclose(ours, _forward(reference.transformer), atol=1e-5)
+    handle.unload()
+    np.testing.assert_allclose(_forward(pipe.transformer), base, atol=1e-6)
