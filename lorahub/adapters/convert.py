@@ -1,4 +1,4 @@
-"""Format conversion of adapters for SD 1.x/2.x, SDXL, SD3, FLUX.1 and Qwen-Image: kohya, diffusers,
+"""Format conversion of adapters for SD 1.x/2.x, SDXL, SD3, FLUX.1/2 and Qwen-Image: kohya, diffusers,
 peft, comfyui, bfl-control, full.
 
 The file is read into the canonical model (:mod:`lorahub.adapters.model`), written out in the target format, read
@@ -91,7 +91,7 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
     if adapter.family not in FAMILIES and target != "full":
         refuse(
             f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x, SDXL, SD3, "
-            "FLUX.1 and Qwen-Image)",
+            "FLUX.1, FLUX.2 and Qwen-Image)",
             "name maps for this family are not yet supported",
             unmapped=list(adapter.unmapped),
         )

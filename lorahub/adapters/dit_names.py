@@ -1,4 +1,4 @@
-"""Module names of SD3/3.5, FLUX.1 and Qwen-Image adapters: native (BFL / MMDiT) names ↔ diffusers paths, as data.
+"""Module names of SD3/3.5, FLUX.1/2 and Qwen-Image adapters: native (BFL / MMDiT) names ↔ diffusers paths, as data.
 
 kohya (``lora_unet_double_blocks_0_img_attn_qkv``), ComfyUI (``diffusion_model.double_blocks.0.img_attn.qkv``) and
 ai-toolkit's FLUX files name the modules of the *original* models (BFL's ``flux/model.py``, Stability's MMDiT), while
@@ -35,7 +35,7 @@ from lorahub.adapters.name_tables import CLIP_L, OPENCLIP_G, TextEncoderSpec, te
 
 __all__ = ["FAMILIES", "Native", "inventory", "lookup", "native_of", "written_name"]
 
-FAMILIES = ("sd3", "flux1", "qwen-image")
+FAMILIES = ("sd3", "flux1", "flux2", "qwen-image")
 NATIVE_FORMATS = ("kohya", "comfyui", "bfl-control")
 """Formats that spell native (BFL/MMDiT) names; ``diffusers`` spells the canonical paths themselves. ``bfl-control``
 is the bare native path (BFL's FLUX Control LoRAs, ``double_blocks.0.img_attn.qkv``)."""
@@ -119,6 +119,40 @@ SD3_BLOCK: tuple[Row, ...] = (
 SD3_DEPTH = 38
 """The union of SD3 Medium / SD3.5 Medium (24 blocks) and SD3.5 Large (38): names do not depend on depth."""
 
+FLUX2_TOP: tuple[Row, ...] = (
+    ("img_in", ("x_embedder",), ONE, ""),
+    ("txt_in", ("context_embedder",), ONE, ""),
+    ("time_in.in_layer", ("time_guidance_embed.timestep_embedder.linear_1",), ONE, ""),
+    ("time_in.out_layer", ("time_guidance_embed.timestep_embedder.linear_2",), ONE, ""),
+    ("guidance_in.in_layer", ("time_guidance_embed.guidance_embedder.linear_1",), ONE, ""),
+    ("guidance_in.out_layer", ("time_guidance_embed.guidance_embedder.linear_2",), ONE, ""),
+    ("double_stream_modulation_img.lin", ("double_stream_modulation_img.linear",), ONE, ""),
+    ("double_stream_modulation_txt.lin", ("double_stream_modulation_txt.linear",), ONE, ""),
+    ("single_stream_modulation.lin", ("single_stream_modulation.linear",), ONE, ""),
+    ("final_layer.linear", ("proj_out",), ONE, ""),
+    ("final_layer.adaLN_modulation.1", ("norm_out.linear",), ONE, "always"),
+)
+FLUX2_DOUBLE: tuple[Row, ...] = (
+    ("img_attn.qkv", ("attn.to_q", "attn.to_k", "attn.to_v"), QKV, ""),
+    ("img_attn.proj", ("attn.to_out.0",), ONE, ""),
+    ("img_mlp.0", ("ff.linear_in",), ONE, ""),
+    ("img_mlp.2", ("ff.linear_out",), ONE, ""),
+    ("txt_attn.qkv", ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"), QKV, ""),
+    ("txt_attn.proj", ("attn.to_add_out",), ONE, ""),
+    ("txt_mlp.0", ("ff_context.linear_in",), ONE, ""),
+    ("txt_mlp.2", ("ff_context.linear_out",), ONE, ""),
+)
+FLUX2_SINGLE: tuple[Row, ...] = (
+    ("linear1", ("attn.to_qkv_mlp_proj",), ONE, ""),
+    ("linear2", ("attn.to_out",), ONE, ""),
+)
+FLUX2_DEPTH = (8, 48)
+"""FLUX.2 (diffusers ``Flux2Transformer2DModel``; BFL names as ai-toolkit, kohya/musubi-tuner and ComfyUI write them,
+diffusers' ``_convert_non_diffusers_flux2_lora_to_diffusers``): dev's 8 double and 48 single blocks, the union of the
+klein sizes. Modulation is shared by all blocks; ``linear1`` stays fused in diffusers too (``to_qkv_mlp_proj``); the
+final modulation's ``[shift, scale]`` rows are swapped as diffusers' single-file converter swaps them (its LoRA
+converter does not, which puts a LoRA on ``final_layer.adaLN_modulation.1`` on the wrong rows)."""
+
 QWEN_TOP: tuple[Row, ...] = tuple(
     (path, (path,), ONE, "")
     for path in (
@@ -187,6 +221,7 @@ ENCODERS: dict[str, tuple[Encoder, ...]] = {
         Encoder("text_encoder_2", tuple(text_encoder_modules(OPENCLIP_G)), ("lora_te2",), None),
         Encoder("text_encoder_3", tuple(t5_modules()), ("lora_te3", "lora_te2"), _COMFY_T5),
     ),
+    "flux2": (),
     "qwen-image": (),
 }
 """Canonical components follow the diffusers pipelines: FLUX's T5 is ``text_encoder_2``, SD3's ``text_encoder_3``."""
@@ -243,6 +278,13 @@ BLOCKS: dict[str, tuple[tuple[Row, ...], Blocks]] = {
         ),
     ),
     "sd3": (SD3_TOP, (("joint_blocks", "transformer_blocks", SD3_BLOCK, SD3_DEPTH),)),
+    "flux2": (
+        FLUX2_TOP,
+        (
+            ("double_blocks", "transformer_blocks", FLUX2_DOUBLE, FLUX2_DEPTH[0]),
+            ("single_blocks", "single_transformer_blocks", FLUX2_SINGLE, FLUX2_DEPTH[1]),
+        ),
+    ),
     "qwen-image": (QWEN_TOP, (("transformer_blocks", "transformer_blocks", QWEN_BLOCK, QWEN_DEPTH),)),
 }
 """Each family's top-level rows and its blocks, which the name tables enumerate."""

@@ -69,7 +69,7 @@ __all__ = [
 
 Target = Literal["kohya", "diffusers", "peft", "comfyui", "bfl-control", "full"]
 TARGETS: tuple[str, ...] = ("kohya", "diffusers", "peft", "comfyui", "bfl-control", "full")
-FUSED_FAMILIES = ("sd3", "flux1")
+FUSED_FAMILIES = ("sd3", "flux1", "flux2")
 """Families whose native (ComfyUI, BFL) modules fuse several diffusers layers: written through native.py."""
 
 _DIRECT = ("unet", "transformer", "text_encoder")

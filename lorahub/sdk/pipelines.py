@@ -38,6 +38,7 @@ PIPELINE_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "StableDiffusionXL": ("sdxl",),
     "StableDiffusion3": ("sd3",),
     "StableDiffusion": ("sd1", "sd2"),
+    "Flux2": ("flux2",),
     "Flux": ("flux1",),
     "QwenImage": ("qwen-image",),
 }
