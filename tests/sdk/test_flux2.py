@@ -4,7 +4,8 @@ layouts fuse q, k, v into ``img_attn.qkv`` and swap the final modulation's rows)
 as the transformer whose weights were summed by hand.
 
 The transformer is FLUX.2's config scaled down (8 + 48 blocks → 1 + 1, 48 heads of 128 → 2 of 16, joint width
-15360 → 24, the SwiGLU ratio 3 kept); its Mistral text encoder is left out (see docs/loading.md)."""
+15360 → 24, the SwiGLU ratio 3 kept), without a text encoder; one test runs the whole tiny FLUX.2 (klein)
+pipeline, and one bakes into a diffusers transformer file."""
 
 from __future__ import annotations
 
@@ -44,11 +45,11 @@ def _pipe() -> Any:
     )  # fmt: skip
 
 
-def _diffusers_lora(folder: Path, *, seed: int = 1) -> Path:
+def _diffusers_lora(folder: Path, *, seed: int = 1, transformer: Any = None) -> Path:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    transformer = _transformer()
+    transformer = transformer if transformer is not None else _transformer()
     torch.manual_seed(seed)
     transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False), "x")
     with torch.no_grad():
@@ -158,3 +159,46 @@ def test_flux2_lora_loads_as_its_weights_summed_by_hand(hub: Hub, tmp_path: Path
     np.testing.assert_allclose(ours, _forward(reference.transformer), atol=1e-5)
     handle.unload()
     np.testing.assert_allclose(_forward(pipe.transformer), base, atol=1e-6)
+
+
+def test_the_tiny_pipeline_generates_with_it_as_with_diffusers_own_load(hub: Hub, tmp_path: Path) -> None:
+    """Image level, on ``lorahub dev tiny-pipeline --family flux2`` (text encoder included)."""
+    from lorahub.dev.tiny_pipeline import CALL_KWARGS, build_tiny_pipeline
+
+    def image(pipe: Any) -> np.ndarray:
+        generator = torch.Generator("cpu").manual_seed(0)
+        result = pipe(prompt="a photo of sks cat", num_inference_steps=2, height=64, width=64, output_type="np",
+                      generator=generator, **CALL_KWARGS["flux2"])  # fmt: skip
+        return np.asarray(result.images[0], dtype=np.float64)
+
+    pipe = build_tiny_pipeline("flux2")
+    source = _diffusers_lora(tmp_path / "src", transformer=build_tiny_pipeline("flux2").transformer)
+    kohya = tmp_path / "kohya.safetensors"
+    convert(source, kohya, to="kohya")
+    base = image(pipe)
+    lorahub.load(kohya, pipe, weight=0.8, hub=hub, verify=False)
+    reference = build_tiny_pipeline("flux2")
+    reference.load_lora_weights(str(source), adapter_name="ref")
+    reference.set_adapters(["ref"], adapter_weights=[0.8])
+    ours = image(pipe)
+    np.testing.assert_allclose(ours, image(reference), atol=1e-5)
+    assert np.abs(ours - base).max() > 1e-3
+
+
+def test_bakes_into_a_diffusers_transformer_file(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from lorahub.merge.bake import bake
+
+    transformer = _transformer()
+    state = {k: v.detach().clone().contiguous() for k, v in transformer.state_dict().items()}
+    base = tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"
+    base.parent.mkdir()
+    save_file(state, str(base))
+    adapter = read_adapter(_diffusers_lora(tmp_path / "src"))
+    bake(base, [(adapter, 0.5)], tmp_path / "baked.safetensors", components=["transformer"])
+    baked = load_file(str(tmp_path / "baked.safetensors"))
+    for name, layer in adapter.layers.items():
+        key = f"{name.removeprefix('transformer.')}.weight"
+        expected = state[key].numpy() + 0.5 * layer.delta().weight
+        np.testing.assert_allclose(baked[key].numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -3,8 +3,8 @@
 ``QwenImagePipeline`` as the transformer whose weights were summed by hand.
 
 The pipeline is tiny and has its transformer only: the real configs' shapes scaled down (60 → 2 blocks, 24 heads of
-128 → 2 of 16, joint width 3584 → 24). Its Qwen2.5-VL text encoder is left out (see docs/loading.md); adapters of
-Qwen-Image target the transformer."""
+128 → 2 of 16, joint width 3584 → 24), without a text encoder (adapters of Qwen-Image target the transformer); one
+test runs the whole tiny pipeline, Qwen2.5-VL text encoder included, and one bakes into a diffusers transformer file."""
 
 from __future__ import annotations
 
@@ -43,12 +43,12 @@ def _pipe() -> Any:
     )  # fmt: skip
 
 
-def _diffusers_lora(folder: Path, *, seed: int = 1) -> Path:
+def _diffusers_lora(folder: Path, *, seed: int = 1, transformer: Any = None) -> Path:
     """A LoRA saved by diffusers' own ``save_lora_weights`` from PEFT layers on the tiny transformer (alpha ≠ rank)."""
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    transformer = _transformer()
+    transformer = transformer if transformer is not None else _transformer()
     torch.manual_seed(seed)
     transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False), "x")
     with torch.no_grad():
@@ -128,3 +128,46 @@ def test_qwen_image_lora_loads_as_its_weights_summed_by_hand(hub: Hub, tmp_path:
     np.testing.assert_allclose(ours, _forward(reference.transformer), atol=1e-5)
     handle.unload()
     np.testing.assert_allclose(_forward(pipe.transformer), base, atol=1e-6)
+
+
+def test_the_tiny_pipeline_generates_with_it_as_with_diffusers_own_load(hub: Hub, tmp_path: Path) -> None:
+    """Image level, on ``lorahub dev tiny-pipeline --family qwen-image`` (text encoder included)."""
+    from lorahub.dev.tiny_pipeline import CALL_KWARGS, build_tiny_pipeline
+
+    def image(pipe: Any) -> np.ndarray:
+        generator = torch.Generator("cpu").manual_seed(0)
+        result = pipe(prompt="a photo of sks cat", num_inference_steps=2, height=64, width=64, output_type="np",
+                      generator=generator, **CALL_KWARGS["qwen-image"])  # fmt: skip
+        return np.asarray(result.images[0], dtype=np.float64)
+
+    pipe = build_tiny_pipeline("qwen-image")
+    source = _diffusers_lora(tmp_path / "src", transformer=build_tiny_pipeline("qwen-image").transformer)
+    kohya = tmp_path / "kohya.safetensors"
+    convert(source, kohya, to="kohya")
+    base = image(pipe)
+    lorahub.load(kohya, pipe, weight=0.8, hub=hub, verify=False)
+    reference = build_tiny_pipeline("qwen-image")
+    reference.load_lora_weights(str(source), adapter_name="ref")
+    reference.set_adapters(["ref"], adapter_weights=[0.8])
+    ours = image(pipe)
+    np.testing.assert_allclose(ours, image(reference), atol=1e-5)
+    assert np.abs(ours - base).max() > 1e-3
+
+
+def test_bakes_into_a_diffusers_transformer_file(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from lorahub.merge.bake import bake
+
+    transformer = _transformer()
+    state = {k: v.detach().clone().contiguous() for k, v in transformer.state_dict().items()}
+    base = tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"
+    base.parent.mkdir()
+    save_file(state, str(base))
+    adapter = read_adapter(_diffusers_lora(tmp_path / "src"))
+    bake(base, [(adapter, 0.5)], tmp_path / "baked.safetensors", components=["transformer"])
+    baked = load_file(str(tmp_path / "baked.safetensors"))
+    for name, layer in adapter.layers.items():
+        key = f"{name.removeprefix('transformer.')}.weight"
+        expected = state[key].numpy() + 0.5 * layer.delta().weight
+        np.testing.assert_allclose(baked[key].numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=key)
