@@ -179,6 +179,12 @@ def delta_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentStat
                 hint="The adapter was made for another model (or another size of it).",
             ) from None
         width = widening(layer, module, path)
+        if width is not None and "Control" not in type(pipe).__name__:
+            raise errors.AdapterNotLoadableError(
+                f"{name} takes {width} input channels, this {type(pipe).__name__}'s {module.in_features}: a FLUX "
+                "Control LoRA reads the control image's latents beside the image's",
+                hint="Load it into a FluxControlPipeline (FluxControlPipeline.from_pipe(pipe) shares the weights).",
+            )
         check_fits(layer, module, name, in_features=width)
         state = states.setdefault(component, ComponentState())
         if width is not None:

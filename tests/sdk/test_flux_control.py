@@ -183,3 +183,12 @@ def test_diffusers_loads_the_converted_file_as_the_bfl_one(hub: Hub, tmp_path: P
     reference = _control_pipe()
     reference.load_lora_weights(str(tmp_path / "diffusers.safetensors"), adapter_name="ref")
     np.testing.assert_allclose(_image(pipe), _image(reference), atol=1e-5)
+
+
+def test_a_plain_flux_pipeline_is_refused_and_left_as_it_was(hub: Hub, tmp_path: Path) -> None:
+    pipe = tiny("flux1")
+    path = _control_lora(tmp_path / "control.safetensors", pipe.transformer)
+    with pytest.raises(errors.AdapterNotLoadableError) as refused:
+        lorahub.load(path, pipe, hub=hub, verify=False)
+    assert "FluxControlPipeline" in (refused.value.hint or "")
+    assert pipe.transformer.x_embedder.in_features == pipe.transformer.config.in_channels == 16
