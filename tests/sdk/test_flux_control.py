@@ -25,7 +25,7 @@ pytest.importorskip("peft")
 RANK = 2
 
 
-def _control_lora(path: Path, transformer: Any, *, seed: int = 0) -> Path:
+def _control_lora(path: Path, transformer: Any, *, seed: int = 0, norms: bool = True) -> Path:
     """A Control LoRA in BFL's layout shaped for ``transformer`` (the modules of BFL's FLUX.1-Depth-dev-lora but
     ``guidance_in``, which the tiny model has not): every LoRA with a bias, ``img_in`` twice as wide as the model's,
     and the QK-norm scales of every block."""
@@ -61,7 +61,7 @@ def _control_lora(path: Path, transformer: Any, *, seed: int = 0) -> Path:
         arrays[f"{module}.lora_A.weight"] = rng.standard_normal((RANK, columns))
         arrays[f"{module}.lora_B.weight"] = 0.3 * rng.standard_normal((rows, RANK))
         arrays[f"{module}.lora_B.bias"] = 0.1 * rng.standard_normal(rows)
-    for key in scales:
+    for key in scales if norms else ():
         arrays[key] = 1 + 0.3 * rng.standard_normal(head)
     save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()}, str(path))
     return path
@@ -192,3 +192,20 @@ def test_a_plain_flux_pipeline_is_refused_and_left_as_it_was(hub: Hub, tmp_path:
         lorahub.load(path, pipe, hub=hub, verify=False)
     assert "FluxControlPipeline" in (refused.value.hint or "")
     assert pipe.transformer.x_embedder.in_features == pipe.transformer.config.in_channels == 16
+
+
+def test_peft_holds_the_biases_of_a_lora_without_norms(tmp_path: Path) -> None:
+    """PEFT's ``lora_bias``: every layer of the folder gets a ``lora_B.bias``, which PEFT itself loads back (into
+    the transformer with its x_embedder widened, as a Control LoRA needs)."""
+    from peft import PeftModel
+
+    from lorahub.sdk.patching import widen
+
+    transformer = tiny("flux1").transformer
+    path = _control_lora(tmp_path / "biased.safetensors", transformer, norms=False)
+    assert convert(path, tmp_path / "peft", to="peft").max_abs_error <= 1e-6
+    widen(transformer, "x_embedder", 2 * transformer.config.in_channels)
+    model = PeftModel.from_pretrained(transformer, str(tmp_path / "peft"))
+    layer = model.base_model.model.transformer_blocks[0].attn.to_q
+    expected = read_adapter(path).layers["transformer.transformer_blocks.0.attn.to_q"].tensors["up_bias"]
+    np.testing.assert_allclose(layer.lora_B["default"].bias.detach().numpy(), expected, atol=1e-6)
