@@ -49,10 +49,11 @@ class ConversionReport:
     the target's alpha/rank."""
 
 
-def exact_lora(layer: CanonicalLayer) -> bool:
+def exact_lora(layer: CanonicalLayer, target: str | None = None) -> bool:
     """Whether a plain LoRA writer can hold the layer exactly (LoRA/LoCon/Tucker factors and nothing else): the
-    support table's ``convert`` column (:mod:`lorahub.adapters.support`)."""
-    return exactly_convertible(layer.kind, layer.tensors)
+    support table's ``convert`` column (:mod:`lorahub.adapters.support`); with a ``target``, also what that layout
+    holds beside factors (a ``lora_B.bias``, FLUX QK norms)."""
+    return exactly_convertible(layer.kind, layer.tensors, target, layer.name)
 
 
 def _same_factors(before: CanonicalLayer, after: CanonicalLayer) -> bool:
@@ -76,11 +77,25 @@ def module_errors(
         return math.inf, math.inf
     if _same_factors(before, after):
         return 0.0, 0.0
-    expected = before.delta(base_of(before)).weight
+    if before.kind == after.kind == "set" and base_of(before) is None:  # the same replacement: the same ΔW on any base
+        return _errors(before.tensors["set_weight"], after.tensors["set_weight"])
+    expected_delta = before.delta(base_of(before))
     after_base = base_of(after) if needs_base(after.kind, after.tensors) else None
-    actual = after.delta(after_base).weight
+    actual_delta = after.delta(after_base)
+    expected, actual = expected_delta.weight, actual_delta.weight
     if expected.shape != actual.shape and expected.size == actual.size:  # a flattened conv delta (no base given)
         actual = actual.reshape(expected.shape)
+    weight_errors = _errors(expected, actual)
+    if expected_delta.bias is None and actual_delta.bias is None:
+        return weight_errors
+    zero = np.zeros(expected.shape[0])
+    bias = expected_delta.bias if expected_delta.bias is not None else zero
+    bias_errors = _errors(bias, actual_delta.bias if actual_delta.bias is not None else zero)
+    return max(weight_errors[0], bias_errors[0]), max(weight_errors[1], bias_errors[1])
+
+
+def _errors(expected: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
+    """Largest absolute difference, and that over the largest |expected| entry; infinite for different shapes."""
     if expected.shape != actual.shape:
         return math.inf, math.inf
     diff = float(np.max(np.abs(expected - actual), initial=0.0))

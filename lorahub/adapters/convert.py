@@ -1,4 +1,5 @@
-"""Format conversion of adapters for SD 1.x/2.x, SDXL, SD3 and FLUX.1: kohya, diffusers, peft, comfyui, full.
+"""Format conversion of adapters for SD 1.x/2.x, SDXL, SD3, FLUX.1/2 and Qwen-Image: kohya, diffusers,
+peft, comfyui, bfl-control, full.
 
 The file is read into the canonical model (:mod:`lorahub.adapters.model`), written out in the target format, read
 back, and ΔW of every module before and after is recomputed through :mod:`lorahub.adapters.delta` and compared; the
@@ -46,6 +47,7 @@ from lorahub.adapters.repair import repair
 from lorahub.adapters.resize import approximate
 from lorahub.adapters.sources import BaseWeights, load_adapter
 from lorahub.adapters.streaming import stream_convert
+from lorahub.adapters.support import LAYOUT_EXTRAS
 from lorahub.adapters.writers import TARGETS, Target, output_files, write_adapter
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import looks_like_safetensors, read_header
@@ -62,10 +64,10 @@ ConversionRefusedError = errors.ConversionRefusedError
 # --- refusal ---------------------------------------------------------------------------------------------------------
 
 
-def _refusals(adapter: CanonicalAdapter) -> list[str]:
+def _refusals(adapter: CanonicalAdapter, target: str) -> list[str]:
     refused = []
     for name, layer in adapter.layers.items():
-        if not exact_lora(layer):
+        if not exact_lora(layer, target):
             extra = sorted(set(layer.tensors) - _LORA_ROLES)
             refused.append(f"{name} ({layer.kind}{', ' + ', '.join(extra) if extra else ''})")
     return refused
@@ -88,10 +90,15 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
         refuse(f"{src}: no adapter modules found", "check that this is a LoRA file")
     if adapter.family not in FAMILIES and target != "full":
         refuse(
-            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x, SDXL, SD3 and "
-            "FLUX.1)",
+            f"{src}: {adapter.family} adapters cannot be converted yet (names are mapped for SD 1.x/2.x, SDXL, SD3, "
+            "FLUX.1, FLUX.2 and Qwen-Image)",
             "name maps for this family are not yet supported",
             unmapped=list(adapter.unmapped),
+        )
+    if target == "bfl-control" and adapter.family != "flux1":
+        refuse(
+            f"{src}: a {adapter.family} adapter has no BFL names (bfl-control is the layout of FLUX.1 Control LoRAs)",
+            f"choose another target: {', '.join(t for t in TARGETS if t != 'bfl-control')}",
         )
     if adapter.unsplit:
         refuse(
@@ -101,13 +108,12 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
             "dense ΔW by rows and decomposes each part, with the error reported",
             refused=list(adapter.unsplit),
         )
-    refused = _refusals(adapter) if target != "full" else []
+    refused = _refusals(adapter, target) if target != "full" else []
     if refused and not lossy:
         shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
         refuse(
-            f"{src}: {len(refused)} module(s) cannot be converted exactly to plain LoRA: {shown}",
-            "LoHa, LoKr, DoRA and other kinds become LoRA only approximately: pass --lossy (and --rank N) to convert "
-            "them by truncated SVD with the error reported, or --to full to keep ΔW exactly",
+            f"{src}: {len(refused)} module(s) cannot be converted exactly to {target}: {shown}",
+            _refusal_hint(adapter, target),
             refused=refused,
         )
     if adapter.unmapped and target != "full":
@@ -118,6 +124,27 @@ def _check_convertible(adapter: CanonicalAdapter, target: str, src: Path, *, los
             "the file's module names are not in the family's inventory; convert it with the tool that wrote it",
             unmapped=list(adapter.unmapped),
         )
+
+
+_CONTROL_EXTRAS = (("bias", "LoRA biases (lora_B.bias)"), ("set", "whole QK-norm weights"))
+
+
+def _refusal_hint(adapter: CanonicalAdapter, target: str) -> str:
+    """What to do instead: another layout where one holds every module (a FLUX Control LoRA's biases and QK norms),
+    else --lossy or --to full."""
+    layers = adapter.layers.values()
+    into = [t for t in LAYOUT_EXTRAS if all(exact_lora(layer, t) for layer in layers)]
+    if into:
+        held = LAYOUT_EXTRAS.get(target, frozenset())
+        missing = [what for extra, what in _CONTROL_EXTRAS if extra not in held]
+        return (
+            f"{target} cannot hold the {' and '.join(missing)} of a FLUX Control LoRA: convert it --to "
+            f"{' or --to '.join(into)}, which hold them exactly, or --to full --base BASE"
+        )
+    return (
+        "LoHa, LoKr, DoRA and other kinds become LoRA only approximately: pass --lossy (and --rank N) to convert them "
+        "by truncated SVD with the error reported, or --to full to keep ΔW exactly"
+    )
 
 
 # --- lossy -----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Module names of SD3/3.5 and FLUX.1 adapters: native (BFL / MMDiT) names ↔ canonical diffusers paths, as data.
+"""Module names of SD3/3.5, FLUX.1/2 and Qwen-Image adapters: native (BFL / MMDiT) names ↔ diffusers paths, as data.
 
 kohya (``lora_unet_double_blocks_0_img_attn_qkv``), ComfyUI (``diffusion_model.double_blocks.0.img_attn.qkv``) and
 ai-toolkit's FLUX files name the modules of the *original* models (BFL's ``flux/model.py``, Stability's MMDiT), while
@@ -35,9 +35,10 @@ from lorahub.adapters.name_tables import CLIP_L, OPENCLIP_G, TextEncoderSpec, te
 
 __all__ = ["FAMILIES", "Native", "inventory", "lookup", "native_of", "written_name"]
 
-FAMILIES = ("sd3", "flux1")
-NATIVE_FORMATS = ("kohya", "comfyui")
-"""Formats that spell native (BFL/MMDiT) names; ``diffusers`` spells the canonical paths themselves."""
+FAMILIES = ("sd3", "flux1", "flux2", "qwen-image")
+NATIVE_FORMATS = ("kohya", "comfyui", "bfl-control")
+"""Formats that spell native (BFL/MMDiT) names; ``diffusers`` spells the canonical paths themselves. ``bfl-control``
+is the bare native path (BFL's FLUX Control LoRAs, ``double_blocks.0.img_attn.qkv``)."""
 
 # --- transformer tables: (native path, diffusers paths, ratios, swap) --------------------------------------------
 
@@ -76,6 +77,18 @@ FLUX_SINGLE: tuple[Row, ...] = (
     ("linear2", ("proj_out",), ONE, ""),
     ("modulation.lin", ("norm.linear",), ONE, ""),
 )
+FLUX_DOUBLE_NORMS: tuple[Row, ...] = (
+    ("img_attn.norm.query_norm", ("attn.norm_q",), ONE, ""),
+    ("img_attn.norm.key_norm", ("attn.norm_k",), ONE, ""),
+    ("txt_attn.norm.query_norm", ("attn.norm_added_q",), ONE, ""),
+    ("txt_attn.norm.key_norm", ("attn.norm_added_k",), ONE, ""),
+)
+FLUX_SINGLE_NORMS: tuple[Row, ...] = (
+    ("norm.query_norm", ("attn.norm_q",), ONE, ""),
+    ("norm.key_norm", ("attn.norm_k",), ONE, ""),
+)
+"""FLUX's QK-norm scales (BFL ``QKNorm``, diffusers ``RMSNorm``), which BFL Control LoRAs replace whole: named (as
+diffusers' ``_convert_bfl_flux_control_lora_to_diffusers`` names them) but not in the inventory of LoRA targets."""
 FLUX_DEPTH = (19, 38)
 """FLUX.1 dev/schnell: 19 double and 38 single blocks."""
 
@@ -105,6 +118,61 @@ SD3_BLOCK: tuple[Row, ...] = (
 )
 SD3_DEPTH = 38
 """The union of SD3 Medium / SD3.5 Medium (24 blocks) and SD3.5 Large (38): names do not depend on depth."""
+
+FLUX2_TOP: tuple[Row, ...] = (
+    ("img_in", ("x_embedder",), ONE, ""),
+    ("txt_in", ("context_embedder",), ONE, ""),
+    ("time_in.in_layer", ("time_guidance_embed.timestep_embedder.linear_1",), ONE, ""),
+    ("time_in.out_layer", ("time_guidance_embed.timestep_embedder.linear_2",), ONE, ""),
+    ("guidance_in.in_layer", ("time_guidance_embed.guidance_embedder.linear_1",), ONE, ""),
+    ("guidance_in.out_layer", ("time_guidance_embed.guidance_embedder.linear_2",), ONE, ""),
+    ("double_stream_modulation_img.lin", ("double_stream_modulation_img.linear",), ONE, ""),
+    ("double_stream_modulation_txt.lin", ("double_stream_modulation_txt.linear",), ONE, ""),
+    ("single_stream_modulation.lin", ("single_stream_modulation.linear",), ONE, ""),
+    ("final_layer.linear", ("proj_out",), ONE, ""),
+    ("final_layer.adaLN_modulation.1", ("norm_out.linear",), ONE, "always"),
+)
+FLUX2_DOUBLE: tuple[Row, ...] = (
+    ("img_attn.qkv", ("attn.to_q", "attn.to_k", "attn.to_v"), QKV, ""),
+    ("img_attn.proj", ("attn.to_out.0",), ONE, ""),
+    ("img_mlp.0", ("ff.linear_in",), ONE, ""),
+    ("img_mlp.2", ("ff.linear_out",), ONE, ""),
+    ("txt_attn.qkv", ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"), QKV, ""),
+    ("txt_attn.proj", ("attn.to_add_out",), ONE, ""),
+    ("txt_mlp.0", ("ff_context.linear_in",), ONE, ""),
+    ("txt_mlp.2", ("ff_context.linear_out",), ONE, ""),
+)
+FLUX2_SINGLE: tuple[Row, ...] = (
+    ("linear1", ("attn.to_qkv_mlp_proj",), ONE, ""),
+    ("linear2", ("attn.to_out",), ONE, ""),
+)
+FLUX2_DEPTH = (8, 48)
+"""FLUX.2 (diffusers ``Flux2Transformer2DModel``; BFL names as ai-toolkit, kohya/musubi-tuner and ComfyUI write them,
+diffusers' ``_convert_non_diffusers_flux2_lora_to_diffusers``): dev's 8 double and 48 single blocks, the union of the
+klein sizes. Modulation is shared by all blocks; ``linear1`` stays fused in diffusers too (``to_qkv_mlp_proj``); the
+final modulation's ``[shift, scale]`` rows are swapped as diffusers' single-file converter swaps them (its LoRA
+converter does not, which puts a LoRA on ``final_layer.adaLN_modulation.1`` on the wrong rows)."""
+
+QWEN_TOP: tuple[Row, ...] = tuple(
+    (path, (path,), ONE, "")
+    for path in (
+        "img_in", "txt_in", "time_text_embed.timestep_embedder.linear_1",
+        "time_text_embed.timestep_embedder.linear_2", "norm_out.linear", "proj_out",
+    )
+)  # fmt: skip
+QWEN_BLOCK: tuple[Row, ...] = tuple(
+    (path, (path,), ONE, "")
+    for path in (
+        "img_mod.1", "txt_mod.1", "attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj",
+        "attn.add_v_proj", "attn.to_out.0", "attn.to_add_out", "img_mlp.net.0.proj", "img_mlp.net.2",
+        "txt_mlp.net.0.proj", "txt_mlp.net.2",
+    )
+)  # fmt: skip
+QWEN_DEPTH = 60
+"""Qwen-Image (diffusers ``QwenImageTransformer2DModel``): 60 double-stream blocks. Its trainers name the diffusers
+modules themselves (musubi-tuner ``lora_unet_transformer_blocks_0_attn_to_q``, ai-toolkit and ComfyUI
+``diffusion_model.transformer_blocks.0.attn.to_q``, diffusers ``transformer.…``): nothing is fused or swapped, so
+every row is one layer under its own path."""
 
 # --- text encoders -----------------------------------------------------------------------------------------------
 
@@ -153,6 +221,8 @@ ENCODERS: dict[str, tuple[Encoder, ...]] = {
         Encoder("text_encoder_2", tuple(text_encoder_modules(OPENCLIP_G)), ("lora_te2",), None),
         Encoder("text_encoder_3", tuple(t5_modules()), ("lora_te3", "lora_te2"), _COMFY_T5),
     ),
+    "flux2": (),
+    "qwen-image": (),
 }
 """Canonical components follow the diffusers pipelines: FLUX's T5 is ``text_encoder_2``, SD3's ``text_encoder_3``."""
 
@@ -197,28 +267,54 @@ def _flat(path: str) -> str:
     return path.replace(".", "_")
 
 
-def _transformer_rows(family: str) -> Iterator[tuple[str, str, Row]]:
-    """(native block prefix, diffusers block prefix, row) for every transformer module of the family."""
-    if family == "flux1":
-        for row in FLUX_TOP:
-            yield "", "", row
-        doubles, singles = FLUX_DEPTH
-        for i in range(doubles):
-            for row in FLUX_DOUBLE:
-                yield f"double_blocks.{i}.", f"transformer_blocks.{i}.", row
-        for i in range(singles):
-            for row in FLUX_SINGLE:
-                yield f"single_blocks.{i}.", f"single_transformer_blocks.{i}.", row
-    else:
-        for row in SD3_TOP:
-            yield "", "", row
-        for i in range(SD3_DEPTH):
-            for row in SD3_BLOCK:
-                yield f"joint_blocks.{i}.", f"transformer_blocks.{i}.", row
+Blocks = tuple[tuple[str, str, tuple[Row, ...], int], ...]
+"""(native block name, diffusers block name, rows of a block, depth) of a family's transformer blocks."""
+BLOCKS: dict[str, tuple[tuple[Row, ...], Blocks]] = {
+    "flux1": (
+        FLUX_TOP,
+        (
+            ("double_blocks", "transformer_blocks", FLUX_DOUBLE, FLUX_DEPTH[0]),
+            ("single_blocks", "single_transformer_blocks", FLUX_SINGLE, FLUX_DEPTH[1]),
+        ),
+    ),
+    "sd3": (SD3_TOP, (("joint_blocks", "transformer_blocks", SD3_BLOCK, SD3_DEPTH),)),
+    "flux2": (
+        FLUX2_TOP,
+        (
+            ("double_blocks", "transformer_blocks", FLUX2_DOUBLE, FLUX2_DEPTH[0]),
+            ("single_blocks", "single_transformer_blocks", FLUX2_SINGLE, FLUX2_DEPTH[1]),
+        ),
+    ),
+    "qwen-image": (QWEN_TOP, (("transformer_blocks", "transformer_blocks", QWEN_BLOCK, QWEN_DEPTH),)),
+}
+"""Each family's top-level rows and its blocks, which the name tables enumerate."""
+NORMS: dict[str, Blocks] = {
+    "flux1": (
+        ("double_blocks", "transformer_blocks", FLUX_DOUBLE_NORMS, FLUX_DEPTH[0]),
+        ("single_blocks", "single_transformer_blocks", FLUX_SINGLE_NORMS, FLUX_DEPTH[1]),
+    ),
+}
+"""FLUX's QK norms, named but not LoRA targets."""
 
 
-def _add(maps: _Maps, native: Native, written: dict[str, str], aliases: tuple[str, ...] = ()) -> None:
-    maps.natives.append(native)
+def _transformer_rows(family: str, *, norms: bool = False) -> Iterator[tuple[str, str, Row]]:
+    """(native block prefix, diffusers block prefix, row) for every transformer module of the family (with
+    ``norms``, its QK norms instead)."""
+    top, blocks = ((), NORMS.get(family, ())) if norms else BLOCKS[family]
+    for row in top:
+        yield "", "", row
+    for native, diffusers, rows, depth in blocks:
+        for i in range(depth):
+            for row in rows:
+                yield f"{native}.{i}.", f"{diffusers}.{i}.", row
+
+
+def _add(
+    maps: _Maps, native: Native, written: dict[str, str], aliases: tuple[str, ...] = (), *, target: bool = True
+) -> None:
+    """Register an entry; ``target`` False keeps it out of the inventory of LoRA targets (FLUX's QK norms)."""
+    if target:
+        maps.natives.append(native)
     for index, part in enumerate(native.parts):
         maps.by_part[part] = (native, index)
     for fmt, name in written.items():
@@ -234,12 +330,13 @@ def _add_identity(maps: _Maps, canonical: str, *aliases: str) -> None:
         maps.read.setdefault(name, entry)
 
 
-def _add_transformer(maps: _Maps, family: str) -> None:
-    for native_block, diffusers_block, (path, parts, ratios, swap) in _transformer_rows(family):
+def _add_transformer(maps: _Maps, family: str, *, norms: bool = False) -> None:
+    for native_block, diffusers_block, (path, parts, ratios, swap) in _transformer_rows(family, norms=norms):
         canonical = tuple(f"transformer.{diffusers_block}{part}" for part in parts)
         native = Native("transformer", f"{native_block}{path}", canonical, ratios, swap)
         kohya = f"lora_unet_{_flat(native.path)}"
-        _add(maps, native, {"kohya": kohya, "comfyui": f"diffusion_model.{native.path}"})
+        written = {"kohya": kohya, "comfyui": f"diffusion_model.{native.path}", "bfl-control": native.path}
+        _add(maps, native, written, target=not norms)
         for name in canonical:
             bare = name.removeprefix("transformer.")
             _add_identity(maps, name, bare, f"lora_transformer_{_flat(bare)}")
@@ -287,6 +384,7 @@ def _add_xlabs(maps: _Maps) -> None:
 def _maps(family: str) -> _Maps:
     maps = _Maps(natives=[], read={}, by_part={}, written={})
     _add_transformer(maps, family)
+    _add_transformer(maps, family, norms=True)
     if family == "flux1":
         _add_xlabs(maps)
     for encoder in ENCODERS[family]:

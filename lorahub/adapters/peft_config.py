@@ -53,7 +53,7 @@ def lora_config(layers: list[tuple[str, CanonicalLayer]]) -> dict[str, Any]:
         "target_modules": sorted(ranks),
         "use_dora": False,
         "use_rslora": rslora,
-        "lora_bias": False,
+        "lora_bias": any("up_bias" in layer.tensors for _, layer in layers),
         "init_lora_weights": True,
     }
 

@@ -12,6 +12,7 @@ writer or PEFT's LoRA layers cannot hold beside the factors (a DoRA magnitude, a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,7 @@ from lorahub.adapters.delta import BASE_KINDS, DORA_ROLES, KINDS
 __all__ = [
     "EXTRAS",
     "KIND_SUPPORT",
+    "LAYOUT_EXTRAS",
     "Capabilities",
     "KindSupport",
     "ModuleFacts",
@@ -98,6 +100,8 @@ def layer_extras(roles: Iterable[str]) -> list[str]:
     return [name for name, (extra_roles, _) in EXTRAS.items() if present & extra_roles]
 
 
+LORA_LAYOUTS = ("kohya", "diffusers", "peft", "comfyui", "bfl-control")
+"""The layouts ``convert`` writes factors into (``full`` holds every kind as ΔW)."""
 LORA_ROLES = frozenset({"down", "up", "mid"})
 """What PEFT's LoRA layers and the LoRA writers hold: the factors (a Tucker ``mid`` folds into ``down``)."""
 
@@ -109,11 +113,32 @@ def peft_loadable(kind: str, roles: Iterable[str]) -> bool:
     return row is not None and row.load == "peft" and {"down", "up"} <= present <= LORA_ROLES
 
 
-def exactly_convertible(kind: str, roles: Iterable[str]) -> bool:
-    """Whether the LoRA writers hold this layer exactly: a kind marked ``exact`` with its factors and nothing else."""
+LAYOUT_EXTRAS: Mapping[str, frozenset[str]] = {
+    "diffusers": frozenset({"bias", "set"}),
+    "bfl-control": frozenset({"bias", "set"}),
+    "peft": frozenset({"bias"}),
+}
+"""Layouts that hold more than LoRA factors, exactly: a bias delta as PEFT's ``lora_B.bias`` (``lora_bias``, which
+diffusers and PEFT load), and FLUX's QK-norm weights replaced whole (``set``), as BFL's FLUX Control LoRAs ship them
+(``…norm.query_norm.scale``) and diffusers' ``FluxLoraLoaderMixin`` loads them (``…attn.norm_q.weight``). kohya and
+ComfyUI files hold LoRA factors only (ComfyUI reads Control LoRAs in BFL's own layout)."""
+QK_NORM = re.compile(r"transformer\.(?:single_)?transformer_blocks\.[0-9]+\.attn\.norm_(?:added_)?[qk]")
+"""The canonical names of FLUX's QK norms, the only layers whose ``set`` a layout of :data:`LAYOUT_EXTRAS` holds."""
+BIAS_ROLES = frozenset({"up_bias"})
+
+
+def exactly_convertible(kind: str, roles: Iterable[str], target: str | None = None, name: str = "") -> bool:
+    """Whether the LoRA writers hold this layer exactly: a kind marked ``exact`` with its factors and nothing else;
+    or, for a ``target`` of :data:`LAYOUT_EXTRAS`, a LoRA with a ``lora_B.bias`` or a FLUX QK-norm ``set`` (``name``
+    is the layer's canonical name) where that layout holds it."""
     row = KIND_SUPPORT.get(kind)
     present = set(roles)
-    return row is not None and row.convert == "exact" and {"down", "up"} <= present <= LORA_ROLES
+    if row is not None and row.convert == "exact" and {"down", "up"} <= present <= LORA_ROLES:
+        return True
+    extras = LAYOUT_EXTRAS.get(target or "", frozenset())
+    if kind == "lora" and "bias" in extras:
+        return {"down", "up"} <= present <= LORA_ROLES | BIAS_ROLES
+    return kind == "set" and "set" in extras and present == {"set_weight"} and bool(QK_NORM.fullmatch(name))
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,8 @@ class ModuleFacts:
     kind: str
     roles: frozenset[str]
     fate: str = "mapped"
+    name: str = ""
+    """The canonical name, where known (a ``set`` is exact in some layouts only on FLUX's QK norms)."""
 
 
 @dataclass(frozen=True)
@@ -141,10 +168,14 @@ class Capabilities:
     bake: bool
     needs_base: list[str]
     reasons: list[str]
+    exact_into: list[str]
+    """The layouts every module converts into exactly (all LoRA layouts when ``convert_exact``; some layouts for a
+    FLUX Control LoRA's biases and norms, :data:`LAYOUT_EXTRAS`)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
             "convert_exact": self.convert_exact,
+            "exact_into": self.exact_into,
             "convert_lossy": self.convert_lossy,
             "load": self.load,
             "load_via": self.load_via,
@@ -188,8 +219,12 @@ def capabilities(modules: Iterable[ModuleFacts], *, family: str | None = None) -
     usable = not reasons
     exact = usable and all(exactly_convertible(m.kind, m.roles) for m in facts)
     peft = all(peft_loadable(m.kind, m.roles) for m in facts)
+    into = list(LORA_LAYOUTS) if exact else []
+    if usable and not exact:
+        into = [t for t in LORA_LAYOUTS if all(exactly_convertible(m.kind, m.roles, t, m.name) for m in facts)]
     return Capabilities(
         convert_exact=exact,
+        exact_into=into,
         convert_lossy=usable,
         load=usable,
         load_via=("peft" if peft else "delta") if usable else None,
@@ -206,10 +241,19 @@ _LOAD_CELL = {"peft": "exact: PEFT's LoRA layers", "delta": "exact: lorahub's Δ
 _LORA_ROLE_KINDS = {"mid": "lora-tucker"}
 
 
+def _convert_cell(row: KindSupport) -> str:
+    """The kind's rule, and the layouts of :data:`LAYOUT_EXTRAS` that hold it exactly anyway."""
+    into = [f"`{layout}`" for layout, extras in LAYOUT_EXTRAS.items() if row.kind in extras]
+    if row.convert == "exact" or not into:
+        return _CONVERT_CELL[row.convert]
+    where = " (FLUX QK norms)" if row.kind == "set" else " (as `lora_B.bias`)"
+    return f"exact into {', '.join(into)}{where}; else {_CONVERT_CELL[row.convert]}"
+
+
 def _kind_row(row: KindSupport) -> str:
     full = "exact, with `--base`" if row.needs_base else "exact"
     base = "yes" if row.needs_base else "no"
-    cells = [f"`{row.kind}`", row.label, _CONVERT_CELL[row.convert], full, _LOAD_CELL[row.load],
+    cells = [f"`{row.kind}`", row.label, _convert_cell(row), full, _LOAD_CELL[row.load],
              "yes" if row.bake else "no", base]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 

@@ -57,6 +57,7 @@ __all__ = [
     "FUSED_FAMILIES",
     "TARGETS",
     "Target",
+    "bfl_control_tensors",
     "comfyui_tensors",
     "diffusers_tensors",
     "full_tensors",
@@ -66,9 +67,9 @@ __all__ = [
     "write_peft",
 ]
 
-Target = Literal["kohya", "diffusers", "peft", "comfyui", "full"]
-TARGETS: tuple[str, ...] = ("kohya", "diffusers", "peft", "comfyui", "full")
-FUSED_FAMILIES = ("sd3", "flux1")
+Target = Literal["kohya", "diffusers", "peft", "comfyui", "bfl-control", "full"]
+TARGETS: tuple[str, ...] = ("kohya", "diffusers", "peft", "comfyui", "bfl-control", "full")
+FUSED_FAMILIES = ("sd3", "flux1", "flux2")
 """Families whose native (ComfyUI, BFL) modules fuse several diffusers layers: written through native.py."""
 
 _DIRECT = ("unet", "transformer", "text_encoder")
@@ -105,17 +106,39 @@ def kohya_tensors(adapter: CanonicalAdapter, dtype: str | None) -> Tensors:
     return _kohya_named(written_layers(adapter, "kohya"), dtype)
 
 
+def _lora_tensors(name: str, layer: CanonicalLayer, storage: str, bias: bool) -> Tensors:
+    """PEFT's ``lora_A``/``lora_B`` (and ``lora_B.bias`` with ``bias``: a zero one where the layer has none, since
+    PEFT's ``lora_bias`` gives every layer of the component one), or a FLUX QK norm's whole ``weight`` (``set``)."""
+    if layer.kind == "set":
+        weight = layer.tensors["set_weight"]
+        return {f"{name}.weight": (storage, tuple(weight.shape), encode(weight, storage))}
+    down, up = folded_down(layer.tensors), layer.tensors["up"]
+    out: Tensors = {
+        f"{name}.lora_A.weight": (storage, tuple(down.shape), encode(down, storage)),
+        f"{name}.lora_B.weight": (storage, tuple(up.shape), encode(up, storage)),
+    }
+    if bias:
+        up_bias = layer.tensors.get("up_bias", np.zeros(up.shape[0], dtype=np.float32))
+        out[f"{name}.lora_B.bias"] = (storage, tuple(up_bias.shape), encode(up_bias, storage))
+    return out
+
+
+def _has_bias(layers: Iterable[CanonicalLayer]) -> bool:
+    return any("up_bias" in layer.tensors for layer in layers)
+
+
 def diffusers_tensors(adapter: CanonicalAdapter, dtype: str | None) -> tuple[Tensors, dict[str, Any]]:
-    """``lora_A``/``lora_B`` under diffusers paths, and the flattened per-component PEFT config."""
+    """``lora_A``/``lora_B`` (and ``lora_B.bias``) under diffusers paths, FLUX QK-norm weights as diffusers'
+    ``FluxLoraLoaderMixin`` reads a Control LoRA's, and the flattened per-component PEFT config."""
     out: Tensors = {}
     by_component: dict[str, list[tuple[str, CanonicalLayer]]] = {}
-    for name, layer in written_layers(adapter, "diffusers"):
-        storage = storage_dtype(layer, dtype)
-        down, up = folded_down(layer.tensors), layer.tensors["up"]
-        out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), encode(down, storage))
-        out[f"{name}.lora_B.weight"] = (storage, tuple(up.shape), encode(up, storage))
+    named = written_layers(adapter, "diffusers")
+    biased = {n.partition(".")[0] for n, layer in named if "up_bias" in layer.tensors}
+    for name, layer in named:
         component, _, path = name.partition(".")
-        by_component.setdefault(component, []).append((config_path(path), layer))
+        out.update(_lora_tensors(name, layer, storage_dtype(layer, dtype), component in biased))
+        if layer.kind != "set":
+            by_component.setdefault(component, []).append((config_path(path), layer))
     config: dict[str, Any] = {}
     for component in _COMPONENTS:
         if component in by_component:
@@ -143,6 +166,30 @@ def _comfyui_layers(adapter: CanonicalAdapter) -> list[tuple[str, CanonicalLayer
     if adapter.family in FUSED_FAMILIES:
         return list(written_layers(adapter, "comfyui"))
     return list(adapter.layers.items())
+
+
+# --- bfl-control ---------------------------------------------------------------------------------------------------
+
+
+def bfl_control_tensors(adapter: CanonicalAdapter, dtype: str | None) -> Tensors:
+    """BFL's FLUX Control LoRA layout: bare BFL module names (fused like kohya's), PEFT ``lora_A``/``lora_B`` and
+    ``lora_B.bias``, QK-norm scales whole (``….norm.query_norm.scale``). The layout has no alpha (scale 1), so each
+    module's scale is folded into ``lora_B`` and its bias."""
+    out: Tensors = {}
+    for name, layer in written_layers(adapter, "bfl-control"):
+        storage = storage_dtype(layer, dtype)
+        if layer.kind == "set":
+            weight = layer.tensors["set_weight"]
+            out[f"{name}.scale"] = (storage, tuple(weight.shape), encode(weight, storage))
+            continue
+        scale = layer.scale
+        down, up = folded_down(layer.tensors), layer.tensors["up"] * scale
+        out[f"{name}.lora_A.weight"] = (storage, tuple(down.shape), encode(down, storage))
+        out[f"{name}.lora_B.weight"] = (storage, tuple(up.shape), encode(up, storage))
+        if "up_bias" in layer.tensors:
+            bias = layer.tensors["up_bias"] * scale
+            out[f"{name}.lora_B.bias"] = (storage, tuple(bias.shape), encode(bias, storage))
+    return out
 
 
 # --- full ----------------------------------------------------------------------------------------------------------
@@ -195,11 +242,9 @@ def write_peft(adapter: CanonicalAdapter, out: Path, *, dtype: str | None, metad
         folder = out if len(by_component) == 1 and component in _DIRECT else out / component
         folder.mkdir(parents=True, exist_ok=True)
         tensors: Tensors = {}
+        bias = _has_bias(layer for _, layer in layers)
         for path, layer in layers:
-            kind = storage_dtype(layer, dtype)
-            down, up = folded_down(layer.tensors), layer.tensors["up"]
-            tensors[f"base_model.model.{path}.lora_A.weight"] = (kind, tuple(down.shape), encode(down, kind))
-            tensors[f"base_model.model.{path}.lora_B.weight"] = (kind, tuple(up.shape), encode(up, kind))
+            tensors.update(_lora_tensors(f"base_model.model.{path}", layer, storage_dtype(layer, dtype), bias))
         write(folder / PEFT_WEIGHTS, tensors, {"format": "pt", **metadata})
         config = adapter_config(layers)
         (folder / PEFT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -235,6 +280,8 @@ def write_adapter(
         metadata = {"format": "pt", **metadata, "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True)}
     elif to == "comfyui":
         tensors = comfyui_tensors(adapter, dtype)
+    elif to == "bfl-control":
+        tensors = bfl_control_tensors(adapter, dtype)
     elif to == "full":
         tensors = full_tensors(adapter, dtype, base_of)
     else:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from lorahub.sdk.exporting import ConvertResult, Dtype
     from lorahub.sdk.hub import Hub
 
-_TARGETS = ["kohya", "diffusers", "peft", "comfyui", "full"]
+_TARGETS = ["kohya", "diffusers", "peft", "comfyui", "bfl-control", "full"]
 _DTYPES = click.Choice(["fp16", "bf16", "fp32"])
 
 

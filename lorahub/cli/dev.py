@@ -40,7 +40,11 @@ def example_dataset(directory: Path) -> None:
 @dev_group.command("tiny-pipeline")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--family", type=click.Choice(["sd1", "sdxl", "flux1"]), default="sd1", show_default=True, help="Base geometry."
+    "--family",
+    type=click.Choice(["sd1", "sdxl", "flux1", "flux2", "qwen-image"]),
+    default="sd1",
+    show_default=True,
+    help="Base geometry.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights.")
 def tiny_pipeline(directory: Path, family: str, seed: int) -> None:

@@ -77,7 +77,7 @@ def _support(support: dict[str, Any]) -> str:
     """One line per capability, then why not (the support matrix row of the file, docs/reference/support-matrix.md)."""
     via = {"peft": "as PEFT LoRA", "delta": "through lorahub's ΔW patch"}
     answers = [
-        ("convert exactly", support["convert_exact"], ""),
+        ("convert exactly", support["convert_exact"] or bool(support["exact_into"]), _into(support)),
         ("convert lossily (--lossy)", support["convert_lossy"], ""),
         ("load into a pipeline", support["load"], f" ({via[support['load_via']]})" if support["load_via"] else ""),
         ("bake into a base", support["bake"], ""),
@@ -87,6 +87,13 @@ def _support(support: dict[str, Any]) -> str:
         lines.append(f"[dim]ΔW of {', '.join(support['needs_base'])} needs the base weight (--base)[/]")
     lines += [f"[dim]{escape(reason)}[/]" for reason in support["reasons"]]
     return "\n".join(lines)
+
+
+def _into(support: dict[str, Any]) -> str:
+    """The layouts that hold the file exactly, when not every LoRA layout does (a FLUX Control LoRA's extras)."""
+    if support["convert_exact"] or not support["exact_into"]:
+        return ""
+    return f" (--to {', '.join(support['exact_into'])} only)"
 
 
 def _family(report: Report) -> str:

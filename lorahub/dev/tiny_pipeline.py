@@ -1,9 +1,13 @@
-"""Tiny diffusers pipelines (SD 1.5, SDXL, FLUX.1 shapes) built from configs with random weights, offline.
+"""Tiny diffusers pipelines (SD 1.5, SDXL, FLUX.1, FLUX.2, Qwen-Image shapes) built from configs with random
+weights, offline.
 
 Tests and the quickstart need a real ``DiffusionPipeline`` folder to load, generate with and train on, in seconds and
 without the network. The configs keep the real module *names* and wiring (so LoRA keys, kohya conversion and
 ``load_lora_weights`` behave as on the real models) at toy widths. Tokenizers are made locally: a byte-level CLIP BPE
-learned from a few sentences, and a Unigram T5 vocab. Needs torch, diffusers and transformers (the ``train`` extra).
+learned from a few sentences, a Unigram T5 vocab, and a byte-level Qwen BPE (with the ``<|im_start|>`` chat tokens)
+for the Qwen text encoders of FLUX.2 klein (Qwen3) and Qwen-Image (Qwen2.5-VL). FLUX.2 is built as its klein variant
+(``Flux2KleinPipeline``): dev's Mistral 3 encoder needs a Pixtral processor, while both share the transformer, whose
+module names are what adapters target. Needs torch, diffusers and transformers (the ``train`` extra).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from typing import Any, Literal
 
 from lorahub import errors
 
-Family = Literal["sd1", "sdxl", "flux1"]
-FAMILIES: tuple[Family, ...] = ("sd1", "sdxl", "flux1")
+Family = Literal["sd1", "sdxl", "flux1", "flux2", "qwen-image"]
+FAMILIES: tuple[Family, ...] = ("sd1", "sdxl", "flux1", "flux2", "qwen-image")
 
 # Toy text the tokenizers learn from: words that captions in tests, examples and the quickstart use.
 CORPUS = (
@@ -50,12 +54,13 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {byte: chr(code) for byte, code in zip(printable, codes, strict=True)}
 
 
-def _learn_merges(words: list[str], count: int) -> list[tuple[str, str]]:
-    """The most frequent adjacent pair, merged ``count`` times (ties broken by the pair itself: deterministic)."""
+def _learn_merges(words: list[str], count: int, *, word_end: str = "</w>") -> list[tuple[str, str]]:
+    """The most frequent adjacent pair, merged ``count`` times (ties broken by the pair itself: deterministic).
+    ``word_end`` marks a word's last symbol (CLIP's ``</w>``; GPT-2-style BPEs such as Qwen's mark nothing)."""
     table = _bytes_to_unicode()
     spelled = [[table[b] for b in word.encode()] for word in words]
     for symbols in spelled:
-        symbols[-1] += "</w>"
+        symbols[-1] += word_end
     merges: list[tuple[str, str]] = []
     for _ in range(count):
         pairs = Counter(pair for symbols in spelled for pair in pairwise(symbols))
@@ -108,6 +113,46 @@ def _t5_tokenizer() -> Any:
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     vocab += [(f"▁{word}", -1.0) for word in words] + [(char, -3.0) for char in letters]
     return transformers.T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+QWEN_END, QWEN_CHAT = "<|endoftext|>", ("<|im_start|>", "<|im_end|>")
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""Qwen's chat markup, which FLUX.2 klein applies to a prompt (``apply_chat_template``); Qwen-Image writes it itself."""
+
+
+def _qwen_tokenizer() -> Any:
+    """A byte-level Qwen BPE (GPT-2 style: no word-end marks) learned from the corpus, with Qwen's end and chat
+    tokens; the vocab and merges are given in memory."""
+    transformers = _module("transformers")
+
+    words = [word for line in CORPUS for word in line.replace(",", " ").split()]
+    merges = _learn_merges(words, BPE_MERGES, word_end="")
+    symbols = list(_bytes_to_unicode().values())
+    vocab_list = [*symbols, *(a + b for a, b in merges), QWEN_END]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_list))}
+    tokenizer = transformers.Qwen2Tokenizer(vocab=vocab, merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_CHAT)})
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _qwen_text(tokenizer: Any) -> dict[str, Any]:
+    """The smallest Qwen decoder: 2 layers of width 32 (FLUX.2 klein's Qwen3 and Qwen-Image's Qwen2.5-VL share it)."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+    }
 
 
 def _clip_config(tokenizer: Any) -> Any:
@@ -274,13 +319,108 @@ def _build_flux1(workdir: Path) -> Any:
     )
 
 
-BUILDERS: dict[Family, Callable[[Path], Any]] = {"sd1": _build_sd1, "sdxl": _build_sdxl, "flux1": _build_flux1}
+FLUX2_TEXT_LAYERS = (1, 2, 2)
+"""The text encoder's hidden states FLUX.2 stacks (klein: layers 9, 18, 27 of 36): here those of 2 layers; the
+transformer's joint width is three times the encoder's."""
+
+
+def _build_flux2(workdir: Path) -> Any:
+    """FLUX.2 klein's wiring (``Flux2KleinPipeline``) at FLUX.2's ratios: SwiGLU MLP 3, 4-axis RoPE, shared
+    modulation; a Qwen3 text encoder; the FLUX.2 VAE with its 2×2 patch batch norm."""
+    diffusers = _module("diffusers")
+    transformers = _module("transformers")
+
+    tokenizer = _qwen_tokenizer()
+    text_encoder = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=16, **_qwen_text(tokenizer)))
+    transformer = diffusers.Flux2Transformer2DModel(
+        in_channels=16,  # 4 latent channels × 2×2 patches
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=3 * 32,
+        axes_dims_rope=(4, 4, 4, 4),  # sums to attention_head_dim
+        guidance_embeds=False,  # klein is distilled: no guidance embedder
+    )
+    vae = diffusers.AutoencoderKLFlux2(
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=64,
+    )
+    return diffusers.Flux2KleinPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        is_distilled=True,
+    )
+
+
+def _build_qwen_image(workdir: Path) -> Any:
+    """Qwen-Image's wiring (``QwenImagePipeline``): its double-stream transformer, a Qwen2.5-VL text encoder (with a
+    one-block vision tower, which text prompts never run) and the Qwen-Image VAE (temporal, 8× spatial)."""
+    diffusers = _module("diffusers")
+    transformers = _module("transformers")
+
+    tokenizer = _qwen_tokenizer()
+    config = transformers.Qwen2_5_VLConfig(
+        text_config={**_qwen_text(tokenizer), "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}},
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "out_hidden_size": 32,
+            "num_heads": 2,
+            "intermediate_size": 16,
+            "fullatt_block_indexes": [0],
+        },
+    )
+    transformer = diffusers.QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,  # 4 latent channels × 2×2 patches
+        out_channels=4,
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim
+    )
+    vae = diffusers.AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+    return diffusers.QwenImagePipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=transformers.Qwen2_5_VLForConditionalGeneration(config),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+BUILDERS: dict[Family, Callable[[Path], Any]] = {
+    "sd1": _build_sd1,
+    "sdxl": _build_sdxl,
+    "flux1": _build_flux1,
+    "flux2": _build_flux2,
+    "qwen-image": _build_qwen_image,
+}
 
 # What each family's pipeline needs at call time to run tiny and fast (FLUX's T5 would otherwise pad to 512 tokens).
 CALL_KWARGS: dict[Family, dict[str, Any]] = {
     "sd1": {},
     "sdxl": {},
     "flux1": {"max_sequence_length": 16, "guidance_scale": 3.5},
+    "flux2": {"max_sequence_length": 32, "text_encoder_out_layers": FLUX2_TEXT_LAYERS},
+    "qwen-image": {"max_sequence_length": 32},
 }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorahub.formats.base import Layout, Module
-from lorahub.formats.grouping import Keys, Metadata, Scheme, group, meta_text, mostly, split_role
+from lorahub.formats.grouping import Grouped, Keys, Metadata, Scheme, group, meta_text, mostly, split_role
 from lorahub.formats.naming import DIFFUSERS_BARE_ROOTS, DIFFUSERS_PREFIXES, KNOWN, KOHYA_SUFFIXES, PEFT_SUFFIXES
 
 SCHEME = Scheme(prefixes=DIFFUSERS_PREFIXES, suffixes={**KOHYA_SUFFIXES, **PEFT_SUFFIXES}, bare=KNOWN)
@@ -28,6 +28,9 @@ _GROUPING = frozenset("()|")
 _QUANTIFIERS = "*+?{"
 _MAX_REGEXES = 8
 _MAX_REGEX_LENGTH = 256
+_CONTROL_NORM = re.compile(r"(?:transformer\.)?(?:single_)?transformer_blocks\.[0-9]{1,6}\.attn\.norm_(?:added_)?[qk]")
+"""A FLUX Control LoRA's QK-norm weight as diffusers names it (``transformer.transformer_blocks.0.attn.norm_q.weight``,
+``FluxLoraLoaderMixin._control_lora_supported_norm_keys``): the whole weight, which replaces the model's."""
 r"""``alpha_pattern`` keys come from the file, so regexes are bounded: plain module paths (the keys diffusers writes)
 are matched literally, and only a few short regex-looking keys with no groups and at most one quantifier run as
 regexes, tried at each dotted suffix rather than behind PEFT's ``(.*\.)?`` (which would add a second quantifier).
@@ -171,6 +174,15 @@ def _notes(layout: Layout, configs: Mapping[str, AdapterConfig]) -> list[str]:
     return notes
 
 
+def _control_norms(grouped: Grouped, keys: Keys) -> None:
+    """File a FLUX Control LoRA's QK-norm weights (unmatched by the LoRA suffixes) as ``set_weight`` modules."""
+    for key in list(grouped.unmatched):
+        name, _, leaf = key.rpartition(".")
+        if leaf == "weight" and _CONTROL_NORM.fullmatch(name) and name not in grouped.modules:
+            grouped.unmatched.remove(key)
+            grouped.add(key, keys[key], (name, "transformer", "set_weight"))
+
+
 class DiffusersFormat:
     """diffusers/PEFT names; alpha comes from the embedded PEFT config."""
 
@@ -181,7 +193,9 @@ class DiffusersFormat:
         return _detect(keys, metadata)
 
     def parse(self, keys: Keys, metadata: Metadata) -> Layout:
-        layout = group(keys, SCHEME).layout(self.id)
+        grouped = group(keys, SCHEME)
+        _control_norms(grouped, keys)
+        layout = grouped.layout(self.id)
         configs = adapter_configs(metadata)
         apply_configs(layout.modules, configs)
         layout.notes = _notes(layout, configs)

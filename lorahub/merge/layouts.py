@@ -274,9 +274,15 @@ def _component_of(tensors: Tensors, path: Path | None) -> str | None:
 
 
 def _transformer_family(tensors: Tensors) -> frozenset[str]:
-    """FLUX.1 has single-stream blocks; SD3's MMDiT has a patch ``pos_embed``; otherwise either."""
+    """FLUX.2 fuses its single blocks' input (``to_qkv_mlp_proj``), FLUX.1 has single-stream blocks without it;
+    Qwen-Image's double-stream blocks have ``img_mlp``; SD3's MMDiT has a patch ``pos_embed``; otherwise SD3 or
+    FLUX.1."""
+    if "single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight" in tensors:
+        return frozenset({"flux2"})
     if any(k.startswith("single_transformer_blocks.") for k in tensors):
         return frozenset({"flux1"})
+    if "transformer_blocks.0.img_mlp.net.0.proj.weight" in tensors:
+        return frozenset({"qwen-image"})
     if "pos_embed.proj.weight" in tensors:
         return frozenset({"sd3"})
     return frozenset({"sd3", "flux1"})

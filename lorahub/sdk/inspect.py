@@ -189,6 +189,14 @@ def _safetensors_report(
     )
 
 
+def _canonical(family: str, module: Module) -> str:
+    """A module's canonical name where it has one of its own (SD3/FLUX names in any spelling), else ""."""
+    from lorahub.adapters.names import to_canonical
+
+    component = module.component if module.component != "unknown" else None
+    return to_canonical(family, "kohya", module.name, component) or ""
+
+
 def _support(layout: Layout, family: str, metadata: Mapping[str, str]) -> dict[str, Any]:
     """The file's row of the support matrix, from the header alone."""
     from lorahub.adapters.model import where_modules_go
@@ -196,7 +204,9 @@ def _support(layout: Layout, family: str, metadata: Mapping[str, str]) -> dict[s
 
     fates = where_modules_go(family, layout, metadata)
     facts = [
-        ModuleFacts(layer_kind(m), frozenset(m.tensors) - {"alpha"}, fates.get(m.name, "unmapped"))
+        ModuleFacts(
+            layer_kind(m), frozenset(m.tensors) - {"alpha"}, fates.get(m.name, "unmapped"), _canonical(family, m)
+        )
         for m in layout.modules
     ]
     counts = Counter(row.kind for fact in facts for row in rows_of(fact))

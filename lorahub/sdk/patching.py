@@ -43,12 +43,15 @@ if TYPE_CHECKING:
     from lorahub.adapters.canonical import CanonicalLayer
 
 __all__ = [
+    "WIDENED_INPUTS",
     "LayerPatch",
     "install",
     "patch_of",
     "patched",
     "target_layer",
     "uninstall",
+    "widen",
+    "widening",
 ]
 
 PATCHES_ATTRIBUTE = "_lorahub_patches"
@@ -82,6 +85,28 @@ def _group_norm(module: Any, x: Any, weight: Any, bias: Any) -> Any:
     return F.group_norm(x, module.num_groups, weight, bias, module.eps)
 
 
+def _rms_norm(module: Any, x: Any, weight: Any, bias: Any) -> Any:
+    import torch.nn.functional as F
+
+    return F.rms_norm(x, module.normalized_shape, weight, module.eps)
+
+
+def _own_forward(module: Any, x: Any, weight: Any, bias: Any) -> Any:
+    """The layer class's own forward with the weight and bias swapped in for the call: for norms whose arithmetic
+    (dtype casts, eps placement) is the model library's own, such as diffusers' ``RMSNorm``."""
+    params = module._parameters
+    kept = params["weight"], params.get("bias")
+    params["weight"] = weight
+    if kept[1] is not None:
+        params["bias"] = bias
+    try:
+        return type(module).forward(module, x)
+    finally:
+        params["weight"] = kept[0]
+        if kept[1] is not None:
+            params["bias"] = kept[1]
+
+
 Operation = Callable[[Any, Any, Any, Any], Any]
 
 
@@ -89,14 +114,20 @@ def _operations() -> tuple[tuple[type, Operation], ...]:
     """Layer class → its forward with a given weight and bias: the layers adapters target in diffusers models."""
     from torch import nn
 
-    return (
+    known: tuple[tuple[type, Operation], ...] = (
         (nn.Linear, _linear),
         (nn.Conv1d, _conv),
         (nn.Conv2d, _conv),
         (nn.Conv3d, _conv),
         (nn.LayerNorm, _layer_norm),
         (nn.GroupNorm, _group_norm),
+        (nn.RMSNorm, _rms_norm),  # FLUX's QK norms, which a FLUX Control LoRA replaces
     )
+    try:
+        from diffusers.models.normalization import RMSNorm
+    except ImportError:  # pragma: no cover - diffusers is there wherever pipelines are
+        return known
+    return (*known, (RMSNorm, _own_forward))
 
 
 def operation(module: Any) -> Operation | None:
@@ -180,7 +211,7 @@ class LayerPatch:
         """The weight and bias the layer computes with now: its own plus ``w·ΔW`` of each active adapter."""
         import torch
 
-        weight, bias = self.module.weight, self.module.bias
+        weight, bias = self.module.weight, getattr(self.module, "bias", None)
         for name, delta in self.deltas.items():
             scale = float(self.weights.get(name, 0.0))
             if scale == 0.0:
@@ -260,9 +291,51 @@ def target_layer(module: Any) -> Any:
     return module
 
 
-def check_fits(layer: CanonicalLayer, module: Any, where: str) -> None:
+WIDENED_INPUTS: Mapping[str, str] = {"x_embedder": "in_channels"}
+"""Layers whose input a FLUX Control LoRA widens (its ``img_in`` takes the control latents beside the image latents),
+and the model config field that records the width: what diffusers' ``FluxLoraLoaderMixin`` expands
+(``_MODULE_NAME_TO_ATTRIBUTE_MAP_FLUX``), so ``FluxControlPipeline`` sizes its latents from it."""
+
+
+def widening(layer: CanonicalLayer, module: Any, path: str) -> int | None:
+    """The input width a LoRA asks of a narrower ``Linear`` it may widen (:data:`WIDENED_INPUTS`), else None."""
+    from torch import nn
+
+    down, up = layer.tensors.get("down"), layer.tensors.get("up")
+    if path not in WIDENED_INPUTS or not isinstance(module, nn.Linear) or down is None or up is None:
+        return None
+    if down.ndim != 2 or up.shape[0] != module.out_features or down.shape[1] <= module.in_features:
+        return None
+    return int(down.shape[1])
+
+
+def widen(model: Any, path: str, width: int) -> None:
+    """Replace the ``Linear`` at ``path`` (under PEFT's wrapper, if any) by one taking ``width`` inputs whose extra
+    columns are zero, and record the width in the model's config, as diffusers does for a Control LoRA: the model
+    computes as before on its original inputs, and the LoRA's ΔW then has the weight's shape. Unloading the adapter
+    keeps the wider layer (as diffusers does, unless asked to reset it)."""
+    import torch
+    from torch import nn
+
+    holder = model.get_submodule(path.rpartition(".")[0]) if "." in path else model
+    attribute, module = path.rpartition(".")[2], model.get_submodule(path)
+    while hasattr(module, "base_layer"):
+        holder, attribute, module = module, "base_layer", module.base_layer
+    wider = nn.Linear(width, module.out_features, bias=module.bias is not None)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, : module.in_features] = module.weight
+        if module.bias is not None:
+            wider.bias.copy_(module.bias)
+    setattr(holder, attribute, wider.to(module.weight.device, module.weight.dtype))
+    field = WIDENED_INPUTS.get(path)
+    if field is not None and hasattr(model, "register_to_config"):
+        model.register_to_config(**{field: width})
+
+
+def check_fits(layer: CanonicalLayer, module: Any, where: str, *, in_features: int | None = None) -> None:
     """Refuse, before anything is applied, a module the layer cannot take: an unknown layer class, a layer without a
-    weight, or factors whose ΔW does not have the weight's size."""
+    weight, or factors whose ΔW does not have the weight's size (``in_features``: once the layer is widened)."""
     from lorahub.adapters.delta import delta_size
 
     if operation(module) is None:
@@ -271,7 +344,8 @@ def check_fits(layer: CanonicalLayer, module: Any, where: str) -> None:
             hint="Bake the adapter into the base (lorahub bake) instead.",
         )
     size = delta_size(layer.tensors)
-    if size is not None and size != module.weight.numel():
+    expected = module.weight.numel() if in_features is None else module.weight.shape[0] * in_features
+    if size is not None and size != expected:
         raise errors.DeltaShapeError(
             f"{where}: the {layer.kind} module's ΔW has {size} entries, the layer's weight {list(module.weight.shape)}",
             hint="The adapter was made for another model (or another size of it).",
@@ -279,11 +353,21 @@ def check_fits(layer: CanonicalLayer, module: Any, where: str) -> None:
 
 
 def install(
-    pipe: Any, component: str, layers: Mapping[str, CanonicalLayer], adapter_name: str, weights: Mapping[str, float]
+    pipe: Any,
+    component: str,
+    layers: Mapping[str, CanonicalLayer],
+    adapter_name: str,
+    weights: Mapping[str, float],
+    *,
+    widened: Mapping[str, int] | None = None,
 ) -> None:
     """Put ``adapter_name``'s layers (module path → canonical layer) on ``component``'s torch layers; ``weights`` is
-    the pipeline's record of adapter weights (:func:`lorahub.sdk.pipelines.applied`), which the patches read."""
+    the pipeline's record of adapter weights (:func:`lorahub.sdk.pipelines.applied`), which the patches read.
+    ``widened`` (path → input width) names the layers to :func:`widen` first."""
     model = getattr(pipe, component)
+    for path, width in (widened or {}).items():
+        if target_layer(model.get_submodule(path)).in_features < width:
+            widen(model, path, width)
     holders = patched(pipe).setdefault(adapter_name, {}).setdefault(component, [])
     group: list[_Delta] = []
     for path, layer in layers.items():

@@ -38,7 +38,9 @@ PIPELINE_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "StableDiffusionXL": ("sdxl",),
     "StableDiffusion3": ("sd3",),
     "StableDiffusion": ("sd1", "sd2"),
+    "Flux2": ("flux2",),
     "Flux": ("flux1",),
+    "QwenImage": ("qwen-image",),
 }
 """Pipeline class name prefix → families whose adapters it takes (longest prefixes first)."""
 
@@ -110,6 +112,8 @@ class ComponentState:
     """Module path → rank: what hotswap compares."""
     deltas: dict[str, CanonicalLayer] = field(default_factory=dict)
     """Module path → canonical layer, for lorahub's ΔW patches (empty for PEFT states)."""
+    widened: dict[str, int] = field(default_factory=dict)
+    """Module path → the input width a FLUX Control LoRA gives it (:func:`lorahub.sdk.patching.widen`)."""
 
     def lora_config(self, component: str) -> Any:
         """The component's PEFT ``LoraConfig`` (the config's keys are prefixed with the component)."""
@@ -162,7 +166,7 @@ def _module_path(adapter: CanonicalAdapter, canonical: str, pipe: Any) -> tuple[
 def delta_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentState]:
     """The adapter's layers by component and module path, for :func:`lorahub.sdk.patching.install`; each checked
     against its torch layer (class, ΔW size) so a refusal comes before anything is applied."""
-    from lorahub.sdk.patching import check_fits, target_layer
+    from lorahub.sdk.patching import check_fits, target_layer, widening
 
     states: dict[str, ComponentState] = {}
     for canonical, layer in adapter.layers.items():
@@ -174,8 +178,17 @@ def delta_state(adapter: CanonicalAdapter, pipe: Any) -> dict[str, ComponentStat
                 f"{name}: this {type(pipe).__name__} has no such layer",
                 hint="The adapter was made for another model (or another size of it).",
             ) from None
-        check_fits(layer, module, name)
+        width = widening(layer, module, path)
+        if width is not None and "Control" not in type(pipe).__name__:
+            raise errors.AdapterNotLoadableError(
+                f"{name} takes {width} input channels, this {type(pipe).__name__}'s {module.in_features}: a FLUX "
+                "Control LoRA reads the control image's latents beside the image's",
+                hint="Load it into a FluxControlPipeline (FluxControlPipeline.from_pipe(pipe) shares the weights).",
+            )
+        check_fits(layer, module, name, in_features=width)
         state = states.setdefault(component, ComponentState())
+        if width is not None:
+            state.widened[path] = width
         state.deltas[path] = layer
         state.targets[path] = int(layer.rank or 0)
     return states
@@ -247,7 +260,7 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *
 
     for component, state in states.items():
         if state.deltas:
-            install(pipe, component, state.deltas, adapter_name, applied(pipe))
+            install(pipe, component, state.deltas, adapter_name, applied(pipe), widened=state.widened)
             continue
         common = {
             "state_dict": state.fresh() if copy else state.tensors,

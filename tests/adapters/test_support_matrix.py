@@ -74,13 +74,16 @@ def test_file_capabilities_follow_the_rules_of_the_converter_and_the_loader() ->
 
 
 FLUX_SUPPORT = {
+    "flux_control_lora_format.json": (True, "delta"),
     "flux_dora_onetrainer_format.json": (True, "delta"),
     "flux_lokr_bfl_format.json": (True, "delta"),
     "flux_lora_kohya_format.json": (True, "peft"),
     "flux_lora_xlabs_format.json": (True, "peft"),
+    "qwen_image_lora_kohya_format.json": (True, "delta"),
 }
 """Real FLUX key lists (tests/fixtures/keylists) → what ``inspect`` says ``load`` does with them: the LyCORIS kinds
-go through the ΔW patch; LoRAs (XLabs' processor names included) through PEFT. The small key lists: inspecting means
+go through the ΔW patch, as do BFL Control LoRAs (biases, QK norms); LoRAs (XLabs' processor names included) through
+PEFT; Qwen-Image names map too. The small key lists: inspecting means
 hashing the sparse file."""
 
 
@@ -96,6 +99,8 @@ def test_inspect_reports_the_support_of_real_flux_layouts(tmp_path: Path, name: 
     assert (support["load"], support["load_via"]) == FLUX_SUPPORT[name]
     assert support["bake"] == support["load"] and bool(support["reasons"]) != support["load"]
     assert support["kinds"] and all(row["modules"] > 0 for row in support["kinds"].values())
+    if name == "flux_control_lora_format.json":  # its biases and norms fit two layouts only
+        assert not support["convert_exact"] and support["exact_into"] == ["diffusers", "bfl-control"]
 
 
 def test_inspect_marks_a_lycoris_sd15_file_with_every_kind(tmp_path: Path) -> None:

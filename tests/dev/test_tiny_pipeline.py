@@ -15,13 +15,19 @@ from tests.cli.test_catalog_cli import Home
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-PIPELINE_CLASS = {"sd1": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "flux1": "FluxPipeline"}
+PIPELINE_CLASS = {
+    "sd1": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "flux1": "FluxPipeline",
+    "flux2": "Flux2KleinPipeline",
+    "qwen-image": "QwenImagePipeline",
+}
 
 
 def _generate(pipeline: Any, family: Family) -> Any:
     generator = torch.Generator().manual_seed(0)
     return pipeline(
-        "a photo of sks cat",
+        prompt="a photo of sks cat",  # by name: FLUX.2's first argument is an image
         num_inference_steps=2,
         height=64,
         width=64,
@@ -51,7 +57,7 @@ def test_written_pipeline_loads_offline_and_generates(tmp_path: Path, family: Fa
 def test_weights_are_deterministic_per_seed(family: Family) -> None:
     def weights(seed: int) -> list[Any]:
         pipeline = build_tiny_pipeline(family, seed=seed)
-        denoiser = pipeline.transformer if family == "flux1" else pipeline.unet
+        denoiser = pipeline.unet if family in ("sd1", "sdxl") else pipeline.transformer
         return [p.detach().clone() for p in denoiser.parameters()]
 
     first, again, other = weights(0), weights(0), weights(1)
