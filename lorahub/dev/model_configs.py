@@ -1,4 +1,5 @@
-"""Real model geometries as data: the configs of SD 1.5, SD 2.1 and SDXL UNets and their text encoders.
+"""Real model geometries as data: the configs of SD 1.5, SD 2.1 and SDXL UNets, their text encoders and FLUX.1's
+transformer.
 
 Tests build models from them on torch's ``meta`` device (names and shapes, no weights) and benchmarks build them
 with random weights; nothing is downloaded. Values are those of the published ``config.json`` files that differ from
@@ -56,3 +57,7 @@ CLIP_L: dict[str, Any] = {
     "num_hidden_layers": 12,
 }
 """CLIP ViT-L/14's text tower (SD 1.x, SDXL's first encoder)."""
+
+FLUX1_DEV_TRANSFORMER: dict[str, Any] = {"guidance_embeds": True}
+"""``black-forest-labs/FLUX.1-dev`` ``transformer/config.json`` (19 double and 38 single blocks, 3072 wide: diffusers'
+defaults are FLUX.1's geometry; FLUX.1-dev adds the guidance embedding that schnell lacks)."""

@@ -33,7 +33,7 @@ from lorahub.training.captions import CaptionVariation
 from lorahub.training.config import DEFAULT_TARGETS, FLUX_EXTRA_TARGETS, TrainConfig
 from lorahub.training.data import Example
 from lorahub.training.networks import ADAPTER_NAME
-from lorahub.training.quantised import quantised_denoiser
+from lorahub.training.quantised import placed_on_load, quantised_denoiser
 from lorahub.training.samples import Sampler
 
 __all__ = ["ADAPTER_NAME", "Precision", "RunState", "Step", "Trainer", "iterate_steps"]
@@ -180,7 +180,7 @@ class Trainer:
         for component in pipe.components.values():
             if isinstance(component, self.torch.nn.Module):
                 component.requires_grad_(False)
-                if not getattr(component, "is_quantized", False):  # bitsandbytes placed it on the GPU already
+                if not placed_on_load(component):
                     component.to(self.device)
                 component.eval()
 
