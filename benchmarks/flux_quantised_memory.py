@@ -1,10 +1,10 @@
 """The frozen FLUX transformer's weight bytes in bf16 and as ``--quantize int8`` loads it (torchao int8 weight-only).
 
 Measured on the tiny FLUX pipeline (loaded both ways through diffusers, bytes counted from the tensors' storage:
-torchao's ``Int8Tensor`` holds int8 ``qdata``, and an fp32 ``scale`` and an int8 ``zero_point`` per output row), then computed for FLUX.1-dev's
-geometry (built on torch's ``meta`` device: shapes, no weights, nothing downloaded) with the same rule, which the
-script first checks reproduces the tiny model's measured bytes exactly. Weights only: activations, gradients and
-the optimiser's state are not counted, and no peak memory is measured (that needs a GPU).
+torchao's ``Int8Tensor`` holds int8 ``qdata``, and an fp32 ``scale`` and an int8 ``zero_point`` per output row),
+then computed for FLUX.1-dev's geometry (built on torch's ``meta`` device: shapes, no weights, nothing downloaded)
+with the same rule, which the script first checks against the tiny model's measured bytes. Weights only:
+activations, gradients and the optimiser's state are not counted, and no peak memory is measured (that needs a GPU).
 
     python benchmarks/flux_quantised_memory.py [--json]
 """
@@ -74,15 +74,21 @@ def measure() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
     result = measure()
-    if parser.parse_args().json:
+    if args.json:
         print(json.dumps(result, indent=2))
         return
     tiny, dev = result["tiny"], result["flux1_dev"]
-    print(f"tiny FLUX ({tiny['parameters']:,} parameters): bf16 {tiny['bf16']:,} B, int8 {tiny['int8']:,} B "
-          f"({tiny['int8'] / tiny['bf16']:.2f}×); rule {tiny['int8_rule']:,} B, matches: {result['rule_matches_tiny']}")  # fmt: skip
-    print(f"FLUX.1-dev ({dev['parameters'] / 1e9:.2f} B parameters): bf16 {dev['bf16'] / 1e9:.2f} GB, "
-          f"int8 {dev['int8_rule'] / 1e9:.2f} GB ({dev['int8_rule'] / dev['bf16']:.3f}×)")  # fmt: skip
+    print(
+        f"tiny FLUX ({tiny['parameters']:,} parameters): bf16 {tiny['bf16']:,} B, int8 {tiny['int8']:,} B "
+        f"({tiny['int8'] / tiny['bf16']:.2f}×); the rule gives {tiny['int8_rule']:,} B "
+        f"({'matches' if result['rule_matches_tiny'] else 'DOES NOT MATCH'})"
+    )
+    print(
+        f"FLUX.1-dev ({dev['parameters'] / 1e9:.2f} B parameters): bf16 {dev['bf16'] / 1e9:.2f} GB, "
+        f"int8 {dev['int8_rule'] / 1e9:.2f} GB ({dev['int8_rule'] / dev['bf16']:.3f}×)"
+    )
 
 
 if __name__ == "__main__":

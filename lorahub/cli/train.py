@@ -147,7 +147,8 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     "--quantize",
     "quantization",
     type=click.Choice(["int8", "nf4"]),
-    help="Load the FLUX transformer's frozen weights quantised (bitsandbytes, CUDA): FLUX LoRAs in 24 GB.",
+    help="Load the FLUX transformer's frozen weights quantised (int8: torchao, any device; nf4: bitsandbytes, CUDA):"
+    " FLUX LoRAs in 24 GB.",
 )
 @click.option("--resume", help="Continue a run from a checkpoint version NAME@V (or its state folder).")
 @click.option("--device", help="torch device [default: cuda when available, else cpu].")

@@ -100,8 +100,8 @@ class TrainConfig:
     sample_every: int = 0
     """Sample the prompts every N optimizer steps (0: only at the end, when there are prompts)."""
     quantization: Quantization | None = None
-    """Load the FLUX transformer's frozen weights quantised (``int8``, ``nf4``; bitsandbytes on a CUDA GPU);
-    the LoRA parameters stay in fp32 (:mod:`lorahub.training.quantised`)."""
+    """Load the FLUX transformer's frozen weights quantised (``int8``: torchao, any device; ``nf4``: bitsandbytes on
+    a CUDA GPU); the LoRA parameters stay in fp32 (:mod:`lorahub.training.quantised`)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form settings recorded as given (strings and integers only)."""
 
