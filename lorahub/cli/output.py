@@ -17,7 +17,8 @@ PIPE_WIDTH = 120
 
 # emoji=False: metadata keys such as cloneofsimo's ``unet:100:rank`` must not become pictures.
 stdout = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-stderr = Console(stderr=True, highlight=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, emoji=False, soft_wrap=not sys.stderr.isatty())
+"""Not a terminal (a log, a pipe): lines are not wrapped, so a path or a digest in a message stays whole."""
 
 
 def print_json(data: Any) -> None:
