@@ -23,11 +23,16 @@ def locked() -> dict[str, Version]:
     return {canonicalize_name(name): Version(version) for name, version in PIN.findall(LOCK.read_text())}
 
 
+CUDA_ONLY_EXTRAS = frozenset({"quantize-nf4"})
+"""Extras that only run on a CUDA GPU (bitsandbytes): the lock is the set tested on the project's CPU machines."""
+
+
 def declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = [Requirement(text) for text in project["dependencies"]]
-    for extra in project["optional-dependencies"].values():
-        requirements += [Requirement(text) for text in extra if not text.startswith("lorahub")]
+    for name, extra in project["optional-dependencies"].items():
+        if name not in CUDA_ONLY_EXTRAS:
+            requirements += [Requirement(text) for text in extra if not text.startswith("lorahub")]
     return requirements
 
 

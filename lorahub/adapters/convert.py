@@ -47,7 +47,7 @@ from lorahub.adapters.repair import repair
 from lorahub.adapters.resize import approximate
 from lorahub.adapters.sources import BaseWeights, load_adapter
 from lorahub.adapters.streaming import stream_convert
-from lorahub.adapters.support import LAYOUT_EXTRAS
+from lorahub.adapters.support import KIND_SUPPORT, LAYOUT_EXTRAS
 from lorahub.adapters.writers import TARGETS, Target, output_files, write_adapter
 from lorahub.files.digests import digest_file
 from lorahub.files.safetensors import looks_like_safetensors, read_header
@@ -169,7 +169,8 @@ def _plain_lora(
         if exact_lora(layer):
             layers[name] = layer
             continue
-        if layer.kind in ("norm", "set", "unknown"):
+        row = KIND_SUPPORT.get(layer.kind)
+        if row is None or row.convert == "full-only":
             raise errors.ConversionRefusedError(
                 f"{name} is a {layer.kind} layer, which no LoRA can express",
                 report=None,

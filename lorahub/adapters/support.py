@@ -33,7 +33,7 @@ __all__ = [
     "rows_of",
 ]
 
-Convert = Literal["exact", "lossy"]
+Convert = Literal["exact", "lossy", "full-only"]
 Load = Literal["peft", "delta"]
 
 
@@ -42,7 +42,8 @@ class KindSupport:
     """One row of the support matrix.
 
     ``convert``: into the LoRA layouts (kohya, diffusers, PEFT, ComfyUI): ``exact`` (the factors are written as they
-    are, ΔW checked) or ``lossy`` (only with ``--lossy``: a truncated SVD of ΔW, the error reported). Every kind
+    are, ΔW checked), ``lossy`` (only with ``--lossy``: a truncated SVD of ΔW, the error reported) or ``full-only``
+    (a layer that is no low-rank update of its weight, such as a norm's diff or a replaced weight). Every kind
     converts exactly into the ``full`` layout (ΔW itself), with ``--base`` when ``needs_base``.
     ``load``: how ``load``/``stack``/``apply_prompt`` apply it to a diffusers pipeline, exactly either way: ``peft``
     (PEFT's own LoRA layers, through diffusers) or ``delta`` (lorahub's ΔW patch on the model's layer).
@@ -70,8 +71,8 @@ KIND_SUPPORT: Mapping[str, KindSupport] = {
         _row("loha", "LoHa (Hadamard product; Tucker and conv too)"),
         _row("lokr", "LoKr (Kronecker product; every factorisation, Tucker, conv)"),
         _row("full", "full diff (diff, diff_b)"),
-        _row("norm", "norm layer diff (w_norm, b_norm)"),
-        _row("set", "weight replacement (set_weight)"),
+        _row("norm", "norm layer diff (w_norm, b_norm)", "full-only"),
+        _row("set", "weight replacement (set_weight)", "full-only"),
         _row("glora", "GLoRA"),
         _row("oft", "OFT (diagonal)"),
         _row("boft", "BOFT (butterfly)"),
@@ -225,7 +226,7 @@ def capabilities(modules: Iterable[ModuleFacts], *, family: str | None = None) -
     return Capabilities(
         convert_exact=exact,
         exact_into=into,
-        convert_lossy=usable,
+        convert_lossy=usable and all(row.convert != "full-only" for row in rows),
         load=usable,
         load_via=("peft" if peft else "delta") if usable else None,
         bake=usable and all(row.bake for row in rows),
@@ -236,7 +237,7 @@ def capabilities(modules: Iterable[ModuleFacts], *, family: str | None = None) -
 
 # --- the generated page (docs/reference/support-matrix.md) ------------------------------------------------------
 
-_CONVERT_CELL = {"exact": "exact", "lossy": "lossy (`--lossy`, error reported)"}
+_CONVERT_CELL = {"exact": "exact", "lossy": "lossy (`--lossy`, error reported)", "full-only": "no (only `--to full`)"}
 _LOAD_CELL = {"peft": "exact: PEFT's LoRA layers", "delta": "exact: lorahub's ΔW patch"}
 _LORA_ROLE_KINDS = {"mid": "lora-tucker"}
 

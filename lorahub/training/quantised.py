@@ -19,7 +19,7 @@ none; ``Int4WeightOnlyConfig`` refuses the CPU in every packing format (``plain`
 ``IntxWeightOnlyConfig(weight_dtype=torch.int4)`` loads and trains on CPU but keeps each 4-bit value in a byte,
 no smaller than ``int8``.
 
-Both packages are optional (the ``quantize`` extra) and checked before anything loads, with a hint, never a
+Both packages are optional (the ``quantize`` and ``quantize-nf4`` extras) and checked before anything loads, with a hint, never a
 traceback from deep inside diffusers. The setting is a hyperparameter, so the card records it
 (``training.hyperparameters.quantization``).
 """
@@ -35,8 +35,6 @@ from typing import Any
 from lorahub import errors
 from lorahub.training.base import Base
 
-EXTRA = "quantize"
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -45,11 +43,16 @@ class Backend:
     package: str
     minimum: tuple[int, ...]
     cuda_only: bool
+    extra: str
 
 
 BACKENDS: dict[str, Backend] = {
-    "int8": Backend("torchao", (0, 18, 0), cuda_only=False),  # the version tested; diffusers 0.42 needs ≥ 0.15
-    "nf4": Backend("bitsandbytes", (0, 43, 3), cuda_only=True),  # the oldest diffusers' quantizer accepts
+    "int8": Backend(
+        "torchao", (0, 18, 0), cuda_only=False, extra="quantize"
+    ),  # the version tested; diffusers 0.42 needs ≥ 0.15
+    "nf4": Backend(
+        "bitsandbytes", (0, 43, 3), cuda_only=True, extra="quantize-nf4"
+    ),  # the oldest diffusers' quantizer accepts
 }
 
 
@@ -65,14 +68,14 @@ def check_quantization(quantization: str | None, base: Base) -> None:
     backend = BACKENDS[quantization]
     if importlib.util.find_spec(backend.package) is None:
         raise errors.MissingExtraError(
-            f"training against a {quantization}-quantised FLUX transformer ({backend.package})", EXTRA
+            f"training against a {quantization}-quantised FLUX transformer ({backend.package})", backend.extra
         )
     version = importlib.metadata.version(backend.package)
     if _version_tuple(version) < backend.minimum:
         raise errors.TrainingError(
             f"--quantize {quantization} needs {backend.package} ≥ {'.'.join(map(str, backend.minimum))}; "
             f"{version} is installed",
-            hint=f"pip install -U 'lorahub[{EXTRA}]'",
+            hint=f"pip install -U 'lorahub[{backend.extra}]'",
         )
 
 

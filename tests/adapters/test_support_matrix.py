@@ -71,6 +71,8 @@ def test_file_capabilities_follow_the_rules_of_the_converter_and_the_loader() ->
     fused_dora = capabilities([ModuleFacts("lora", frozenset({"down", "up", "dora_scale"}), "fused")])
     assert not (fused_dora.load or fused_dora.bake or fused_dora.convert_lossy)
     assert not capabilities([ModuleFacts("unknown", frozenset({"alpha"}))]).load
+    norm = capabilities([lora, ModuleFacts("norm", frozenset({"w_norm", "b_norm"}))])
+    assert norm.load and not norm.convert_lossy  # no SVD makes a LoRA of a norm's diff: the converter refuses it
 
 
 FLUX_SUPPORT = {
