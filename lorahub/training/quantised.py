@@ -19,8 +19,8 @@ none; ``Int4WeightOnlyConfig`` refuses the CPU in every packing format (``plain`
 ``IntxWeightOnlyConfig(weight_dtype=torch.int4)`` loads and trains on CPU but keeps each 4-bit value in a byte,
 no smaller than ``int8``.
 
-Both packages are optional (the ``quantize`` and ``quantize-nf4`` extras) and checked before anything loads, with a hint, never a
-traceback from deep inside diffusers. The setting is a hyperparameter, so the card records it
+Both packages are optional (the ``quantize`` and ``quantize-nf4`` extras) and checked before anything loads,
+with a hint, never a traceback from deep inside diffusers. The setting is a hyperparameter, so the card records it
 (``training.hyperparameters.quantization``).
 """
 
