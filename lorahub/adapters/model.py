@@ -285,12 +285,11 @@ def _read_layer(container: SafetensorsFile, module: Module, widen: bool = True) 
 
 
 def _tensor(raw: memoryview, info: TensorInfo, widen: bool) -> Array:
-    array: Array
     if widen or info.dtype not in _KEPT_AS_STORED:
-        array = to_float32(raw, info)
-    else:
-        array = as_numpy(raw, info).copy()  # the map closes when the read ends
-    return array
+        widened: Array = to_float32(raw, info)
+        return widened
+    stored: Array = as_numpy(raw, info).copy()  # the map closes when the read ends
+    return stored
 
 
 def _place_native(
