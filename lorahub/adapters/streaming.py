@@ -17,6 +17,7 @@ at a time. Pages of both maps are released as the passes go, so peak RSS stays n
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -39,7 +40,7 @@ from lorahub.adapters.model import canonical_name
 from lorahub.adapters.names import from_canonical
 from lorahub.adapters.peft_config import config_path, lora_config
 from lorahub.adapters.sources import comfyui_canonical, comfyui_name
-from lorahub.files.atomic import atomic_write
+from lorahub.files.atomic import atomic_file
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile
 from lorahub.formats import detect
@@ -169,11 +170,20 @@ def _sha256(entries: dict[str, Entry], order: list[str]) -> str:
 
 
 def _write_hashed(
-    out: Path, entries: dict[str, Entry], metadata: dict[str, str], claims: Callable[[str], dict[str, str]]
+    out: Path,
+    entries: dict[str, Entry],
+    metadata: dict[str, str],
+    claims: Callable[[str], dict[str, str]],
+    *,
+    verify: Callable[[Path], None] | None = None,
 ) -> str:
     """:func:`~lorahub.files.safetensors.write`'s exact bytes, with the hash claims (``claims(autov3)``) in the
     header, in one pass: the data section is hashed in a thread while it is written, and the fixed-length claims are
-    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex)."""
+    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex).
+
+    ``verify`` reads the complete file back (by its temporary path) while a thread fsyncs it: the check is CPU work
+    and the fsync waits on the disk, so the one hides the other; the file gets its name only after both. An
+    exception in ``verify`` leaves no output."""
     placeholder = "0" * 64
     header_meta = {**metadata, **claims(placeholder)}
     order = sorted(entries)
@@ -206,7 +216,13 @@ def _write_hashed(
             handle.write(patched)
             handle.seek(0, os.SEEK_END)
 
-        atomic_write(out, body)
+        with atomic_file(out) as (handle, temporary):
+            body(handle)
+            if verify is not None:
+                handle.flush()
+                syncing = pool.submit(os.fsync, handle.fileno())  # the pool's one thread: the hashing is done
+                verify(temporary)
+                syncing.result()
         return hashing.result()
 
 
@@ -302,17 +318,21 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
                 **metadata,
                 "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True),
             }
-        autov3 = _write_hashed(out, entries, metadata, lambda value: hash_claims(source.metadata, to, value))
-        del entries
-        source.release_pages()
         report = ConversionReport(
             modules=len(plans), max_abs_error=math.nan, max_rel_error=math.nan, source_format=layout.format,
-            target=to, family=family, output=str(out), autov3=autov3,
+            target=to, family=family, output=str(out),
         )  # fmt: skip
-        if check:
-            written = SafetensorsFile(out)
+
+        def verify(path: Path) -> None:
+            source.release_pages()
+            written = SafetensorsFile(path)
             stack.callback(_close, written)
             report.per_module, report.unmapped = _check(source, written, family, plans, to)
             report.max_abs_error = max((e[0] for e in report.per_module.values()), default=0.0)
             report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
+
+        claims = functools.partial(hash_claims, source.metadata, to)
+        report.autov3 = _write_hashed(out, entries, metadata, claims, verify=verify if check else None)
+        del entries
+        source.release_pages()
         return report
