@@ -24,11 +24,12 @@ import math
 import os
 import struct
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -181,9 +182,10 @@ def _write_hashed(
     header, in one pass: the data section is hashed in a thread while it is written, and the fixed-length claims are
     filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex).
 
-    ``verify`` reads the complete file back (by its temporary path) while a thread fsyncs it: the check is CPU work
-    and the fsync waits on the disk, so the one hides the other; the file gets its name only after both. An
-    exception in ``verify`` leaves no output."""
+    ``verify`` reads the file back (by its temporary path) while one thread finishes the hash and another fsyncs
+    the bytes: the check and the hash are CPU work on two cores, the fsync waits on the disk, so they hide each
+    other; only the claims' digits are written after the check (same length: nothing it reads), and the file gets
+    its name after all of them. An exception in ``verify`` leaves no output."""
     placeholder = "0" * 64
     header_meta = {**metadata, **claims(placeholder)}
     order = sorted(entries)
@@ -195,35 +197,38 @@ def _write_hashed(
         offset += len(data)
     header = json.dumps(layout, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     header += b" " * (-len(header) % 8)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool, atomic_file(out) as (handle, temporary):
         hashing = pool.submit(_sha256, entries, order)
-
-        def body(handle: BinaryIO) -> None:
-            handle.write(struct.pack("<Q", len(header)))
-            handle.write(header)
-            for name in order:
-                handle.write(entries[name][2])
+        handle.write(struct.pack("<Q", len(header)))
+        handle.write(header)
+        for name in order:
+            handle.write(entries[name][2])
+        handle.flush()
+        syncing = pool.submit(os.fsync, handle.fileno())
+        try:
+            if verify is not None:
+                verify(temporary)
             final = hashing.result()
-            patched = header
-            for key, value in claims(final).items():
-                fake = json.dumps({key: claims(placeholder)[key]}, separators=(",", ":"), ensure_ascii=False)
-                real = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)
-                fragment, replacement = fake[1:-1].encode(), real[1:-1].encode()
-                assert len(fragment) == len(replacement) and patched.count(fragment) == 1
-                patched = patched.replace(fragment, replacement)
-            handle.flush()
+        finally:
+            futures.wait([syncing])  # the file closes when an error leaves the block
+        patched = _with_claims(header, claims, placeholder, final)
+        if patched != header:
             handle.seek(8)
             handle.write(patched)
-            handle.seek(0, os.SEEK_END)
+        syncing.result()
+        return final
 
-        with atomic_file(out) as (handle, temporary):
-            body(handle)
-            if verify is not None:
-                handle.flush()
-                syncing = pool.submit(os.fsync, handle.fileno())  # the pool's one thread: the hashing is done
-                verify(temporary)
-                syncing.result()
-        return hashing.result()
+
+def _with_claims(header: bytes, claims: Callable[[str], dict[str, str]], placeholder: str, final: str) -> bytes:
+    """The header with the placeholder's digits in each hash claim replaced by the final digest (same length)."""
+    patched = header
+    for key, value in claims(final).items():
+        fake = json.dumps({key: claims(placeholder)[key]}, separators=(",", ":"), ensure_ascii=False)
+        real = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)
+        fragment, replacement = fake[1:-1].encode(), real[1:-1].encode()
+        assert len(fragment) == len(replacement) and patched.count(fragment) == 1
+        patched = patched.replace(fragment, replacement)
+    return patched
 
 
 # --- the check ---------------------------------------------------------------------------------------------------
