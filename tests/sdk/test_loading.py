@@ -242,3 +242,22 @@ def test_injected_factors_are_the_files_values_converted_once(
             assert held.dtype == dtype
             expected = torch.from_numpy(layer.tensors[role]).to(dtype).reshape(held.shape)
             assert torch.equal(held, expected), name
+
+
+def test_a_lone_adapter_at_weight_one_applies_without_set_adapters(hub: Hub, tmp_path: Path) -> None:
+    """After injecting the only adapter at weight 1, ``set_adapters`` is skipped (PEFT left it active at its own
+    scale): the image must still be diffusers', on fresh layers and on layers an earlier adapter left wrapped, and a
+    second adapter must switch the first one's weight handling back on."""
+    a = make_adapter("sd1", tmp_path / "a", seed=1)
+    b = make_adapter("sd1", tmp_path / "b", seed=2)
+    _add(hub, a, "ink")
+    _add(hub, b, "pixel")
+    pipe = tiny("sd1")
+    for _ in range(2):  # the second time, PEFT's layers from the first load are still in place
+        handle = lorahub.load("ink", pipe, hub=hub)
+        np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(a, 1.0)]), atol=1e-5)
+        handle.unload()
+    first = lorahub.load("ink", pipe, hub=hub)
+    lorahub.load("pixel", pipe, hub=hub, weight=0.5)
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(a, 1.0), (b, 0.5)]), atol=1e-5)
+    first.unload()
