@@ -2,9 +2,12 @@
 `load_lora_weights` of the same file; and switching adapters on a warm pipeline against a fresh load.
 
 The UNet is built from the real SD1.5 config with random fp16 weights (no download); the text encoder is the real
-CLIP-L geometry; the VAE is tiny (loading adapters never touches it). The adapter is a kohya file (UNet attention,
-feed-forward and projections, and the text encoder: what kohya's trainer writes), catalogued and signed in a fresh
-home, then loaded `--rounds` times each way, alternating; the figure is the median of the per-round ratios. Switching
+CLIP-L geometry; the VAE is tiny (loading adapters never touches it). The adapters are fp16 kohya files (UNet
+attention, feed-forward and projections, and the text encoder: what kohya's trainer writes; and the same UNet
+modules alone, which isolates the UNet: diffusers' text-encoder path goes through transformers' PEFT integration,
+lorahub's through PEFT itself), catalogued and signed in a fresh home, then loaded `--rounds` times each way,
+alternating; the figure is the median of the per-round ratios, of wall time and of the process's CPU time (on a
+machine shared with other work the CPU time is the steadier of the two). Switching
 loads adapter A, then B into A's place (`replace=`: hotswap), against a fresh load of B. Every timed load starts
 cold (the converted tensors lorahub keeps per pipeline are dropped first) except the "prepared" switch row, which
 shows switching back and forth between two adapters the pipeline has held before.
@@ -50,8 +53,15 @@ def timed(action: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def timed_both(action: Callable[[], Any]) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``action``; the CPU time is the whole process's, every thread."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    action()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def setup(root: Path) -> tuple[Any, Any, dict[str, Path]]:
-    """A home with two signed rank-16 kohya adapters, and the SD1.5-size pipeline."""
+    """A home with two signed rank-16 kohya adapters and a UNet-only one, and the SD1.5-size pipeline."""
     import lorahub
     from lorahub.dev.example_lora import write_example_lora
     from lorahub.sdk.adding import AddOptions
@@ -59,9 +69,11 @@ def setup(root: Path) -> tuple[Any, Any, dict[str, Path]]:
     hub = lorahub.Hub.open(root / "home")
     hub.create_identity("Bench <bench@lorahub.example>")
     files = {}
-    for name, seed in (("style-a", 1), ("style-b", 2)):
+    for name, seed in (("style-a", 1), ("style-b", 2), ("unet-only", 3)):
         files[name] = root / f"{name}.safetensors"
-        write_example_lora(files[name], rank=16, alpha=8.0, seed=seed, name=name)
+        write_example_lora(
+            files[name], rank=16, alpha=8.0, seed=seed, name=name, text_encoder=name != "unet-only"
+        )  # fmt: skip
         hub.add(files[name], AddOptions(name=name, license="MIT"))
     return hub, sd15_pipeline(), files
 
@@ -73,23 +85,26 @@ def cold(pipe: Any) -> None:
     prepared_states(pipe).__init__()  # type: ignore[misc]
 
 
-def load_rounds(hub: Any, pipe: Any, file: Path, rounds: int) -> tuple[list[float], list[float]]:
+def load_rounds(hub: Any, pipe: Any, name: str, file: Path, rounds: int) -> dict[str, list[float]]:
+    """Wall and CPU seconds of each side's loads (``ours``, ``theirs``, ``ours-cpu``, ``theirs-cpu``)."""
     import lorahub
 
     def ours() -> None:
         cold(pipe)
-        lorahub.load("style-a", pipe, hub=hub).unload()
+        lorahub.load(name, pipe, hub=hub).unload()
 
     def theirs() -> None:
         pipe.load_lora_weights(str(file), adapter_name="ref")
         pipe.delete_adapters(["ref"])
 
     ours(), theirs()  # warm: imports, first verification (recorded for the cache), allocator
-    ours_s, theirs_s = [], []
+    times: dict[str, list[float]] = {"ours": [], "theirs": [], "ours-cpu": [], "theirs-cpu": []}
     for _ in range(rounds):
-        ours_s.append(timed(ours))
-        theirs_s.append(timed(theirs))
-    return ours_s, theirs_s
+        for side, action in (("ours", ours), ("theirs", theirs)):
+            wall, cpu = timed_both(action)
+            times[side].append(wall)
+            times[f"{side}-cpu"].append(cpu)
+    return times
 
 
 def switch_rounds(hub: Any, pipe: Any, rounds: int) -> tuple[list[float], list[float], list[float]]:
@@ -119,8 +134,8 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
         hub, pipe, files = setup(Path(tmp))
-        size = files["style-a"].stat().st_size / 2**20
-        ours_s, theirs_s = load_rounds(hub, pipe, files["style-a"], args.rounds)
+        sizes = {name: path.stat().st_size / 2**20 for name, path in files.items()}
+        loads = {name: load_rounds(hub, pipe, name, files[name], args.rounds) for name in ("style-a", "unet-only")}
         switch_s, warm_s, fresh_s = switch_rounds(hub, pipe, args.rounds)
 
     def show(values: list[float]) -> str:
@@ -129,10 +144,14 @@ def main() -> None:
     def ratio(a: list[float], b: list[float]) -> float:
         return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
-    print(f"SD1.5 UNet + CLIP-L (fp16, random), kohya rank-16 adapter {size:.1f} MiB, {args.rounds} rounds")
-    print(f"lorahub.load + unload (cold):      {show(ours_s)}")
-    print(f"diffusers load_lora_weights + del: {show(theirs_s)}")
-    print(f"median ratio load/diffusers: {ratio(ours_s, theirs_s):.2f}")
+    print(f"SD1.5 UNet + CLIP-L (fp16, random), kohya rank-16 fp16 adapters, {args.rounds} rounds")
+    for name, times in loads.items():
+        what = "UNet + text encoder" if name == "style-a" else "UNet only"
+        print(f"{what} ({sizes[name]:.1f} MiB)")
+        print(f"  lorahub.load + unload (cold):      {show(times['ours'])}; CPU {show(times['ours-cpu'])}")
+        print(f"  diffusers load_lora_weights + del: {show(times['theirs'])}; CPU {show(times['theirs-cpu'])}")
+        print(f"  median ratio load/diffusers: wall {ratio(times['ours'], times['theirs']):.2f}, "
+              f"CPU {ratio(times['ours-cpu'], times['theirs-cpu']):.2f}")  # fmt: skip
     print(f"switch (replace=, hotswap; cold):  {show(switch_s)}")
     print(f"switch back (both prepared):       {show(warm_s)}")
     print(f"fresh load + unload (cold):        {show(fresh_s)}")

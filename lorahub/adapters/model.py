@@ -4,7 +4,9 @@ are in :mod:`lorahub.adapters.canonical` and re-exported here, where callers hav
 A layer is named by its canonical diffusers path; a module whose name does not map (an unknown architecture, a family
 without name tables yet, a name outside the inventory) keeps the file's own name and is listed in
 :attr:`CanonicalAdapter.unmapped`, never dropped. Tensors are the storage values widened to float32 (exact for
-fp16/bf16/fp8 sources); ``dtype`` remembers the storage type so a writer can keep it.
+fp16/bf16/fp8 sources); ``dtype`` remembers the storage type so a writer can keep it. A reader that hands the
+tensors on to torch (a pipeline load) may keep them as stored instead (``widen=False``): float16 stays float16, the
+same values, and torch converts once to the pipeline's dtype; widening first costs more than the rest of the read.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import numpy.typing as npt
 from lorahub.adapters import dit_names, native
 from lorahub.adapters.canonical import CanonicalAdapter, CanonicalLayer
 from lorahub.adapters.names import FAMILIES, to_canonical
-from lorahub.files.numeric import scalar, to_float32
-from lorahub.files.safetensors import SafetensorsFile
+from lorahub.files.numeric import as_numpy, scalar, to_float32
+from lorahub.files.safetensors import SafetensorsFile, TensorInfo
 from lorahub.formats import detect
 from lorahub.formats.base import Layout, Module
 from lorahub.formats.families import detect_family
@@ -205,11 +207,17 @@ def where_modules_go(family: str, layout: Layout, metadata: Mapping[str, str]) -
 
 
 def read_adapter(
-    path: str | os.PathLike[str], *, family: str | None = None, materialize_fused: bool = False
+    path: str | os.PathLike[str], *, family: str | None = None, materialize_fused: bool = False, widen: bool = True
 ) -> CanonicalAdapter:
     """Read any supported file into the canonical model: detect layout and family (unless ``family`` is given, as a
     converter does when it reads back what it wrote), map names, widen tensors. ``materialize_fused`` (lossy
-    conversions) splits fused SD3/FLUX modules of kinds without exact per-part factors through their dense ΔW."""
+    conversions) splits fused SD3/FLUX modules of kinds without exact per-part factors through their dense ΔW.
+
+    ``widen=False`` keeps float16 and float64 tensors in their storage type (numpy holds them; bf16 and fp8 are
+    still widened to float32, which holds them exactly): the values are the same, and the ΔW maths reads every
+    tensor at its own precision (:mod:`lorahub.adapters.delta`), but code that assumes float32 bytes (the writers)
+    must read widened. Why: numpy's float16 → float32 conversion runs at a few ns an entry on CPUs without a vector
+    path for it, more than the rest of a load's own work, and a pipeline converts again to its own dtype anyway."""
     with SafetensorsFile(path) as container:
         metadata = dict(container.metadata)
         layout = detect(container.header.tensors, metadata)
@@ -218,7 +226,7 @@ def read_adapter(
         layers: dict[str, CanonicalLayer] = {}
         unmapped: list[str] = []
         unsplit: list[str] = []
-        for module, layer in zip(layout.modules, _read_layers(container, layout.modules), strict=True):
+        for module, layer in zip(layout.modules, _read_layers(container, layout.modules, widen), strict=True):
             if family in native.FAMILIES:
                 placed = _place_native(family, module, layer, unsplit, materialize=materialize_fused)
             else:
@@ -239,20 +247,25 @@ def read_adapter(
     )
 
 
-def _read_layers(container: SafetensorsFile, modules: list[Module]) -> list[CanonicalLayer]:
-    """Every module's layer; widening runs in threads (numpy releases the GIL), which halves a load's read time."""
+def _read_layers(container: SafetensorsFile, modules: list[Module], widen: bool) -> list[CanonicalLayer]:
+    """Every module's layer; widening runs in threads (numpy releases the GIL), which halves a load's read time.
+    Copies without widening are faster than handing them to threads."""
     workers = min(4, os.cpu_count() or 1)
-    if workers == 1 or len(modules) < 64:
-        return [_read_layer(container, m) for m in modules]
+    if workers == 1 or len(modules) < 64 or not widen:
+        return [_read_layer(container, m, widen) for m in modules]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda m: _read_layer(container, m), modules, chunksize=32))
+        return list(pool.map(lambda m: _read_layer(container, m, widen), modules, chunksize=32))
 
 
-def _read_layer(container: SafetensorsFile, module: Module) -> CanonicalLayer:
-    """A module's tensors widened to float32, its alpha (tensor, else config) and scale rule, under the file's own
-    name."""
+_KEPT_AS_STORED = frozenset({"F16", "F32", "F64"})
+"""Float types numpy has: ``widen=False`` copies them out of the map as they are."""
+
+
+def _read_layer(container: SafetensorsFile, module: Module, widen: bool = True) -> CanonicalLayer:
+    """A module's tensors widened to float32 (or kept as stored, see :func:`read_adapter`), its alpha (tensor, else
+    config) and scale rule, under the file's own name."""
     tensors = {
-        role: to_float32(container.raw(info.name), info) for role, info in module.tensors.items() if role != "alpha"
+        role: _tensor(container.raw(info.name), info, widen) for role, info in module.tensors.items() if role != "alpha"
     }
     alpha = module.config_alpha
     alpha_info = module.tensors.get("alpha")
@@ -269,6 +282,14 @@ def _read_layer(container: SafetensorsFile, module: Module) -> CanonicalLayer:
         source_name=module.name,
         rslora=module.rslora,
     )
+
+
+def _tensor(raw: memoryview, info: TensorInfo, widen: bool) -> Array:
+    if widen or info.dtype not in _KEPT_AS_STORED:
+        widened: Array = to_float32(raw, info)
+        return widened
+    stored: Array = as_numpy(raw, info).copy()  # the map closes when the read ends
+    return stored
 
 
 def _place_native(

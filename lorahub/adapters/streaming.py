@@ -17,17 +17,19 @@ at a time. Pages of both maps are released as the passes go, so peak RSS stays n
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
 import os
 import struct
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +41,7 @@ from lorahub.adapters.model import canonical_name
 from lorahub.adapters.names import from_canonical
 from lorahub.adapters.peft_config import config_path, lora_config
 from lorahub.adapters.sources import comfyui_canonical, comfyui_name
-from lorahub.files.atomic import atomic_write
+from lorahub.files.atomic import atomic_file
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile
 from lorahub.formats import detect
@@ -169,11 +171,21 @@ def _sha256(entries: dict[str, Entry], order: list[str]) -> str:
 
 
 def _write_hashed(
-    out: Path, entries: dict[str, Entry], metadata: dict[str, str], claims: Callable[[str], dict[str, str]]
+    out: Path,
+    entries: dict[str, Entry],
+    metadata: dict[str, str],
+    claims: Callable[[str], dict[str, str]],
+    *,
+    verify: Callable[[Path], None] | None = None,
 ) -> str:
     """:func:`~lorahub.files.safetensors.write`'s exact bytes, with the hash claims (``claims(autov3)``) in the
     header, in one pass: the data section is hashed in a thread while it is written, and the fixed-length claims are
-    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex)."""
+    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex).
+
+    ``verify`` reads the file back (by its temporary path) while one thread finishes the hash and another fsyncs
+    the bytes: the check and the hash are CPU work on two cores, the fsync waits on the disk, so they hide each
+    other; only the claims' digits are written after the check (same length: nothing it reads), and the file gets
+    its name after all of them. An exception in ``verify`` leaves no output."""
     placeholder = "0" * 64
     header_meta = {**metadata, **claims(placeholder)}
     order = sorted(entries)
@@ -185,29 +197,38 @@ def _write_hashed(
         offset += len(data)
     header = json.dumps(layout, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     header += b" " * (-len(header) % 8)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool, atomic_file(out) as (handle, temporary):
         hashing = pool.submit(_sha256, entries, order)
-
-        def body(handle: BinaryIO) -> None:
-            handle.write(struct.pack("<Q", len(header)))
-            handle.write(header)
-            for name in order:
-                handle.write(entries[name][2])
+        handle.write(struct.pack("<Q", len(header)))
+        handle.write(header)
+        for name in order:
+            handle.write(entries[name][2])
+        handle.flush()
+        syncing = pool.submit(os.fsync, handle.fileno())
+        try:
+            if verify is not None:
+                verify(temporary)
             final = hashing.result()
-            patched = header
-            for key, value in claims(final).items():
-                fake = json.dumps({key: claims(placeholder)[key]}, separators=(",", ":"), ensure_ascii=False)
-                real = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)
-                fragment, replacement = fake[1:-1].encode(), real[1:-1].encode()
-                assert len(fragment) == len(replacement) and patched.count(fragment) == 1
-                patched = patched.replace(fragment, replacement)
-            handle.flush()
+        finally:
+            futures.wait([syncing])  # the file closes when an error leaves the block
+        patched = _with_claims(header, claims, placeholder, final)
+        if patched != header:
             handle.seek(8)
             handle.write(patched)
-            handle.seek(0, os.SEEK_END)
+        syncing.result()
+        return final
 
-        atomic_write(out, body)
-        return hashing.result()
+
+def _with_claims(header: bytes, claims: Callable[[str], dict[str, str]], placeholder: str, final: str) -> bytes:
+    """The header with the placeholder's digits in each hash claim replaced by the final digest (same length)."""
+    patched = header
+    for key, value in claims(final).items():
+        fake = json.dumps({key: claims(placeholder)[key]}, separators=(",", ":"), ensure_ascii=False)
+        real = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)
+        fragment, replacement = fake[1:-1].encode(), real[1:-1].encode()
+        assert len(fragment) == len(replacement) and patched.count(fragment) == 1
+        patched = patched.replace(fragment, replacement)
+    return patched
 
 
 # --- the check ---------------------------------------------------------------------------------------------------
@@ -302,17 +323,21 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
                 **metadata,
                 "lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True),
             }
-        autov3 = _write_hashed(out, entries, metadata, lambda value: hash_claims(source.metadata, to, value))
-        del entries
-        source.release_pages()
         report = ConversionReport(
             modules=len(plans), max_abs_error=math.nan, max_rel_error=math.nan, source_format=layout.format,
-            target=to, family=family, output=str(out), autov3=autov3,
+            target=to, family=family, output=str(out),
         )  # fmt: skip
-        if check:
-            written = SafetensorsFile(out)
+
+        def verify(path: Path) -> None:
+            source.release_pages()
+            written = SafetensorsFile(path)
             stack.callback(_close, written)
             report.per_module, report.unmapped = _check(source, written, family, plans, to)
             report.max_abs_error = max((e[0] for e in report.per_module.values()), default=0.0)
             report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
+
+        claims = functools.partial(hash_claims, source.metadata, to)
+        report.autov3 = _write_hashed(out, entries, metadata, claims, verify=verify if check else None)
+        del entries
+        source.release_pages()
         return report

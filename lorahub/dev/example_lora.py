@@ -51,12 +51,20 @@ def clip_l_linears() -> Iterator[tuple[str, int, int]]:
 
 
 def write_example_lora(
-    path: str | os.PathLike[str], *, rank: int = 4, alpha: float = 2.0, seed: int = 0, name: str = "example"
+    path: str | os.PathLike[str],
+    *,
+    rank: int = 4,
+    alpha: float = 2.0,
+    seed: int = 0,
+    name: str = "example",
+    text_encoder: bool = True,
 ) -> None:
-    """Write the file with ``ss_*`` metadata and a correct ``sshs_model_hash`` claim."""
+    """Write the file with ``ss_*`` metadata and a correct ``sshs_model_hash`` claim (``text_encoder=False``: the
+    UNet modules only, as kohya's ``--network_train_unet_only`` writes)."""
     rng = np.random.default_rng(seed)
     tensors: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
-    modules = [("lora_unet", *m) for m in sd15_unet_linears()] + [("lora_te", *m) for m in clip_l_linears()]
+    modules = [("lora_unet", *m) for m in sd15_unet_linears()]
+    modules += [("lora_te", *m) for m in clip_l_linears()] if text_encoder else []
     for prefix, module, fan_in, fan_out in modules:
         key = f"{prefix}_{module.replace('.', '_')}"
         down = (rng.standard_normal((rank, fan_in)) / np.sqrt(fan_in)).astype(np.float16)

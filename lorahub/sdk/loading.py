@@ -19,6 +19,7 @@ from lorahub.sdk.refs import is_catalogue_ref
 from lorahub.sdk.verified import VerifiedAdapter
 
 if TYPE_CHECKING:
+    from lorahub.adapters.model import CanonicalAdapter
     from lorahub.registry.catalog import AdapterVersion
     from lorahub.sdk.hub import Hub
     from lorahub.sdk.pipelines import AdapterHandle
@@ -85,6 +86,7 @@ def apply(
     from lorahub.sdk.pipelines import (
         AdapterHandle,
         activate,
+        active_as_injected,
         applied,
         check_family,
         check_loadable,
@@ -98,17 +100,18 @@ def apply(
 
     states = prepared_states(pipe).get(verified.content_digest)  # prepared: checked and converted for this pipeline
     if states is None:
-        settle_family(verified, pipeline_family(pipe))
-        check_family(verified.adapter, pipe, verified.label)
-        check_loadable(verified.adapter, verified.label)
-        states = prepared_states(pipe).put(verified.content_digest, prepare(verified.adapter, pipe))
+        adapter = settle_family(verified, pipeline_family(pipe), stored=True)
+        check_family(adapter, pipe, verified.label)
+        check_loadable(adapter, verified.label)
+        states = prepared_states(pipe).put(verified.content_digest, prepare(adapter, pipe))
     targets = {component: state.targets for component, state in states.items()}
     weights = applied(pipe)
     if replace is not None:
         return _swap(replace, verified, states, targets, weight)
     contents = injected_contents(pipe)
     name = adapter_name or _free_name(pipe, adapter_name_for(verified), verified.content_digest)
-    if contents.get(name) != verified.content_digest:  # the same content stays injected: only its weight changes
+    injected = contents.get(name) != verified.content_digest
+    if injected:  # else the same content stays injected: only its weight changes
         if name in loaded(pipe):
             raise errors.AdapterNameTakenError(
                 f"the pipeline already has an adapter named {name!r} holding other tensors",
@@ -117,7 +120,8 @@ def apply(
         inject(pipe, states, name, copy=verified.content_digest in contents.values())
         contents[name] = verified.content_digest
     weights[name] = float(weight)
-    activate(pipe)
+    if not (injected and active_as_injected(pipe, name)):
+        activate(pipe)
     return AdapterHandle(pipe=pipe, adapter_name=name, adapter=verified, targets=targets)
 
 
@@ -133,28 +137,38 @@ def _free_name(pipe: Any, name: str, digest: str) -> str:
     return candidate
 
 
-def settle_family(verified: VerifiedAdapter, families: Sequence[str]) -> None:
+def settle_family(verified: VerifiedAdapter, families: Sequence[str], *, stored: bool = False) -> CanonicalAdapter:
     """An adapter whose family the evidence leaves open (small or unusual geometry: ``unknown``) is read as the first
     of ``families`` (a pipeline's, or every family with name tables) under which all its modules map. An SD3/FLUX
     adapter with fused modules whose delta has no exact per-projection factors (a LoKr over ``img_attn.qkv``) is read
     again with those modules as their dense ΔW, which splits by rows exactly: the ΔW patches apply it as a full
-    diff."""
+    diff.
+
+    The settled adapter is kept on ``verified`` and returned: its :attr:`~VerifiedAdapter.stored` tensors for a
+    pipeline (``stored``), else its canonical ``adapter``."""
     from lorahub.adapters.model import read_adapter
 
-    adapter = verified.adapter
+    def settled(adapter: CanonicalAdapter) -> CanonicalAdapter:
+        if stored:
+            verified.stored = adapter
+        else:
+            verified.adapter = adapter
+        return adapter
+
+    adapter = verified.stored if stored else verified.adapter
     if adapter.family == "unknown":
         for family in families:
-            candidate = read_adapter(verified.path, family=family)
+            candidate = read_adapter(verified.path, family=family, widen=not stored)
             if candidate.layers and not candidate.unmapped:
-                verified.adapter = candidate
-                return
+                return settled(candidate)
     if adapter.unsplit:
         try:
-            dense = read_adapter(verified.path, family=adapter.family, materialize_fused=True)
+            dense = read_adapter(verified.path, family=adapter.family, materialize_fused=True, widen=not stored)
         except errors.BaseWeightRequiredError:
-            return  # a base-dependent kind over a fused module: check_loadable refuses it as unmapped
+            return adapter  # a base-dependent kind over a fused module: check_loadable refuses it as unmapped
         if not dense.unsplit:
-            verified.adapter = dense
+            return settled(dense)
+    return adapter
 
 
 def _swap(

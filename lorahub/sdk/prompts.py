@@ -128,9 +128,9 @@ def stack(
         require_license(hub, [r for r, _ in pairs], use=use, accept_uncertain=accept_uncertain, action="stack")
     verified = [(resolve(hub, ref, verify=verify), weight) for ref, weight in pairs]
     for item, _ in verified:
-        settle_family(item, pipeline_family(pipe))
-        check_family(item.adapter, pipe, item.label)
-        check_loadable(item.adapter, item.label)
+        adapter = settle_family(item, pipeline_family(pipe), stored=True)
+        check_family(adapter, pipe, item.label)
+        check_loadable(adapter, item.label)
     if exclusive:
         applied(pipe).clear()
         activate(pipe)

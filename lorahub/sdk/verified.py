@@ -31,10 +31,12 @@ class VerifiedAdapter:
     signed: SignedCard | None = None
     report: VerifyReport | None = None
     _adapter: CanonicalAdapter | None = None
+    _stored: CanonicalAdapter | None = None
 
     @property
     def adapter(self) -> CanonicalAdapter:
-        """The tensors, read on first use: a pipeline that already holds this content needs only the checks."""
+        """The tensors (widened to float32, the canonical model), read on first use: a pipeline that already holds
+        this content needs only the checks."""
         if self._adapter is None:
             from lorahub.adapters.model import read_adapter
 
@@ -43,7 +45,22 @@ class VerifiedAdapter:
 
     @adapter.setter
     def adapter(self, value: CanonicalAdapter) -> None:
-        self._adapter = value
+        self._adapter, self._stored = value, None
+
+    @property
+    def stored(self) -> CanonicalAdapter:
+        """The tensors as a pipeline takes them, read on first use: float16 kept as the file stores it
+        (``read_adapter(widen=False)``: the same values, and the pipeline converts once, to its own dtype), or
+        :attr:`adapter` when that was read already."""
+        if self._stored is None:
+            from lorahub.adapters.model import read_adapter
+
+            self._stored = self._adapter or read_adapter(self.path, widen=False)
+        return self._stored
+
+    @stored.setter
+    def stored(self, value: CanonicalAdapter) -> None:
+        self._stored = value
 
     @property
     def card(self) -> Card | None:

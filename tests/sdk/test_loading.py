@@ -194,3 +194,70 @@ def test_a_second_load_is_not_rehashed_but_still_checks_trust(
     hub.trust_revoke(hub.keys.default().fingerprint)  # type: ignore[union-attr]
     with pytest.raises(errors.VerificationFailedError, match="signer trusted"):
         lorahub.load("style", hub=hub)
+
+
+def _narrowed(source: Path, out: Path, dtype: str) -> Path:
+    """``source`` with every float32 tensor stored as ``dtype`` (F16 or BF16), as trainers often save."""
+    import torch
+
+    from lorahub.files.safetensors import SafetensorsFile, write
+
+    narrow = {"F16": torch.float16, "BF16": torch.bfloat16}[dtype]
+    tensors = {}
+    with SafetensorsFile(source) as container:
+        metadata = dict(container.metadata)
+        for name, info in container.header.tensors.items():
+            values = torch.from_numpy(container.array(name).copy()).to(narrow)
+            tensors[name] = (dtype, info.shape, values.view(torch.int16).numpy().tobytes())
+    write(out, tensors, metadata)
+    return out
+
+
+@pytest.mark.parametrize(("stored", "pipe_dtype"), [("F16", "float16"), ("F16", "float32"), ("BF16", "float16")])
+def test_injected_factors_are_the_files_values_converted_once(
+    hub: Hub, tmp_path: Path, stored: str, pipe_dtype: str
+) -> None:
+    """A pipeline load reads tensors as stored (``VerifiedAdapter.stored``: no float32 detour): PEFT must hold the
+    file's values in the pipeline's dtype, exactly what the widened canonical tensors give."""
+    import torch
+
+    from lorahub.adapters.model import read_adapter
+
+    path = _narrowed(make_adapter("sd1", tmp_path / "a", seed=1), tmp_path / "narrow.safetensors", stored)
+    _add(hub, path, "narrow")
+    dtype = getattr(torch, pipe_dtype)
+    pipe = tiny("sd1").to(dtype)
+    handle = lorahub.load("narrow", pipe, hub=hub)
+    stored_layers = handle.adapter.stored.layers
+    assert {str(layer.tensors["down"].dtype) for layer in stored_layers.values()} == {
+        "float16" if stored == "F16" else "float32"
+    }
+    canonical = read_adapter(path)
+    assert len(canonical.layers) == len(stored_layers) == sum(len(t) for t in handle.targets.values())
+    for name, layer in canonical.layers.items():
+        component, _, module_path = name.partition(".")
+        module = getattr(pipe, component).get_submodule(module_path)
+        for factor, role in ((module.lora_A, "down"), (module.lora_B, "up")):
+            held = factor[handle.adapter_name].weight
+            assert held.dtype == dtype
+            expected = torch.from_numpy(layer.tensors[role]).to(dtype).reshape(held.shape)
+            assert torch.equal(held, expected), name
+
+
+def test_a_lone_adapter_at_weight_one_applies_without_set_adapters(hub: Hub, tmp_path: Path) -> None:
+    """After injecting the only adapter at weight 1, ``set_adapters`` is skipped (PEFT left it active at its own
+    scale): the image must still be diffusers', on fresh layers and on layers an earlier adapter left wrapped, and a
+    second adapter must switch the first one's weight handling back on."""
+    a = make_adapter("sd1", tmp_path / "a", seed=1)
+    b = make_adapter("sd1", tmp_path / "b", seed=2)
+    _add(hub, a, "ink")
+    _add(hub, b, "pixel")
+    pipe = tiny("sd1")
+    for _ in range(2):  # the second time, PEFT's layers from the first load are still in place
+        handle = lorahub.load("ink", pipe, hub=hub)
+        np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(a, 1.0)]), atol=1e-5)
+        handle.unload()
+    first = lorahub.load("ink", pipe, hub=hub)
+    lorahub.load("pixel", pipe, hub=hub, weight=0.5)
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(a, 1.0), (b, 0.5)]), atol=1e-5)
+    first.unload()
