@@ -16,10 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-import lorahub
 from lorahub import Hub
 from lorahub.adapters.convert import convert
 from lorahub.adapters.model import read_adapter
+from tests.sdk.dit_family import (
+    DitFamily,
+    check_bakes_into_a_diffusers_transformer_file,
+    check_load_as_summed_by_hand,
+    check_the_tiny_pipeline_generates_as_with_diffusers_own_load,
+)
 
 diffusers = pytest.importorskip("diffusers")
 peft = pytest.importorskip("peft")
@@ -38,31 +43,6 @@ def _transformer(seed: int = 0) -> Any:
         ).eval()  # fmt: skip
 
 
-def _pipe() -> Any:
-    return diffusers.Flux2Pipeline(
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
-        transformer=_transformer(),
-    )  # fmt: skip
-
-
-def _diffusers_lora(folder: Path, *, seed: int = 1, transformer: Any = None) -> Path:
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    transformer = transformer if transformer is not None else _transformer()
-    torch.manual_seed(seed)
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False), "x")
-    with torch.no_grad():
-        for name, param in transformer.named_parameters():
-            if "lora_B" in name:
-                param.mul_(0.2)
-    diffusers.Flux2Pipeline.save_lora_weights(
-        folder, transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name="x"),
-        transformer_lora_adapter_metadata=transformer.peft_config["x"].to_dict(),
-    )  # fmt: skip
-    return folder / "pytorch_lora_weights.safetensors"
-
-
 def _forward(transformer: Any) -> np.ndarray:
     generator = torch.Generator("cpu").manual_seed(0)
     latents = torch.randn(1, 16, 16, generator=generator)
@@ -78,6 +58,21 @@ def _forward(transformer: Any) -> np.ndarray:
     return out.numpy().astype(np.float64)
 
 
+DIT = DitFamily("flux2", diffusers.Flux2Pipeline, _transformer, TARGETS, _forward)
+
+
+def test_flux2_lora_loads_as_its_weights_summed_by_hand(hub: Hub, tmp_path: Path) -> None:
+    check_load_as_summed_by_hand(DIT, hub, tmp_path)
+
+
+def test_the_tiny_pipeline_generates_with_it_as_with_diffusers_own_load(hub: Hub, tmp_path: Path) -> None:
+    check_the_tiny_pipeline_generates_as_with_diffusers_own_load(DIT, hub, tmp_path)
+
+
+def test_bakes_into_a_diffusers_transformer_file(tmp_path: Path) -> None:
+    check_bakes_into_a_diffusers_transformer_file(DIT, tmp_path)
+
+
 def test_the_name_tables_are_the_models_linear_layers() -> None:
     from lorahub.adapters.names import inventory
 
@@ -88,7 +83,7 @@ def test_the_name_tables_are_the_models_linear_layers() -> None:
 
 @pytest.mark.parametrize("layout", ["kohya", "comfyui", "diffusers", "peft"])
 def test_flux2_lora_converts_exactly_between_layouts(tmp_path: Path, layout: str) -> None:
-    source = _diffusers_lora(tmp_path / "src")
+    source = DIT.diffusers_lora(tmp_path / "src")
     original = read_adapter(source)
     assert original.family == "flux2" and not original.unmapped
     out = tmp_path / ("out" if layout == "peft" else "out.safetensors")
@@ -107,7 +102,7 @@ def test_bfl_names_are_those_of_diffusers_converter(tmp_path: Path) -> None:
     modules, the same ΔW (but the final modulation, whose rows diffusers' LoRA converter leaves unswapped)."""
     from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_flux2_lora_to_diffusers
 
-    source = _diffusers_lora(tmp_path / "src")
+    source = DIT.diffusers_lora(tmp_path / "src")
     kohya = tmp_path / "kohya.safetensors"
     convert(source, kohya, to="kohya")
     ours = read_adapter(kohya)
@@ -136,69 +131,3 @@ def _ai_toolkit_spelling(kohya: Path) -> dict[str, Any]:
         role = {"lora_down.weight": "lora_A.weight", "lora_up.weight": "lora_B.weight"}[suffix]
         out[f"diffusion_model.{entry.path}.{role}"] = value
     return out
-
-
-def test_flux2_lora_loads_as_its_weights_summed_by_hand(hub: Hub, tmp_path: Path) -> None:
-    source = _diffusers_lora(tmp_path / "src")
-    kohya = tmp_path / "musubi.safetensors"
-    convert(source, kohya, to="kohya")
-    pipe = _pipe()
-    base = _forward(pipe.transformer)
-    handle = lorahub.load(kohya, pipe, weight=0.6, hub=hub, verify=False)
-    ours = _forward(pipe.transformer)
-    summed = _transformer()
-    with torch.no_grad():
-        for name, layer in read_adapter(source).layers.items():
-            module = summed.get_submodule(name.removeprefix("transformer."))
-            module.weight.add_(0.6 * torch.from_numpy(layer.delta().weight.astype(np.float32)))
-    np.testing.assert_allclose(ours, _forward(summed), atol=1e-5)
-    assert np.abs(ours - base).max() > 1e-3
-    reference = _pipe()
-    reference.load_lora_weights(str(source), adapter_name="ref")
-    reference.set_adapters(["ref"], adapter_weights=[0.6])
-    np.testing.assert_allclose(ours, _forward(reference.transformer), atol=1e-5)
-    handle.unload()
-    np.testing.assert_allclose(_forward(pipe.transformer), base, atol=1e-6)
-
-
-def test_the_tiny_pipeline_generates_with_it_as_with_diffusers_own_load(hub: Hub, tmp_path: Path) -> None:
-    """Image level, on ``lorahub dev tiny-pipeline --family flux2`` (text encoder included)."""
-    from lorahub.dev.tiny_pipeline import CALL_KWARGS, build_tiny_pipeline
-
-    def image(pipe: Any) -> np.ndarray:
-        generator = torch.Generator("cpu").manual_seed(0)
-        result = pipe(prompt="a photo of sks cat", num_inference_steps=2, height=64, width=64, output_type="np",
-                      generator=generator, **CALL_KWARGS["flux2"])  # fmt: skip
-        return np.asarray(result.images[0], dtype=np.float64)
-
-    pipe = build_tiny_pipeline("flux2")
-    source = _diffusers_lora(tmp_path / "src", transformer=build_tiny_pipeline("flux2").transformer)
-    kohya = tmp_path / "kohya.safetensors"
-    convert(source, kohya, to="kohya")
-    base = image(pipe)
-    lorahub.load(kohya, pipe, weight=0.8, hub=hub, verify=False)
-    reference = build_tiny_pipeline("flux2")
-    reference.load_lora_weights(str(source), adapter_name="ref")
-    reference.set_adapters(["ref"], adapter_weights=[0.8])
-    ours = image(pipe)
-    np.testing.assert_allclose(ours, image(reference), atol=1e-5)
-    assert np.abs(ours - base).max() > 1e-3
-
-
-def test_bakes_into_a_diffusers_transformer_file(tmp_path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    from lorahub.merge.bake import bake
-
-    transformer = _transformer()
-    state = {k: v.detach().clone().contiguous() for k, v in transformer.state_dict().items()}
-    base = tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"
-    base.parent.mkdir()
-    save_file(state, str(base))
-    adapter = read_adapter(_diffusers_lora(tmp_path / "src"))
-    bake(base, [(adapter, 0.5)], tmp_path / "baked.safetensors", components=["transformer"])
-    baked = load_file(str(tmp_path / "baked.safetensors"))
-    for name, layer in adapter.layers.items():
-        key = f"{name.removeprefix('transformer.')}.weight"
-        expected = state[key].numpy() + 0.5 * layer.delta().weight
-        np.testing.assert_allclose(baked[key].numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -198,7 +198,7 @@ def test_quantization_is_refused_with_a_hint_when_it_cannot_run(
     except ImportError:
         with pytest.raises(errors.MissingExtraError, match="nf4-quantised FLUX") as caught:
             lorahub.train(tiny_bases["flux1"], data, name="q", hub=hub, steps=1, quantization="nf4", **FAST)
-        assert caught.value.hint == "pip install 'lorahub[quantize]'"
+        assert caught.value.hint == "pip install 'lorahub[quantize-nf4]'"
     else:
         if not torch.cuda.is_available():
             with pytest.raises(errors.TrainingError, match="needs a CUDA GPU") as refused:
