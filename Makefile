@@ -54,9 +54,9 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
-# One pytest worker per core (pytest-xdist): most tests wait on subprocesses and servers, so two workers finish the
-# suite in about 60% of the time one takes on the project's 2-core machines. Session fixtures (PostgreSQL schemas,
-# SeaweedFS, the OCI registry, the browser) are per worker, on free loopback ports.
+# One pytest worker per core (pytest-xdist): many tests wait on subprocesses and servers, so even two workers keep
+# a 2-core machine busier than one does. Session fixtures (PostgreSQL schemas, SeaweedFS, the OCI registry, the
+# browser) are per worker, on free loopback ports.
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q -n auto --dist worksteal
 
