@@ -13,10 +13,17 @@ the module that happens to define them.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import LorahubError
 from lorahub.version import __version__
+
+# When torchao is installed (the ``quantize`` extra), peft and diffusers import it on every load, and it logs a
+# warning for each optional CUDA kernel it cannot load, then torch one deprecation about torchao's enums: four lines
+# on every command that a lorahub user cannot act on. Those two loggers alone are raised to errors.
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 __all__ = [
     "AdapterFacts",

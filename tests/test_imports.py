@@ -71,3 +71,12 @@ def test_opening_a_home_at_the_newest_schema_imports_neither_alembic_nor_numpy(t
     body = f"from lorahub import Hub\nHub.open({str(tmp_path)!r}).catalog.engine.dispose()"
     subprocess.run([sys.executable, "-c", body], check=True)  # the first open migrates
     assert _heavy_modules_after(f"{body}\nHub.open({str(tmp_path)!r}).list_versions()", ("alembic", "numpy")) == []
+
+
+def test_torch_libraries_load_without_torchaos_warnings() -> None:
+    """torchao (installed with the ``quantize`` extra) is imported by peft and diffusers; its warnings about CUDA
+    kernels a CPU machine lacks must not reach every command's output."""
+    pytest.importorskip("torchao")
+    code = "import lorahub, peft, diffusers.models"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "torchao" not in result.stderr and "register_constant" not in result.stderr, result.stderr
