@@ -272,81 +272,11 @@ def inject(pipe: Any, states: Mapping[str, ComponentState], adapter_name: str, *
             "low_cpu_mem_usage": True,
         }
         if component == "unet":
-            _inject_unet(pipe, common["state_dict"], state.lora_config(component), adapter_name)
+            _call(pipe.load_lora_into_unet, unet=pipe.unet, **common)
         elif component == "transformer":
             _call(pipe.load_lora_into_transformer, transformer=pipe.transformer, **common)
         else:
             _inject_text_encoder(pipe, component, common["state_dict"], state.lora_config(component), adapter_name)
-
-
-def _inject_unet(pipe: Any, tensors: Mapping[str, Any], lora: Any, adapter_name: str) -> None:
-    """What diffusers' ``load_lora_into_unet`` (0.42's ``PeftAdapterMixin.load_lora_adapter``) does with a PEFT
-    state dict and a complete config, minus what lorahub already knows: that method re-derives ranks from the tensors
-    and takes a ``state_dict()`` of the whole UNet for a config guess it then drops when a config is given (about
-    40 ms of CPU per SD1.5 load, docs/benchmarks.md). Kept as it does them: the tensor-parallel refusal, lifting CPU
-    and group offloading hooks while layers are replaced and putting them back, injecting where the state dict has
-    tensors, ``enable_lora_hotswap``'s preparation after the first adapter, and removing a half-injected adapter on
-    failure. Differences: the hooks are put back after a failure too, and tensors that match no layer are an error
-    (as for text encoders), not a warning."""
-    from diffusers.hooks.tensor_parallel import _raise_if_tensor_parallel
-    from peft import inject_adapter_in_model, set_peft_model_state_dict
-
-    unet = pipe.unet
-    _raise_if_tensor_parallel(unet, "have a LoRA adapter loaded", "Load the adapter before sharding the model.")
-    state = {key.removeprefix("unet."): value for key, value in tensors.items()}
-    offloading = unet._optionally_disable_offloading(pipe)
-    try:
-        inject_adapter_in_model(lora, unet, adapter_name=adapter_name, state_dict=state, low_cpu_mem_usage=True)
-        _check_loaded(set_peft_model_state_dict(unet, state, adapter_name=adapter_name, low_cpu_mem_usage=True), "unet")
-        if unet._prepare_lora_hotswap_kwargs is not None:  # enable_lora_hotswap: after the first adapter, once
-            from peft.utils.hotswap import prepare_model_for_compiled_hotswap
-
-            prepare_model_for_compiled_hotswap(unet, config=lora, **unet._prepare_lora_hotswap_kwargs)
-            unet._prepare_lora_hotswap_kwargs = None
-        unet._hf_peft_config_loaded = True
-    except Exception:
-        _remove_partial(unet, adapter_name)
-        raise
-    finally:
-        _restore_offloading(pipe, offloading)
-
-
-def _remove_partial(model: Any, adapter_name: str) -> None:
-    """Take a failed injection's layers and config off ``model``, as diffusers does."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    if hasattr(model, "peft_config"):
-        for module in model.modules():
-            if isinstance(module, BaseTunerLayer):
-                module.delete_adapter(adapter_name)  # a no-op on layers without it
-        model.peft_config.pop(adapter_name, None)
-
-
-def _restore_offloading(pipe: Any, offloading: tuple[bool, bool, bool]) -> None:
-    """Put back the offloading ``_optionally_disable_offloading`` lifted, as diffusers' loaders do."""
-    import torch
-
-    model_offload, sequential_offload, group_offload = offloading
-    if model_offload:
-        pipe.enable_model_cpu_offload()
-    elif sequential_offload:
-        pipe.enable_sequential_cpu_offload()
-    elif group_offload:
-        from diffusers.hooks.group_offloading import _maybe_remove_and_reapply_group_offloading
-
-        for component in pipe.components.values():
-            if isinstance(component, torch.nn.Module):
-                _maybe_remove_and_reapply_group_offloading(component)
-
-
-def _check_loaded(result: Any, component: str) -> None:
-    """Tensors that match no LoRA layer mean lorahub's name tables missed a module: an error, not a partial load."""
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise errors.AdapterNotLoadableError(
-            f"{len(unexpected)} {component} tensors match no LoRA layer (first: {unexpected[0]})",
-            hint=f"This is a bug in lorahub's name tables for this {component}; please report it.",
-        )
 
 
 def _inject_text_encoder(pipe: Any, component: str, tensors: Mapping[str, Any], lora: Any, adapter_name: str) -> None:
@@ -359,9 +289,13 @@ def _inject_text_encoder(pipe: Any, component: str, tensors: Mapping[str, Any], 
     encoder = getattr(pipe, component)
     state = {key.removeprefix(f"{component}."): value for key, value in tensors.items()}
     inject_adapter_in_model(lora, encoder, adapter_name=adapter_name, low_cpu_mem_usage=True)
-    _check_loaded(
-        set_peft_model_state_dict(encoder, state, adapter_name=adapter_name, low_cpu_mem_usage=True), component
-    )
+    result = set_peft_model_state_dict(encoder, state, adapter_name=adapter_name, low_cpu_mem_usage=True)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise errors.AdapterNotLoadableError(
+            f"{len(unexpected)} {component} tensors match no LoRA layer (first: {unexpected[0]})",
+            hint="This is a bug in lorahub's name tables for this text encoder; please report it.",
+        )
     encoder._hf_peft_config_loaded = True  # what diffusers and transformers look at to find adapters on it
     encoder.to(device=encoder.device, dtype=encoder.dtype)
 
