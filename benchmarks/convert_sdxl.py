@@ -33,23 +33,24 @@ SDXL_CHANNELS = {"down_blocks.1": 640, "down_blocks.2": 1280, "mid_block": 1280,
 SDXL_CHANNELS["up_blocks.1"] = 640
 SDXL_CONTEXT = 2048
 
-# Each child times its own work after its imports (torch's import alone takes longer than the work), and prints it.
+# Each child times its own work after its imports (torch's import alone takes longer than the work) and prints it:
+# wall seconds, then the CPU seconds of all its threads (on a shared machine the steadier of the two).
 BASELINE = """
 import sys, time
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 with safe_open(sys.argv[1], "pt") as f:
     metadata = f.metadata()
 save_file(load_file(sys.argv[1]), sys.argv[2], metadata)
-print(time.perf_counter() - start)
+print(time.perf_counter() - start, time.process_time() - cpu)
 """
 CONVERT = """
 import sys, time
 from lorahub.adapters.convert import convert
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 convert(sys.argv[1], sys.argv[2], to="diffusers")
-print(time.perf_counter() - start)
+print(time.perf_counter() - start, time.process_time() - cpu)
 """
 
 
@@ -112,10 +113,11 @@ def make_file(path: Path, rank: int) -> int:
     return len(modules)
 
 
-def run_child(code: str, *args: str) -> float:
-    """Seconds one fresh child process spent on its work (it prints them)."""
+def run_child(code: str, *args: str) -> tuple[float, float]:
+    """(wall, CPU) seconds one fresh child process spent on its work (it prints them)."""
     out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def measure_rss(code: str, *args: str) -> int:
@@ -155,20 +157,26 @@ def main() -> None:
         for code, *paths in jobs.values():  # warm the page cache and the interpreter
             run_child(code, *paths)
         seconds: dict[str, list[float]] = {name: [] for name in jobs}
-        ratios = []
+        cpu: dict[str, list[float]] = {name: [] for name in jobs}
+        ratios, cpu_ratios = [], []
         for _ in range(args.rounds):
             times = {name: run_child(code, *paths) for name, (code, *paths) in jobs.items()}
-            for name, value in times.items():
-                seconds[name].append(value)
-            ratios.append(times["convert"] / times["load-and-save"])
+            for name, (wall, used) in times.items():
+                seconds[name].append(wall)
+                cpu[name].append(used)
+            ratios.append(times["convert"][0] / times["load-and-save"][0])
+            cpu_ratios.append(times["convert"][1] / times["load-and-save"][1])
         rss = {name: measure_rss(code, *paths) for name, (code, *paths) in jobs.items()}
     print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"file: {size / 1e6:,.1f} MB, {modules} modules, rank {args.rank}, bf16; rounds: {args.rounds}")
     for name, values in seconds.items():
         shown = ", ".join(f"{v:.2f}" for v in values)
         print(f"{name:>14}: median {statistics.median(values):.2f} s ({shown}); peak RSS {rss[name] / 1e6:,.0f} MB")
+        print(f"{'':>14}  CPU median {statistics.median(cpu[name]):.2f} s")
     ratio = statistics.median(ratios)
-    print(f"median time ratio convert/load-and-save: {ratio:.2f} (target ≤ 1.5)")
+    print(
+        f"median time ratio convert/load-and-save: {ratio:.2f} (target ≤ 1.5); CPU {statistics.median(cpu_ratios):.2f}"
+    )
     print(f"convert peak RSS / file size: {rss['convert'] / size:.2f} (target ≤ 2.0)")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -36,7 +37,7 @@ class ConversionReport:
     target: str = ""
     family: str = ""
     output: str = ""
-    autov3: str | None = None
+    _autov3: str | Callable[[], str] | None = field(default=None, init=False, repr=False, compare=False)
     lossy: list[str] = field(default_factory=list)
     """Modules converted by truncated SVD (``--lossy``); their errors are in ``per_module``."""
     ranks: dict[str, int] = field(default_factory=dict)
@@ -47,6 +48,23 @@ class ConversionReport:
     """rsLoRA modules (scale alpha/√rank) the target cannot flag as rsLoRA (kohya, ComfyUI, or a PEFT config whose
     component mixes both rules): written with the equivalent alpha·√rank, which gives the same scale, and ΔW, under
     the target's alpha/rank."""
+
+    @property
+    def autov3(self) -> str | None:
+        """AutoV3 of the written file (its data section's SHA-256, lowercase hex); None for a PEFT folder.
+
+        A conversion computes it while writing only when the header states it (``sshs_model_hash``,
+        ``modelspec.hash_sha256``); otherwise it is computed here, on first use, from the output as it then is
+        (one read of the file), and kept: the SHA-256 of an SDXL LoRA is the largest piece of work a conversion
+        would do that a plain load-and-save does not (docs/benchmarks.md), and most callers never ask."""
+        if callable(self._autov3):
+            self._autov3 = self._autov3()
+        return self._autov3
+
+    @autov3.setter
+    def autov3(self, value: str | Callable[[], str] | None) -> None:
+        """A digest, or a function that computes it when first asked."""
+        self._autov3 = value
 
 
 def exact_lora(layer: CanonicalLayer, target: str | None = None) -> bool:

@@ -30,6 +30,7 @@ and the check reports what that cost; kinds whose ΔW depends on the base weight
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -49,7 +50,7 @@ from lorahub.adapters.sources import BaseWeights, load_adapter
 from lorahub.adapters.streaming import stream_convert
 from lorahub.adapters.support import KIND_SUPPORT, LAYOUT_EXTRAS
 from lorahub.adapters.writers import TARGETS, Target, output_files, write_adapter
-from lorahub.files.digests import digest_file
+from lorahub.files.digests import data_section_digest
 from lorahub.files.safetensors import looks_like_safetensors, read_header
 
 __all__ = ["DTYPES", "TARGETS", "ConversionRefusedError", "ConversionReport", "convert", "repair"]
@@ -273,17 +274,14 @@ def _convert(
 ) -> ConversionReport:
     prepared, ranks = (adapter, {}) if to == "full" else _plain_lora(adapter, rank, bases) if lossy else (adapter, {})
     written = write_adapter(prepared, out_path, to=to, dtype=dtype, base_of=bases)
-    autov3 = None
-    if to != "peft":
-        autov3 = (
-            read_header(out_path).metadata.get("sshs_model_hash")
-            or digest_file(out_path, read_header(out_path), check_values=False).hashes.autov3
-        )
     report = ConversionReport(
         modules=len(adapter.layers), max_abs_error=math.nan, max_rel_error=math.nan,
-        source_format=adapter.source_format, target=to, family=adapter.family, output=str(out_path), autov3=autov3,
+        source_format=adapter.source_format, target=to, family=adapter.family, output=str(out_path),
         lossy=sorted(ranks), ranks=ranks, rslora_alpha=_rslora_rewritten(prepared, written, to),
     )  # fmt: skip
+    if to != "peft":
+        claimed = read_header(out_path).metadata.get("sshs_model_hash")
+        report.autov3 = claimed or functools.partial(data_section_digest, out_path)
     if check:
         report.per_module = compare(adapter, written, bases)
         report.unmapped = list(written.unmapped) if to != "full" else []

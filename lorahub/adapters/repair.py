@@ -80,9 +80,10 @@ def repair(src: str | os.PathLike[str], out: str | os.PathLike[str], *, check: b
         report = ConversionReport(
             modules=len(readable(out_layout)), max_abs_error=math.nan, max_rel_error=math.nan,
             unmapped=list(out_layout.unmatched), source_format=layout.format, target=out_layout.format,
-            family=detect_family(out_layout, repaired.metadata).family, output=str(out_path), autov3=autov3,
+            family=detect_family(out_layout, repaired.metadata).family, output=str(out_path),
             renamed=renaming,
         )  # fmt: skip
+        report.autov3 = autov3
         if check:
             _check(source, out_path, out_layout, {new: old for old, new in renaming.items()}, report)
     return report

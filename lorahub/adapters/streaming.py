@@ -42,6 +42,7 @@ from lorahub.adapters.names import from_canonical
 from lorahub.adapters.peft_config import config_path, lora_config
 from lorahub.adapters.sources import comfyui_canonical, comfyui_name
 from lorahub.files.atomic import atomic_file
+from lorahub.files.digests import data_section_digest
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import METADATA_KEY, SafetensorsFile
 from lorahub.formats import detect
@@ -177,10 +178,11 @@ def _write_hashed(
     claims: Callable[[str], dict[str, str]],
     *,
     verify: Callable[[Path], None] | None = None,
-) -> str:
+) -> str | None:
     """:func:`~lorahub.files.safetensors.write`'s exact bytes, with the hash claims (``claims(autov3)``) in the
     header, in one pass: the data section is hashed in a thread while it is written, and the fixed-length claims are
-    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex).
+    filled into the header before the file is fsynced and renamed. Returns AutoV3 (lowercase hex), or None when the
+    header states no claim: then nothing is hashed here (the report computes it if asked).
 
     ``verify`` reads the file back (by its temporary path) while one thread finishes the hash and another fsyncs
     the bytes: the check and the hash are CPU work on two cores, the fsync waits on the disk, so they hide each
@@ -198,7 +200,7 @@ def _write_hashed(
     header = json.dumps(layout, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     header += b" " * (-len(header) % 8)
     with ThreadPoolExecutor(max_workers=2) as pool, atomic_file(out) as (handle, temporary):
-        hashing = pool.submit(_sha256, entries, order)
+        hashing = pool.submit(_sha256, entries, order) if claims(placeholder) else None
         handle.write(struct.pack("<Q", len(header)))
         handle.write(header)
         for name in order:
@@ -208,13 +210,12 @@ def _write_hashed(
         try:
             if verify is not None:
                 verify(temporary)
-            final = hashing.result()
+            final = hashing.result() if hashing is not None else None
         finally:
             futures.wait([syncing])  # the file closes when an error leaves the block
-        patched = _with_claims(header, claims, placeholder, final)
-        if patched != header:
+        if final is not None:
             handle.seek(8)
-            handle.write(patched)
+            handle.write(_with_claims(header, claims, placeholder, final))
         syncing.result()
         return final
 
@@ -337,7 +338,8 @@ def stream_convert(src: Path, out: Path, *, to: str, dtype: str | None, check: b
             report.max_rel_error = max((e[1] for e in report.per_module.values()), default=0.0)
 
         claims = functools.partial(hash_claims, source.metadata, to)
-        report.autov3 = _write_hashed(out, entries, metadata, claims, verify=verify if check else None)
+        autov3 = _write_hashed(out, entries, metadata, claims, verify=verify if check else None)
+        report.autov3 = autov3 or functools.partial(data_section_digest, out)
         del entries
         source.release_pages()
         return report

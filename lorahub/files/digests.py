@@ -315,6 +315,21 @@ def _stream(handle: Any, pool: ThreadPoolExecutor, tasks: list[Callable[[memoryv
         count = next_count
 
 
+def data_section_digest(path: str | os.PathLike[str]) -> str:
+    """AutoV3 of a safetensors file alone (the SHA-256 of its data section), one sequential read: what a caller
+    that needs nothing else pays, instead of :func:`digest_file`'s every hash."""
+    from lorahub.files.safetensors import read_header
+
+    p = check_path(path)
+    start = read_header(p).data_start
+    try:
+        with open(p, "rb") as handle:
+            handle.seek(start)
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise errors.FileReadError(f"{p}: {exc.strerror or exc}") from None
+
+
 def digest_path(path: str | os.PathLike[str]) -> Hashes:
     """Hashes of any file (safetensors or not) without tensor checks; the content digest only for safetensors."""
     from lorahub.files.safetensors import read_header

@@ -135,7 +135,11 @@ def resize_dict(report: ResizeReport) -> dict[str, Any]:
 
 def report_dict(report: ConversionReport) -> dict[str, Any]:
     """A conversion report as JSON (the same shape as ``lorahub convert --json``)."""
-    data: dict[str, Any] = dataclasses.asdict(report)
+    autov3 = report.autov3  # computed here if the conversion left it for later
+    data: dict[str, Any] = {
+        "autov3" if key == "_autov3" else key: autov3 if key == "_autov3" else value
+        for key, value in dataclasses.asdict(report).items()
+    }
     data["per_module"] = {name: {"abs": a, "rel": r} for name, (a, r) in report.per_module.items()}
     return data
 

@@ -22,6 +22,7 @@ from lorahub.dev.example_lora import write_example_lora
 from lorahub.files.digests import digest_file
 from lorahub.files.numeric import scalar, to_float32
 from lorahub.files.safetensors import SafetensorsFile, read_header, write
+from lorahub.sdk.exporting import report_dict
 from tests.support import REAL, fixture_file
 
 CATUNDCHAT = REAL / "catundchat_sd15_lora__pytorch_lora_weights.safetensors"
@@ -211,6 +212,27 @@ def test_example_kohya_through_diffusers_keeps_alpha_and_hash(tmp_path: Path) ->
         assert np.array_equal(result[key], value), key  # alpha 2.0 exactly, factors bit-identical
     metadata = _check_hash(back)
     assert metadata["ss_network_alpha"] == "2.0"
+
+
+def test_autov3_without_a_claim_is_computed_when_asked(tmp_path: Path) -> None:
+    """A header that states no hash leaves AutoV3 to the report (issue 16: the conversion skips the SHA-256); asked
+    for, on the lean path and on the canonical one, it is the output's, as ``inspect`` computes it, and JSON has it."""
+    fixture_file(CLONEOFSIMO)
+    example = tmp_path / "example.safetensors"
+    write_example_lora(example, rank=4, alpha=2.0)
+    header = read_header(example)
+    plain = {k: v for k, v in header.metadata.items() if k != "sshs_model_hash" and not k.startswith("modelspec.")}
+    source = tmp_path / "plain.safetensors"
+    with SafetensorsFile(example) as f:
+        write(source, {n: (t.dtype, t.shape, bytes(f.raw(n))) for n, t in header.tensors.items()}, plain)
+    for src, out in ((source, tmp_path / "lean.safetensors"), (CLONEOFSIMO, tmp_path / "canonical.safetensors")):
+        report = convert(src, out, to="diffusers")
+        assert callable(report._autov3)  # not hashed during the conversion
+        written = read_header(out)
+        assert not {"sshs_model_hash", "modelspec.hash_sha256"} & set(written.metadata)
+        expected = digest_file(out, written, check_values=False).hashes.autov3
+        assert report_dict(report)["autov3"] == report.autov3 == expected
+        assert "_autov3" not in report_dict(report)
 
 
 def test_mixed_alphas_and_ranks_survive_both_ways(tmp_path: Path) -> None:

@@ -261,3 +261,19 @@ def test_a_lone_adapter_at_weight_one_applies_without_set_adapters(hub: Hub, tmp
     lorahub.load("pixel", pipe, hub=hub, weight=0.5)
     np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(a, 1.0), (b, 0.5)]), atol=1e-5)
     first.unload()
+
+
+def test_enable_lora_hotswap_pads_the_first_unet_adapter(hub: Hub, tmp_path: Path) -> None:
+    """``enable_lora_hotswap`` before lorahub's first load: the preparation it asks for runs after that adapter's
+    injection (its layers padded to the target rank) and the image is still diffusers'."""
+    from peft.tuners.lora import LoraLayer
+
+    path = make_adapter("sd1", tmp_path / "a", seed=1, text_encoder=False)
+    _add(hub, path, "ink")
+    pipe = tiny("sd1")
+    pipe.enable_lora_hotswap(target_rank=8)
+    lorahub.load("ink", pipe, hub=hub)
+    assert pipe.unet._prepare_lora_hotswap_kwargs is None
+    layers = [m for m in pipe.unet.modules() if isinstance(m, LoraLayer)]
+    assert layers and {m.lora_A[name].weight.shape[0] for m in layers for name in m.lora_A} == {8}
+    np.testing.assert_allclose(image(pipe, "sd1"), _reference("sd1", [(path, 1.0)]), atol=1e-5)
