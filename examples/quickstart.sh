@@ -101,11 +101,10 @@ step "from lorahub import load / stack: verified adapters applied to a diffusers
 python - "$work/tiny-sd1" <<'PY'
 import sys
 
+import lorahub  # before diffusers: lorahub quiets torchao's warnings (torchao is in this venv for --quantize)
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-
-import lorahub
 
 pipe = DiffusionPipeline.from_pretrained(sys.argv[1], local_files_only=True)
 def image():

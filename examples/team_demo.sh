@@ -157,11 +157,10 @@ step "Bob loads ink-style into his pipeline: from lorahub import load (verified 
 LORAHUB_HOME="$work/bob" python - "$work/tiny-sd1" <<'PY'
 import sys
 
+from lorahub import load  # before diffusers: lorahub quiets torchao's warnings (torchao is in this venv for --quantize)
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-
-from lorahub import load
 
 pipe = DiffusionPipeline.from_pretrained(sys.argv[1], local_files_only=True)
 

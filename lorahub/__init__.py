@@ -20,9 +20,10 @@ from lorahub.errors import LorahubError
 from lorahub.version import __version__
 
 # When torchao is installed (the ``quantize`` extra), peft and diffusers import it on every load, and it logs a
-# warning for each optional CUDA kernel it cannot load, then torch one deprecation about torchao's enums: four lines
-# on every command that a lorahub user cannot act on. Those two loggers alone are raised to errors.
-for _noisy in ("torchao", "torch.utils._pytree"):
+# warning for each optional CUDA kernel it cannot load, torch one deprecation about torchao's enums, and diffusers
+# one about torchao-serialised checkpoints (which lorahub never loads): lines on every command that a lorahub user
+# cannot act on. Those three loggers alone are raised to errors.
+for _noisy in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 __all__ = [
