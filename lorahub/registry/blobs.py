@@ -123,7 +123,26 @@ def check_sha256(sha256: str) -> str:
     return sha256
 
 
-class BlobWriter:
+class CommitOrAbort:
+    """A blob writer as a context manager: left without a commit (an error, an early return), it aborts, and the
+    store is as it was."""
+
+    _result: BlobInfo | None
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._result is None:
+            self.abort()
+
+
+class BlobWriter(CommitOrAbort):
     """Streams one blob into a locked temporary file, hashing as it goes; see :meth:`BlobStore.writer`."""
 
     def __init__(self, store: BlobStore, *, hashed_by_caller: bool = False) -> None:
@@ -182,15 +201,6 @@ class BlobWriter:
     def abort(self) -> None:
         """Drop the temporary file; the store is as it was. Safe to call more than once."""
         self._pending.discard()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._result is None:
-            self.abort()
 
 
 class BlobStore:

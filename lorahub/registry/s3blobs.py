@@ -34,11 +34,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from lorahub import errors
-from lorahub.registry.blobs import CHUNK_BYTES, BlobInfo, BlobStore, BlobWriter, check_sha256
+from lorahub.registry.blobs import CHUNK_BYTES, BlobInfo, BlobStore, BlobWriter, CommitOrAbort, check_sha256
 
 PART_BYTES: Final = 8 * 1024 * 1024
 """Files up to this size go up in one request; larger ones in parts of this size (more when 10,000 would not do)."""
@@ -500,7 +499,7 @@ class Upload:
             self._pool = None
 
 
-class S3BlobWriter:
+class S3BlobWriter(CommitOrAbort):
     """A blob on its way into the bucket; see :meth:`S3BlobStore.writer`."""
 
     def __init__(
@@ -584,15 +583,6 @@ class S3BlobWriter:
             self._spool.abort()
         if self._upload is not None:
             self._upload.abort()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._result is None:
-            self.abort()
 
 
 def _changed(announced: str, actual: str) -> errors.HashMismatchError:
